@@ -1,0 +1,52 @@
+"""The `amm` command: `amm train`, `amm sweep plan|run|resume|status`, `amm table`, `amm report`.
+
+Each area registers its own subcommands (`register(subparsers)`), and each subcommand's handler
+imports its heavy dependencies (torch, ray, mlflow) lazily, so `amm --help` stays fast.
+Exit codes: 0 success, 1 training or run failure, 2 bad config or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from amm_core.errors import ConfigError, TrainingError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from amm_cli import train_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="amm", description="Adversarially Learned Mixture Model experiments"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train_cmd.register(sub)
+    for module in ("sweeps.cli", "analysis.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:  # an area not installed in this checkout
+            if e.name != module:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"amm: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"amm: training failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("amm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Run configuration: frozen dataclasses, one field per choice of the paper and of the spec.
+
+Every field has a default and a comment. `load_config` builds a `Config` from nested dicts or YAML
+and rejects unknown keys, wrong types and values outside a field's choices with a `ConfigError`
+that names the dotted key and what is allowed. Overrides use dotted keys (`loss.gp_weight=10`),
+the same keys that sweeps use as axes and MLflow logs as params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from amm_core.errors import ConfigError
+
+
+def _choice(default: str, *choices: str) -> Any:
+    assert default in choices
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _choice("mnist", "mnist", "fashion_mnist", "svhn")  # which image set
+    data_dir: str = ""  # data root; "" -> --data-dir, else $AMM_DATA_DIR, else ./data
+    download: bool = False  # fetch through torchvision when missing (needs network)
+    val_size: int = 5000  # training examples held out for validation (paper: 5,000 on MNIST)
+    labelled: int = 0  # SAMM: labelled training examples (0 = unsupervised AMM; paper: 1,000)
+    stratified: bool = False  # SAMM: draw the labelled subset with equal counts per class
+    svhn_extra: bool = False  # SVHN: add extra_32x32.mat to the training set
+    train_subset: int = 0  # use only the first N training examples after the split (0 = all)
+    device_resident: bool = True  # hold the uint8 dataset on the training device
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = _choice("mnist", "mnist", "svhn", "tiny")  # network tables (spec section 3)
+    num_components: int = 10  # K, mixture components
+    latent_dim: int = 64  # L, dimensions of z (paper: 64 on MNIST, 32 for SVHN grid18)
+    inference: str = _choice("q2", "q2", "q1", "independent")  # q2: eq. 7, q1: eq. 6, eq. 15/16
+    dropout: float = -1.0  # dropout rate; -1 = the architecture's own (0.2 MNIST, 0 SVHN enc/dec)
+    disc_join: str = _choice("ali", "ali")  # D joins x/y/z branches by concat + 1x1 layers (ALI)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    means: str = _choice("learned", "learned", "grid18", "table3", "file", "random")  # mu_k
+    init_means: str = _choice("none", "none", "grid18", "table3", "file", "random")  # learned: init
+    means_file: str = ""  # CSV or NPY, K x L (or K x fewer columns, zero-padded), for `file`
+    random_scale: float = 3.0  # `random`: mu_k ~ N(0, scale^2)
+    random_seed: int = 0  # `random`: its own seed, independent of the run seed
+    learn_sigma: bool = False  # learn sigma_k (eq. 12) instead of unit variance
+    py: str = _choice("uniform", "uniform", "class_frequencies")  # p(y)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    gp_weight: float = 10.0  # lambda of eq. 17 (paper: 10 MNIST, 0.01 SVHN)
+    penalty: str = _choice("joint", "joint", "x_only", "roth", "none")  # joint: eq. 17 over (x,y,z)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4  # Adam learning rate, all networks (paper)
+    beta1: float = 0.5  # Adam beta1 (paper)
+    beta2: float = 0.999  # Adam beta2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 100  # unlabelled batch (paper silent; 100 as ALI)
+    labelled_batch_size: int = 100  # SAMM labelled batch
+    steps: int = 0  # training steps; 0 -> use epochs
+    epochs: float = 25.0  # passes over the training split when steps = 0
+    eval_every: int = 500  # validation every N steps (also a checkpoint)
+    eval_batch_size: int = 1000  # batch for evaluation forward passes
+    log_every: int = 50  # training-loss report every N steps
+    keep_checkpoints: int = 2  # checkpoints kept on disk (newest)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
+    figures: bool = True  # write the per-run figures at the end
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0  # the one seed; every RNG of the run derives from it
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, e.g. {"loss.gp_weight": 10.0, "seed": 0}."""
+        return flatten(self.to_dict())
+
+    def hash(self) -> str:
+        """Short stable hash of the resolved config (ignores where the data lives)."""
+        d = self.flat()
+        d.pop("data.data_dir", None)
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def replace(self, **flat_overrides: Any) -> Config:
+        return apply_overrides(self, flat_overrides)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key '{key}': '{p}' is both a value and a section")
+        node[parts[-1]] = v
+    return out
+
+
+def field_names() -> list[str]:
+    """All dotted keys a config accepts."""
+    return list(Config().flat().keys())
+
+
+def _coerce(key: str, value: Any, typ: Any, f: dataclasses.Field) -> Any:
+    choices = f.metadata.get("choices")
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"key '{key}': expected true or false, got {value!r}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"key '{key}': expected an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"key '{key}': expected a number, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"key '{key}': expected a string, got {value!r}")
+    if choices and value not in choices:
+        raise ConfigError(
+            f"key '{key}': {value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
+        )
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"key '{prefix.rstrip('.') or '<root>'}': expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}'; allowed under "
+            f"'{prefix.rstrip('.') or '<root>'}': {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        typ = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, value, key + ".")
+        else:
+            if isinstance(typ, types.UnionType):  # not used today; keep the loader honest
+                raise ConfigError(f"key '{key}': unsupported field type {typ}")
+            kwargs[name] = _coerce(key, value, typ, fields[name])
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> Config:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    m, t, p, d = cfg.model, cfg.train, cfg.prior, cfg.data
+    need(m.num_components >= 2, "key 'model.num_components': must be >= 2")
+    need(m.latent_dim >= 1, "key 'model.latent_dim': must be >= 1")
+    need(m.dropout == -1.0 or 0.0 <= m.dropout < 1.0, "key 'model.dropout': -1 or in [0, 1)")
+    need(t.batch_size >= 2, "key 'train.batch_size': must be >= 2")
+    need(t.labelled_batch_size >= 2, "key 'train.labelled_batch_size': must be >= 2")
+    need(t.steps > 0 or t.epochs > 0, "key 'train.steps' or 'train.epochs': one must be > 0")
+    need(t.steps >= 0, "key 'train.steps': must be >= 0")
+    need(t.eval_every >= 1, "key 'train.eval_every': must be >= 1")
+    need(t.log_every >= 1, "key 'train.log_every': must be >= 1")
+    need(t.keep_checkpoints >= 1, "key 'train.keep_checkpoints': must be >= 1")
+    need(
+        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        f"key 'train.device': {t.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N",
+    )
+    need(cfg.loss.gp_weight >= 0, "key 'loss.gp_weight': must be >= 0")
+    need(cfg.optim.lr > 0, "key 'optim.lr': must be > 0")
+    need(0 <= cfg.optim.beta1 < 1, "key 'optim.beta1': must be in [0, 1)")
+    need(0 <= cfg.optim.beta2 < 1, "key 'optim.beta2': must be in [0, 1)")
+    need(d.val_size >= 0 and d.labelled >= 0, "keys 'data.val_size', 'data.labelled': >= 0")
+    need(d.train_subset >= 0, "key 'data.train_subset': must be >= 0")
+    need(
+        p.means != "file" and p.init_means != "file" or bool(p.means_file),
+        "key 'prior.means_file': required when prior.means or prior.init_means is 'file'",
+    )
+    need(
+        p.init_means == "none" or p.means == "learned",
+        f"key 'prior.init_means': {p.init_means!r} needs prior.means 'learned' "
+        f"(got {p.means!r}); allowed with fixed means: none",
+    )
+    need(
+        p.py == "uniform" or d.labelled > 0,
+        "key 'prior.py': 'class_frequencies' needs labels (data.labelled > 0); allowed: uniform",
+    )
+    need(p.random_scale > 0, "key 'prior.random_scale': must be > 0")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Nested dict (as in YAML presets) -> validated Config. Missing keys take defaults."""
+    return _validate(_build(Config, data or {}, ""))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'loss.gp_weight=10' -> ('loss.gp_weight', 10). Values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. loss.gp_weight=10")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+    if value is None:
+        value = ""
+    return key, value
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Dotted-key overrides on a Config; unknown keys are rejected by name."""
+    known = set(field_names())
+    for key in overrides:
+        if key not in known:
+            close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            raise ConfigError(f"unknown key '{key}'{hint}; see `amm train --help-config`")
+    flat = cfg.flat()
+    flat.update(overrides)
+    return config_from_dict(unflatten(flat))
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> Config:
+    """YAML preset (or None for defaults) plus `key=value` overrides -> validated Config."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{path}': not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping at the top level")
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"config file '{path}': {e}") from None
+    else:
+        cfg = Config()
+    if overrides:
+        if isinstance(overrides, list):
+            overrides = dict(parse_override(o) for o in overrides)
+        cfg = apply_overrides(cfg, overrides)
+    return cfg
+
+
+def describe() -> str:
+    """Every key with its default (and choices), for `amm train --help-config`."""
+    lines = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type) or f.name in ("data", "model", "prior", "loss",
+                                                              "optim", "train"):
+                walk(typing.get_type_hints(cls)[f.name], prefix + f.name + ".")
+                continue
+            default = f.default
+            choices = f.metadata.get("choices")
+            extra = f"  (one of: {', '.join(choices)})" if choices else ""
+            lines.append(f"{prefix}{f.name} = {default!r}{extra}")
+
+    walk(Config, "")
+    return "\n".join(lines)

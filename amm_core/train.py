@@ -1,0 +1,287 @@
+"""The training loop: zero, accumulate the loss phases, step, evaluate, checkpoint, report.
+
+Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
+lives in `sweeps/`. The loop talks to the outside world through two hooks:
+`report(metrics, checkpoint_dir)` after each evaluation and at the end, and `should_stop()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from amm_core import names
+from amm_core.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from amm_core.config import Config, config_from_dict
+from amm_core.data import EpochSampler, Splits, derive_seed, load_splits, resolve_data_root, to_float
+from amm_core.errors import ConfigError, TrainingError
+from amm_core.losses import AMMLoss
+from amm_core.metrics import bayes_assign, evaluate_assignments
+from amm_core.models import AMM, build_models
+
+ReportFn = Callable[[dict[str, Any], Path | None], None]
+
+# Keys that may differ between a checkpoint and the run that resumes it: where things live and
+# how long to train, not what is trained.
+RESUMABLE_CHANGES = {"data.data_dir", "data.download", "train.device", "train.steps", "train.epochs"}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"key 'train.device': {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def total_steps(cfg: Config, n_train: int) -> int:
+    if cfg.train.steps > 0:
+        return cfg.train.steps
+    return max(1, math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size))
+
+
+@torch.no_grad()
+def evaluate(model: AMM, x_u8: torch.Tensor, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
+    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels."""
+    was_training = model.training
+    model.eval()
+    pred_gy, pred_bayes = [], []
+    means, log_py, sigma = model.prior.means(), model.prior.log_py(), model.prior.sigma()
+    for i in range(0, len(x_u8), cfg.train.eval_batch_size):
+        enc = model.encoder(to_float(x_u8[i : i + cfg.train.eval_batch_size]), sample=False)
+        pred_gy.append(enc.y.argmax(dim=1))
+        pred_bayes.append(bayes_assign(enc.z, means, log_py, sigma))
+    model.train(was_training)
+    return evaluate_assignments(
+        y.cpu(),
+        torch.cat(pred_gy).cpu(),
+        torch.cat(pred_bayes).cpu(),
+        K=cfg.model.num_components,
+        n_classes=n_classes,
+        supervised=cfg.data.labelled > 0,
+    )
+
+
+class _Stats:
+    """Sums loss stats on the device; one host sync per flush instead of one per step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, stats: dict[str, Any]) -> None:
+        for k, v in stats.items():
+            v = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def flush(self, step: int) -> dict[str, float]:
+        out = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        bad = sorted(k for k, v in out.items() if not math.isfinite(v))
+        if bad:
+            raise TrainingError(f"non-finite loss at step {step}: {', '.join(bad)} (run failed)")
+        return out
+
+
+def _check_resumable(saved: Config, cfg: Config) -> None:
+    a, b = saved.flat(), cfg.flat()
+    diff = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES)
+    if diff:
+        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in diff)
+        raise ConfigError(f"cannot resume: the config differs from the checkpoint's ({detail})")
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def run(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    report: ReportFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train one model; return the final metrics (test/* plus bookkeeping).
+
+    Writes out_dir/config.json, metrics.jsonl, final.json, checkpoints/step_*/state.pt and,
+    when cfg.train.figures, figures/*.png.
+    """
+    out_dir = Path(out_dir).resolve()
+    ckpt_root = out_dir / "checkpoints"
+    device = resolve_device(cfg.train.device)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    # One seed; every RNG derives from it (data split and batch order have their own streams).
+    random.seed(derive_seed(cfg.seed, "python"))
+    torch.manual_seed(derive_seed(cfg.seed, "torch"))
+    root = resolve_data_root(str(data_root) if data_root else None, cfg.data.data_dir)
+    splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
+    n_train = len(splits.train_x)
+    samm = cfg.data.labelled > 0
+
+    model = build_models(cfg, class_freqs=splits.class_freqs).to(device)
+    loss = AMMLoss(model, cfg)
+    betas = (cfg.optim.beta1, cfg.optim.beta2)
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=cfg.optim.lr, betas=betas)
+    batch_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches"))
+    sampler = EpochSampler(n_train, cfg.train.batch_size, batch_gen, device)
+    lab_sampler = None
+    if samm:
+        lab_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "labelled_batches"))
+        n_lab = len(splits.labelled_idx)
+        lab_sampler = EpochSampler(n_lab, min(cfg.train.labelled_batch_size, n_lab), lab_gen, device)
+    steps = total_steps(cfg, n_train)
+    step = 0
+
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        _check_resumable(config_from_dict(json.loads(state["config"])), cfg)
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sampler.load_state_dict(state["sampler"])
+        if lab_sampler is not None:
+            lab_sampler.load_state_dict(state["lab_sampler"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+        _trim_metrics(out_dir / "metrics.jsonl", step)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    def checkpoint() -> Path:
+        state = {
+            "step": step,
+            "config": json.dumps(cfg.to_dict()),
+            "config_hash": cfg.hash(),
+            "model": model.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "sampler": sampler.state_dict(),
+            "lab_sampler": lab_sampler.state_dict() if lab_sampler is not None else {},
+            "rng": rng_state(),
+        }
+        path = save_checkpoint(ckpt_root / f"step_{step:07d}", state)
+        prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
+        return path.parent if path.name == "state.pt" else path
+
+    def log_line(metrics: dict[str, Any]) -> None:
+        with open(out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    stats, last_train = _Stats(), {}
+    t_last, step_last = time.perf_counter(), step
+    use_penalty = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
+    model.train()
+    stopped = False
+    while step < steps:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        x = to_float(splits.train_x[sampler.next()])
+        x_l = y_l = None
+        if lab_sampler is not None:
+            lidx = splits.labelled_idx[lab_sampler.next()]
+            x_l, y_l = to_float(splits.train_x[lidx]), splits.train_y[lidx]
+
+        opt_d.zero_grad(set_to_none=True)
+        s = loss.accumulate_gradients("D_main", x, x_l, y_l)
+        if use_penalty:
+            s.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
+        opt_d.step()
+        opt_g.zero_grad(set_to_none=True)
+        s.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
+        opt_g.step()
+        step += 1
+        stats.add(s)
+
+        is_eval = step % cfg.train.eval_every == 0 or step == steps
+        if step % cfg.train.log_every == 0 or is_eval:
+            now = time.perf_counter()
+            last_train = stats.flush(step)
+            last_train[names.IMAGES_PER_SEC] = (
+                (step - step_last) * cfg.train.batch_size / max(now - t_last, 1e-9)
+            )
+            t_last, step_last = now, step
+            if bar is not None:
+                bar.set_postfix(
+                    D=f"{last_train.get(names.LOSS_D, float('nan')):.3f}",
+                    G=f"{last_train.get(names.LOSS_G, float('nan')):.3f}",
+                    img_s=f"{last_train[names.IMAGES_PER_SEC]:.0f}",
+                )
+        if bar is not None:
+            bar.update(1)
+        if is_eval:
+            val = evaluate(model, splits.val_x, splits.val_y, cfg, splits.n_classes)
+            metrics = {names.STEP: step, names.EPOCH: step * cfg.train.batch_size / n_train}
+            metrics.update(last_train)
+            metrics.update({names.split_metric("val", k): v for k, v in val.items()})
+            log_line(metrics)
+            ckpt = checkpoint()
+            if report is not None:
+                report(metrics, ckpt)
+            t_last = time.perf_counter()  # evaluation time is not training throughput
+    if bar is not None:
+        bar.close()
+
+    if stopped:
+        ckpt = checkpoint()
+        return {names.STEP: step, "stopped": True, "checkpoint": str(ckpt)}
+
+    test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
+    final: dict[str, Any] = {names.STEP: step}
+    final.update({names.split_metric("test", k): v for k, v in test.items()})
+    final[names.ERROR_MAPPING_TAG] = (
+        "supervised"
+        if samm
+        else ("hungarian" if cfg.model.num_components == splits.n_classes else "majority")
+    )
+    (out_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+    if cfg.train.figures:
+        _write_figures(model, splits, out_dir / "figures", cfg)
+    ckpt = latest_checkpoint(ckpt_root)
+    if report is not None:
+        report(dict(final), ckpt)
+    return final
+
+
+def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
+    """Figures are a by-product: a plotting failure is reported, and the run still counts."""
+    try:
+        from amm_core.figures import write_run_figures
+
+        write_run_figures(model, splits, out, cfg)
+    except Exception as e:  # noqa: BLE001 - any plotting error must not fail a finished run
+        print(f"amm: warning: figures not written ({type(e).__name__}: {e})", file=sys.stderr)
