@@ -305,8 +305,14 @@ def describe() -> str:
 
     def walk(cls: type, prefix: str) -> None:
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.type) or f.name in ("data", "model", "prior", "loss",
-                                                              "optim", "train"):
+            if dataclasses.is_dataclass(f.type) or f.name in (
+                "data",
+                "model",
+                "prior",
+                "loss",
+                "optim",
+                "train",
+            ):
                 walk(typing.get_type_hints(cls)[f.name], prefix + f.name + ".")
                 continue
             default = f.default

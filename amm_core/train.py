@@ -28,7 +28,16 @@ from amm_core.checkpoint import (
     set_rng_state,
 )
 from amm_core.config import Config, config_from_dict
-from amm_core.data import EpochSampler, Splits, derive_seed, load_splits, resolve_data_root, to_float
+from amm_core.data import (
+    EpochSampler,
+    LabelledSampler,
+    Splits,
+    derive_seed,
+    generator,
+    load_splits,
+    resolve_data_root,
+    to_float,
+)
 from amm_core.errors import ConfigError, TrainingError
 from amm_core.losses import AMMLoss
 from amm_core.metrics import bayes_assign, evaluate_assignments
@@ -38,7 +47,13 @@ ReportFn = Callable[[dict[str, Any], Path | None], None]
 
 # Keys that may differ between a checkpoint and the run that resumes it: where things live and
 # how long to train, not what is trained.
-RESUMABLE_CHANGES = {"data.data_dir", "data.download", "train.device", "train.steps", "train.epochs"}
+RESUMABLE_CHANGES = {
+    "data.data_dir",
+    "data.download",
+    "train.device",
+    "train.steps",
+    "train.epochs",
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,6 +90,27 @@ def evaluate(model: AMM, x_u8: torch.Tensor, y: torch.Tensor, cfg: Config, n_cla
         n_classes=n_classes,
         supervised=cfg.data.labelled > 0,
     )
+
+
+def training_step(
+    loss: AMMLoss,
+    opt_d: torch.optim.Optimizer,
+    opt_g: torch.optim.Optimizer,
+    x: torch.Tensor,
+    x_l: torch.Tensor | None = None,
+    y_l: torch.Tensor | None = None,
+    use_penalty: bool = True,
+) -> dict[str, Any]:
+    """One discriminator step (main + penalty) and one generator step on a batch."""
+    opt_d.zero_grad(set_to_none=True)
+    stats = loss.accumulate_gradients("D_main", x, x_l, y_l)
+    if use_penalty:
+        stats.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    stats.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
+    opt_g.step()
+    return stats
 
 
 class _Stats:
@@ -149,13 +185,13 @@ def run(
     betas = (cfg.optim.beta1, cfg.optim.beta2)
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.optim.lr, betas=betas)
     opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=cfg.optim.lr, betas=betas)
-    batch_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "batches"))
-    sampler = EpochSampler(n_train, cfg.train.batch_size, batch_gen, device)
+    sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
     if samm:
-        lab_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "labelled_batches"))
-        n_lab = len(splits.labelled_idx)
-        lab_sampler = EpochSampler(n_lab, min(cfg.train.labelled_batch_size, n_lab), lab_gen, device)
+        lab_bs = min(cfg.train.labelled_batch_size, len(splits.labelled_idx))
+        lab_sampler = LabelledSampler(
+            splits.labelled_idx, lab_bs, generator(cfg.seed, "labelled_batches"), device
+        )
     steps = total_steps(cfg, n_train)
     step = 0
 
@@ -210,22 +246,14 @@ def run(
         if should_stop is not None and should_stop():
             stopped = True
             break
-        x = to_float(splits.train_x[sampler.next()])
+        x = to_float(splits.train_x[next(sampler)])
         x_l = y_l = None
         if lab_sampler is not None:
-            lidx = splits.labelled_idx[lab_sampler.next()]
+            lidx = next(lab_sampler)  # indices into the train split
             x_l, y_l = to_float(splits.train_x[lidx]), splits.train_y[lidx]
 
-        opt_d.zero_grad(set_to_none=True)
-        s = loss.accumulate_gradients("D_main", x, x_l, y_l)
-        if use_penalty:
-            s.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
-        opt_d.step()
-        opt_g.zero_grad(set_to_none=True)
-        s.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
-        opt_g.step()
+        stats.add(training_step(loss, opt_d, opt_g, x, x_l, y_l, use_penalty))
         step += 1
-        stats.add(s)
 
         is_eval = step % cfg.train.eval_every == 0 or step == steps
         if step % cfg.train.log_every == 0 or is_eval:

@@ -1,0 +1,370 @@
+"""Encoder G_y(x)/G_z(x, .), decoder G_x(y, z), discriminator D(x, y, z) and mean net G_z(y).
+
+The architectures of the paper (spec section 3: MNIST = figure 6, SVHN = figure 5) are data: an
+`Arch` table per name, read by generic modules. `tiny` is a few-channel version for tests, for
+1x28x28 and 3x32x32 inputs. Notation: an "(a)" layer is BatchNorm then LeakyReLU(0.2) on the sum
+shown; dropout applies to a conv's output. 1x1 layers on 1x1 maps are `nn.Linear` (the same
+function as a 1x1 conv, without the reshapes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAK = 0.2
+INFERENCE_ORDERS = ("q2", "q1", "independent")
+
+Conv = tuple[int, int, int]  # (kernel, stride, out channels)
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    in_shape: tuple[int, int, int]  # (C, H, W) of the images
+    enc: tuple[Conv, ...]  # each encoder stream (y and z alike): convs down to 1x1
+    enc_dropout: float  # on every encoder conv
+    dec_in: int  # channels of the decoder's first 1x1 layer, on y and on z
+    dec: tuple[Conv, ...]  # decoder transposed convs (both streams); the last gives C channels
+    dec_dropout: float  # on the decoder convs after the first 1x1
+    disc_x: tuple[Conv, ...]  # D's x branch
+    disc_yz: tuple[int, ...]  # D's y and z branches: 1x1 widths
+    disc_joint: tuple[int, ...]  # D after the concatenation: 1x1 widths, then one logit
+    disc_dropout: float  # on every D layer except the logit
+    mean_hidden: tuple[tuple[int, float], ...]  # G_z(y): hidden (width, dropout), BN + Leaky
+
+    def with_dropout(self, p: float) -> Arch:
+        """Every dropout slot of the tables set to p (config `model.dropout` >= 0)."""
+        return dataclasses.replace(
+            self,
+            enc_dropout=p,
+            dec_dropout=p,
+            disc_dropout=p,
+            mean_hidden=tuple((w, p) for w, _ in self.mean_hidden),
+        )
+
+
+MNIST_ENC: tuple[Conv, ...] = ((2, 1, 16), (3, 2, 32), (3, 2, 64), (3, 1, 64), (4, 1, 128))
+SVHN_ENC: tuple[Conv, ...] = (
+    (2, 1, 16), (3, 2, 128), (3, 1, 128), (3, 2, 256), (3, 1, 256), (4, 1, 512),
+)  # fmt: skip
+
+ARCHS: dict[str, Arch] = {
+    # paper figure 6; spatial 28 -> 27 -> 13 -> 6 -> 4 -> 1 and back
+    "mnist": Arch(
+        name="mnist",
+        in_shape=(1, 28, 28),
+        enc=MNIST_ENC,
+        enc_dropout=0.2,
+        dec_in=128,
+        dec=((4, 1, 64), (3, 1, 64), (3, 2, 32), (3, 2, 16), (2, 1, 1)),
+        dec_dropout=0.2,
+        disc_x=MNIST_ENC,
+        disc_yz=(64, 64),
+        disc_joint=(256, 256),  # the figure is cut off here: ALI's D(x, z) join (model.disc_join)
+        disc_dropout=0.2,
+        mean_hidden=((64, 0.0), (64, 0.2)),
+    ),
+    # paper figure 5; spatial 32 -> 31 -> 15 -> 13 -> 6 -> 4 -> 1 and back
+    "svhn": Arch(
+        name="svhn",
+        in_shape=(3, 32, 32),
+        enc=SVHN_ENC,
+        enc_dropout=0.0,
+        dec_in=512,
+        dec=((4, 1, 256), (3, 1, 256), (3, 2, 128), (3, 1, 128), (3, 2, 16), (2, 1, 3)),
+        dec_dropout=0.0,
+        disc_x=SVHN_ENC,
+        disc_yz=(512, 512),
+        disc_joint=(1024, 1024),
+        disc_dropout=0.2,
+        mean_hidden=(),  # a single linear layer y -> mu
+    ),
+    # tests: 28 -> 27 -> 13 -> 6 -> 1
+    "tiny": Arch(
+        name="tiny",
+        in_shape=(1, 28, 28),
+        enc=((2, 1, 8), (3, 2, 16), (3, 2, 16), (6, 1, 32)),
+        enc_dropout=0.0,
+        dec_in=32,
+        dec=((6, 1, 16), (3, 2, 16), (3, 2, 8), (2, 1, 1)),
+        dec_dropout=0.0,
+        disc_x=((2, 1, 8), (3, 2, 16), (3, 2, 16), (6, 1, 32)),
+        disc_yz=(16, 16),
+        disc_joint=(64, 64),
+        disc_dropout=0.2,
+        mean_hidden=((16, 0.0),),
+    ),
+}
+# tiny for 3x32x32 (SVHN-shaped data): 32 -> 31 -> 15 -> 7 -> 1
+_TINY32_ENC: tuple[Conv, ...] = ((2, 1, 8), (3, 2, 16), (3, 2, 16), (7, 1, 32))
+TINY32 = dataclasses.replace(
+    ARCHS["tiny"],
+    in_shape=(3, 32, 32),
+    enc=_TINY32_ENC,
+    dec=((7, 1, 16), (3, 2, 16), (3, 2, 8), (2, 1, 3)),
+    disc_x=_TINY32_ENC,
+)
+
+
+def get_arch(
+    name: str, in_shape: tuple[int, int, int] | None = None, dropout: float = -1.0
+) -> Arch:
+    """The table for `name`; `in_shape` picks tiny's variant and is checked for the others.
+
+    dropout -1 keeps the table's rates, anything else replaces every rate (config model.dropout).
+    """
+    if name not in ARCHS:
+        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHS)}")
+    arch = ARCHS[name]
+    if in_shape is not None:
+        in_shape = tuple(in_shape)
+        if name == "tiny" and in_shape == TINY32.in_shape:
+            arch = TINY32
+        elif in_shape != arch.in_shape:
+            allowed = [ARCHS["tiny"].in_shape, TINY32.in_shape] if name == "tiny" else [arch.in_shape]
+            raise ValueError(
+                f"architecture {name!r} takes images of shape "
+                f"{' or '.join(map(str, allowed))}, got {in_shape}"
+            )
+    return arch if dropout < 0 else arch.with_dropout(dropout)
+
+
+def conv_sizes(size: int, convs: tuple[Conv, ...], transposed: bool = False) -> list[int]:
+    """Spatial sizes along a conv chain (no padding), e.g. MNIST encoder [28, 27, 13, 6, 4, 1]."""
+    out = [size]
+    for k, s, _ in convs:
+        size = (size - 1) * s + k if transposed else (size - k) // s + 1
+        out.append(size)
+    return out
+
+
+def _check_tables(arch: Arch) -> None:
+    hw = arch.in_shape[1]
+    for what, convs in (("enc", arch.enc), ("disc_x", arch.disc_x)):
+        if conv_sizes(hw, convs)[-1] != 1:
+            raise ValueError(f"arch {arch.name!r}: {what} does not end at 1x1 for {hw}x{hw}")
+    if conv_sizes(1, arch.dec, transposed=True)[-1] != hw or arch.dec[-1][2] != arch.in_shape[0]:
+        raise ValueError(f"arch {arch.name!r}: dec does not end at {arch.in_shape}")
+
+
+def init_weights(module: nn.Module) -> None:
+    """Paper: kernel weights N(0, 0.02), biases 0. BatchNorm keeps scale 1, shift 0 (the paper
+    names only kernel weights; PyTorch's BN default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def one_hot(y: torch.Tensor, num_components: int) -> torch.Tensor:
+    """Labels (N,) -> float one-hot (N, K); a float (N, K) tensor passes through.
+
+    Built with scatter (no host sync); the data loader is where labels are checked."""
+    if y.dim() == 2:
+        return y.float()
+    out = torch.zeros(y.shape[0], num_components, device=y.device)
+    return out.scatter_(1, y.long().unsqueeze(1), 1.0)
+
+
+def _check_input(who: str, arch: Arch, x: torch.Tensor) -> None:
+    if x.dim() != 4 or tuple(x.shape[1:]) != arch.in_shape:
+        raise ValueError(
+            f"{who} for arch {arch.name!r} expects images of shape (N, "
+            f"{', '.join(map(str, arch.in_shape))}), got {tuple(x.shape)}"
+        )
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LEAK)
+
+
+class EncOut(NamedTuple):
+    y_mu: torch.Tensor  # (N, K) logit means
+    y_logvar: torch.Tensor  # (N, K)
+    y: torch.Tensor  # (N, K) softmax of the sampled (or mean) logits, or y_given
+    z_mu: torch.Tensor  # (N, L)
+    z_logvar: torch.Tensor  # (N, L)
+    z: torch.Tensor  # (N, L) sampled (or the mean)
+
+
+class Encoder(nn.Module):
+    """Two conv streams, y (G_y(x)) and z (G_z(x, .)), wired by the inference order:
+    q2: y_ia = (a)(z_i + y_i), z_ia = (a)(z_i)           (eq. 7, the paper's tables)
+    q1: z_ia = (a)(z_i + y_i), y_ia = (a)(y_i); z heads see [z_5a, y]   (eq. 6, Algorithm 1)
+    independent: y_ia = (a)(y_i), z_ia = (a)(z_i)        (eq. 15/16)
+    """
+
+    def __init__(self, arch: Arch, num_components: int, latent_dim: int, inference: str = "q2"):
+        super().__init__()
+        if inference not in INFERENCE_ORDERS:
+            raise ValueError(
+                f"unknown inference order {inference!r}; allowed: {', '.join(INFERENCE_ORDERS)}"
+            )
+        _check_tables(arch)
+        self.arch, self.inference = arch, inference
+        self.num_components, self.latent_dim = num_components, latent_dim
+        c = arch.in_shape[0]
+        self.y_convs, self.z_convs = nn.ModuleList(), nn.ModuleList()
+        self.y_bns, self.z_bns = nn.ModuleList(), nn.ModuleList()
+        for k, s, ch in arch.enc:
+            self.y_convs.append(nn.Conv2d(c, ch, k, s))
+            self.z_convs.append(nn.Conv2d(c, ch, k, s))
+            self.y_bns.append(nn.BatchNorm2d(ch))
+            self.z_bns.append(nn.BatchNorm2d(ch))
+            c = ch
+        self.y_mu = nn.Linear(c, num_components)
+        self.y_logvar = nn.Linear(c, num_components)
+        zc = c + num_components if inference == "q1" else c
+        self.z_mu = nn.Linear(zc, latent_dim)
+        self.z_logvar = nn.Linear(zc, latent_dim)
+        init_weights(self)
+
+    def y_parameters(self) -> list[nn.Parameter]:
+        """G_y(x): the y stream and its heads."""
+        mods = [self.y_convs, self.y_bns, self.y_mu, self.y_logvar]
+        return [p for m in mods for p in m.parameters()]
+
+    def z_parameters(self) -> list[nn.Parameter]:
+        """G_z(x, .): the z stream and its heads."""
+        mods = [self.z_convs, self.z_bns, self.z_mu, self.z_logvar]
+        return [p for m in mods for p in m.parameters()]
+
+    def forward(
+        self, x: torch.Tensor, y_given: torch.Tensor | None = None, sample: bool = True
+    ) -> EncOut:
+        """x (N, C, H, W) in [0, 1]. `y_given` (labels or one-hot) replaces the sampled y; it is
+        then an input, so no gradient from z reaches the y stream (with q1 the y features that
+        feed the z stream are detached): G_y(x) learns from the unlabelled game only."""
+        _check_input("Encoder", self.arch, x)
+        p = self.arch.enc_dropout
+        hy = hz = x
+        for yc, zc, yb, zb in zip(self.y_convs, self.z_convs, self.y_bns, self.z_bns, strict=True):
+            yi = F.dropout(yc(hy), p, self.training)
+            zi = F.dropout(zc(hz), p, self.training)
+            if self.inference == "q2":
+                hy, hz = _act(yb(zi + yi)), _act(zb(zi))
+            elif self.inference == "q1":
+                y_in = yi.detach() if y_given is not None else yi
+                hy, hz = _act(yb(yi)), _act(zb(zi + y_in))
+            else:
+                hy, hz = _act(yb(yi)), _act(zb(zi))
+        hy, hz = hy.flatten(1), hz.flatten(1)
+        y_mu, y_logvar = self.y_mu(hy), self.y_logvar(hy)
+        if y_given is not None:
+            y = one_hot(y_given, self.num_components).to(y_mu.dtype)
+        elif sample:  # Kendall & Gal: noisy logits, then softmax (eq. 8-9)
+            y = torch.softmax(y_mu + torch.exp(0.5 * y_logvar) * torch.randn_like(y_mu), dim=1)
+        else:
+            y = torch.softmax(y_mu, dim=1)
+        if self.inference == "q1":
+            hz = torch.cat([hz, y], dim=1)
+        z_mu, z_logvar = self.z_mu(hz), self.z_logvar(hz)
+        z = z_mu + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mu) if sample else z_mu
+        return EncOut(y_mu, y_logvar, y, z_mu, z_logvar, z)
+
+
+class Decoder(nn.Module):
+    """G_x(y, z): the y stream is a chain of transposed convs with no activation; the z stream
+    adds it at every layer: z_ia = (a)(z_i + y_i); x = sigmoid(z_0 + y_0)."""
+
+    def __init__(self, arch: Arch, num_components: int, latent_dim: int):
+        super().__init__()
+        _check_tables(arch)
+        self.arch = arch
+        self.y_in = nn.Linear(num_components, arch.dec_in)
+        self.z_in = nn.Linear(latent_dim, arch.dec_in)
+        self.bn_in = nn.BatchNorm2d(arch.dec_in)
+        self.y_convs, self.z_convs, self.bns = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        c = arch.dec_in
+        for i, (k, s, ch) in enumerate(arch.dec):
+            self.y_convs.append(nn.ConvTranspose2d(c, ch, k, s))
+            self.z_convs.append(nn.ConvTranspose2d(c, ch, k, s))
+            if i < len(arch.dec) - 1:
+                self.bns.append(nn.BatchNorm2d(ch))
+            c = ch
+        init_weights(self)
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y (N, K), z (N, L) -> x (N, C, H, W) in [0, 1]."""
+        p = self.arch.dec_dropout
+        hy = self.y_in(y)[:, :, None, None]
+        hz = _act(self.bn_in(self.z_in(z)[:, :, None, None] + hy))
+        last = len(self.z_convs) - 1
+        for i, (yc, zc) in enumerate(zip(self.y_convs, self.z_convs, strict=True)):
+            hy = F.dropout(yc(hy), p, self.training)
+            zi = F.dropout(zc(hz), p, self.training)
+            if i == last:
+                return torch.sigmoid(zi + hy)
+            hz = _act(self.bns[i](zi + hy))
+        raise AssertionError("decoder has no layers")
+
+
+class Discriminator(nn.Module):
+    """D(x, y, z) -> logit (N,). No BatchNorm (the gradient penalty is per sample); every layer
+    but the logit is LeakyReLU(0.2) + dropout. Branches joined by concatenation (ALI)."""
+
+    def __init__(self, arch: Arch, num_components: int, latent_dim: int):
+        super().__init__()
+        _check_tables(arch)
+        self.arch = arch
+        c = arch.in_shape[0]
+        self.x_convs = nn.ModuleList()
+        for k, s, ch in arch.disc_x:
+            self.x_convs.append(nn.Conv2d(c, ch, k, s))
+            c = ch
+        self.y_layers = self._mlp(num_components, arch.disc_yz)
+        self.z_layers = self._mlp(latent_dim, arch.disc_yz)
+        self.joint = self._mlp(c + 2 * arch.disc_yz[-1], arch.disc_joint)
+        self.logit = nn.Linear(arch.disc_joint[-1], 1)
+        init_weights(self)
+
+    @staticmethod
+    def _mlp(c: int, widths: tuple[int, ...]) -> nn.ModuleList:
+        layers = nn.ModuleList()
+        for w in widths:
+            layers.append(nn.Linear(c, w))
+            c = w
+        return layers
+
+    def _run(self, h: torch.Tensor, layers: nn.ModuleList) -> torch.Tensor:
+        for layer in layers:
+            h = F.dropout(_act(layer(h)), self.arch.disc_dropout, self.training)
+        return h
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        _check_input("Discriminator", self.arch, x)
+        hx = self._run(x, self.x_convs).flatten(1)
+        h = torch.cat([hx, self._run(y, self.y_layers), self._run(z, self.z_layers)], dim=1)
+        return self.logit(self._run(h, self.joint)).squeeze(1)
+
+
+class MeanNet(nn.Module):
+    """G_z(y) of eq. 12: y (N, K) -> mu (N, L). Hidden layers Linear -> dropout -> BN -> Leaky
+    (MNIST: K -> 64 -> 64 (dropout 0.2) -> L); SVHN has none (a single linear layer)."""
+
+    def __init__(self, arch: Arch, num_components: int, latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = num_components
+        for width, p in arch.mean_hidden:
+            layers.append(nn.Linear(c, width))
+            if p > 0:
+                layers.append(nn.Dropout(p))
+            layers += [nn.BatchNorm1d(width), nn.LeakyReLU(LEAK)]
+            c = width
+        layers.append(nn.Linear(c, latent_dim))
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)

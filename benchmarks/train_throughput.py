@@ -1,0 +1,106 @@
+"""Images per second of the full training step (D step with penalty + generator step).
+
+    .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 30
+
+Times the project's step (`amm_core.train.training_step`: the loss phases of `AMMLoss`) and, beside
+it, a straightforward PyTorch step of the same maths (one encoder/decoder forward shared by the D
+and G updates), on the CPU and, when present, the GPU. Random uint8 images of the right shape:
+throughput does not depend on pixel values, and the benchmark needs no dataset.
+This is a benchmark to run, not a test; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from amm_core.config import load_config
+from amm_core.losses import AMMLoss
+from amm_core.models import build_models, input_shape
+from amm_core.train import training_step
+
+
+def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):
+    """The textbook step: one generator forward, reused for the D and G updates."""
+    enc = model.encoder(x)
+    y_p, z_p = model.prior.sample(x.shape[0])
+    x_p = model.decoder(y_p, z_p)
+    d_q = model.disc(x, enc.y.detach(), enc.z.detach())
+    d_p = model.disc(x_p.detach(), y_p, z_p.detach())
+    loss_d = F.softplus(-d_q).mean() + F.softplus(d_p).mean()
+    alpha = torch.rand(x.shape[0], 1, device=x.device)
+    xi = (alpha.view(-1, 1, 1, 1) * x + (1 - alpha.view(-1, 1, 1, 1)) * x_p.detach()).requires_grad_()
+    yi = (alpha * enc.y.detach() + (1 - alpha) * y_p).requires_grad_()
+    zi = (alpha * enc.z.detach() + (1 - alpha) * z_p.detach()).requires_grad_()
+    grads = torch.autograd.grad(model.disc(xi, yi, zi).sum(), (xi, yi, zi), create_graph=True)
+    norm = torch.cat([g.flatten(1) for g in grads], 1).norm(dim=1)
+    loss_d = loss_d + gp_weight * ((norm - 1) ** 2).mean()
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    d_q = model.disc(x, enc.y, enc.z)
+    d_p = model.disc(x_p, y_p, z_p)
+    loss_g = F.softplus(d_q).mean() + F.softplus(-d_p).mean()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+
+
+def measure(cfg, device: torch.device, steps: int, which: str) -> float:
+    torch.manual_seed(0)
+    model = build_models(cfg).to(device).train()
+    loss = AMMLoss(model, cfg)
+    betas = (cfg.optim.beta1, cfg.optim.beta2)
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=cfg.optim.lr, betas=betas)
+    shape = (cfg.train.batch_size, *input_shape(cfg.model.arch))
+    data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
+
+    def step(i: int) -> None:
+        x = data[i % 8].float().div_(255)
+        if which == "project":
+            training_step(loss, opt_d, opt_g, x)
+        else:
+            straightforward_step(model, loss, opt_d, opt_g, x, cfg.loss.gp_weight)
+
+    for i in range(3):  # warm-up (allocator, cuDNN autotune)
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * cfg.train.batch_size / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/mnist_amm.yaml")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    for dev in devices:
+        for which in ("project", "straightforward"):
+            ips = measure(cfg, dev, args.steps, which)
+            rows.append({"device": dev.type, "step": which, "images_per_sec": round(ips, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    print(
+        f"config={args.config} arch={cfg.model.arch} batch={cfg.train.batch_size} "
+        f"steps={args.steps} threads={torch.get_num_threads()} torch={torch.__version__}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""One training run end to end on real MNIST: files, exact resume, NaN handling, CLI exit codes."""
+
+import json
+
+import pytest
+import torch
+
+from amm_cli.main import main as amm
+from amm_core import names
+from amm_core.config import load_config
+from amm_core.errors import TrainingError
+from amm_core.train import run
+
+FAST = [
+    "model.arch=tiny",
+    "model.latent_dim=8",
+    "data.train_subset=2000",
+    "data.val_size=500",
+    "train.batch_size=32",
+    "train.eval_every=10",
+    "train.log_every=5",
+    "train.figures=false",
+]
+
+
+def fast_config(*extra):
+    return load_config(None, FAST + list(extra))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _lines(path):
+    rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+    for r in rows:
+        r.pop(names.IMAGES_PER_SEC, None)  # wall-clock, differs between runs
+    return rows
+
+
+def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
+    cfg = fast_config("train.steps=20", "train.keep_checkpoints=1")
+    reports = []
+    final = run(
+        cfg, tmp_path / "r", data_root=data_root, report=lambda m, c: reports.append((m, c))
+    )
+    out = tmp_path / "r"
+    assert json.loads((out / "config.json").read_text())["model"]["arch"] == "tiny"
+    rows = _lines(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [10, 20]
+    assert all(0.0 <= r[names.VAL_ERROR_GY] <= 1.0 for r in rows)
+    assert names.LOSS_D in rows[0] and names.LOSS_G in rows[0]
+    saved = json.loads((out / "final.json").read_text())
+    for key in names.FINAL_METRICS:
+        assert key in saved and saved[key] == final[key]
+    assert 1 <= saved[names.TEST_CLUSTERS_USED] <= 10
+    # keep_checkpoints=1: only the newest survives; the reports point at real checkpoint folders
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000020"]
+    assert len(reports) == 3 and reports[-1][0][names.TEST_ERROR_GY] == final[names.TEST_ERROR_GY]
+    assert (reports[-1][1] / "state.pt").is_file()
+
+
+def test_resume_is_exact_on_cpu(tmp_path, data_root):
+    k = 20
+    cfg = fast_config(f"train.steps={2 * k}")
+    full = run(cfg, tmp_path / "full", data_root=data_root)
+
+    calls = {"n": 0}
+
+    def stop_at_k():
+        calls["n"] += 1
+        return calls["n"] > k  # polled once per step: stop before step k+1
+
+    part = run(cfg, tmp_path / "part", data_root=data_root, should_stop=stop_at_k)
+    assert part["stopped"] and part[names.STEP] == k
+    ckpt = tmp_path / "part" / "checkpoints" / f"step_{k:07d}"
+    resumed = run(cfg, tmp_path / "part", data_root=data_root, resume_from=ckpt)
+    for key in names.FINAL_METRICS:
+        assert resumed[key] == full[key], key
+    assert _lines(tmp_path / "part" / "metrics.jsonl") == _lines(
+        tmp_path / "full" / "metrics.jsonl"
+    )
+
+
+def test_resume_rejects_a_different_config(tmp_path, data_root):
+    run(fast_config("train.steps=10"), tmp_path / "r", data_root=data_root)
+    ckpt = tmp_path / "r" / "checkpoints" / "step_0000010"
+    with pytest.raises(ValueError, match="loss.gp_weight"):
+        run(
+            fast_config("train.steps=20", "loss.gp_weight=1"),
+            tmp_path / "r",
+            data_root=data_root,
+            resume_from=ckpt,
+        )
+    # longer training is a legitimate change on resume
+    out = run(fast_config("train.steps=20"), tmp_path / "r", data_root=data_root, resume_from=ckpt)
+    assert out[names.STEP] == 20
+
+
+def test_nan_loss_fails_the_run(tmp_path, data_root, monkeypatch):
+    from amm_core.losses import AMMLoss
+
+    real = AMMLoss.accumulate_gradients
+    seen = {"n": 0}
+
+    def poisoned(self, phase, *a, **kw):
+        stats = real(self, phase, *a, **kw)
+        seen["n"] += 1
+        if phase == "G_main" and seen["n"] > 9:  # from the 4th step on
+            stats[names.LOSS_G] = torch.tensor(float("nan"))
+        return stats
+
+    monkeypatch.setattr(AMMLoss, "accumulate_gradients", poisoned)
+    with pytest.raises(TrainingError, match="non-finite.*loss/G"):
+        run(fast_config("train.steps=20"), tmp_path / "r", data_root=data_root)
+    assert not (tmp_path / "r" / "final.json").exists()
+
+
+def test_cli_train_writes_the_run(tmp_path, data_root, capsys):
+    out = tmp_path / "cli"
+    sets = [a for s in FAST + ["train.steps=10"] for a in ("--set", s)]
+    rc = amm(
+        ["train", "configs/smoke.yaml", *sets, "--data-dir", str(data_root), "--out", str(out)]
+    )
+    assert rc == 0
+    for f in ("config.json", "metrics.jsonl", "final.json"):
+        assert (out / f).is_file()
+    assert str(out.resolve()) in capsys.readouterr().out
+    # the same folder again without --resume: refused, nothing lost
+    before = (out / "final.json").read_text()
+    rc = amm(
+        ["train", "configs/smoke.yaml", *sets, "--data-dir", str(data_root), "--out", str(out)]
+    )
+    assert rc == 2 and "--resume" in capsys.readouterr().err
+    assert (out / "final.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "loss.lambda=3"], ["loss.lambda"]),
+        (["--set", "model.inference=q9"], ["model.inference", "q1", "q2", "independent"]),
+        (["--set", "train.steps=abc"], ["train.steps", "integer"]),
+    ],
+)
+def test_cli_bad_config_exits_2(args, words, capsys, tmp_path):
+    rc = amm(["train", "configs/smoke.yaml", *args, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_missing_data_exits_2_and_names_files(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = amm(
+        ["train", "configs/smoke.yaml", "--data-dir", str(empty), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "train-images-idx3-ubyte" in err and str(empty) in err
+    assert list(empty.iterdir()) == []
+
+
+def test_cli_missing_config_file_exits_2(capsys):
+    assert amm(["train", "configs/nope.yaml"]) == 2
+    assert "configs/nope.yaml" in capsys.readouterr().err
