@@ -80,6 +80,7 @@ class TrainConfig:
     labelled_batch_size: int = 100  # SAMM labelled batch
     steps: int = 0  # training steps; 0 -> use epochs
     epochs: float = 25.0  # passes over the training split when steps = 0
+    max_minutes: float = 0.0  # wall-clock budget: then evaluate on test and end (0 = none)
     eval_every: int = 500  # validation every N steps (also a checkpoint)
     eval_batch_size: int = 1000  # batch for evaluation forward passes
     log_every: int = 50  # training-loss report every N steps
@@ -208,6 +209,7 @@ def _validate(cfg: Config) -> Config:
     need(t.labelled_batch_size >= 2, "key 'train.labelled_batch_size': must be >= 2")
     need(t.steps > 0 or t.epochs > 0, "key 'train.steps' or 'train.epochs': one must be > 0")
     need(t.steps >= 0, "key 'train.steps': must be >= 0")
+    need(t.max_minutes >= 0, "key 'train.max_minutes': must be >= 0 (0 = no budget)")
     need(t.eval_every >= 1, "key 'train.eval_every': must be >= 1")
     need(t.log_every >= 1, "key 'train.log_every': must be >= 1")
     need(t.keep_checkpoints >= 1, "key 'train.keep_checkpoints': must be >= 1")

@@ -91,7 +91,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             f"IDX file '{path}': header says {'x'.join(map(str, dims))} = {int(np.prod(dims))} "
             f"bytes of data, file holds {len(raw) - start}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+    # copy: frombuffer over bytes is read-only, torch.from_numpy wants a writable array
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
 def _find(path: Path) -> Path | None:
@@ -166,7 +167,7 @@ def _missing_error(dataset: str, root: Path, looked: list[Path], what: str) -> D
     )
 
 
-def _download(dataset: str, root: Path, splits: tuple[str, ...] = ()) -> None:
+def _download(dataset: str, root: Path, where: Path, splits: tuple[str, ...] = ()) -> None:
     """Fetch through torchvision into <root>/<dataset>; DataError when it fails (offline)."""
     from urllib.error import URLError
 
@@ -188,25 +189,20 @@ def _download(dataset: str, root: Path, splits: tuple[str, ...] = ()) -> None:
             _remove_empty_tree(p)
         raise DataError(
             f"downloading dataset '{dataset}' into '{target}' failed ({type(e).__name__}: {e}). "
-            f"Without network, copy the files there by hand and run without --download."
+            f"Without network, copy the files into '{where}' by hand and run without --download."
         ) from None
     finally:
         socket.setdefaulttimeout(old)
 
 
 def _remove_empty_tree(p: Path) -> None:
-    if not p.is_dir():
-        return
-    for child in sorted(p.rglob("*"), key=lambda c: len(c.parts), reverse=True):
-        if child.is_dir():
-            try:
-                child.rmdir()
-            except OSError:
-                pass
-    try:
-        p.rmdir()
-    except OSError:
-        pass
+    """Remove p and the folders under it, deepest first, as far as they are empty."""
+    dirs = [c for c in p.rglob("*") if c.is_dir()] if p.is_dir() else []
+    for d in sorted(dirs, key=lambda c: len(c.parts), reverse=True) + [p]:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def load_arrays(dataset: str, root: Path, download: bool = False, svhn_extra: bool = False):
@@ -215,7 +211,7 @@ def load_arrays(dataset: str, root: Path, download: bool = False, svhn_extra: bo
     if dataset in IDX_DIRS:
         d = _idx_dir(root, dataset)
         if d is None and download:
-            _download(dataset, root)
+            _download(dataset, root, root / IDX_DIRS[dataset][0])
             d = _idx_dir(root, dataset)
         if d is None:
             looked = [root / rel for rel in IDX_DIRS[dataset]]
@@ -227,7 +223,7 @@ def load_arrays(dataset: str, root: Path, download: bool = False, svhn_extra: bo
         paths = {s: root / "svhn" / f"{s}_32x32.mat" for s in names}
         missing = tuple(s for s, p in paths.items() if not p.is_file())
         if missing and download:
-            _download("svhn", root, missing)
+            _download("svhn", root, root / "svhn", missing)
             missing = tuple(s for s, p in paths.items() if not p.is_file())
         if missing:
             looked = [paths[s] for s in missing]
@@ -240,8 +236,9 @@ def load_arrays(dataset: str, root: Path, download: bool = False, svhn_extra: bo
             out["train_x"] = np.concatenate([out["train_x"], ex])
             out["train_y"] = np.concatenate([out["train_y"], ey])
         return out
-    raise DataError(f"key 'data.dataset': {dataset!r} is not allowed; allowed: mnist, "
-                    f"fashion_mnist, svhn")
+    raise DataError(
+        f"key 'data.dataset': {dataset!r} is not allowed; allowed: mnist, fashion_mnist, svhn"
+    )
 
 
 # ---------------------------------------------------------------- splits
@@ -421,8 +418,9 @@ class EpochSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (state["n"], state["batch_size"]) != (self.n, self.batch_size):
             raise DataError(
-                f"sampler state is for {state['n']} examples in batches of {state['batch_size']}, "
-                f"this run has {self.n} in batches of {self.batch_size} (data or batch size changed)"
+                f"sampler state is for {state['n']} examples in batches of "
+                f"{state['batch_size']}, this run has {self.n} in batches of {self.batch_size} "
+                f"(data or batch size changed)"
             )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._perm = None

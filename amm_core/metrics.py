@@ -97,19 +97,16 @@ def confusion_matrix(
     than the class counts).
     """
     t, p = _pair(y_true, y_pred)
-    if mapping == "none":
-        mapped = p
-    else:
-        m = label_mapping(t, p, mapping)
-        mapped = m[p]
-    keep = mapped >= 0
     if K is not None and p.max() >= K:
         raise ValueError(f"y_pred has component {p.max()} >= K={K}")
-    if mapped[keep].size and mapped[keep].max() >= n_classes:
-        raise ValueError(f"predicted label {mapped[keep].max()} >= n_classes={n_classes}")
-    return contingency(t[keep], mapped[keep], n_classes, n_classes) if keep.any() else np.zeros(
-        (n_classes, n_classes), dtype=np.int64
-    )
+    mapped = p if mapping == "none" else label_mapping(t, p, mapping)[p]
+    if mapped.max() >= n_classes:
+        raise ValueError(f"predicted label {mapped.max()} >= n_classes={n_classes}")
+    keep = mapped >= 0  # unmatched components (Hungarian, K > classes) have no column
+    if t.max() >= n_classes:
+        raise ValueError(f"y_true has label {t.max()} >= n_classes={n_classes}")
+    counts = np.bincount(t[keep] * n_classes + mapped[keep], minlength=n_classes * n_classes)
+    return counts.reshape(n_classes, n_classes)
 
 
 def nmi(y_true: Any, y_pred: Any) -> float:
@@ -143,7 +140,9 @@ def bayes_assign(
     differs between components when sigma is learned.
     """
     if z.dim() != 2 or means.dim() != 2 or z.shape[1] != means.shape[1]:
-        raise ValueError(f"z {tuple(z.shape)} and means {tuple(means.shape)}: expected (N, L), (K, L)")
+        raise ValueError(
+            f"z {tuple(z.shape)} and means {tuple(means.shape)}: expected (N, L), (K, L)"
+        )
     K, L = means.shape
     dtype = torch.promote_types(z.dtype, torch.float32)
     z = z.to(dtype)

@@ -127,7 +127,9 @@ def get_arch(
         if name == "tiny" and in_shape == TINY32.in_shape:
             arch = TINY32
         elif in_shape != arch.in_shape:
-            allowed = [ARCHS["tiny"].in_shape, TINY32.in_shape] if name == "tiny" else [arch.in_shape]
+            allowed = (
+                [ARCHS["tiny"].in_shape, TINY32.in_shape] if name == "tiny" else [arch.in_shape]
+            )
             raise ValueError(
                 f"architecture {name!r} takes images of shape "
                 f"{' or '.join(map(str, allowed))}, got {in_shape}"

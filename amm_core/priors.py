@@ -46,9 +46,7 @@ def _pad(rows: torch.Tensor, name: str, num_components: int, latent_dim: int) ->
             f"allowed: model.num_components={k}"
         )
     if d > latent_dim:
-        raise ConfigError(
-            f"prior means {name} need model.latent_dim >= {d}, got {latent_dim}"
-        )
+        raise ConfigError(f"prior means {name} need model.latent_dim >= {d}, got {latent_dim}")
     out = torch.zeros(num_components, latent_dim)
     out[:, :d] = rows
     return out
@@ -64,7 +62,9 @@ def _read_file(path: str) -> torch.Tensor:
         else:
             arr = np.loadtxt(p, delimiter=",", ndmin=2)
     except (ValueError, OSError) as e:
-        raise ConfigError(f"prior.means_file '{path}': cannot read a numeric matrix ({e})") from None
+        raise ConfigError(
+            f"prior.means_file '{path}': cannot read a numeric matrix ({e})"
+        ) from None
     arr = np.asarray(arr, dtype=np.float64)
     if arr.ndim != 2 or not np.isfinite(arr).all():
         raise ConfigError(
@@ -110,7 +110,9 @@ class Prior(nn.Module):
     Fixed placements are buffers. prior.learn_sigma adds a learnable log sigma_k (else 1).
     """
 
-    def __init__(self, cfg: Config, class_freqs: torch.Tensor | None = None, arch: Arch | None = None):
+    def __init__(
+        self, cfg: Config, class_freqs: torch.Tensor | None = None, arch: Arch | None = None
+    ):
         super().__init__()
         K, L, p = cfg.model.num_components, cfg.model.latent_dim, cfg.prior
         self.num_components, self.latent_dim = K, L

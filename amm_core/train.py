@@ -53,6 +53,7 @@ RESUMABLE_CHANGES = {
     "train.device",
     "train.steps",
     "train.epochs",
+    "train.max_minutes",
 }
 
 
@@ -242,6 +243,7 @@ def run(
     use_penalty = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
     model.train()
     stopped = False
+    deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -254,6 +256,8 @@ def run(
 
         stats.add(training_step(loss, opt_d, opt_g, x, x_l, y_l, use_penalty))
         step += 1
+        if deadline is not None and time.monotonic() > deadline:
+            steps = step  # the time budget is spent: this step is the last (evaluated below)
 
         is_eval = step % cfg.train.eval_every == 0 or step == steps
         if step % cfg.train.log_every == 0 or is_eval:

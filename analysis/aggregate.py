@@ -111,9 +111,7 @@ def welch_verdict(
         return Comparison(nan, nan, f"no test (n={n}, need 2)")
     if std == 0 and paper_std == 0:
         return Comparison(nan, nan, "no test (both stds are 0)")
-    res = stats.ttest_ind_from_stats(
-        mean, std, n, paper_mean, paper_std, paper_n, equal_var=False
-    )
+    res = stats.ttest_ind_from_stats(mean, std, n, paper_mean, paper_std, paper_n, equal_var=False)
     t, p = float(res.statistic), float(res.pvalue)
     if p >= alpha:
         return Comparison(t, p, CONSISTENT)

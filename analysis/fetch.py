@@ -59,7 +59,7 @@ def default_tracking_uri() -> str:
 
 
 def cast_value(key: str, raw: Any) -> Any:
-    """One param string -> the type of the config field `key` (unknown keys: number if it parses)."""
+    """One param string -> the type of config field `key` (other keys: a number if it parses)."""
     if not isinstance(raw, str):
         return raw
     default = _DEFAULTS.get(key)
@@ -148,6 +148,8 @@ def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, 
 
 
 def _expected_from(run: Any) -> int | None:
+    """Seeds per cell a sweep's parent declares: tag or param amm.num_seeds (or
+    amm.expected_trials), else its `seeds` param (a count or a list of seeds)."""
     for key in (NUM_SEEDS_TAG, EXPECTED_TAG):
         for where in (run.data.tags, run.data.params):
             if key in where:
@@ -155,6 +157,16 @@ def _expected_from(run: Any) -> int | None:
                     return int(float(where[key]))
                 except ValueError:
                     continue
+    raw = run.data.params.get("seeds")
+    if raw is not None:
+        try:
+            v = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        if isinstance(v, list):
+            return len(v)
+        if isinstance(v, int) and v > 0:
+            return v
     return None
 
 
@@ -173,18 +185,19 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
     q = _q(name)
     parents: list[Any] = []
     if exp_ids:
-        for filt in (f"tags.`{SWEEP_TAG}` = '{q}'", f"tags.`{RUN_NAME_TAG}` = '{q}'"):
-            parents = [
-                r for r in _search_all(client, exp_ids, filt) if PARENT_TAG not in r.data.tags
-            ]
-            # a parent run is one that has children
+        # the sweep's parent: tagged amm.sweep and not a child itself ...
+        parents = [
+            r
+            for r in _search_all(client, exp_ids, f"tags.`{SWEEP_TAG}` = '{q}'")
+            if PARENT_TAG not in r.data.tags
+        ]
+        if not parents:  # ... else a run of that name that has children
             parents = [
                 r
-                for r in parents
-                if _search_all(client, exp_ids, f"tags.`{PARENT_TAG}` = '{r.info.run_id}'")
+                for r in _search_all(client, exp_ids, f"tags.`{RUN_NAME_TAG}` = '{q}'")
+                if PARENT_TAG not in r.data.tags
+                and _search_all(client, exp_ids, f"tags.`{PARENT_TAG}` = '{r.info.run_id}'")
             ]
-            if parents:
-                break
     if parents:
         # a sweep run twice under one name: the newest parent is the sweep
         parent = max(parents, key=lambda r: r.info.start_time or 0)
@@ -260,18 +273,24 @@ def fetch_ray(folder: str | Path) -> Runs:
     (and result.json as JSON lines). A trial folder's config.json (written by the training loop)
     fills in keys the sweep did not vary. Status: FINISHED when a row has test/* metrics."""
     folder = Path(folder)
-    trials = sorted(p.parent for p in folder.glob("*/params.json"))
+    marks = ("params.json", "result.json", "error.txt")
+    trials = sorted(
+        p for p in folder.iterdir() if p.is_dir() and any((p / m).exists() for m in marks)
+    )
     if not trials:
         raise ConfigError(
-            f"'{folder}' holds no Ray Tune trials (no */params.json); "
+            f"'{folder}' holds no Ray Tune trials (no subfolder with params.json or error.txt); "
             f"entries: {', '.join(sorted(p.name for p in folder.iterdir())[:20]) or '(none)'}"
         )
     rows, params, metrics, dirs = [], set(), set(), {}
     for t in trials:
         p: dict[str, Any] = {}
-        if (t / "config.json").is_file():
-            p.update(_flatten(json.loads((t / "config.json").read_text())))
-        p.update(_flatten(json.loads((t / "params.json").read_text())))
+        # the resolved config the loop wrote (into the trial's final checkpoint), if any
+        configs = sorted(t.glob("config.json")) or sorted(t.glob("checkpoint_*/config.json"))
+        if configs:
+            p.update(_flatten(json.loads(configs[-1].read_text())))
+        if (t / "params.json").is_file():  # a trial that died before starting has none
+            p.update(_flatten(json.loads((t / "params.json").read_text())))
         p = cast_params({k: v for k, v in p.items() if not isinstance(v, list | tuple)})
         res = _last_result(t / "result.json") or {}
         m = {
@@ -301,6 +320,6 @@ def fetch_ray(folder: str | Path) -> Runs:
 
 def fetch(name: str, tracking_uri: str | None = None) -> Runs:
     """`name` is a Ray results folder if such a folder exists, else an MLflow sweep/experiment."""
-    if Path(name).is_dir() and any(Path(name).glob("*/params.json")):
+    if Path(name).is_dir():
         return fetch_ray(name)
     return fetch_mlflow(name, tracking_uri)

@@ -33,7 +33,9 @@ def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):
     d_p = model.disc(x_p.detach(), y_p, z_p.detach())
     loss_d = F.softplus(-d_q).mean() + F.softplus(d_p).mean()
     alpha = torch.rand(x.shape[0], 1, device=x.device)
-    xi = (alpha.view(-1, 1, 1, 1) * x + (1 - alpha.view(-1, 1, 1, 1)) * x_p.detach()).requires_grad_()
+    xi = (
+        alpha.view(-1, 1, 1, 1) * x + (1 - alpha.view(-1, 1, 1, 1)) * x_p.detach()
+    ).requires_grad_()
     yi = (alpha * enc.y.detach() + (1 - alpha) * y_p).requires_grad_()
     zi = (alpha * enc.z.detach() + (1 - alpha) * z_p.detach()).requires_grad_()
     grads = torch.autograd.grad(model.disc(xi, yi, zi).sum(), (xi, yi, zi), create_graph=True)

@@ -10,6 +10,9 @@ is built and validated here, before Ray or MLflow is touched, so a bad spec fail
     experiment: amm-paper               # MLflow experiment (default: amm)
     overrides: {train.eval_every: 1000}
     grid: {loss.gp_weight: [1, 10]}
+    variants:                           # named override sets, one more axis ("variant")
+      learned: {prior.means: learned}
+      table3_init: {prior.means: learned, prior.init_means: table3}
     seeds: 5                            # seeds 0..4, or an explicit list [3, 7]
     resources: {cpu: 1, gpu: 0.25}
 """
@@ -33,6 +36,7 @@ TOP_KEYS = {
     "experiment": str,
     "overrides": dict,
     "grid": dict,
+    "variants": dict,
     "seeds": (int, list),
     "resources": dict,
     "search": dict,
@@ -52,6 +56,7 @@ COST_KEYS = {"steps_per_sec": (int, float), "measured_on": str}
 # training-set sizes before the validation split, for the cost estimate of epoch-based configs
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
 SVHN_EXTRA = 531131
+VARIANT = "variant"  # the axis of named override sets
 SHORT_NAMES = {"loss.gp_weight": "lambda", "optim.lr": "lr"}  # run-name labels
 
 
@@ -92,6 +97,7 @@ class SweepSpec:
     steps_per_sec: float | None = None
     measured_on: str = ""
     description: str = ""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_config: Config = field(default_factory=Config)
 
     @property
@@ -100,9 +106,12 @@ class SweepSpec:
 
     def axes(self) -> dict[str, list[Any]]:
         """Swept keys -> values, the seed axis last (absent with a search)."""
-        if self.search is not None:
-            return dict(self.grid)
-        return {**self.grid, "seed": list(self.seeds)}
+        axes: dict[str, list[Any]] = dict(self.grid)
+        if self.variants:
+            axes[VARIANT] = list(self.variants)
+        if self.search is None:
+            axes["seed"] = list(self.seeds)
+        return axes
 
     def cells(self) -> list[dict[str, Any]]:
         """The grid x seed cells in Tune's order (first axis varies slowest)."""
@@ -116,7 +125,16 @@ class SweepSpec:
     def trial_config(self, params: dict[str, Any], data_dir: str | None = None) -> Config:
         """Base preset + fixed overrides + one trial's swept values (+ the data root)."""
         extra = {"data.data_dir": data_dir} if data_dir else {}
+        params = expand_variant(params, self.variants)
         return apply_overrides(self.base_config, {**self.overrides, **params, **extra})
+
+
+def expand_variant(params: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{'variant': 'table3_init', 'seed': 1} -> the variant's overrides + {'seed': 1}."""
+    params = dict(params)
+    if VARIANT in params:
+        params = {**variants[params.pop(VARIANT)], **params}
+    return params
 
 
 def _check_keys(where: str, data: dict[str, Any], allowed: dict[str, Any]) -> None:
@@ -219,6 +237,15 @@ def parse_spec(
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: grid axis '{key}' must be a non-empty list, "
                               f"got {values!r}")
+    variants = data.get("variants", {})
+    for vname, vover in variants.items():
+        w = f"{where}: variants.{vname}"
+        if not isinstance(vover, dict) or not vover:
+            raise ConfigError(f"{w}: expected a non-empty mapping of config overrides")
+        for key in vover:
+            _check_config_key(w, key)
+    if "variants" in data and not variants:
+        raise ConfigError(f"{where}: key 'variants' is empty")
     seeds = data.get("seeds", 1)
     if isinstance(seeds, int):
         if seeds < 1:
@@ -236,7 +263,7 @@ def parse_spec(
     if gpu > 1 and not gpu.is_integer():
         raise ConfigError(f"{where}: resources: gpu above 1 must be a whole number, got {gpu}")
     search = _parse_search(f"{where}: search", data["search"]) if "search" in data else None
-    if search and (grid or len(seeds) > 1):
+    if search and (grid or variants or len(seeds) > 1):
         raise ConfigError(f"{where}: with 'search', leave 'grid' empty and use one seed "
                           "(the search samples the configs)")
     sched = _parse_scheduler(f"{where}: scheduler", data["scheduler"]) \
@@ -253,7 +280,7 @@ def parse_spec(
         max_concurrent=data.get("max_concurrent", 0), max_failures=data.get("max_failures", 2),
         checkpoints_to_keep=data.get("checkpoints_to_keep", 2),
         steps_per_sec=cost.get("steps_per_sec"), measured_on=cost.get("measured_on", ""),
-        description=data.get("description", ""), base_config=base_cfg,
+        description=data.get("description", ""), variants=variants, base_config=base_cfg,
     )
     # build every config now: a bad value in any cell fails here, before anything starts
     try:

@@ -1,0 +1,214 @@
+"""AMM / SAMM losses (Algorithms 1 and 2) and the gradient penalty of eq. 17, in phases.
+
+As stylegan2-ada's loss: each phase runs its forward pass and calls backward(); the loop zeroes
+the gradients and steps the optimisers:
+
+    opt_d.zero_grad(); acc("D_main"); acc("D_gp"); opt_d.step()
+    opt_g.zero_grad(); acc("G_main"); opt_g.step()
+
+D labels inference tuples (x, y~, z~) real and synthesis tuples (x~, y, z) fake; with d the logit,
+-log sigmoid(d) = softplus(-d) and -log(1 - sigmoid(d)) = softplus(d).
+  L_D   = softplus(-d_q) + softplus(d_p)      (means over the batch)
+  L_dec = softplus(-d_p)                      G_x(y, z) and G_z(y)
+  L_enc = softplus(d_q)                       G_y(x) and G_z(x, .)
+SAMM adds the labelled game, (x_l, y_l, z~_l = G_z(x_l, y_l)) against a fresh synthesis batch;
+each game's terms are scaled 1/(2M), i.e. 0.5 * (mean + mean) per game. G_y(x) learns from the
+unlabelled game only: the labelled game passes y_l as `y_given`, and the encoder keeps the y
+stream out of that game's graph in every inference order.
+
+Randomness (prior samples, encoder noise, penalty alphas) uses the global torch RNG, which the
+loop seeds and checkpoints. Stats are detached 0-dim tensors (no host sync per step).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from amm_core import names
+from amm_core.config import Config
+from amm_core.models import AMM
+from amm_core.networks import one_hot
+
+PHASES = ("D_main", "D_gp", "G_main")
+PENALTIES = ("joint", "x_only", "roth", "none")
+
+
+class Tuples(NamedTuple):
+    """Inference tuples (x, y~, z~) and synthesis tuples (x~, y, z), games concatenated."""
+
+    xq: torch.Tensor
+    yq: torch.Tensor
+    zq: torch.Tensor
+    xp: torch.Tensor
+    yp: torch.Tensor
+    zp: torch.Tensor
+    sizes: tuple[int, ...]  # per game batch sizes (unlabelled, then labelled), same for q and p
+
+
+def _image(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
+
+
+class AMMLoss:
+    def __init__(self, model: AMM, cfg: Config):
+        if cfg.loss.penalty not in PENALTIES:
+            raise ValueError(
+                f"key 'loss.penalty': {cfg.loss.penalty!r} is not allowed; "
+                f"allowed: {', '.join(PENALTIES)}"
+            )
+        self.model = model
+        self.penalty = cfg.loss.penalty
+        self.gp_weight = cfg.loss.gp_weight
+        self._cached: Tuples | None = None  # D_main's tuples, reused by the D_gp call after it
+
+    # ---- forward passes ------------------------------------------------------------------
+    def tuples(
+        self,
+        x_u: torch.Tensor,
+        x_l: torch.Tensor | None = None,
+        y_l: torch.Tensor | None = None,
+    ) -> Tuples:
+        """Encoder on the data (sampled y~, z~), decoder on prior samples, for one or two games.
+
+        The synthesis batches of both games are drawn in one prior + decoder call (i.i.d.
+        samples either way)."""
+        enc, dec, prior = self.model.encoder, self.model.decoder, self.model.prior
+        x_u = _image(x_u)
+        q = enc(x_u, sample=True)
+        xq, yq, zq = [x_u], [q.y], [q.z]
+        sizes = [x_u.shape[0]]
+        if x_l is not None:
+            if y_l is None:
+                raise ValueError("SAMM step: x_l given without its labels y_l")
+            x_l = _image(x_l)
+            y1 = one_hot(y_l, prior.num_components).to(x_l.device)
+            ql = enc(x_l, y_given=y1, sample=True)
+            xq.append(x_l)
+            yq.append(y1)
+            zq.append(ql.z)
+            sizes.append(x_l.shape[0])
+        yp, zp = prior.sample(sum(sizes))
+        xp = dec(yp, zp)
+        return Tuples(torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes))
+
+    def _game_mean(self, v: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        """Mean per game, games weighted equally (1/(2M) per term in SAMM)."""
+        if len(sizes) == 1:
+            return v.mean()
+        return torch.stack([c.mean() for c in v.split(list(sizes))]).mean()
+
+    def _logits(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
+        n = t.xq.shape[0]
+        d = self.model.disc(
+            torch.cat([t.xq, t.xp]), torch.cat([t.yq, t.yp]), torch.cat([t.zq, t.zp])
+        )  # one D pass: D has no BatchNorm, so batching q and p together changes nothing
+        return d[:n], d[n:]
+
+    # ---- phases --------------------------------------------------------------------------
+    def accumulate_gradients(
+        self,
+        phase: str,
+        x_u: torch.Tensor,
+        x_l: torch.Tensor | None = None,
+        y_l: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Forward + backward for one phase; returns detached 0-dim tensors by metric name."""
+        if phase == "D_main":
+            return self._d_main(x_u, x_l, y_l)
+        if phase == "D_gp":
+            return self._d_gp(x_u, x_l, y_l)
+        if phase == "G_main":
+            return self._g_main(x_u, x_l, y_l)
+        raise ValueError(f"unknown loss phase {phase!r}; allowed: {', '.join(PHASES)}")
+
+    def _d_main(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            t = self.tuples(x_u, x_l, y_l)
+        d_q, d_p = self._logits(t)
+        loss = self._game_mean(F.softplus(-d_q), t.sizes) + self._game_mean(
+            F.softplus(d_p), t.sizes
+        )
+        loss.backward()
+        self._cached = t
+        return {
+            names.LOSS_D: loss.detach(),
+            names.D_REAL: torch.sigmoid(d_q.detach()).mean(),
+            names.D_FAKE: torch.sigmoid(d_p.detach()).mean(),
+        }
+
+    def _d_gp(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
+        t, self._cached = self._cached, None
+        if self.penalty == "none" or self.gp_weight == 0:
+            zero = torch.zeros((), device=x_u.device)
+            return {names.LOSS_D_GP: zero, names.GP_NORM: zero}
+        if t is None:  # called without D_main just before: draw fresh tuples
+            with torch.no_grad():
+                t = self.tuples(x_u, x_l, y_l)
+        if self.penalty == "roth":
+            loss, norm = self._roth(t)
+        else:
+            loss, norm = self._interpolate_penalty(t, joint=self.penalty == "joint")
+        loss = self.gp_weight * loss
+        if loss.requires_grad:  # False only when D ignores every penalised input
+            loss.backward()
+        return {names.LOSS_D_GP: loss.detach(), names.GP_NORM: norm.detach().mean()}
+
+    def _input_grads(self, d: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Per-sample gradients of D w.r.t. `inputs`, flattened and concatenated: (N, dims).
+        D has no BatchNorm, so grad of sum(d) gives each sample's own gradient."""
+        grads = torch.autograd.grad(d.sum(), inputs, create_graph=True, allow_unused=True)
+        grads = [
+            torch.zeros_like(i) if g is None else g for g, i in zip(grads, inputs, strict=True)
+        ]
+        return torch.cat([g.flatten(1) for g in grads], dim=1)
+
+    def _interpolate_penalty(self, t: Tuples, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 17: mean (||grad_(x^, y^, z^) D||_2 - 1)^2 on straight lines between inference and
+        synthesis tuples, one alpha ~ U(0, 1) per sample shared by x, y, z. joint=False is the
+        x-only norm of public ALI code (a known bug; kept for ablations)."""
+        n = t.xq.shape[0]
+        a = torch.rand(n, device=t.xq.device)
+        xh = torch.lerp(t.xp, t.xq, a.view(n, 1, 1, 1)).requires_grad_(True)
+        yh = torch.lerp(t.yp, t.yq, a.view(n, 1)).requires_grad_(True)
+        zh = torch.lerp(t.zp, t.zq, a.view(n, 1)).requires_grad_(True)
+        d = self.model.disc(xh, yh, zh)
+        g = self._input_grads(d, [xh, yh, zh] if joint else [xh])
+        norm = g.norm(2, dim=1)
+        return (norm - 1.0).pow(2).mean(), norm
+
+    def _roth(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roth et al. 2017 JS regulariser (their eq. 22/Algorithm 1), gradients over (x, y, z):
+        0.5 * (E_q[(1 - D)^2 ||grad d||^2] + E_p[D^2 ||grad d||^2]), D = sigmoid(d), with
+        inference tuples as their 'real' P; lambda = loss.gp_weight plays gamma."""
+        n = t.xq.shape[0]
+        x = torch.cat([t.xq, t.xp]).requires_grad_(True)
+        y = torch.cat([t.yq, t.yp]).requires_grad_(True)
+        z = torch.cat([t.zq, t.zp]).requires_grad_(True)
+        d = self.model.disc(x, y, z)
+        g2 = self._input_grads(d, [x, y, z]).pow(2).sum(1)
+        s = torch.sigmoid(d)
+        reg = ((1 - s[:n]).pow(2) * g2[:n]).mean() + (s[n:].pow(2) * g2[n:]).mean()
+        return 0.5 * reg, g2.sqrt()
+
+    def _g_main(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
+        disc_params = self.model.discriminator_parameters()
+        flags = [p.requires_grad for p in disc_params]
+        for p in disc_params:  # no D gradients in the generator phase (saves the work)
+            p.requires_grad_(False)
+        try:
+            t = self.tuples(x_u, x_l, y_l)
+            d_q, d_p = self._logits(t)
+            dec = self._game_mean(F.softplus(-d_p), t.sizes)
+            enc = self._game_mean(F.softplus(d_q), t.sizes)
+            (dec + enc).backward()
+        finally:
+            for p, f in zip(disc_params, flags, strict=True):
+                p.requires_grad_(f)
+        return {
+            names.LOSS_G: (dec + enc).detach(),
+            names.LOSS_G_DEC: dec.detach(),
+            names.LOSS_G_ENC: enc.detach(),
+        }

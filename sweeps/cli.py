@@ -1,0 +1,107 @@
+"""`amm sweep plan|run|resume|status`: registered into the `amm` command by amm_cli.main.
+
+Handlers import Ray and MLflow lazily so that `amm --help` stays fast. Bad input raises
+ConfigError, which `amm` turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from amm_core.errors import ConfigError
+
+STORAGE_HELP = ("sweep folders live under this path: a local folder, a shared path or s3://... "
+                "(default: $AMM_SWEEP_STORAGE or ./runs/sweeps)")
+
+
+def _overrides(items: list[str] | None) -> dict:
+    from amm_core.config import parse_override
+
+    return dict(parse_override(i) for i in items or [])
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sweeps.plan import plan
+
+    print(plan(args.spec, _overrides(args.set), measure=args.measure))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sweeps import runner
+
+    name, code = runner.run(args.spec, name=args.name, storage=args.storage,
+                            address=args.address, tracking_uri=args.tracking_uri,
+                            overrides=_overrides(args.set))
+    print(runner.status(name, args.storage))
+    return code
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from sweeps import runner
+
+    code = runner.resume(args.name, storage=args.storage, address=args.address,
+                         tracking_uri=args.tracking_uri)
+    print(runner.status(args.name, args.storage))
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sweeps import runner
+
+    print(runner.status(args.name, args.storage))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="Ray Tune sweeps tracked in MLflow",
+                              description="Plan, run, resume and inspect sweeps (specs in sweeps/)")
+    sub = p.add_subparsers(dest="sweep_command", required=True, metavar="SUBCOMMAND")
+
+    pp = sub.add_parser("plan", help="print the trial grid, count, resources, estimated cost")
+    pp.add_argument("spec", help="sweep spec YAML, e.g. sweeps/paper/mnist_amm.yaml")
+    pp.add_argument("--measure", action="store_true",
+                    help="time a few training steps of the base config on this machine")
+    pp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="fixed config override for every trial (repeatable)")
+    pp.set_defaults(func=cmd_plan)
+
+    pr = sub.add_parser("run", help="start a sweep (local Ray by default)")
+    pr.add_argument("spec", help="sweep spec YAML")
+    pr.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    pr.add_argument("--name", help="sweep name (default: <spec stem>-<timestamp>)")
+    pr.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                    "or sqlite:///mlflow.db in this folder)")
+    pr.add_argument("--storage", help=STORAGE_HELP)
+    pr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="fixed config override for every trial (repeatable)")
+    pr.set_defaults(func=cmd_run)
+
+    pm = sub.add_parser("resume", help="continue a stopped sweep (Tuner.restore)")
+    pm.add_argument("name", help="sweep name")
+    pm.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    pm.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's own)")
+    pm.add_argument("--storage", help=STORAGE_HELP)
+    pm.set_defaults(func=cmd_resume)
+
+    ps = sub.add_parser("status", help="finished / failed / running / missing cells of a sweep")
+    ps.add_argument("name", help="sweep name")
+    ps.add_argument("--storage", help=STORAGE_HELP)
+    ps.set_defaults(func=cmd_status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sweeps.cli ...` without the rest of `amm`."""
+    parser = argparse.ArgumentParser(prog="amm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"amm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""`amm sweep plan`: the trial grid, the trial count, resources and an estimated cost.
+
+The cost comes from a steps-per-second figure that is either stored in the spec (`cost:`
+section, with a note on where it was measured) or measured now (`--measure`: a few training
+steps of the base config on this machine). No Ray, no MLflow, no training beyond that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from amm_core.errors import ConfigError
+from sweeps.spec import SweepSpec, load_spec, run_name, train_steps
+
+
+def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
+    """Time a few training steps of the base config here (after `steps` warm-up steps)."""
+    import tempfile
+
+    import torch
+
+    from amm_core import names, train
+
+    class _Done(Exception):
+        pass
+
+    seen: list[float] = []
+
+    def report(metrics: dict[str, Any], _ckpt: Path | None) -> None:
+        seen.append(metrics.get(names.IMAGES_PER_SEC, 0.0))
+        if len(seen) == 2:
+            raise _Done
+
+    torch.set_num_threads(max(1, int(spec.cpu)))
+    cfg = spec.trial_config({}).replace(**{
+        "train.steps": 2 * steps, "train.eval_every": steps, "train.log_every": steps,
+        "train.figures": False, "data.val_size": min(spec.base_config.data.val_size, 500),
+    })
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            train.run(cfg, Path(d), report=report)
+        except _Done:
+            pass
+    if len(seen) < 2:
+        raise ConfigError("measuring steps/sec: the trial reported fewer than two evaluations")
+    return seen[1] / cfg.train.batch_size
+
+
+def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str = "") -> str:
+    lines = [f"sweep spec: {spec.path}", f"base preset: {spec.base}",
+             f"MLflow experiment: {spec.experiment}"]
+    if spec.description:
+        lines.append(f"description: {spec.description}")
+    if spec.overrides:
+        lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
+    steps = []
+    if spec.search is None:
+        for k, vals in spec.axes().items():
+            lines.append(f"axis {k}: {vals}")
+        lines.append("")
+        lines.append(f"{'#':>4}  {'run name':<48} {'steps':>8}  config hash")
+        for i, cell in enumerate(spec.cells()):
+            cfg = spec.trial_config(cell)
+            steps.append(train_steps(cfg))
+            lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
+    else:
+        s = spec.search
+        lines.append(f"Optuna search: {s.num_samples} samples, {s.mode} {s.metric}, seed {s.seed}")
+        for k, dim in s.space.items():
+            rng = dim["values"] if dim["type"] == "choice" else f"[{dim['low']}, {dim['high']}]"
+            lines.append(f"  {k}: {dim['type']} {rng}")
+        steps = [train_steps(spec.trial_config({}))] * s.num_samples
+    if spec.scheduler:
+        sc = spec.scheduler
+        lines.append(f"ASHA: {sc.mode} {sc.metric} by {sc.time_attr}, grace {sc.grace_period}, "
+                     f"max_t {sc.max_t}, reduction {sc.reduction_factor:g}")
+    n = spec.num_trials()
+    lines.append("")
+    lines.append(f"trials: {n}")
+    lines.append(f"resources per trial: {spec.cpu:g} CPU, {spec.gpu:g} GPU")
+    lines.append(f"steps per trial: {min(steps)}" + (f" to {max(steps)}" if len(set(steps)) > 1
+                                                       else ""))
+    if steps_per_sec:
+        total_s = sum(steps) / steps_per_sec
+        lines.append(f"steps/sec per trial: {steps_per_sec:.2f} ({source})")
+        lines.append(f"estimated cost: {total_s / 3600:.2f} trial-hours "
+                     f"({total_s / 3600 * spec.cpu:.2f} CPU-hours, "
+                     f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
+                     + (" (an upper bound with ASHA)" if spec.scheduler else ""))
+        par = spec.max_concurrent or n
+        lines.append(f"wall time with {par} trials in parallel: "
+                     f"{total_s / min(par, n) / 3600:.2f} h (if the cluster fits them)")
+    else:
+        lines.append("estimated cost: unknown (no steps/sec stored in the spec's cost: "
+                     "section; run `amm sweep plan SPEC --measure`)")
+    return "\n".join(lines)
+
+
+def plan(spec_path: str, overrides: dict[str, Any] | None = None, measure: bool = False) -> str:
+    spec = load_spec(spec_path, overrides)
+    if measure:
+        sps = measure_steps_per_sec(spec)
+        source = f"measured now: 10 steps of the base config, {spec.cpu:g} CPU thread(s)"
+    elif spec.steps_per_sec:
+        sps, source = spec.steps_per_sec, f"stored in the spec: {spec.measured_on or 'no note'}"
+    else:
+        sps, source = None, ""
+    return plan_text(spec, sps, source)

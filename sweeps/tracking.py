@@ -1,0 +1,173 @@
+"""MLflow tracking for sweeps: one parent run per sweep, one nested child run per trial.
+
+Only the sweep driver writes to the tracking store (a SQLite store is single-writer): trials
+report to Tune, and the driver's Tune callback (sweeps/callback.py) calls these functions.
+Child runs carry the tags `amm.sweep` and `amm.trial_id`, so a resumed sweep finds and reuses
+them instead of creating duplicates. Every run ends FINISHED, FAILED or KILLED; `close_sweep`
+makes sure none is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from amm_core.errors import ConfigError
+
+TAG_SWEEP = "amm.sweep"
+TAG_TRIAL = "amm.trial_id"
+TAG_ROLE = "amm.role"  # "sweep" (parent) or "trial" (child)
+TAG_HASH = "amm.config_hash"
+TAG_NODE = "amm.node_id"
+TAG_PID = "amm.pid"  # the trial's worker process (changes after a restart)
+TAG_FAILURES = "amm.failures"
+TAG_ERROR = "amm.error"
+TAG_PARENT = "mlflow.parentRunId"
+ENDED = ("FINISHED", "FAILED", "KILLED")
+
+
+def resolve_tracking_uri(uri: str | None, workdir: Path | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # relative SQLite path: pin it, since trials and later commands run elsewhere
+        return f"sqlite:///{(workdir or Path.cwd()).resolve() / uri[len('sqlite:///'):]}"
+    if "://" not in uri:
+        raise ConfigError(f"tracking URI {uri!r}: expected sqlite:///PATH or http(s)://HOST:PORT "
+                          "(a local file store is not supported)")
+    return uri
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (ConfigError) on a tracking server that does not answer or a bad SQLite path."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                if r.status != 200:
+                    raise ConfigError(f"tracking server {uri} answered {r.status} on /health")
+        except (urllib.error.URLError, OSError) as e:
+            raise ConfigError(f"tracking server {uri} is not reachable ({e}); start it "
+                              "(mlflow server ...) or pass another --tracking-uri") from None
+    elif uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///"):]).parent
+        if not parent.is_dir():
+            raise ConfigError(f"tracking URI {uri}: folder {parent} does not exist")
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def git_commit(repo: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+@functools.cache
+def environment_tags() -> dict[str, str]:
+    """git commit and package versions, for the parent and child runs."""
+    tags = {"amm.git_commit": git_commit(), "amm.python": platform.python_version()}
+    tags["mlflow.source.git.commit"] = tags["amm.git_commit"]
+    for pkg in ("torch", "ray", "mlflow", "amm-sweeps", "optuna"):
+        try:
+            tags[f"amm.version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def experiment_id(c, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        return c.create_experiment(name)
+    if exp.lifecycle_stage != "active":
+        raise ConfigError(f"MLflow experiment '{name}' is deleted; restore it or choose another "
+                          "'experiment' in the spec")
+    return exp.experiment_id
+
+
+def start_parent(uri: str, experiment: str, sweep: str, params: dict[str, Any],
+                 tags: dict[str, str]) -> tuple[str, str]:
+    """Create the sweep's parent run -> (experiment_id, run_id)."""
+    c = client(uri)
+    exp_id = experiment_id(c, experiment)
+    run = c.create_run(exp_id, run_name=sweep,
+                       tags={**environment_tags(), **tags, TAG_SWEEP: sweep, TAG_ROLE: "sweep"})
+    log_params(c, run.info.run_id, params)
+    return exp_id, run.info.run_id
+
+
+def log_params(c, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
+        c.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(c, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):
+        c.log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def find_child(c, exp_id: str, sweep: str, trial_id: str) -> str | None:
+    runs = c.search_runs(
+        [exp_id], f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'",
+        max_results=10,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def start_child(c, exp_id: str, parent_id: str, sweep: str, trial_id: str, name: str,
+                params: dict[str, Any], tags: dict[str, str]) -> tuple[str, bool]:
+    """The child run of a trial: reattached if it exists (resume, retry) -> (run_id, is_new)."""
+    run_id = find_child(c, exp_id, sweep, trial_id)
+    if run_id is not None:
+        if c.get_run(run_id).info.status != "RUNNING":
+            c.update_run(run_id, status="RUNNING")
+        return run_id, False
+    run = c.create_run(exp_id, run_name=name, tags={
+        **environment_tags(), **tags, TAG_PARENT: parent_id, TAG_SWEEP: sweep,
+        TAG_TRIAL: trial_id, TAG_ROLE: "trial"})
+    log_params(c, run.info.run_id, params)
+    return run.info.run_id, True
+
+
+def sweep_runs(uri: str, exp_id: str, sweep: str) -> list:
+    """All runs (parent and children) of a sweep."""
+    c = client(uri)
+    return c.search_runs([exp_id], f"tags.`{TAG_SWEEP}` = '{sweep}'", max_results=10000)
+
+
+def close_sweep(uri: str, exp_id: str, sweep: str, parent_id: str, status: str) -> None:
+    """End the parent with `status`; any child still RUNNING (never finished) ends KILLED."""
+    c = client(uri)
+    for run in sweep_runs(uri, exp_id, sweep):
+        if run.info.run_id != parent_id and run.info.status == "RUNNING":
+            c.set_terminated(run.info.run_id, "KILLED")
+    c.set_terminated(parent_id, status)
+
+
+def reopen_parent(uri: str, parent_id: str) -> None:
+    c = client(uri)
+    c.update_run(parent_id, status="RUNNING")

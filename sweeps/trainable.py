@@ -1,0 +1,92 @@
+"""The Ray Tune function trainable: a thin adapter around `amm_core.train.run`.
+
+Everything about the method is in `amm_core`; this file only connects the loop's hooks to Tune:
+each evaluation's checkpoint folder goes to `tune.report(..., checkpoint=...)`, a restarted trial
+continues from `tune.get_checkpoint()`, and the final checkpoint also carries the run's files
+(final.json, config.json, metrics.jsonl, figures/) so the driver can log them to MLflow even when
+the trial ran on another node. Trials never talk to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from amm_core.config import Config, apply_overrides, config_from_dict, unflatten
+from sweeps.spec import expand_variant
+
+NODE_KEY = "amm_node_id"  # the Ray node a result came from (a tag in MLflow, not a metric)
+RESUMED_KEY = "amm/resumed_from_step"  # 0 for a fresh start, else the checkpoint's step
+RUN_FILES = ("final.json", "config.json", "metrics.jsonl")
+
+
+def trial_config(base_flat: dict[str, Any], params: dict[str, Any],
+                 variants: dict[str, dict[str, Any]] | None = None) -> Config:
+    """The resolved config of one trial: the sweep's base (flat, validated) + its swept values."""
+    params = expand_variant(params, variants or {})
+    return apply_overrides(config_from_dict(unflatten(dict(base_flat))), params)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same filesystem: no copy of the weights
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
+    """The last checkpoint plus the run's files, as one folder for the final report."""
+    final = out_dir / "final_checkpoint"
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir(parents=True)
+    if ckpt_dir is not None:
+        for f in Path(ckpt_dir).iterdir():
+            if f.is_file():
+                _link_or_copy(f, final / f.name)
+    for name in RUN_FILES:
+        if (out_dir / name).is_file():
+            shutil.copy2(out_dir / name, final / name)
+    if (out_dir / "figures").is_dir():
+        shutil.copytree(out_dir / "figures", final / "figures")
+    return final
+
+
+def train_trial(params: dict[str, Any], *, base: dict[str, Any],
+                variants: dict[str, dict[str, Any]] | None = None, threads: int = 1) -> None:
+    """Tune entry point: `params` are the swept values of this trial (dotted keys)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from amm_core import names, train
+
+    torch.set_num_threads(max(1, threads))
+    cfg = trial_config(base, params, variants)
+    out_dir = Path.cwd() / "run"  # the trial's working folder on the node that runs it
+    node = ray.get_runtime_context().get_node_id()
+
+    resume_from, resumed_step = None, 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        # as_directory() may hand out a temporary folder: copy to a folder the trial owns
+        local = out_dir / "resume_checkpoint"
+        shutil.rmtree(local, ignore_errors=True)
+        with ckpt.as_directory() as d:
+            shutil.copytree(d, local)
+        resume_from = local
+        resumed_step = int((ckpt.get_metadata() or {}).get("step", 0))
+
+    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+        final = any(k.startswith("test/") for k in metrics)
+        folder = _final_folder(out_dir, ckpt_dir) if final else ckpt_dir
+        out = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+        out.update({NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": int(final)})
+        checkpoint = None
+        if folder is not None:
+            checkpoint = tune.Checkpoint.from_directory(str(folder))
+            checkpoint.set_metadata({"step": int(metrics.get(names.STEP, 0)), "final": final})
+        tune.report(out, checkpoint=checkpoint)
+
+    train.run(cfg, out_dir, report=report, resume_from=resume_from)

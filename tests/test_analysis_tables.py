@@ -1,0 +1,178 @@
+"""analysis.tables / paper / fetch casting on tiny hand-made run tables."""
+
+import io
+
+import pandas as pd
+import pytest
+
+from amm_core.config import Config
+from amm_core.errors import ConfigError
+from analysis import paper as pp
+from analysis import tables
+from analysis.cli import resolve_axes
+from analysis.fetch import cast_params, cast_value
+
+ERR = "test/error_gy"
+PAPER = pp.load_paper()
+MNIST_AMM = PAPER.experiments["mnist_amm"].config
+
+
+def frame(cells: dict, base: dict | None = None) -> pd.DataFrame:
+    """{(means, lam): [errors or None for a failed seed]} -> a runs frame."""
+    rows = []
+    for (means, lam), errs in cells.items():
+        for seed, e in enumerate(errs):
+            row = {**Config().flat(), **(base or {})}
+            row.update({"prior.means": means, "loss.gp_weight": lam, "seed": seed})
+            row.update(status="FINISHED" if e is not None else "FAILED", **{ERR: e})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_format_cell():
+    assert tables.format_cell(0.0291, 0.004, 5, 5) == "2.91 ± 0.40 (n=5)"
+    assert tables.format_cell(0.0291, 0.004, 3, 5) == "2.91 ± 0.40 (n=3 of 5)"
+    assert tables.format_cell(0.05, float("nan"), 1, 5) == "5.00 (n=1 of 5)"
+    assert tables.format_cell(float("nan"), float("nan"), 0, 5) == "— (n=0 of 5)"
+    assert tables.format_cell(0.91234, 0.01, 2, 2, 1.0, 3) == "0.912 ± 0.010 (n=2)"
+
+
+def test_grid_cells_best_and_missing():
+    df = frame(
+        {
+            ("learned", 10.0): [0.02, 0.03, 0.04],
+            ("learned", 1.0): [0.05, 0.07, None],
+            ("random", 10.0): [0.10, 0.12, 0.14],
+        }
+    )
+    t = tables.grid_table(df, ["loss.gp_weight"], ["prior.means"], ERR)
+    assert t.header == [
+        "loss.gp_weight \\ prior.means",
+        "prior.means=learned",
+        "prior.means=random",
+    ]
+    assert t.rows == [
+        ["loss.gp_weight=1", "6.00 ± 1.41 (n=2 of 3)", "— (n=0 of 3)"],  # random x 1: no run
+        ["loss.gp_weight=10", "3.00 ± 1.00 (n=3)", "12.00 ± 2.00 (n=3)"],
+    ]
+    assert t.best == {(1, 1)}
+    md = tables.to_markdown(t)
+    assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) |" in md
+    tex = tables.to_latex(t)
+    assert r"\textbf{3.00 $\pm$ 1.00 (n=3)}" in tex and r"loss.gp\_weight" in tex
+    csv = pd.read_csv(io.StringIO(tables.to_csv(t)))
+    row = csv[(csv["loss.gp_weight"] == 10) & (csv["prior.means"] == "learned")].iloc[0]
+    assert row["mean"] == pytest.approx(3.0) and row["std"] == pytest.approx(1.0)
+    assert bool(row["best"]) and row["n"] == 3
+    html = tables.to_html(t)
+    assert '<td class="best">3.00 ± 1.00 (n=3)</td>' in html
+
+
+def test_paper_beside_reproduced_cell():
+    # a cell with the paper's MNIST configuration, and one with another lambda
+    df = frame(
+        {("learned", 10.0): [0.025, 0.030, 0.028, 0.032, 0.027], ("learned", 1.0): [0.5] * 2},
+        base=MNIST_AMM,
+    )
+    t = tables.grid_table(df, ["loss.gp_weight"], [], ERR, paper=PAPER)
+    cell = t.rows[1][1]
+    assert cell.startswith("2.84 ± 0.27 (n=5) [paper AMM 2.86 ± 0.46 (n=5); Welch t=")
+    assert cell.endswith("consistent with the paper]")
+    assert "paper" not in t.rows[0][1]  # lambda = 1 is not the paper's setup
+    d = t.data.set_index("loss.gp_weight")
+    assert d.loc[10.0, "verdict"] == "consistent with the paper"
+    assert d.loc[10.0, "paper_mean"] == 2.86 and pd.isna(d.loc[1.0, "verdict"])
+
+
+def test_no_reproduction_says_what_differs():
+    df = frame({("learned", 10.0): [0.3, 0.4]}, base={**MNIST_AMM, "model.arch": "tiny"})
+    t = tables.grid_table(df, [], [], ERR, paper=PAPER)
+    assert any("differs in model.arch=tiny (paper: mnist)" in n for n in t.notes)
+
+
+def test_paper_table_1_layout():
+    df = frame({("learned", 10.0): [0.05, 0.07], ("random", 10.0): [0.2, None]}, MNIST_AMM)
+    t = tables.paper_layout(df, list(df.columns), 1, ERR, PAPER)
+    labels = [r[0] for r in t.rows]
+    assert labels[:5] == [
+        "CatGAN (Springenberg, 2015)",
+        "VaDE (Jiang et al., 2016)",
+        "InfoGAN (Chen et al., 2016)",
+        "AAE (Makhzani et al., 2016)",
+        "AMM",
+    ]
+    assert [r[1] for r in t.rows[:5]] == [
+        "9.70 ± NR",
+        "5.54 ± NR",
+        "5.00 ± NR",
+        "4.10 ± 1.13",
+        "2.86 ± 0.46 (n=5)",
+    ]
+    assert t.rows[5][:3] == ["AMM (ours): prior.means=learned", "6.00 ± 1.41 (n=2)", "measured"]
+    # 6.00 ± 1.41 (n=2) vs 2.86 ± 0.46 (n=5): t = 3.14 / sqrt(2/2 + 0.2116/5) = 3.08, but with
+    # about one degree of freedom p = 0.18: two seeds cannot tell
+    assert t.rows[5][3] == (
+        "paper AMM 2.86 ± 0.46 (n=5); Welch t=3.08, p=0.184: consistent with the paper"
+    )
+    assert t.rows[6][1] == "20.00 (n=1 of 2)"
+    assert "prior.means=random (paper: learned)" in t.rows[6][3]
+    assert t.best == {(4, 1)}  # the paper's AMM is the lowest error here
+
+
+def test_paper_table_needs_matching_runs():
+    df = frame({("learned", 10.0): [0.05]}, MNIST_AMM)
+    with pytest.raises(ConfigError, match="--paper-table 2 needs runs with.*data.dataset: mnist"):
+        tables.paper_layout(df, list(df.columns), 2, ERR, PAPER)
+    with pytest.raises(ConfigError, match="allowed: 1, 2"):
+        tables.paper_layout(df, list(df.columns), 3, ERR, PAPER)
+
+
+def test_paper_file_matches_spec_section_8():
+    e = PAPER.experiments
+    assert (e["mnist_amm"].mean, e["mnist_amm"].std, e["mnist_amm"].n) == (2.86, 0.46, 5)
+    assert (e["svhn_samm_fixed"].mean, e["svhn_samm_fixed"].std, e["svhn_samm_fixed"].n) == (
+        7.02,
+        0.17,
+        10,
+    )
+    assert (e["svhn_samm_learned"].mean, e["svhn_samm_learned"].std) == (6.43, 0.12)
+    t2 = [(r.label.split(" (")[0], r.mean, r.std) for r in PAPER.tables[2].rows[:5]]
+    assert t2 == [
+        ("AAE", 17.70, 0.24),
+        ("ImprovedGAN", 8.11, 1.30),
+        ("ALI", 7.42, 0.65),
+        ("TripleGAN", 5.77, 0.17),
+        ("SGAN", 5.73, 0.12),
+    ]
+    # every key the paper's configs name is a real config key with an allowed value
+    for exp in e.values():
+        Config().replace(**{k: v for k, v in exp.config.items()})
+
+
+def test_cast_params_back_to_config_types():
+    flat = {k: str(v) for k, v in Config().flat().items()}
+    back = cast_params(flat)
+    assert back == Config().flat()
+    assert cast_value("loss.gp_weight", "10") == 10.0 and isinstance(
+        cast_value("loss.gp_weight", "10"), float
+    )
+    assert cast_value("seed", "3") == 3 and cast_value("train.figures", "False") is False
+    assert cast_value("amm.other", "7") == 7 and cast_value("amm.other", "x") == "x"
+    assert cast_value("seed", "oops") == "oops"  # never silently wrong
+
+
+def test_resolve_axes_adds_pooled_axes_to_rows():
+    params = ["seed", "loss.gp_weight", "prior.means", "model.inference"]
+    varying = ["loss.gp_weight", "model.inference", "prior.means"]
+    assert resolve_axes(params, varying, None, None) == (
+        ["loss.gp_weight", "model.inference"],
+        ["prior.means"],
+        [],
+    )
+    assert resolve_axes(params, varying, ["prior.means"], None) == (
+        ["prior.means", "loss.gp_weight", "model.inference"],
+        [],
+        ["loss.gp_weight", "model.inference"],
+    )
+    with pytest.raises(ConfigError, match="'nope' is not a param.*vary: loss.gp_weight"):
+        resolve_axes(params, varying, ["nope"], None)

@@ -1,0 +1,256 @@
+"""Losses: Algorithm 1/2 values, which parameters each phase moves, the joint gradient penalty."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from amm_core import names
+from amm_core.config import config_from_dict
+from amm_core.losses import AMMLoss, Tuples
+from amm_core.models import build_models
+
+K, L = 10, 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(n)
+
+
+def _setup(penalty="joint", inference="q2", dropout=-1.0, labelled=0, **prior):
+    cfg = config_from_dict(
+        {
+            "model": {"arch": "tiny", "latent_dim": L, "inference": inference, "dropout": dropout},
+            "loss": {"penalty": penalty, "gp_weight": 10.0},
+            "data": {"labelled": labelled},
+            "prior": prior,
+        }
+    )
+    model = build_models(cfg)
+    return model, AMMLoss(model, cfg)
+
+
+def _batch(n=8):
+    return torch.rand(n, 1, 28, 28)
+
+
+class BiasD(nn.Module):
+    """d = b for every tuple: the losses are hand-checkable."""
+
+    def __init__(self, b):
+        super().__init__()
+        self.b = nn.Parameter(torch.tensor(float(b)))
+
+    def forward(self, x, y, z):
+        return self.b.expand(x.shape[0]) + 0 * (x.sum((1, 2, 3)) + y.sum(1) + z.sum(1))
+
+
+class ZOnlyD(nn.Module):
+    """A discriminator that reads only z (d = w . z): x-only penalties never see it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((L,), 0.1))
+
+    def forward(self, x, y, z):
+        return z @ self.w
+
+
+class LinearD(nn.Module):
+    """d = a.x + b.y + c.z: the input gradient is (a, b, c) for every sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(0.01 * torch.randn(784))
+        self.b = nn.Parameter(0.3 * torch.randn(K))
+        self.c = nn.Parameter(0.3 * torch.randn(L))
+
+    def forward(self, x, y, z):
+        return x.flatten(1) @ self.a + y @ self.b + z @ self.c
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_loss_values_by_hand(labelled):
+    model, loss = _setup(labelled=10 if labelled else 0)
+    b = 0.7
+    model.disc = BiasD(b)
+    sp = nn.functional.softplus
+    x_l, y_l = (_batch(6), torch.arange(6)) if labelled else (None, None)
+    s = loss.accumulate_gradients("D_main", _batch(), x_l, y_l)
+    want = sp(torch.tensor(-b)) + sp(torch.tensor(b))
+    torch.testing.assert_close(s[names.LOSS_D], want)
+    # dL_D/db = -sigmoid(-b) + sigmoid(b) (each game's terms weighted 1/2 in SAMM: same total)
+    torch.testing.assert_close(model.disc.b.grad, torch.sigmoid(torch.tensor(b)) * 2 - 1)
+    torch.testing.assert_close(s[names.D_REAL], torch.sigmoid(torch.tensor(b)))
+    g = loss.accumulate_gradients("G_main", _batch(), x_l, y_l)
+    torch.testing.assert_close(g[names.LOSS_G_DEC], sp(torch.tensor(-b)))
+    torch.testing.assert_close(g[names.LOSS_G_ENC], sp(torch.tensor(b)))
+    torch.testing.assert_close(g[names.LOSS_G], want)
+    for v in {**s, **g}.values():
+        assert torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad
+
+
+def _params(model, which):
+    d = {id(p) for p in model.discriminator_parameters()}
+    out = {}
+    for n, p in model.named_parameters():
+        if (id(p) in d) == (which == "D"):
+            out[n] = p.detach().clone()
+    return out
+
+
+def _changed(before, model):
+    now = dict(model.named_parameters())
+    return {n for n, v in before.items() if not torch.equal(v, now[n])}
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_each_step_moves_only_its_networks(labelled):
+    model, loss = _setup(labelled=10 if labelled else 0, learn_sigma=True)
+    model.train()
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=1e-3, betas=(0.5, 0.999))
+    x, x_l, y_l = (
+        _batch(),
+        (_batch(6) if labelled else None),
+        (torch.arange(6) if labelled else None),
+    )
+    g0, d0 = _params(model, "G"), _params(model, "D")
+    opt_d.zero_grad(set_to_none=True)
+    s = loss.accumulate_gradients("D_main", x, x_l, y_l)
+    s.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
+    opt_d.step()
+    assert _changed(g0, model) == set()
+    assert _changed(d0, model) == set(d0)  # every D parameter moved
+    d1 = _params(model, "D")
+    d_grads = [p.grad.clone() for p in model.discriminator_parameters()]
+    opt_g.zero_grad(set_to_none=True)
+    s.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
+    opt_g.step()
+    assert _changed(d1, model) == set()
+    assert _changed(g0, model) == set(g0)  # encoder, decoder, G_z(y), log sigma all moved
+    # G_main adds no D gradients and leaves D trainable
+    for p, g in zip(model.discriminator_parameters(), d_grads, strict=True):
+        assert torch.equal(p.grad, g) and p.requires_grad
+    assert set(s) == {
+        names.LOSS_D, names.D_REAL, names.D_FAKE, names.LOSS_D_GP, names.GP_NORM,
+        names.LOSS_G, names.LOSS_G_DEC, names.LOSS_G_ENC,
+    }  # fmt: skip
+    assert all(math.isfinite(float(v)) for v in s.values())
+
+
+@pytest.mark.parametrize("inference", ["q2", "q1", "independent"])
+def test_gy_learns_from_the_unlabelled_game_only(inference):
+    """With dropout 0, the unlabelled game's G_y(x) gradient is identical with or without the
+    labelled game (only its 1/(2M) weight halves it): the labelled game adds nothing to G_y."""
+    model, loss = _setup(inference=inference, dropout=0.0, labelled=10)
+    x, x_l, y_l = _batch(), _batch(6), torch.arange(6)
+    grads = {}
+    for samm in (False, True):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        loss.accumulate_gradients("G_main", x, *((x_l, y_l) if samm else (None, None)))
+        grads[samm] = [p.grad.clone() for p in model.encoder.y_parameters()]
+    for a, b in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(b, 0.5 * a, rtol=1e-4, atol=1e-7)
+    assert any(a.abs().sum() > 0 for a in grads[False])
+
+
+@pytest.mark.parametrize("inference", ["q2", "q1", "independent"])
+def test_labelled_game_alone_gives_gy_no_gradient(inference):
+    model, _ = _setup(inference=inference, labelled=10)
+    enc = model.encoder
+    x_l, y_l = _batch(6), torch.arange(6)
+    q = enc(x_l, y_given=y_l)
+    nn.functional.softplus(model.disc(x_l, q.y, q.z)).mean().backward()
+    assert all(p.grad is None or not p.grad.any() for p in enc.y_parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.z_convs.parameters())
+
+
+def _tuples(n=6):
+    return Tuples(
+        torch.rand(n, 1, 28, 28), torch.softmax(torch.randn(n, K), 1), torch.randn(n, L),
+        torch.rand(n, 1, 28, 28), torch.eye(K)[torch.arange(n) % K], torch.randn(n, L),
+        (n,),
+    )  # fmt: skip
+
+
+def test_joint_penalty_reaches_y_and_z_x_only_does_not():
+    model, loss = _setup(penalty="joint")
+    model.disc = ZOnlyD()
+    loss._cached = _tuples()
+    s = loss.accumulate_gradients("D_gp", _batch())
+    w = model.disc.w.detach()
+    torch.testing.assert_close(s[names.GP_NORM], w.norm())
+    torch.testing.assert_close(s[names.LOSS_D_GP], 10 * (w.norm() - 1) ** 2)
+    assert model.disc.w.grad.abs().sum() > 0  # D is pushed towards unit gradient norm
+
+    model, loss = _setup(penalty="x_only")
+    model.disc = ZOnlyD()
+    loss._cached = _tuples()
+    s = loss.accumulate_gradients("D_gp", _batch())
+    assert float(s[names.GP_NORM]) == 0.0  # the x-only penalty cannot see a z-reading D
+    assert float(s[names.LOSS_D_GP]) == 10.0  # a constant: no gradient for D
+    assert model.disc.w.grad is None
+
+
+def test_joint_penalty_value_and_shared_alpha():
+    model, loss = _setup(penalty="joint")
+    model.disc = LinearD()
+    seen = {}
+    fwd = model.disc.forward
+
+    def record(x, y, z):
+        seen.update(x=x.detach(), y=y.detach(), z=z.detach())
+        return fwd(x, y, z)
+
+    model.disc.forward = record
+    t = _tuples()
+    loss._cached = t
+    s = loss.accumulate_gradients("D_gp", _batch())
+    d = model.disc
+    norm = torch.cat([d.a, d.b, d.c]).detach().norm()
+    torch.testing.assert_close(s[names.LOSS_D_GP], 10 * (norm - 1) ** 2)
+    assert d.a.grad is not None and d.b.grad.abs().sum() > 0 and d.c.grad.abs().sum() > 0
+    # x^, y^, z^ lie on the lines between the tuples with one alpha per sample
+    ax = ((seen["x"] - t.xp).flatten(1) / (t.xq - t.xp).flatten(1)).median(1).values
+    az = ((seen["z"] - t.zp) / (t.zq - t.zp)).median(1).values
+    ay = ((seen["y"] - t.yp) / (t.yq - t.yp)).median(1).values
+    torch.testing.assert_close(ax, az, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(ay, az, rtol=1e-3, atol=1e-3)
+    assert ((az > 0) & (az < 1)).all() and az.std() > 0.05
+
+
+def test_roth_penalty_by_hand():
+    model, loss = _setup(penalty="roth")
+    model.disc = ZOnlyD()
+    t = _tuples()
+    loss._cached = t
+    s = loss.accumulate_gradients("D_gp", _batch())
+    w = model.disc.w.detach()
+    sq, sp = torch.sigmoid(t.zq @ w), torch.sigmoid(t.zp @ w)
+    g2 = w.pow(2).sum()
+    want = 10 * 0.5 * (((1 - sq) ** 2 * g2).mean() + (sp**2 * g2).mean())
+    torch.testing.assert_close(s[names.LOSS_D_GP], want)
+    assert model.disc.w.grad.abs().sum() > 0
+
+
+def test_penalty_none_and_fresh_tuples():
+    model, loss = _setup(penalty="none")
+    s = loss.accumulate_gradients("D_gp", _batch())
+    assert float(s[names.LOSS_D_GP]) == 0.0
+    assert all(p.grad is None for p in model.parameters())
+    model, loss = _setup(penalty="joint")  # D_gp without D_main draws its own tuples
+    s = loss.accumulate_gradients("D_gp", (_batch() * 255).to(torch.uint8))
+    assert float(s[names.LOSS_D_GP]) > 0
+    assert all(p.grad is None for p in model.generator_parameters())
+    # every D weight gets a penalty gradient (biases only through the activation pattern)
+    assert all(p.grad.abs().sum() > 0 for n, p in model.disc.named_parameters() if "weight" in n)
+    with pytest.raises(ValueError, match="allowed: D_main, D_gp, G_main"):
+        loss.accumulate_gradients("G_reg", _batch())

@@ -1,0 +1,236 @@
+"""Sweeps on a real multi-node Ray cluster on this machine, tracked on a real MLflow server.
+
+One module-scoped cluster (`ray.cluster_utils.Cluster`: a head and a worker node, 1 CPU each)
+and one `mlflow server` (SQLite backend, a free loopback port) serve every test here:
+the smoke sweep with trials on both nodes, a trial whose worker process is killed mid-run, and
+a sweep asking for more CPUs than any node has. Trials are tiny (the smoke preset, 40-100 steps).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from amm_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "sweeps" / "smoke.yaml"
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End a process started with start_new_session=True and everything it started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = open(d / "server.log", "w")  # noqa: SIM115 - closed in the finalizer
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{d / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(d / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (d / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "mlflow server did not start in 120 s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        _stop_group(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        ray.init(address=c.address)
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _overrides(data_root: Path, steps: int) -> dict:
+    return {
+        "train.steps": steps,
+        "train.eval_every": 20,
+        "train.log_every": 10,
+        "train.figures": False,
+        "data.data_dir": str(data_root),
+    }
+
+
+def _children(uri: str, sweep: str):
+    from sweeps import tracking
+
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name("amm-smoke")
+    runs = tracking.sweep_runs(uri, exp.experiment_id, sweep)
+    parent = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "trial"]
+    return c, parent, children
+
+
+def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_path):
+    import ray
+
+    from sweeps import runner, tracking
+    from sweeps.spec import load_spec
+
+    name, code = runner.run(
+        str(SMOKE),
+        name="multinode",
+        storage=str(tmp_path),
+        address=cluster.address,
+        tracking_uri=mlflow_server,
+        overrides=_overrides(data_root, 40),
+    )
+    assert (name, code) == ("multinode", 0)
+    c, parent, children = _children(mlflow_server, "multinode")
+    assert [p.info.status for p in parent] == ["FINISHED"]
+    assert sorted(r.info.run_name for r in children) == ["lambda=1,seed=0", "lambda=10,seed=0"]
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 2
+    assert {r.data.tags[tracking.TAG_NODE] for r in children} == nodes  # one trial per node
+    spec = load_spec(SMOKE, _overrides(data_root, 40))
+    for r in children:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags[tracking.TAG_PARENT] == parent[0].info.run_id
+        gp = float(r.data.params["loss.gp_weight"])
+        cfg = spec.trial_config({"loss.gp_weight": gp, "seed": 0})
+        assert r.data.tags[tracking.TAG_HASH] == cfg.hash()
+        assert r.data.params["seed"] == "0" and r.data.params["train.steps"] == "40"
+        assert r.data.tags["amm.version.torch"] and r.data.tags["amm.git_commit"]
+        hist = c.get_metric_history(r.info.run_id, "val/error_gy")
+        assert [m.step for m in hist] == [20, 40]
+        assert 0.0 <= r.data.metrics["test/error_gy"] <= 1.0
+        assert {"config.json", "final.json", "metrics.jsonl"} <= {
+            a.path for a in c.list_artifacts(r.info.run_id)
+        }
+    status = runner.status("multinode", str(tmp_path))
+    assert "2 finished" in status and "missing" not in status
+
+
+def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root, tmp_path):
+    """SIGKILL one trial's worker process mid-run: Tune restarts it from its last checkpoint."""
+    from sweeps import runner, tracking
+
+    killed: dict[str, int] = {}
+
+    def killer() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            time.sleep(0.5)
+            try:
+                c, _, children = _children(mlflow_server, "fault")
+            except Exception:  # noqa: BLE001 - the experiment may not exist yet
+                continue
+            for r in children:
+                pid = r.data.tags.get(tracking.TAG_PID)
+                if pid and r.data.metrics.get("val/error_gy") is not None:
+                    steps = [m.step for m in c.get_metric_history(r.info.run_id, "val/error_gy")]
+                    if max(steps) < 100:
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed[r.data.tags[tracking.TAG_TRIAL]] = max(steps)
+                        return
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    _, code = runner.run(
+        str(SMOKE),
+        name="fault",
+        storage=str(tmp_path),
+        address=cluster.address,
+        tracking_uri=mlflow_server,
+        overrides=_overrides(data_root, 100),
+    )
+    t.join(timeout=5)
+    assert killed, "no trial was killed: the test did not exercise a failure"
+    assert code == 0
+    c, parent, children = _children(mlflow_server, "fault")
+    assert [p.info.status for p in parent] == ["FINISHED"]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    ((trial_id, step_at_kill),) = killed.items()
+    victim = next(r for r in children if r.data.tags[tracking.TAG_TRIAL] == trial_id)
+    assert victim.data.tags[tracking.TAG_FAILURES] == "1"
+    resumed = [m.value for m in c.get_metric_history(victim.info.run_id, "amm/resumed_from_step")]
+    assert max(resumed) >= 20 and max(resumed) <= step_at_kill + 20  # from a checkpoint, not 0
+    steps = [m.step for m in c.get_metric_history(victim.info.run_id, "val/error_gy")]
+    assert steps[-1] == 100 and len(steps) == len(set(steps)) == 5  # each evaluation once
+    assert 0.0 <= victim.data.metrics["test/error_gy"] <= 1.0
+
+
+def test_trial_larger_than_any_node_is_refused(cluster, mlflow_server, data_root, tmp_path):
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\nresources: {{cpu: 2}}\n"
+    )
+    from sweeps import runner
+
+    with pytest.raises(ConfigError, match="2 CPU per trial, but the largest node .* 1 CPU"):
+        runner.run(
+            str(spec),
+            name="toobig",
+            storage=str(tmp_path / "s"),
+            address=cluster.address,
+            tracking_uri=mlflow_server,
+            overrides={"data.data_dir": str(data_root)},
+        )
+    assert not (tmp_path / "s" / "toobig").exists()  # nothing written, no trial started
+    _, parent, children = _children(mlflow_server, "toobig")
+    assert parent == [] and children == []
