@@ -52,7 +52,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PriorConfig:
-    means: str = _choice("learned", "learned", "grid18", "table3", "file", "random")  # mu_k
+    # mu_k; `zero` puts every mean at 0 (p(z) independent of y: eq. 16 with `independent`)
+    means: str = _choice("learned", "learned", "grid18", "table3", "file", "random", "zero")
     init_means: str = _choice("none", "none", "grid18", "table3", "file", "random")  # learned: init
     means_file: str = ""  # CSV or NPY, K x L (or K x fewer columns, zero-padded), for `file`
     random_scale: float = 3.0  # `random`: mu_k ~ N(0, scale^2)

@@ -17,7 +17,7 @@ from amm_core.config import Config
 from amm_core.errors import ConfigError
 from amm_core.networks import Arch, MeanNet, get_arch, one_hot
 
-PLACEMENTS = ("grid18", "table3", "file", "random")
+PLACEMENTS = ("grid18", "table3", "file", "random", "zero")
 
 # spec table 3 (SVHN SAMM fixed means) over z_0..z_3; the other dims are 0
 TABLE3 = (
@@ -85,7 +85,8 @@ def fixed_means(
     """A fixed placement of the K means as a (K, L) float tensor, zero-padded to L dims.
 
     grid18: 18 means, L >= 3; table3: 10 means, L >= 4; file: `path` (CSV or .npy, K rows,
-    at most L columns); random: N(0, scale^2) from its own generator seeded with `seed`.
+    at most L columns); random: N(0, scale^2) from its own generator seeded with `seed`;
+    zero: every mean at the origin, so z does not depend on y (eq. 16).
     """
     if name == "grid18":
         return _pad(torch.tensor(GRID18, dtype=torch.float32), "'grid18'", num_components,
@@ -95,6 +96,8 @@ def fixed_means(
                     latent_dim)  # fmt: skip
     if name == "file":
         return _pad(_read_file(path), f"file '{path}'", num_components, latent_dim)
+    if name == "zero":  # p(z | y) = p(z) = N(0, I): eq. 16 with model.inference=independent
+        return torch.zeros(num_components, latent_dim)
     if name == "random":
         g = torch.Generator().manual_seed(seed)
         return torch.randn(num_components, latent_dim, generator=g) * scale

@@ -230,6 +230,8 @@ def parse_spec(
         raise ConfigError(f"{where}: give the seed either in 'seeds' or in overrides, not both")
     grid = data.get("grid", {})
     _check_keys(where, {"grid": grid}, {"grid": dict})
+    if "grid" in data and not grid:
+        raise ConfigError(f"{where}: key 'grid' is empty; give axes (key: [values]) or drop it")
     for key, values in grid.items():
         _check_config_key(f"{where}: grid", key)
         if key == "seed":

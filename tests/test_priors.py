@@ -170,3 +170,17 @@ def test_learned_means_start_at_a_placement(arch):
     assert (p.means() - fixed).abs().max() < 0.5  # G_z(y) starts near 0 (weights N(0, 0.02))
     assert (Prior(cfg.replace(**{"prior.init_means": "none"})).means()).abs().max() < 0.5
     assert p.mean_offset.requires_grad
+
+
+def test_zero_placement_makes_z_independent_of_y():
+    from amm_core.config import load_config
+
+    cfg = load_config(None, ["model.arch=tiny", "model.inference=independent", "prior.means=zero"])
+    prior = Prior(cfg)
+    assert torch.equal(prior.means(), torch.zeros(10, cfg.model.latent_dim))
+    torch.manual_seed(0)
+    y, z = prior.sample(4000)
+    # every component draws z from the same N(0, I)
+    for k in (0, 9):
+        zk = z[y.argmax(1) == k]
+        assert zk.mean(0).abs().max() < 0.35 and (zk.std(0) - 1).abs().max() < 0.25

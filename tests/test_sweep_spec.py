@@ -1,0 +1,180 @@
+"""Sweep specs, `amm sweep plan`, and the bad inputs that must stop a sweep before it starts.
+
+No Ray cluster and no training here (except where noted): these tests read YAML, build configs
+and call the `amm` command in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from amm_cli.main import main as amm
+from amm_core.errors import ConfigError
+from sweeps import tracking
+from sweeps.spec import load_spec, run_name
+from sweeps.trainable import trial_config
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEPS = REPO / "sweeps"
+SMOKE_PRESET = REPO / "configs" / "smoke.yaml"
+
+
+def write_spec(tmp_path: Path, body: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(f"base: {SMOKE_PRESET}\n" + body)
+    return p
+
+
+def test_every_shipped_spec_loads_and_builds_its_configs():
+    specs = sorted(SWEEPS.glob("*.yaml")) + sorted(SWEEPS.glob("paper/*.yaml")) + sorted(
+        SWEEPS.glob("ablations/*.yaml"))
+    assert len(specs) == 9
+    for p in specs:
+        spec = load_spec(p)
+        assert spec.num_trials() >= 1, p
+
+
+def test_paper_specs_match_the_paper():
+    mnist = load_spec(SWEEPS / "paper" / "mnist_amm.yaml")
+    assert mnist.num_trials() == 5 and mnist.axes() == {"seed": [0, 1, 2, 3, 4]}
+    samm = load_spec(SWEEPS / "paper" / "svhn_samm.yaml")
+    cells = samm.cells()
+    assert len(cells) == 20
+    means = [samm.trial_config(c).prior.means for c in cells]
+    assert means.count("table3") == 10 and means.count("learned") == 10
+    assert {samm.trial_config(c).data.labelled for c in cells} == {1000}
+    unsup = load_spec(SWEEPS / "paper" / "svhn_amm_unsup18.yaml")
+    cfg = unsup.trial_config(unsup.cells()[0])
+    assert (cfg.model.num_components, cfg.prior.means, cfg.data.labelled) == (18, "grid18", 0)
+
+
+def test_ablation_specs():
+    lam = load_spec(SWEEPS / "ablations" / "lambda.yaml")
+    assert lam.grid["loss.gp_weight"] == [0.01, 0.1, 1.0, 10.0, 100.0]
+    mp = load_spec(SWEEPS / "ablations" / "mean_placement.yaml")
+    placed = {(mp.trial_config({"variant": v}).prior.means,
+               mp.trial_config({"variant": v}).prior.init_means) for v in mp.variants}
+    assert placed == {("learned", "none"), ("learned", "table3"), ("table3", "none"),
+                      ("random", "none")}
+    inf = load_spec(SWEEPS / "ablations" / "inference.yaml")
+    assert inf.grid == {"model.inference": ["q1", "q2", "independent"]}
+    lvf = load_spec(SWEEPS / "ablations" / "learned_vs_fixed.yaml")
+    assert lvf.grid == {"prior.means": ["learned", "table3"]}
+    opt = load_spec(SWEEPS / "ablations" / "optuna_lambda_lr.yaml")
+    assert opt.search is not None and opt.scheduler is not None
+    assert set(opt.search.space) == {"loss.gp_weight", "optim.lr"}
+    assert {d["type"] for d in opt.search.space.values()} == {"loguniform"}
+
+
+def test_plan_prints_the_mnist_paper_trials(capsys):
+    assert amm(["sweep", "plan", str(SWEEPS / "paper" / "mnist_amm.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "trials: 5" in out
+    assert "resources per trial: 2 CPU, 0.25 GPU" in out
+    assert [ln.split()[1] for ln in out.splitlines() if ln.strip()[:1].isdigit() and "seed=" in ln
+            ] == [f"seed={i}" for i in range(5)]
+
+
+def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
+    p = write_spec(tmp_path, "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\nresources: {cpu: 2}\n"
+                   "cost: {steps_per_sec: 10, measured_on: test box}\n")
+    assert amm(["sweep", "plan", str(p), "--set", "train.steps=600"]) == 0
+    out = capsys.readouterr().out
+    # 6 trials x 600 steps / 10 steps/s = 360 s = 0.1 trial-hours = 0.2 CPU-hours
+    assert "trials: 6" in out and "steps per trial: 600" in out
+    assert "estimated cost: 0.10 trial-hours (0.20 CPU-hours, 0.00 GPU-hours)" in out
+    assert "stored in the spec: test box" in out
+
+
+def test_run_names_and_trial_configs():
+    assert run_name({"loss.gp_weight": 10.0, "prior.means": "learned", "seed": 3}) == \
+        "lambda=10,means=learned,seed=3"
+    spec = load_spec(SWEEPS / "ablations" / "mean_placement.yaml")
+    base = spec.trial_config({}, "/data").flat()
+    cfg = trial_config(base, {"variant": "learned_from_table3", "seed": 2}, spec.variants)
+    assert (cfg.prior.init_means, cfg.seed, cfg.data.data_dir) == ("table3", 2, "/data")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("gird: {loss.gp_weight: [1]}\n", "unknown key 'gird'"),
+        ("seeds: five\n", "key 'seeds' expects int/list"),
+        ("grid: {}\n", "key 'grid' is empty"),
+        ("grid: {loss.gp_weight: []}\n", "grid axis 'loss.gp_weight' must be a non-empty list"),
+        ("grid: {loss.lambda: [1]}\n", "'loss.lambda' is not a config key"),
+        ("grid: {model.inference: [q2, q3]}\n", "'q3' is not allowed; allowed: q2, q1"),
+        ("grid: {loss.gp_weight: [-1]}\n", "loss.gp_weight': must be >= 0"),
+        ("resources: {cpu: 1, gpus: 1}\n", "unknown key 'gpus'"),
+        ("resources: {cpu: 0, gpu: 0}\n", "not both 0"),
+        ("search: {metric: val/error_gy, num_samples: 4, space: {optim.lr: {type: logu}}}\n",
+         "key 'type' must be one of choice, uniform, loguniform"),
+        ("search: {metric: val/error_gy, num_samples: 4, space: {optim.lr: "
+         "{type: loguniform, low: 0, high: 1}}}\n", "'loguniform' needs low > 0"),
+        ("seeds: 3\nsearch: {metric: m, num_samples: 2, space: {optim.lr: "
+         "{type: uniform, low: 0.1, high: 1}}}\n", "with 'search', leave 'grid' empty"),
+        ("scheduler: {type: hyperband, metric: m}\n", "only 'asha' is supported"),
+    ],
+)
+def test_bad_specs_exit_2_naming_the_key(tmp_path, capsys, body, message):
+    p = write_spec(tmp_path, body)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_spec(p)
+    assert amm(["sweep", "plan", str(p)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_base_preset(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text("base: ../configs/nope.yaml\n")
+    assert amm(["sweep", "plan", str(p)]) == 2
+    assert "relative to the spec file" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server_stops_before_anything(tmp_path, capsys, monkeypatch):
+    from test_sweep_cluster import free_port
+
+    monkeypatch.chdir(tmp_path)
+    t0 = time.time()
+    code = amm(["sweep", "run", str(SWEEPS / "smoke.yaml"), "--name", "x", "--storage", "st",
+                "--tracking-uri", f"http://127.0.0.1:{free_port()}"])
+    assert code == 2
+    assert "is not reachable" in capsys.readouterr().err
+    assert time.time() - t0 < 30  # no Ray start, no retries for minutes
+    assert not (tmp_path / "st").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_existing_sweep_name_is_refused_and_left_alone(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "st" / "x"
+    old.mkdir(parents=True)
+    (old / "amm_sweep.json").write_text('{"name": "x"}')
+    code = amm(["sweep", "run", str(SWEEPS / "smoke.yaml"), "--name", "x", "--storage", "st"])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (old / "amm_sweep.json").read_text() == '{"name": "x"}'
+    assert [p.name for p in old.iterdir()] == ["amm_sweep.json"]
+
+
+def test_resume_and_status_of_an_unknown_sweep(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "st" / "known").mkdir(parents=True)
+    (tmp_path / "st" / "known" / "amm_sweep.json").write_text("{}")
+    assert amm(["sweep", "resume", "nope", "--storage", "st"]) == 2
+    err = capsys.readouterr().err
+    assert "no sweep named 'nope'" in err and "known" in err
+    assert amm(["sweep", "status", "nope", "--storage", "st"]) == 2
+
+
+def test_tracking_uri_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db", tmp_path) == \
+        f"sqlite:///{tmp_path}/x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5000"
+    with pytest.raises(ConfigError, match="file store is not supported"):
+        tracking.resolve_tracking_uri("./mlruns", tmp_path)
