@@ -20,15 +20,36 @@ from sweeps.spec import VARIANT, run_name
 from sweeps.trainable import NODE_KEY, RUN_FILES, trial_config
 
 # Tune's own bookkeeping in every result: not metrics of the model
-SKIP = {"step", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s",
-        "time_since_restore", "iterations_since_restore", "pid", "done", "amm/final",
-        "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time"}
+SKIP = {
+    "step",
+    "training_iteration",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "pid",
+    "done",
+    "amm/final",
+    "timesteps_total",
+    "episodes_total",
+    "timesteps_since_restore",
+    "warmup_time",
+}
 RUNS_FILE = "amm_runs.json"  # trial_id -> MLflow run id, in the sweep folder
 
 
 class MlflowSweepCallback(tune.Callback):
-    def __init__(self, uri: str, exp_id: str, parent_id: str, sweep: str, sweep_dir: str,
-                 base_flat: dict[str, Any], variants: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        exp_id: str,
+        parent_id: str,
+        sweep: str,
+        sweep_dir: str,
+        base_flat: dict[str, Any],
+        variants: dict[str, dict[str, Any]],
+    ) -> None:
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
         self.sweep, self.sweep_dir, self.base_flat = sweep, sweep_dir, base_flat
         self.variants = variants
@@ -64,8 +85,15 @@ class MlflowSweepCallback(tune.Callback):
         if VARIANT in trial.config:
             tags["amm.variant"] = str(trial.config[VARIANT])
         run_id, _ = tracking.start_child(
-            self.client, self.exp_id, self.parent_id, self.sweep, trial.trial_id,
-            run_name(trial.config), cfg.flat(), tags)
+            self.client,
+            self.exp_id,
+            self.parent_id,
+            self.sweep,
+            trial.trial_id,
+            run_name(trial.config),
+            cfg.flat(),
+            tags,
+        )
         self._runs[trial.trial_id] = run_id
         self._save_runs()
         return run_id

@@ -11,8 +11,10 @@ import sys
 
 from amm_core.errors import ConfigError
 
-STORAGE_HELP = ("sweep folders live under this path: a local folder, a shared path or s3://... "
-                "(default: $AMM_SWEEP_STORAGE or ./runs/sweeps)")
+STORAGE_HELP = (
+    "sweep folders live under this path: a local folder, a shared path or s3://... "
+    "(default: $AMM_SWEEP_STORAGE or ./runs/sweeps)"
+)
 
 
 def _overrides(items: list[str] | None) -> dict:
@@ -31,19 +33,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from sweeps import runner
 
-    name, code = runner.run(args.spec, name=args.name, storage=args.storage,
-                            address=args.address, tracking_uri=args.tracking_uri,
-                            overrides=_overrides(args.set))
+    name, code = runner.run(
+        args.spec,
+        name=args.name,
+        storage=args.storage,
+        address=args.address,
+        tracking_uri=args.tracking_uri,
+        overrides=_overrides(args.set),
+    )
     print(runner.status(name, args.storage))
+    _hint(code, name, args.storage)
     return code
+
+
+def _hint(code: int, name: str, storage: str | None) -> None:
+    if code == 130:
+        where = f" --storage {storage}" if storage else ""
+        print(
+            f"amm: sweep stopped; continue it with `amm sweep resume {name}{where}`",
+            file=sys.stderr,
+        )
+    elif code == 1:
+        print(
+            f"amm: some trials of sweep {name} failed (see `amm sweep status {name}`)",
+            file=sys.stderr,
+        )
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from sweeps import runner
 
-    code = runner.resume(args.name, storage=args.storage, address=args.address,
-                         tracking_uri=args.tracking_uri)
+    code = runner.resume(
+        args.name, storage=args.storage, address=args.address, tracking_uri=args.tracking_uri
+    )
     print(runner.status(args.name, args.storage))
+    _hint(code, args.name, args.storage)
     return code
 
 
@@ -55,27 +79,44 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="Ray Tune sweeps tracked in MLflow",
-                              description="Plan, run, resume and inspect sweeps (specs in sweeps/)")
+    p = subparsers.add_parser(
+        "sweep",
+        help="Ray Tune sweeps tracked in MLflow",
+        description="Plan, run, resume and inspect sweeps (specs in sweeps/)",
+    )
     sub = p.add_subparsers(dest="sweep_command", required=True, metavar="SUBCOMMAND")
 
     pp = sub.add_parser("plan", help="print the trial grid, count, resources, estimated cost")
     pp.add_argument("spec", help="sweep spec YAML, e.g. sweeps/paper/mnist_amm.yaml")
-    pp.add_argument("--measure", action="store_true",
-                    help="time a few training steps of the base config on this machine")
-    pp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="fixed config override for every trial (repeatable)")
+    pp.add_argument(
+        "--measure",
+        action="store_true",
+        help="time a few training steps of the base config on this machine",
+    )
+    pp.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fixed config override for every trial (repeatable)",
+    )
     pp.set_defaults(func=cmd_plan)
 
     pr = sub.add_parser("run", help="start a sweep (local Ray by default)")
     pr.add_argument("spec", help="sweep spec YAML")
     pr.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     pr.add_argument("--name", help="sweep name (default: <spec stem>-<timestamp>)")
-    pr.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                    "or sqlite:///mlflow.db in this folder)")
+    pr.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+        "or sqlite:///mlflow.db in this folder)",
+    )
     pr.add_argument("--storage", help=STORAGE_HELP)
-    pr.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="fixed config override for every trial (repeatable)")
+    pr.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fixed config override for every trial (repeatable)",
+    )
     pr.set_defaults(func=cmd_run)
 
     pm = sub.add_parser("resume", help="continue a stopped sweep (Tuner.restore)")

@@ -33,10 +33,15 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
             raise _Done
 
     torch.set_num_threads(max(1, int(spec.cpu)))
-    cfg = spec.trial_config({}).replace(**{
-        "train.steps": 2 * steps, "train.eval_every": steps, "train.log_every": steps,
-        "train.figures": False, "data.val_size": min(spec.base_config.data.val_size, 500),
-    })
+    cfg = spec.trial_config({}).replace(
+        **{
+            "train.steps": 2 * steps,
+            "train.eval_every": steps,
+            "train.log_every": steps,
+            "train.figures": False,
+            "data.val_size": min(spec.base_config.data.val_size, 500),
+        }
+    )
     with tempfile.TemporaryDirectory() as d:
         try:
             train.run(cfg, Path(d), report=report)
@@ -48,8 +53,11 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
 
 
 def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str = "") -> str:
-    lines = [f"sweep spec: {spec.path}", f"base preset: {spec.base}",
-             f"MLflow experiment: {spec.experiment}"]
+    lines = [
+        f"sweep spec: {spec.path}",
+        f"base preset: {spec.base}",
+        f"MLflow experiment: {spec.experiment}",
+    ]
     if spec.description:
         lines.append(f"description: {spec.description}")
     if spec.overrides:
@@ -73,27 +81,36 @@ def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str =
         steps = [train_steps(spec.trial_config({}))] * s.num_samples
     if spec.scheduler:
         sc = spec.scheduler
-        lines.append(f"ASHA: {sc.mode} {sc.metric} by {sc.time_attr}, grace {sc.grace_period}, "
-                     f"max_t {sc.max_t}, reduction {sc.reduction_factor:g}")
+        lines.append(
+            f"ASHA: {sc.mode} {sc.metric} by {sc.time_attr}, grace {sc.grace_period}, "
+            f"max_t {sc.max_t}, reduction {sc.reduction_factor:g}"
+        )
     n = spec.num_trials()
     lines.append("")
     lines.append(f"trials: {n}")
     lines.append(f"resources per trial: {spec.cpu:g} CPU, {spec.gpu:g} GPU")
-    lines.append(f"steps per trial: {min(steps)}" + (f" to {max(steps)}" if len(set(steps)) > 1
-                                                       else ""))
+    lines.append(
+        f"steps per trial: {min(steps)}" + (f" to {max(steps)}" if len(set(steps)) > 1 else "")
+    )
     if steps_per_sec:
         total_s = sum(steps) / steps_per_sec
         lines.append(f"steps/sec per trial: {steps_per_sec:.2f} ({source})")
-        lines.append(f"estimated cost: {total_s / 3600:.2f} trial-hours "
-                     f"({total_s / 3600 * spec.cpu:.2f} CPU-hours, "
-                     f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
-                     + (" (an upper bound with ASHA)" if spec.scheduler else ""))
+        lines.append(
+            f"estimated cost: {total_s / 3600:.2f} trial-hours "
+            f"({total_s / 3600 * spec.cpu:.2f} CPU-hours, "
+            f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
+            + (" (an upper bound with ASHA)" if spec.scheduler else "")
+        )
         par = spec.max_concurrent or n
-        lines.append(f"wall time with {par} trials in parallel: "
-                     f"{total_s / min(par, n) / 3600:.2f} h (if the cluster fits them)")
+        lines.append(
+            f"wall time with {par} trials in parallel: "
+            f"{total_s / min(par, n) / 3600:.2f} h (if the cluster fits them)"
+        )
     else:
-        lines.append("estimated cost: unknown (no steps/sec stored in the spec's cost: "
-                     "section; run `amm sweep plan SPEC --measure`)")
+        lines.append(
+            "estimated cost: unknown (no steps/sec stored in the spec's cost: "
+            "section; run `amm sweep plan SPEC --measure`)"
+        )
     return "\n".join(lines)
 
 

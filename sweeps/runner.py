@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from amm_core import names
 from amm_core.data import resolve_data_root
 from amm_core.errors import ConfigError
 from sweeps import tracking
@@ -25,8 +26,13 @@ META_FILE = "amm_sweep.json"
 DEFAULT_STORAGE = "runs/sweeps"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 # Tune trial status -> what `amm sweep status` calls it
-STATES = {"TERMINATED": "finished", "ERROR": "failed", "RUNNING": "running",
-          "PENDING": "pending", "PAUSED": "pending"}
+STATES = {
+    "TERMINATED": "finished",
+    "ERROR": "failed",
+    "RUNNING": "running",
+    "PENDING": "pending",
+    "PAUSED": "pending",
+}
 
 
 # ------------------------------------------------------------------ storage
@@ -91,8 +97,9 @@ def load_meta(name: str, storage: str | None = None) -> tuple[str, dict[str, Any
         if "://" not in storage and Path(storage).is_dir():
             names = sorted(p.parent.name for p in Path(storage).glob(f"*/{META_FILE}"))
             known = f"; sweeps there: {', '.join(names[-10:]) or 'none'}"
-        raise ConfigError(f"no sweep named '{name}' under {storage}{known} "
-                          "(pass --storage if it lives elsewhere)")
+        raise ConfigError(
+            f"no sweep named '{name}' under {storage}{known} (pass --storage if it lives elsewhere)"
+        )
     return sweep_dir, json.loads(text)
 
 
@@ -107,11 +114,15 @@ def _check_cluster(spec: SweepSpec) -> None:
     max_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
     max_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
     if spec.cpu > max_cpu:
-        raise ConfigError(f"resources: {spec.cpu:g} CPU per trial, but the largest node of the "
-                          f"cluster has {max_cpu:g} CPU")
+        raise ConfigError(
+            f"resources: {spec.cpu:g} CPU per trial, but the largest node of the "
+            f"cluster has {max_cpu:g} CPU"
+        )
     if spec.gpu > max_gpu:
-        raise ConfigError(f"resources: {spec.gpu:g} GPU per trial, but the largest node of the "
-                          f"cluster has {max_gpu:g} GPU")
+        raise ConfigError(
+            f"resources: {spec.gpu:g} GPU per trial, but the largest node of the "
+            f"cluster has {max_gpu:g} GPU"
+        )
 
 
 def _ray_init(address: str | None) -> None:
@@ -124,8 +135,8 @@ def _ray_init(address: str | None) -> None:
             ray.init(address=address, log_to_driver=True)
         elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
             ray.init()
-        else:
-            ray.init(include_dashboard=False)
+        else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
+            ray.init(address="local", include_dashboard=False)
     except ConnectionError as e:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
 
@@ -135,8 +146,9 @@ def _trainable(spec: SweepSpec, base_flat: dict[str, Any]):
 
     from sweeps.trainable import train_trial
 
-    fn = tune.with_parameters(train_trial, base=base_flat, variants=spec.variants,
-                              threads=max(1, int(spec.cpu)))
+    fn = tune.with_parameters(
+        train_trial, base=base_flat, variants=spec.variants, threads=max(1, int(spec.cpu))
+    )
     return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
 
 
@@ -154,30 +166,46 @@ def _tuner(spec: SweepSpec, name: str, storage: str, base_flat: dict[str, Any], 
 
         s = spec.search
         for k, d in s.space.items():
-            space[k] = (tune.choice(d["values"]) if d["type"] == "choice" else
-                        getattr(tune, d["type"])(d["low"], d["high"]))
-        search_alg = OptunaSearch(metric=s.metric, mode=s.mode,
-                                  sampler=optuna.samplers.TPESampler(seed=s.seed))
+            space[k] = (
+                tune.choice(d["values"])
+                if d["type"] == "choice"
+                else getattr(tune, d["type"])(d["low"], d["high"])
+            )
+        search_alg = OptunaSearch(
+            metric=s.metric, mode=s.mode, sampler=optuna.samplers.TPESampler(seed=s.seed)
+        )
         num_samples = s.num_samples
     scheduler = None
     if spec.scheduler is not None:
         from ray.tune.schedulers import ASHAScheduler
 
         sc = spec.scheduler
-        scheduler = ASHAScheduler(time_attr=sc.time_attr, metric=sc.metric, mode=sc.mode,
-                                  max_t=sc.max_t, grace_period=sc.grace_period,
-                                  reduction_factor=sc.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr=sc.time_attr,
+            metric=sc.metric,
+            mode=sc.mode,
+            max_t=sc.max_t,
+            grace_period=sc.grace_period,
+            reduction_factor=sc.reduction_factor,
+        )
     return tune.Tuner(
         _trainable(spec, base_flat),
         param_space=space,
         tune_config=tune.TuneConfig(
-            num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
+            num_samples=num_samples,
+            search_alg=search_alg,
+            scheduler=scheduler,
             max_concurrent_trials=spec.max_concurrent or None,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=[callback], verbose=1,
+            name=name,
+            storage_path=storage,
+            callbacks=[callback],
+            verbose=1,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        ),
     )
 
 
@@ -185,7 +213,7 @@ def _fit(tuner, meta: dict[str, Any], sweep_dir: str) -> int:
     """Run the Tuner; end the MLflow runs whatever happens; 0 ok, 1 failed trials, 130 stopped."""
     # SIGTERM (e.g. `ray job stop`, a scheduler) stops the sweep like Ctrl+C: Tune saves state
     old = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGUSR1))
-    status = "KILLED"
+    status = "FAILED"
     try:
         tuner.fit()
         states = [s for s in trial_states(sweep_dir).values()]
@@ -195,16 +223,26 @@ def _fit(tuner, meta: dict[str, Any], sweep_dir: str) -> int:
             status = "FAILED"
         else:
             status = "FINISHED"
+    except KeyboardInterrupt:  # a second Ctrl+C skips Tune's graceful stop
+        status = "KILLED"
+        raise
     finally:
         signal.signal(signal.SIGTERM, old)
-        tracking.close_sweep(meta["tracking_uri"], meta["experiment_id"], meta["name"],
-                             meta["parent_run_id"], status)
+        tracking.close_sweep(
+            meta["tracking_uri"], meta["experiment_id"], meta["name"], meta["parent_run_id"], status
+        )
     return {"FINISHED": 0, "FAILED": 1, "KILLED": 130}[status]
 
 
-def run(spec_path: str, *, name: str | None = None, storage: str | None = None,
-        address: str | None = None, tracking_uri: str | None = None,
-        overrides: dict[str, Any] | None = None) -> tuple[str, int]:
+def run(
+    spec_path: str,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[str, int]:
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
     from sweeps.callback import MlflowSweepCallback
 
@@ -215,13 +253,17 @@ def run(spec_path: str, *, name: str | None = None, storage: str | None = None,
     storage = resolve_storage(storage)
     sweep_dir = _join(storage, name)
     if _exists(sweep_dir):
-        raise ConfigError(f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
-                          f"with `amm sweep resume {name}` or choose another --name")
-    base_cfg = spec.base_config
+        raise ConfigError(
+            f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
+            f"with `amm sweep resume {name}` or choose another --name"
+        )
+    base_cfg = spec.trial_config({})  # preset + overrides (may set data.data_dir)
     data_root = resolve_data_root(None, base_cfg.data.data_dir)
     if not base_cfg.data.download and not data_root.is_dir():
-        raise ConfigError(f"data root {data_root} does not exist (set data.data_dir in the "
-                          "preset, $AMM_DATA_DIR, or run from a folder with ./data)")
+        raise ConfigError(
+            f"data root {data_root} does not exist (set data.data_dir in the "
+            "preset, $AMM_DATA_DIR, or run from a folder with ./data)"
+        )
     # trials chdir into their own folders: pin the data root as an absolute path
     base_flat = spec.trial_config({}, str(data_root)).flat()
     uri = tracking.resolve_tracking_uri(tracking_uri)
@@ -230,23 +272,45 @@ def run(spec_path: str, *, name: str | None = None, storage: str | None = None,
     _check_cluster(spec)
 
     exp_id, parent_id = tracking.start_parent(
-        uri, spec.experiment, name,
-        params={"spec": spec.path.name, "trials": spec.num_trials(), "cpu": spec.cpu,
-                "gpu": spec.gpu, "axes": ",".join(spec.axes()) or "search"},
-        tags={"amm.spec_path": str(spec.path), "amm.storage": sweep_dir})
-    meta = {"name": name, "spec_path": str(spec.path), "spec_text": spec.path.read_text(),
-            "overrides": spec.overrides, "tracking_uri": uri, "experiment": spec.experiment,
-            "experiment_id": exp_id, "parent_run_id": parent_id, "storage": storage,
-            "base_flat": base_flat, "cells": [dict(c) for c in spec.cells()]
-            if spec.search is None else [], "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        uri,
+        spec.experiment,
+        name,
+        params={
+            "spec": spec.path.name,
+            "trials": spec.num_trials(),
+            "cpu": spec.cpu,
+            "gpu": spec.gpu,
+            "axes": ",".join(spec.axes()) or "search",
+        },
+        tags={"amm.spec_path": str(spec.path), "amm.storage": sweep_dir},
+    )
+    meta = {
+        "name": name,
+        "spec_path": str(spec.path),
+        "spec_text": spec.path.read_text(),
+        "overrides": spec.overrides,
+        "tracking_uri": uri,
+        "experiment": spec.experiment,
+        "experiment_id": exp_id,
+        "parent_run_id": parent_id,
+        "storage": storage,
+        "base_flat": base_flat,
+        "cells": [dict(c) for c in spec.cells()] if spec.search is None else [],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     _write(_join(sweep_dir, META_FILE), json.dumps(meta, indent=1))
     cb = MlflowSweepCallback(uri, exp_id, parent_id, name, sweep_dir, base_flat, spec.variants)
     tuner = _tuner(spec, name, storage, base_flat, cb)
     return name, _fit(tuner, meta, sweep_dir)
 
 
-def resume(name: str, *, storage: str | None = None, address: str | None = None,
-           tracking_uri: str | None = None) -> int:
+def resume(
+    name: str,
+    *,
+    storage: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+) -> int:
     """Continue a stopped sweep: finished trials stay, others continue from their checkpoints."""
     from ray import tune
 
@@ -254,8 +318,10 @@ def resume(name: str, *, storage: str | None = None, address: str | None = None,
 
     sweep_dir, meta = load_meta(name, storage)
     if not tune.Tuner.can_restore(sweep_dir):
-        raise ConfigError(f"sweep '{name}' at {sweep_dir} has no Tune state to resume "
-                          "(it stopped before its first trial started)")
+        raise ConfigError(
+            f"sweep '{name}' at {sweep_dir} has no Tune state to resume "
+            "(it stopped before its first trial started)"
+        )
     uri = tracking.resolve_tracking_uri(tracking_uri or meta["tracking_uri"])
     tracking.check_tracking(uri)
     meta["tracking_uri"] = uri
@@ -263,11 +329,22 @@ def resume(name: str, *, storage: str | None = None, address: str | None = None,
     _ray_init(address)
     _check_cluster(spec)
     tracking.reopen_parent(uri, meta["parent_run_id"])
-    tuner = tune.Tuner.restore(sweep_dir, trainable=_trainable(spec, meta["base_flat"]),
-                               resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(
+        sweep_dir,
+        trainable=_trainable(spec, meta["base_flat"]),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
     # the callback was pickled with the tuner; give it the (possibly new) tracking URI
-    cb = MlflowSweepCallback(uri, meta["experiment_id"], meta["parent_run_id"], name,
-                             sweep_dir, meta["base_flat"], spec.variants)
+    cb = MlflowSweepCallback(
+        uri,
+        meta["experiment_id"],
+        meta["parent_run_id"],
+        name,
+        sweep_dir,
+        meta["base_flat"],
+        spec.variants,
+    )
     tuner._local_tuner.get_run_config().callbacks = [cb]
     return _fit(tuner, meta, sweep_dir)
 
@@ -308,21 +385,29 @@ def status(name: str, storage: str | None = None) -> str:
         trials = ExperimentAnalysis(sweep_dir).trials
     except (ValueError, FileNotFoundError, OSError):
         trials = []
-    rows: dict[str, tuple[str, str, str]] = {}
+    rows: dict[str, tuple[str, ...]] = {}
     for t in trials:
-        label = run_name(t.config)
-        rows[label] = (STATES.get(t.status, t.status.lower()), t.trial_id, str(
-            (t.last_result or {}).get("step", "")))
+        last = t.last_result or {}
+        err = last.get(names.TEST_ERROR_GY)
+        rows[run_name(t.config)] = (
+            STATES.get(t.status, t.status.lower()),
+            str(last.get(names.STEP, "")),
+            f"{err:.4f}" if isinstance(err, float) else "",
+            t.trial_id,
+        )
     for cell in meta.get("cells", []):
-        rows.setdefault(run_name(cell), ("missing", "", ""))
-    lines = [f"sweep {name} ({sweep_dir})", f"tracking: {meta['tracking_uri']} "
-             f"(parent run {meta['parent_run_id']})", "",
-             f"{'run name':<48} {'state':<9} {'step':>7}  trial"]
-    for label, (state, tid, step) in rows.items():
-        lines.append(f"{label:<48} {state:<9} {step:>7}  {tid}")
+        rows.setdefault(run_name(cell), ("missing", "", "", ""))
+    lines = [
+        f"sweep {name} ({sweep_dir})",
+        f"tracking: {meta['tracking_uri']} (parent run {meta['parent_run_id']})",
+        "",
+        f"{'run name':<40} {'state':<9} {'step':>7} {names.TEST_ERROR_GY:>14}  trial",
+    ]
+    for label, (state, step, err, tid) in rows.items():
+        lines.append(f"{label:<40} {state:<9} {step:>7} {err:>14}  {tid}")
     counts: dict[str, int] = {}
-    for state, _, _ in rows.values():
-        counts[state] = counts.get(state, 0) + 1
+    for row in rows.values():
+        counts[row[0]] = counts.get(row[0], 0) + 1
     lines.append("")
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return "\n".join(lines)

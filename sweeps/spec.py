@@ -47,11 +47,24 @@ TOP_KEYS = {
     "cost": dict,
 }
 RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
-SEARCH_KEYS = {"algorithm": str, "metric": str, "mode": str, "num_samples": int, "seed": int,
-               "space": dict}
+SEARCH_KEYS = {
+    "algorithm": str,
+    "metric": str,
+    "mode": str,
+    "num_samples": int,
+    "seed": int,
+    "space": dict,
+}
 SPACE_TYPES = ("choice", "uniform", "loguniform")
-SCHEDULER_KEYS = {"type": str, "metric": str, "mode": str, "time_attr": str, "max_t": int,
-                  "grace_period": int, "reduction_factor": (int, float)}
+SCHEDULER_KEYS = {
+    "type": str,
+    "metric": str,
+    "mode": str,
+    "time_attr": str,
+    "max_t": int,
+    "grace_period": int,
+    "reduction_factor": (int, float),
+}
 COST_KEYS = {"steps_per_sec": (int, float), "measured_on": str}
 # training-set sizes before the validation split, for the cost estimate of epoch-based configs
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
@@ -178,8 +191,9 @@ def _parse_search(where: str, raw: dict[str, Any]) -> Search:
     for key, dim in raw["space"].items():
         w = f"{where}.space.{key}"
         _check_config_key(w, key)
-        _check_keys(w, dim, {"type": str, "values": list, "low": (int, float),
-                             "high": (int, float)})
+        _check_keys(
+            w, dim, {"type": str, "values": list, "low": (int, float), "high": (int, float)}
+        )
         kind = dim.get("type")
         if kind not in SPACE_TYPES:
             raise ConfigError(f"{w}: key 'type' must be one of {', '.join(SPACE_TYPES)}")
@@ -192,8 +206,13 @@ def _parse_search(where: str, raw: dict[str, Any]) -> Search:
             if kind == "loguniform" and dim["low"] <= 0:
                 raise ConfigError(f"{w}: 'loguniform' needs low > 0")
         space[key] = dict(dim)
-    return Search(metric=raw["metric"], mode=_mode(where, raw.get("mode", "min")),
-                  num_samples=raw["num_samples"], seed=raw.get("seed", 0), space=space)
+    return Search(
+        metric=raw["metric"],
+        mode=_mode(where, raw.get("mode", "min")),
+        num_samples=raw["num_samples"],
+        seed=raw.get("seed", 0),
+        space=space,
+    )
 
 
 def _parse_scheduler(where: str, raw: dict[str, Any]) -> Scheduler:
@@ -202,10 +221,14 @@ def _parse_scheduler(where: str, raw: dict[str, Any]) -> Scheduler:
         raise ConfigError(f"{where}: key 'type': only 'asha' is supported")
     if "metric" not in raw:
         raise ConfigError(f"{where}: key 'metric' is required")
-    s = Scheduler(metric=raw["metric"], mode=_mode(where, raw.get("mode", "min")),
-                  time_attr=raw.get("time_attr", "step"), max_t=raw.get("max_t", 10000),
-                  grace_period=raw.get("grace_period", 1000),
-                  reduction_factor=float(raw.get("reduction_factor", 3)))
+    s = Scheduler(
+        metric=raw["metric"],
+        mode=_mode(where, raw.get("mode", "min")),
+        time_attr=raw.get("time_attr", "step"),
+        max_t=raw.get("max_t", 10000),
+        grace_period=raw.get("grace_period", 1000),
+        reduction_factor=float(raw.get("reduction_factor", 3)),
+    )
     if not 0 < s.grace_period <= s.max_t or s.reduction_factor <= 1:
         raise ConfigError(f"{where}: need 0 < grace_period <= max_t and reduction_factor > 1")
     return s
@@ -221,8 +244,10 @@ def parse_spec(
         raise ConfigError(f"{where}: key 'base' (a preset from configs/) is required")
     base = (path.parent / data["base"]).resolve()
     if not base.is_file():
-        raise ConfigError(f"{where}: key 'base': '{data['base']}' (resolved {base}) does not "
-                          "exist; paths are relative to the spec file")
+        raise ConfigError(
+            f"{where}: key 'base': '{data['base']}' (resolved {base}) does not "
+            "exist; paths are relative to the spec file"
+        )
     overrides = {**data.get("overrides", {}), **(extra_overrides or {})}
     for key in overrides:
         _check_config_key(f"{where}: overrides", key)
@@ -237,8 +262,9 @@ def parse_spec(
         if key == "seed":
             raise ConfigError(f"{where}: grid: use the 'seeds' key for the seed axis")
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: grid axis '{key}' must be a non-empty list, "
-                              f"got {values!r}")
+            raise ConfigError(
+                f"{where}: grid axis '{key}' must be a non-empty list, got {values!r}"
+            )
     variants = data.get("variants", {})
     for vname, vover in variants.items():
         w = f"{where}: variants.{vname}"
@@ -266,10 +292,13 @@ def parse_spec(
         raise ConfigError(f"{where}: resources: gpu above 1 must be a whole number, got {gpu}")
     search = _parse_search(f"{where}: search", data["search"]) if "search" in data else None
     if search and (grid or variants or len(seeds) > 1):
-        raise ConfigError(f"{where}: with 'search', leave 'grid' empty and use one seed "
-                          "(the search samples the configs)")
-    sched = _parse_scheduler(f"{where}: scheduler", data["scheduler"]) \
-        if "scheduler" in data else None
+        raise ConfigError(
+            f"{where}: with 'search', leave 'grid' empty and use one seed "
+            "(the search samples the configs)"
+        )
+    sched = (
+        _parse_scheduler(f"{where}: scheduler", data["scheduler"]) if "scheduler" in data else None
+    )
     cost = data.get("cost", {})
     _check_keys(f"{where}: cost", cost, COST_KEYS)
     try:
@@ -277,13 +306,32 @@ def parse_spec(
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     spec = SweepSpec(
-        path=path, base=base, experiment=data.get("experiment", "amm"), overrides=overrides,
-        grid=grid, seeds=seeds, cpu=cpu, gpu=gpu, search=search, scheduler=sched,
-        max_concurrent=data.get("max_concurrent", 0), max_failures=data.get("max_failures", 2),
+        path=path,
+        base=base,
+        experiment=data.get("experiment", "amm"),
+        overrides=overrides,
+        grid=grid,
+        seeds=seeds,
+        cpu=cpu,
+        gpu=gpu,
+        search=search,
+        scheduler=sched,
+        max_concurrent=data.get("max_concurrent", 0),
+        max_failures=data.get("max_failures", 2),
         checkpoints_to_keep=data.get("checkpoints_to_keep", 2),
-        steps_per_sec=cost.get("steps_per_sec"), measured_on=cost.get("measured_on", ""),
-        description=data.get("description", ""), variants=variants, base_config=base_cfg,
+        steps_per_sec=cost.get("steps_per_sec"),
+        measured_on=cost.get("measured_on", ""),
+        description=data.get("description", ""),
+        variants=variants,
+        base_config=base_cfg,
     )
+    if sched and sched.time_attr == "step":
+        longest = max(train_steps(spec.trial_config(c)) for c in spec.cells())
+        if sched.max_t <= longest:
+            raise ConfigError(
+                f"{where}: scheduler: max_t {sched.max_t} <= {longest} training steps; ASHA "
+                "would stop every trial before its test evaluation (set max_t above the steps)"
+            )
     # build every config now: a bad value in any cell fails here, before anything starts
     try:
         for cell in spec.cells():

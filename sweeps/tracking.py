@@ -41,10 +41,12 @@ def resolve_tracking_uri(uri: str | None, workdir: Path | None = None) -> str:
         return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # relative SQLite path: pin it, since trials and later commands run elsewhere
-        return f"sqlite:///{(workdir or Path.cwd()).resolve() / uri[len('sqlite:///'):]}"
+        return f"sqlite:///{(workdir or Path.cwd()).resolve() / uri[len('sqlite:///') :]}"
     if "://" not in uri:
-        raise ConfigError(f"tracking URI {uri!r}: expected sqlite:///PATH or http(s)://HOST:PORT "
-                          "(a local file store is not supported)")
+        raise ConfigError(
+            f"tracking URI {uri!r}: expected sqlite:///PATH or http(s)://HOST:PORT "
+            "(a local file store is not supported)"
+        )
     return uri
 
 
@@ -56,10 +58,12 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
                 if r.status != 200:
                     raise ConfigError(f"tracking server {uri} answered {r.status} on /health")
         except (urllib.error.URLError, OSError) as e:
-            raise ConfigError(f"tracking server {uri} is not reachable ({e}); start it "
-                              "(mlflow server ...) or pass another --tracking-uri") from None
+            raise ConfigError(
+                f"tracking server {uri} is not reachable ({e}); start it "
+                "(mlflow server ...) or pass another --tracking-uri"
+            ) from None
     elif uri.startswith("sqlite:///"):
-        parent = Path(uri[len("sqlite:///"):]).parent
+        parent = Path(uri[len("sqlite:///") :]).parent
         if not parent.is_dir():
             raise ConfigError(f"tracking URI {uri}: folder {parent} does not exist")
 
@@ -72,8 +76,13 @@ def client(uri: str):
 
 def git_commit(repo: Path | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -97,18 +106,24 @@ def experiment_id(c, name: str) -> str:
     if exp is None:
         return c.create_experiment(name)
     if exp.lifecycle_stage != "active":
-        raise ConfigError(f"MLflow experiment '{name}' is deleted; restore it or choose another "
-                          "'experiment' in the spec")
+        raise ConfigError(
+            f"MLflow experiment '{name}' is deleted; restore it or choose another "
+            "'experiment' in the spec"
+        )
     return exp.experiment_id
 
 
-def start_parent(uri: str, experiment: str, sweep: str, params: dict[str, Any],
-                 tags: dict[str, str]) -> tuple[str, str]:
+def start_parent(
+    uri: str, experiment: str, sweep: str, params: dict[str, Any], tags: dict[str, str]
+) -> tuple[str, str]:
     """Create the sweep's parent run -> (experiment_id, run_id)."""
     c = client(uri)
     exp_id = experiment_id(c, experiment)
-    run = c.create_run(exp_id, run_name=sweep,
-                       tags={**environment_tags(), **tags, TAG_SWEEP: sweep, TAG_ROLE: "sweep"})
+    run = c.create_run(
+        exp_id,
+        run_name=sweep,
+        tags={**environment_tags(), **tags, TAG_SWEEP: sweep, TAG_ROLE: "sweep"},
+    )
     log_params(c, run.info.run_id, params)
     return exp_id, run.info.run_id
 
@@ -132,23 +147,41 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int) -> None:
 
 def find_child(c, exp_id: str, sweep: str, trial_id: str) -> str | None:
     runs = c.search_runs(
-        [exp_id], f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'",
+        [exp_id],
+        f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'",
         max_results=10,
     )
     return runs[0].info.run_id if runs else None
 
 
-def start_child(c, exp_id: str, parent_id: str, sweep: str, trial_id: str, name: str,
-                params: dict[str, Any], tags: dict[str, str]) -> tuple[str, bool]:
+def start_child(
+    c,
+    exp_id: str,
+    parent_id: str,
+    sweep: str,
+    trial_id: str,
+    name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+) -> tuple[str, bool]:
     """The child run of a trial: reattached if it exists (resume, retry) -> (run_id, is_new)."""
     run_id = find_child(c, exp_id, sweep, trial_id)
     if run_id is not None:
         if c.get_run(run_id).info.status != "RUNNING":
             c.update_run(run_id, status="RUNNING")
         return run_id, False
-    run = c.create_run(exp_id, run_name=name, tags={
-        **environment_tags(), **tags, TAG_PARENT: parent_id, TAG_SWEEP: sweep,
-        TAG_TRIAL: trial_id, TAG_ROLE: "trial"})
+    run = c.create_run(
+        exp_id,
+        run_name=name,
+        tags={
+            **environment_tags(),
+            **tags,
+            TAG_PARENT: parent_id,
+            TAG_SWEEP: sweep,
+            TAG_TRIAL: trial_id,
+            TAG_ROLE: "trial",
+        },
+    )
     log_params(c, run.info.run_id, params)
     return run.info.run_id, True
 

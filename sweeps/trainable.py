@@ -22,8 +22,11 @@ RESUMED_KEY = "amm/resumed_from_step"  # 0 for a fresh start, else the checkpoin
 RUN_FILES = ("final.json", "config.json", "metrics.jsonl")
 
 
-def trial_config(base_flat: dict[str, Any], params: dict[str, Any],
-                 variants: dict[str, dict[str, Any]] | None = None) -> Config:
+def trial_config(
+    base_flat: dict[str, Any],
+    params: dict[str, Any],
+    variants: dict[str, dict[str, Any]] | None = None,
+) -> Config:
     """The resolved config of one trial: the sweep's base (flat, validated) + its swept values."""
     params = expand_variant(params, variants or {})
     return apply_overrides(config_from_dict(unflatten(dict(base_flat))), params)
@@ -53,8 +56,13 @@ def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
     return final
 
 
-def train_trial(params: dict[str, Any], *, base: dict[str, Any],
-                variants: dict[str, dict[str, Any]] | None = None, threads: int = 1) -> None:
+def train_trial(
+    params: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    variants: dict[str, dict[str, Any]] | None = None,
+    threads: int = 1,
+) -> None:
     """Tune entry point: `params` are the swept values of this trial (dotted keys)."""
     import ray
     import torch
@@ -77,16 +85,26 @@ def train_trial(params: dict[str, Any], *, base: dict[str, Any],
             shutil.copytree(d, local)
         resume_from = local
         resumed_step = int((ckpt.get_metadata() or {}).get("step", 0))
+    # the last evaluation's result (kept in checkpoint metadata, for a restart right before
+    # the final report)
+    last: dict[str, Any] = dict((ckpt.get_metadata() or {}).get("last", {})) if ckpt else {}
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         final = any(k.startswith("test/") for k in metrics)
         folder = _final_folder(out_dir, ckpt_dir) if final else ckpt_dir
-        out = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+        # the final result repeats the last evaluation's numbers: schedulers and searchers
+        # expect their metric in every result (the driver logs each (key, step) once)
+        out = dict(last) if final else {}
+        out.update({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
+        if not final:
+            last.clear()
+            last.update(out)
         out.update({NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": int(final)})
         checkpoint = None
         if folder is not None:
             checkpoint = tune.Checkpoint.from_directory(str(folder))
-            checkpoint.set_metadata({"step": int(metrics.get(names.STEP, 0)), "final": final})
+            step = int(metrics.get(names.STEP, 0))
+            checkpoint.set_metadata({"step": step, "final": final, "last": last})
         tune.report(out, checkpoint=checkpoint)
 
     train.run(cfg, out_dir, report=report, resume_from=resume_from)

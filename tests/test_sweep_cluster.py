@@ -215,6 +215,40 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
     assert 0.0 <= victim.data.metrics["test/error_gy"] <= 1.0
 
 
+def test_optuna_search_with_asha(cluster, mlflow_server, data_root, tmp_path):
+    from sweeps import runner, tracking
+
+    spec = tmp_path / "optuna.yaml"
+    spec.write_text(
+        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n"
+        "search:\n  metric: val/error_gy\n  mode: min\n  num_samples: 3\n  seed: 0\n"
+        "  space:\n    loss.gp_weight: {type: loguniform, low: 0.1, high: 10.0}\n"
+        "    model.inference: {type: choice, values: [q1, q2]}\n"
+        "scheduler: {metric: val/error_gy, grace_period: 20, max_t: 1000, reduction_factor: 2}\n"
+        "max_concurrent: 2\nresources: {cpu: 1}\n"
+    )
+    _, code = runner.run(
+        str(spec),
+        name="optuna",
+        storage=str(tmp_path),
+        address=cluster.address,
+        tracking_uri=mlflow_server,
+        overrides=_overrides(data_root, 60),
+    )
+    assert code == 0
+    c, parent, children = _children(mlflow_server, "optuna")
+    assert [p.info.status for p in parent] == ["FINISHED"]
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    lams = [float(r.data.params["loss.gp_weight"]) for r in children]
+    assert all(0.1 <= v <= 10.0 for v in lams) and len(set(lams)) == 3  # sampled, not a grid
+    assert {r.data.params["model.inference"] for r in children} <= {"q1", "q2"}
+    for r in children:  # a trial ASHA stopped early has no test metrics; the others have
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "val/error_gy")]
+        assert steps and steps == sorted(set(steps)) and steps[-1] <= 60
+        assert (steps[-1] == 60) == ("test/error_gy" in r.data.metrics)
+        assert r.info.run_name.startswith("lambda=") and r.data.tags[tracking.TAG_TRIAL]
+
+
 def test_trial_larger_than_any_node_is_refused(cluster, mlflow_server, data_root, tmp_path):
     spec = tmp_path / "big.yaml"
     spec.write_text(

@@ -84,6 +84,10 @@ def ray_head(tmp_path, data_root):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+        # a head stopped by a signal leaves its address behind; a later ray.init() would try it
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def test_ray_job_submit_runs_the_sweep(ray_head, tmp_path):

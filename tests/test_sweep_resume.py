@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,6 +32,19 @@ def amm(*args: str, cwd: Path, env: dict, **kw) -> subprocess.Popen:
         text=True,
         **kw,
     )
+
+
+def peek(db: Path) -> dict[str, tuple[str, int]]:
+    """run name -> (status, evaluations logged), read-only: the driver is the only writer."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute(
+                "SELECT r.name, r.status, (SELECT count(*) FROM metrics m WHERE "
+                "m.run_uuid = r.run_uuid AND m.key = 'val/error_gy') FROM runs r"
+            ).fetchall()
+    except sqlite3.OperationalError:  # not created yet, or busy
+        return {}
+    return {name: (status, n) for name, status, n in rows}
 
 
 def runs_by_name(uri: str, sweep: str) -> dict:
@@ -73,15 +87,10 @@ def test_stop_and_resume(tmp_path, data_root):
             assert proc.poll() is None, proc.stdout.read()[-4000:]
             assert time.time() < deadline, "the sweep did not reach the stop point"
             time.sleep(1)
-            if not (tmp_path / "mlflow.db").exists():
-                continue
-            runs = runs_by_name(uri, "rs")
-            short, long = runs.get("steps=20,seed=0"), runs.get("steps=120,seed=0")
+            runs = peek(tmp_path / "mlflow.db")
             if (
-                short
-                and long
-                and short.info.status == "FINISHED"
-                and long.data.metrics.get("val/error_gy") is not None
+                runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED"
+                and runs.get("steps=120,seed=0", ("", 0))[1]
             ):
                 break
         os.kill(proc.pid, signal.SIGINT)

@@ -6,6 +6,7 @@ and call the `amm` command in-process.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -29,8 +30,11 @@ def write_spec(tmp_path: Path, body: str, name: str = "s.yaml") -> Path:
 
 
 def test_every_shipped_spec_loads_and_builds_its_configs():
-    specs = sorted(SWEEPS.glob("*.yaml")) + sorted(SWEEPS.glob("paper/*.yaml")) + sorted(
-        SWEEPS.glob("ablations/*.yaml"))
+    specs = (
+        sorted(SWEEPS.glob("*.yaml"))
+        + sorted(SWEEPS.glob("paper/*.yaml"))
+        + sorted(SWEEPS.glob("ablations/*.yaml"))
+    )
     assert len(specs) == 9
     for p in specs:
         spec = load_spec(p)
@@ -55,10 +59,19 @@ def test_ablation_specs():
     lam = load_spec(SWEEPS / "ablations" / "lambda.yaml")
     assert lam.grid["loss.gp_weight"] == [0.01, 0.1, 1.0, 10.0, 100.0]
     mp = load_spec(SWEEPS / "ablations" / "mean_placement.yaml")
-    placed = {(mp.trial_config({"variant": v}).prior.means,
-               mp.trial_config({"variant": v}).prior.init_means) for v in mp.variants}
-    assert placed == {("learned", "none"), ("learned", "table3"), ("table3", "none"),
-                      ("random", "none")}
+    placed = {
+        (
+            mp.trial_config({"variant": v}).prior.means,
+            mp.trial_config({"variant": v}).prior.init_means,
+        )
+        for v in mp.variants
+    }
+    assert placed == {
+        ("learned", "none"),
+        ("learned", "table3"),
+        ("table3", "none"),
+        ("random", "none"),
+    }
     inf = load_spec(SWEEPS / "ablations" / "inference.yaml")
     assert inf.grid == {"model.inference": ["q1", "q2", "independent"]}
     lvf = load_spec(SWEEPS / "ablations" / "learned_vs_fixed.yaml")
@@ -74,13 +87,17 @@ def test_plan_prints_the_mnist_paper_trials(capsys):
     out = capsys.readouterr().out
     assert "trials: 5" in out
     assert "resources per trial: 2 CPU, 0.25 GPU" in out
-    assert [ln.split()[1] for ln in out.splitlines() if ln.strip()[:1].isdigit() and "seed=" in ln
-            ] == [f"seed={i}" for i in range(5)]
+    assert [
+        ln.split()[1] for ln in out.splitlines() if ln.strip()[:1].isdigit() and "seed=" in ln
+    ] == [f"seed={i}" for i in range(5)]
 
 
 def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
-    p = write_spec(tmp_path, "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\nresources: {cpu: 2}\n"
-                   "cost: {steps_per_sec: 10, measured_on: test box}\n")
+    p = write_spec(
+        tmp_path,
+        "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\nresources: {cpu: 2}\n"
+        "cost: {steps_per_sec: 10, measured_on: test box}\n",
+    )
     assert amm(["sweep", "plan", str(p), "--set", "train.steps=600"]) == 0
     out = capsys.readouterr().out
     # 6 trials x 600 steps / 10 steps/s = 360 s = 0.1 trial-hours = 0.2 CPU-hours
@@ -90,8 +107,10 @@ def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
 
 
 def test_run_names_and_trial_configs():
-    assert run_name({"loss.gp_weight": 10.0, "prior.means": "learned", "seed": 3}) == \
-        "lambda=10,means=learned,seed=3"
+    assert (
+        run_name({"loss.gp_weight": 10.0, "prior.means": "learned", "seed": 3})
+        == "lambda=10,means=learned,seed=3"
+    )
     spec = load_spec(SWEEPS / "ablations" / "mean_placement.yaml")
     base = spec.trial_config({}, "/data").flat()
     cfg = trial_config(base, {"variant": "learned_from_table3", "seed": 2}, spec.variants)
@@ -110,13 +129,22 @@ def test_run_names_and_trial_configs():
         ("grid: {loss.gp_weight: [-1]}\n", "loss.gp_weight': must be >= 0"),
         ("resources: {cpu: 1, gpus: 1}\n", "unknown key 'gpus'"),
         ("resources: {cpu: 0, gpu: 0}\n", "not both 0"),
-        ("search: {metric: val/error_gy, num_samples: 4, space: {optim.lr: {type: logu}}}\n",
-         "key 'type' must be one of choice, uniform, loguniform"),
-        ("search: {metric: val/error_gy, num_samples: 4, space: {optim.lr: "
-         "{type: loguniform, low: 0, high: 1}}}\n", "'loguniform' needs low > 0"),
-        ("seeds: 3\nsearch: {metric: m, num_samples: 2, space: {optim.lr: "
-         "{type: uniform, low: 0.1, high: 1}}}\n", "with 'search', leave 'grid' empty"),
+        (
+            "search: {metric: val/error_gy, num_samples: 4, space: {optim.lr: {type: logu}}}\n",
+            "key 'type' must be one of choice, uniform, loguniform",
+        ),
+        (
+            "search: {metric: val/error_gy, num_samples: 4, space: {optim.lr: "
+            "{type: loguniform, low: 0, high: 1}}}\n",
+            "'loguniform' needs low > 0",
+        ),
+        (
+            "seeds: 3\nsearch: {metric: m, num_samples: 2, space: {optim.lr: "
+            "{type: uniform, low: 0.1, high: 1}}}\n",
+            "with 'search', leave 'grid' empty",
+        ),
         ("scheduler: {type: hyperband, metric: m}\n", "only 'asha' is supported"),
+        ("scheduler: {metric: m, grace_period: 10, max_t: 300}\n", "max_t 300 <= 300 training"),
     ],
 )
 def test_bad_specs_exit_2_naming_the_key(tmp_path, capsys, body, message):
@@ -134,13 +162,28 @@ def test_missing_base_preset(tmp_path, capsys):
     assert "relative to the spec file" in capsys.readouterr().err
 
 
-def test_unreachable_tracking_server_stops_before_anything(tmp_path, capsys, monkeypatch):
-    from test_sweep_cluster import free_port
-
+def test_unreachable_tracking_server_stops_before_anything(
+    tmp_path, capsys, monkeypatch, data_root
+):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMM_DATA_DIR", str(data_root))
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     t0 = time.time()
-    code = amm(["sweep", "run", str(SWEEPS / "smoke.yaml"), "--name", "x", "--storage", "st",
-                "--tracking-uri", f"http://127.0.0.1:{free_port()}"])
+    code = amm(
+        [
+            "sweep",
+            "run",
+            str(SWEEPS / "smoke.yaml"),
+            "--name",
+            "x",
+            "--storage",
+            "st",
+            "--tracking-uri",
+            f"http://127.0.0.1:{port}",
+        ]
+    )
     assert code == 2
     assert "is not reachable" in capsys.readouterr().err
     assert time.time() - t0 < 30  # no Ray start, no retries for minutes
@@ -172,8 +215,7 @@ def test_resume_and_status_of_an_unknown_sweep(tmp_path, capsys, monkeypatch):
 def test_tracking_uri_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
-    assert tracking.resolve_tracking_uri("sqlite:///x.db", tmp_path) == \
-        f"sqlite:///{tmp_path}/x.db"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db", tmp_path) == f"sqlite:///{tmp_path}/x.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5000"
     with pytest.raises(ConfigError, match="file store is not supported"):
