@@ -16,9 +16,18 @@ install:
 test: install
 	$(PY) -m pytest -q
 
+# The demo: the smoke sweep (4 short trials on local Ray, tracked in ./mlflow.db), then its
+# mean ± std table and an offline HTML report.
+DEMO_DB := sqlite:///$(CURDIR)/mlflow.db
 demo: install
-	$(AMM) sweep run sweeps/smoke.yaml --name demo-$$(date +%Y%m%d-%H%M%S) --tracking-uri sqlite:///$(CURDIR)/mlflow.db
-	@echo "MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
+	@set -e; name=demo-$$(date +%Y%m%d-%H%M%S); \
+	$(AMM) sweep run sweeps/smoke.yaml --name $$name --tracking-uri $(DEMO_DB); \
+	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
+	$(AMM) report $$name --tracking-uri $(DEMO_DB) --out runs/reports/$$name.html; \
+	echo; echo "Results of sweep $$name:"; \
+	echo "  sweep folder:  runs/sweeps/$$name  (amm sweep status $$name)"; \
+	echo "  MLflow runs:   ./mlflow.db  (.venv/bin/mlflow ui --backend-store-uri $(DEMO_DB))"; \
+	echo "  report:        runs/reports/$$name.html"
 
 lint: install
 	.venv/bin/ruff check .

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     figures: bool = True  # write the per-run figures at the end
+    tsne_points: int = 2000  # test points in the t-SNE figure (its cost grows with them)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,10 @@ def field_names() -> list[str]:
     return list(Config().flat().keys())
 
 
+# numbers in exponent form without a dot ('1e-4', '2E5'), which YAML 1.1 leaves as strings
+_YAML11_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+
 def _coerce(key: str, value: Any, typ: Any, f: dataclasses.Field) -> Any:
     choices = f.metadata.get("choices")
     if typ is bool:
@@ -160,6 +166,8 @@ def _coerce(key: str, value: Any, typ: Any, f: dataclasses.Field) -> Any:
             else:
                 raise ConfigError(f"key '{key}': expected an integer, got {value!r}")
     elif typ is float:
+        if isinstance(value, str) and _YAML11_FLOAT.match(value):
+            value = float(value)  # '1e-4': YAML 1.1 (PyYAML) reads it as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"key '{key}': expected a number, got {value!r}")
         value = float(value)
@@ -214,6 +222,7 @@ def _validate(cfg: Config) -> Config:
     need(t.eval_every >= 1, "key 'train.eval_every': must be >= 1")
     need(t.log_every >= 1, "key 'train.log_every': must be >= 1")
     need(t.keep_checkpoints >= 1, "key 'train.keep_checkpoints': must be >= 1")
+    need(t.tsne_points >= 50, "key 'train.tsne_points': must be >= 50")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         f"key 'train.device': {t.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N",

@@ -314,6 +314,6 @@ def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
     try:
         from amm_core.figures import write_run_figures
 
-        write_run_figures(model, splits, out, cfg)
+        write_run_figures(model, splits, out, cfg, max_points=cfg.train.tsne_points)
     except Exception as e:  # noqa: BLE001 - any plotting error must not fail a finished run
         print(f"amm: warning: figures not written ({type(e).__name__}: {e})", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Images per second of the full training step (D step with penalty + generator step).
 
-    .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 30
+    .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml \
+        --steps 30 --rounds 3
 
 Times the project's step (`amm_core.train.training_step`: the loss phases of `AMMLoss`) and, beside
 it, a straightforward PyTorch step of the same maths (one encoder/decoder forward shared by the D
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -52,39 +54,55 @@ def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):
     opt_g.step()
 
 
-def measure(cfg, device: torch.device, steps: int, which: str) -> float:
-    torch.manual_seed(0)
-    model = build_models(cfg).to(device).train()
-    loss = AMMLoss(model, cfg)
-    betas = (cfg.optim.beta1, cfg.optim.beta2)
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.optim.lr, betas=betas)
-    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=cfg.optim.lr, betas=betas)
-    shape = (cfg.train.batch_size, *input_shape(cfg.model.arch))
-    data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
+class Bench:
+    """One variant's model, optimisers and data on one device, warmed up once."""
 
-    def step(i: int) -> None:
-        x = data[i % 8].float().div_(255)
-        if which == "project":
-            training_step(loss, opt_d, opt_g, x)
+    def __init__(self, cfg, device: torch.device, which: str) -> None:
+        torch.manual_seed(0)
+        self.cfg, self.device, self.which = cfg, device, which
+        self.model = build_models(cfg).to(device).train()
+        self.loss = AMMLoss(self.model, cfg)
+        betas = (cfg.optim.beta1, cfg.optim.beta2)
+        params_g = self.model.generator_parameters()
+        self.opt_g = torch.optim.Adam(params_g, lr=cfg.optim.lr, betas=betas)
+        params_d = self.model.discriminator_parameters()
+        self.opt_d = torch.optim.Adam(params_d, lr=cfg.optim.lr, betas=betas)
+        shape = (cfg.train.batch_size, *input_shape(cfg.model.arch))
+        self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
+        for i in range(3):  # warm-up (allocator, cuDNN autotune)
+            self.step(i)
+
+    def step(self, i: int) -> None:
+        x = self.data[i % 8].float().div_(255)
+        if self.which == "project":
+            training_step(self.loss, self.opt_d, self.opt_g, x)
         else:
-            straightforward_step(model, loss, opt_d, opt_g, x, cfg.loss.gp_weight)
+            straightforward_step(
+                self.model, self.loss, self.opt_d, self.opt_g, x, self.cfg.loss.gp_weight
+            )
 
-    for i in range(3):  # warm-up (allocator, cuDNN autotune)
-        step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * cfg.train.batch_size / (time.perf_counter() - t0)
+    def images_per_sec(self, steps: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            self.step(i)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * self.cfg.train.batch_size / (time.perf_counter() - t0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/mnist_amm.yaml")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30, help="steps per timed round")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timed rounds per variant, alternating project / straightforward (load on a "
+        "shared machine hits both alike); the best and the median round are reported",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = ap.parse_args()
@@ -92,15 +110,25 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    rows = []
     for dev in devices:
-        for which in ("project", "straightforward"):
-            ips = measure(cfg, dev, args.steps, which)
-            rows.append({"device": dev.type, "step": which, "images_per_sec": round(ips, 1)})
-            print(json.dumps(rows[-1]), flush=True)
+        benches = [Bench(cfg, dev, which) for which in ("project", "straightforward")]
+        seen: dict[str, list[float]] = {b.which: [] for b in benches}
+        for _ in range(args.rounds):
+            for b in benches:
+                seen[b.which].append(b.images_per_sec(args.steps))
+        for which, ips in seen.items():
+            row = {
+                "device": dev.type,
+                "step": which,
+                "images_per_sec_best": round(max(ips), 1),
+                "images_per_sec_median": round(statistics.median(ips), 1),
+                "rounds": [round(v, 1) for v in ips],
+            }
+            print(json.dumps(row), flush=True)
     print(
         f"config={args.config} arch={cfg.model.arch} batch={cfg.train.batch_size} "
-        f"steps={args.steps} threads={torch.get_num_threads()} torch={torch.__version__}"
+        f"steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()} "
+        f"torch={torch.__version__}"
     )
 
 

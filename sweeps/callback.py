@@ -84,7 +84,7 @@ class MlflowSweepCallback(tune.Callback):
         tags = {tracking.TAG_HASH: cfg.hash(), "amm.trial_name": str(trial)}
         if VARIANT in trial.config:
             tags["amm.variant"] = str(trial.config[VARIANT])
-        run_id, _ = tracking.start_child(
+        run_id, is_new = tracking.start_child(
             self.client,
             self.exp_id,
             self.parent_id,
@@ -96,6 +96,10 @@ class MlflowSweepCallback(tune.Callback):
         )
         self._runs[trial.trial_id] = run_id
         self._save_runs()
+        if not is_new:  # reattached (resumed sweep): what this run already holds
+            for key in self.client.get_run(run_id).data.metrics:
+                steps = [m.step for m in self.client.get_metric_history(run_id, key)]
+                self._last_step[(run_id, key)] = max(steps, default=-1)
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
@@ -112,8 +116,10 @@ class MlflowSweepCallback(tune.Callback):
         for k, v in result.items():
             if k in SKIP or isinstance(v, bool) or not isinstance(v, int | float):
                 continue
-            if not math.isfinite(v) or self._last_step.get((run_id, k)) == step:
-                continue  # the final result repeats the last evaluation's step
+            # each (key, step) once, in step order: the final result repeats the last
+            # evaluation, and a trial restarted from an older checkpoint redoes some steps
+            if not math.isfinite(v) or step <= self._last_step.get((run_id, k), -1):
+                continue
             metrics[k] = v
             self._last_step[(run_id, k)] = step
         if metrics:
@@ -127,14 +133,19 @@ class MlflowSweepCallback(tune.Callback):
         if "error_mapping" in result:
             self.client.set_tag(run_id, "error_mapping", str(result["error_mapping"]))
 
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        # Tune has registered this checkpoint: a restart of the trial continues from here
+        step = (checkpoint.get_metadata() or {}).get("step")
+        if step is not None:
+            self.client.set_tag(self.run_id(trial), tracking.TAG_CKPT_STEP, str(step))
+
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, tracking.TAG_FAILURES, str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
-        err = trial.get_error()
-        self.client.set_tag(run_id, tracking.TAG_ERROR, str(err)[-4000:] if err else "error")
+        self.client.set_tag(run_id, tracking.TAG_ERROR, _error_text(trial)[-4000:])
         self.client.set_terminated(run_id, "FAILED")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -151,3 +162,12 @@ class MlflowSweepCallback(tune.Callback):
             except OSError as e:  # the run's numbers count even when its files cannot be read
                 self.client.set_tag(run_id, "amm.artifacts_error", str(e)[:500])
         self.client.set_terminated(run_id, "FINISHED")
+
+
+def _error_text(trial) -> str:
+    """The trial's last error: Tune writes it on the driver first (trial.error_file) and copies
+    it to the storage path later (trial.get_error() reads from there)."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    return str(trial.get_error() or "error (no error file)")

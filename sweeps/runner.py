@@ -282,7 +282,12 @@ def run(
             "gpu": spec.gpu,
             "axes": ",".join(spec.axes()) or "search",
         },
-        tags={"amm.spec_path": str(spec.path), "amm.storage": sweep_dir},
+        tags={
+            "amm.spec_path": str(spec.path),
+            "amm.storage": sweep_dir,
+            # seeds per grid cell: analysis reports a cell with fewer finished seeds as "n=3 of 5"
+            "amm.num_seeds": str(len(spec.seeds) if spec.search is None else 1),
+        },
     )
     meta = {
         "name": name,

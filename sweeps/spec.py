@@ -248,11 +248,13 @@ def parse_spec(
             f"{where}: key 'base': '{data['base']}' (resolved {base}) does not "
             "exist; paths are relative to the spec file"
         )
-    overrides = {**data.get("overrides", {}), **(extra_overrides or {})}
+    own = data.get("overrides", {})
+    if "seed" in own and "seeds" in data:
+        raise ConfigError(f"{where}: give the seed either in 'seeds' or in overrides, not both")
+    # a `--set seed=N` from the command line replaces the seed axis with that one seed
+    overrides = {**own, **(extra_overrides or {})}
     for key in overrides:
         _check_config_key(f"{where}: overrides", key)
-    if "seed" in overrides and "seeds" in data:
-        raise ConfigError(f"{where}: give the seed either in 'seeds' or in overrides, not both")
     grid = data.get("grid", {})
     _check_keys(where, {"grid": grid}, {"grid": dict})
     if "grid" in data and not grid:

@@ -28,6 +28,7 @@ TAG_ROLE = "amm.role"  # "sweep" (parent) or "trial" (child)
 TAG_HASH = "amm.config_hash"
 TAG_NODE = "amm.node_id"
 TAG_PID = "amm.pid"  # the trial's worker process (changes after a restart)
+TAG_CKPT_STEP = "amm.checkpoint_step"  # step of the trial's last checkpoint Tune registered
 TAG_FAILURES = "amm.failures"
 TAG_ERROR = "amm.error"
 TAG_PARENT = "mlflow.parentRunId"

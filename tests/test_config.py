@@ -55,6 +55,13 @@ def test_overrides_are_typed_and_dotted():
     )
     assert cfg.loss.gp_weight == 1.0 and isinstance(cfg.loss.gp_weight, float)
     assert cfg.seed == 3 and cfg.prior.means == "table3" and cfg.train.figures is False
+    # exponent form without a dot is a string to PyYAML (YAML 1.1); still a number here
+    cfg = load_config(None, ["optim.lr=1e-4", "loss.gp_weight=2E1"])
+    assert (cfg.optim.lr, cfg.loss.gp_weight) == (1e-4, 20.0)
+    with pytest.raises(ConfigError, match="key 'optim.lr': expected a number, got 'fast'"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="key 'seed': expected an integer, got '1e3'"):
+        load_config(None, ["seed=1e3"])
 
 
 def test_flat_round_trip_and_hash():

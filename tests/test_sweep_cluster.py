@@ -107,6 +107,7 @@ def cluster():
 
 def _overrides(data_root: Path, steps: int) -> dict:
     return {
+        "seed": 0,  # one seed: two trials (lambda 1 and 10), one per node
         "train.steps": steps,
         "train.eval_every": 20,
         "train.log_every": 10,
@@ -182,12 +183,13 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
                 continue
             for r in children:
                 pid = r.data.tags.get(tracking.TAG_PID)
-                if pid and r.data.metrics.get("val/error_gy") is not None:
-                    steps = [m.step for m in c.get_metric_history(r.info.run_id, "val/error_gy")]
-                    if max(steps) < 100:
-                        os.kill(int(pid), signal.SIGKILL)
-                        killed[r.data.tags[tracking.TAG_TRIAL]] = max(steps)
-                        return
+                # kill once Tune has registered a checkpoint (a worker killed between its
+                # report and that registration restarts from the previous checkpoint)
+                ckpt_step = int(r.data.tags.get(tracking.TAG_CKPT_STEP, 0))
+                if pid and 20 <= ckpt_step < 100:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed[r.data.tags[tracking.TAG_TRIAL]] = ckpt_step
+                    return
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
@@ -205,11 +207,12 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
     c, parent, children = _children(mlflow_server, "fault")
     assert [p.info.status for p in parent] == ["FINISHED"]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
-    ((trial_id, step_at_kill),) = killed.items()
+    ((trial_id, ckpt_step),) = killed.items()
     victim = next(r for r in children if r.data.tags[tracking.TAG_TRIAL] == trial_id)
     assert victim.data.tags[tracking.TAG_FAILURES] == "1"
     resumed = [m.value for m in c.get_metric_history(victim.info.run_id, "amm/resumed_from_step")]
-    assert max(resumed) >= 20 and max(resumed) <= step_at_kill + 20  # from a checkpoint, not 0
+    # from the checkpoint registered before the kill (or one taken just after), not from 0
+    assert ckpt_step <= max(resumed) <= ckpt_step + 20
     steps = [m.step for m in c.get_metric_history(victim.info.run_id, "val/error_gy")]
     assert steps[-1] == 100 and len(steps) == len(set(steps)) == 5  # each evaluation once
     assert 0.0 <= victim.data.metrics["test/error_gy"] <= 1.0
@@ -247,6 +250,36 @@ def test_optuna_search_with_asha(cluster, mlflow_server, data_root, tmp_path):
         assert steps and steps == sorted(set(steps)) and steps[-1] <= 60
         assert (steps[-1] == 60) == ("test/error_gy" in r.data.metrics)
         assert r.info.run_name.startswith("lambda=") and r.data.tags[tracking.TAG_TRIAL]
+
+
+def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path):
+    """A trial whose loss turns NaN fails (no number logged as its result); the other finishes."""
+    from sweeps import runner, tracking
+
+    spec = tmp_path / "nan.yaml"
+    spec.write_text(
+        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n"
+        "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
+    )
+    _, code = runner.run(
+        str(spec),
+        name="nan",
+        storage=str(tmp_path),
+        address=cluster.address,
+        tracking_uri=mlflow_server,
+        overrides=_overrides(data_root, 40),
+    )
+    assert code == 1  # some trial failed
+    _, parent, children = _children(mlflow_server, "nan")
+    assert [p.info.status for p in parent] == ["FAILED"]
+    by_name = {r.info.run_name: r for r in children}
+    assert sorted(by_name) == ["lr=0.0002,seed=0", "lr=1e+10,seed=0"]
+    ok, bad = by_name["lr=0.0002,seed=0"], by_name["lr=1e+10,seed=0"]
+    assert ok.info.status == "FINISHED" and 0.0 <= ok.data.metrics["test/error_gy"] <= 1.0
+    assert bad.info.status == "FAILED" and "test/error_gy" not in bad.data.metrics
+    assert "non-finite loss" in bad.data.tags[tracking.TAG_ERROR]
+    status = runner.status("nan", str(tmp_path))
+    assert "1 failed" in status and "1 finished" in status
 
 
 def test_trial_larger_than_any_node_is_refused(cluster, mlflow_server, data_root, tmp_path):

@@ -97,7 +97,7 @@ def test_ray_job_submit_runs_the_sweep(ray_head, tmp_path):
     entry = (
         f"{BIN / 'amm'} sweep run {REPO / 'sweeps' / 'smoke.yaml'} --name job "
         f"--storage {storage} --tracking-uri {uri} --set train.steps=20 "
-        "--set train.eval_every=20 --set train.figures=false"
+        "--set train.eval_every=20 --set train.figures=false --set seed=0"
     )
     out = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", url, "--", *entry.split()],

@@ -106,6 +106,16 @@ def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
     assert "stored in the spec: test box" in out
 
 
+def test_set_seed_replaces_the_seed_axis(tmp_path, capsys):
+    p = write_spec(tmp_path, "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\n")
+    assert load_spec(p).num_trials() == 6
+    spec = load_spec(p, {"seed": 7})
+    assert spec.seeds == [7] and [c["seed"] for c in spec.cells()] == [7, 7]
+    q = write_spec(tmp_path, "seeds: 3\noverrides: {seed: 1}\n", name="q.yaml")
+    assert amm(["sweep", "plan", str(q)]) == 2
+    assert "either in 'seeds' or in overrides" in capsys.readouterr().err
+
+
 def test_run_names_and_trial_configs():
     assert (
         run_name({"loss.gp_weight": 10.0, "prior.means": "learned", "seed": 3})
