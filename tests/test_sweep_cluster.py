@@ -96,7 +96,9 @@ def cluster():
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        c.add_node(num_cpus=1)
+        # the worker declares one (logical) GPU: Ray schedules by it, torch finds no CUDA and
+        # trains on the CPU, which is how fractional-GPU placement is tested without a GPU
+        c.add_node(num_cpus=1, num_gpus=1)
         c.wait_for_nodes()
         ray.init(address=c.address)
         yield c
@@ -250,6 +252,34 @@ def test_optuna_search_with_asha(cluster, mlflow_server, data_root, tmp_path):
         assert steps and steps == sorted(set(steps)) and steps[-1] <= 60
         assert (steps[-1] == 60) == ("test/error_gy" in r.data.metrics)
         assert r.info.run_name.startswith("lambda=") and r.data.tags[tracking.TAG_TRIAL]
+
+
+def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_path):
+    """gpu: 0.5 per trial: both trials land on the one node with a GPU, side by side."""
+    import ray
+
+    from sweeps import runner, tracking
+
+    spec = tmp_path / "gpu.yaml"
+    spec.write_text(
+        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n"
+        "grid: {loss.gp_weight: [1.0, 10.0]}\nresources: {cpu: 0.5, gpu: 0.5}\n"
+    )
+    _, code = runner.run(
+        str(spec),
+        name="gpu",
+        storage=str(tmp_path),
+        address=cluster.address,
+        tracking_uri=mlflow_server,
+        overrides=_overrides(data_root, 40),
+    )
+    assert code == 0
+    _, _, children = _children(mlflow_server, "gpu")
+    gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags[tracking.TAG_NODE] for r in children} == gpu_nodes
+    a, b = sorted(children, key=lambda r: r.info.start_time)
+    assert b.info.start_time < a.info.end_time  # they ran at the same time
 
 
 def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path):
