@@ -1,4 +1,5 @@
-"""Shared fixtures. `data_root`: the real data root ($AMM_DATA_DIR, else ../shared/data)."""
+"""Shared fixtures. `data_root`: the real data root ($AMM_DATA_DIR, else ../shared/data);
+`one_thread`: torch on one thread, seeded, for small deterministic model tests."""
 
 import os
 from pathlib import Path
@@ -15,3 +16,14 @@ def data_root() -> Path:
         f"real MNIST not found under data root '{root}' (set AMM_DATA_DIR)"
     )
     return root
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(n)

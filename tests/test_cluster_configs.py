@@ -9,7 +9,6 @@ the AWS node-provider class is replaced, because its calls need AWS credentials 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 import shlex
 import subprocess
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from helpers import mlflow_security_utils
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "sweeps" / "cluster"
@@ -84,17 +84,6 @@ def option(tokens: list[str], name: str) -> str:
         if tok.startswith(name + "="):
             return tok.split("=", 1)[1]
     raise AssertionError(f"{name} not in {tokens}")
-
-
-def mlflow_security_utils():
-    """MLflow's own Host-header check, loaded without importing the (slow) mlflow.server package."""
-    root = Path(importlib.util.find_spec("mlflow").submodule_search_locations[0])
-    spec = importlib.util.spec_from_file_location(
-        "_mlflow_security_utils", root / "server" / "security_utils.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def amm_sweep_runs(text: str) -> list[list[str]]:

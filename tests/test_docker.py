@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from helpers import mlflow_security_utils
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
@@ -263,19 +264,6 @@ def code_env_names() -> set[str]:
             )
             names |= set(re.findall(r"^[A-Z_]*ENV\w*\s*=\s*[\"']([A-Z_]+)[\"']", text, re.M))
     return names
-
-
-def mlflow_security_utils():
-    """MLflow's own Host-header check, loaded without importing the (slow) mlflow.server package."""
-    import importlib.util
-
-    root = Path(importlib.util.find_spec("mlflow").submodule_search_locations[0])
-    spec = importlib.util.spec_from_file_location(
-        "_mlflow_security_utils", root / "server" / "security_utils.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def library_env_names() -> set[str]:

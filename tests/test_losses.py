@@ -14,13 +14,7 @@ from amm_core.models import build_models
 K, L = 10, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(penalty="joint", inference="q2", dropout=-1.0, labelled=0, **prior):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,29 +18,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, stop_group
 
 from amm_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.yaml"
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """End a process started with start_new_session=True and everything it started."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +68,7 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.5)
         yield uri
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         log.close()
 
 
@@ -129,20 +112,31 @@ def _children(uri: str, sweep: str):
     return c, parent, children
 
 
+def _sweep(cluster, uri: str, data_root: Path, tmp_path: Path, name: str, body=None, steps=40):
+    """Run a sweep on the test cluster: sweeps/smoke.yaml, or the smoke preset + spec `body`."""
+    from sweeps import runner
+
+    spec = SMOKE
+    if body is not None:
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n{body}")
+    return runner.run(
+        str(spec),
+        name=name,
+        storage=str(tmp_path),
+        address=cluster.address,
+        tracking_uri=uri,
+        overrides=_overrides(data_root, steps),
+    )
+
+
 def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_path):
     import ray
 
     from sweeps import runner, tracking
     from sweeps.spec import load_spec
 
-    name, code = runner.run(
-        str(SMOKE),
-        name="multinode",
-        storage=str(tmp_path),
-        address=cluster.address,
-        tracking_uri=mlflow_server,
-        overrides=_overrides(data_root, 40),
-    )
+    name, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "multinode")
     assert (name, code) == ("multinode", 0)
     c, parent, children = _children(mlflow_server, "multinode")
     assert [p.info.status for p in parent] == ["FINISHED"]
@@ -171,7 +165,7 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
 
 def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root, tmp_path):
     """SIGKILL one trial's worker process mid-run: Tune restarts it from its last checkpoint."""
-    from sweeps import runner, tracking
+    from sweeps import tracking
 
     killed: dict[str, int] = {}
 
@@ -195,14 +189,7 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    _, code = runner.run(
-        str(SMOKE),
-        name="fault",
-        storage=str(tmp_path),
-        address=cluster.address,
-        tracking_uri=mlflow_server,
-        overrides=_overrides(data_root, 100),
-    )
+    _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "fault", steps=100)
     t.join(timeout=5)
     assert killed, "no trial was killed: the test did not exercise a failure"
     assert code == 0
@@ -221,25 +208,16 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
 
 
 def test_optuna_search_with_asha(cluster, mlflow_server, data_root, tmp_path):
-    from sweeps import runner, tracking
+    from sweeps import tracking
 
-    spec = tmp_path / "optuna.yaml"
-    spec.write_text(
-        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n"
+    body = (
         "search:\n  metric: val/error_gy\n  mode: min\n  num_samples: 3\n  seed: 0\n"
         "  space:\n    loss.gp_weight: {type: loguniform, low: 0.1, high: 10.0}\n"
         "    model.inference: {type: choice, values: [q1, q2]}\n"
         "scheduler: {metric: val/error_gy, grace_period: 20, max_t: 1000, reduction_factor: 2}\n"
         "max_concurrent: 2\nresources: {cpu: 1}\n"
     )
-    _, code = runner.run(
-        str(spec),
-        name="optuna",
-        storage=str(tmp_path),
-        address=cluster.address,
-        tracking_uri=mlflow_server,
-        overrides=_overrides(data_root, 60),
-    )
+    _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "optuna", body, steps=60)
     assert code == 0
     c, parent, children = _children(mlflow_server, "optuna")
     assert [p.info.status for p in parent] == ["FINISHED"]
@@ -258,21 +236,10 @@ def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_pa
     """gpu: 0.5 per trial: both trials land on the one node with a GPU, side by side."""
     import ray
 
-    from sweeps import runner, tracking
+    from sweeps import tracking
 
-    spec = tmp_path / "gpu.yaml"
-    spec.write_text(
-        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n"
-        "grid: {loss.gp_weight: [1.0, 10.0]}\nresources: {cpu: 0.5, gpu: 0.5}\n"
-    )
-    _, code = runner.run(
-        str(spec),
-        name="gpu",
-        storage=str(tmp_path),
-        address=cluster.address,
-        tracking_uri=mlflow_server,
-        overrides=_overrides(data_root, 40),
-    )
+    body = "grid: {loss.gp_weight: [1.0, 10.0]}\nresources: {cpu: 0.5, gpu: 0.5}\n"
+    _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "gpu", body)
     assert code == 0
     _, _, children = _children(mlflow_server, "gpu")
     gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
@@ -286,19 +253,8 @@ def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path
     """A trial whose loss turns NaN fails (no number logged as its result); the other finishes."""
     from sweeps import runner, tracking
 
-    spec = tmp_path / "nan.yaml"
-    spec.write_text(
-        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\n"
-        "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
-    )
-    _, code = runner.run(
-        str(spec),
-        name="nan",
-        storage=str(tmp_path),
-        address=cluster.address,
-        tracking_uri=mlflow_server,
-        overrides=_overrides(data_root, 40),
-    )
+    body = "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
+    _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "nan", body)
     assert code == 1  # some trial failed
     _, parent, children = _children(mlflow_server, "nan")
     assert [p.info.status for p in parent] == ["FAILED"]

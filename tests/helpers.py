@@ -1,0 +1,40 @@
+"""Small helpers shared by several test modules (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """End a process started with start_new_session=True and everything it started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def mlflow_security_utils() -> ModuleType:
+    """MLflow's own Host-header check, loaded without importing the (slow) mlflow.server package."""
+    root = Path(importlib.util.find_spec("mlflow").submodule_search_locations[0])
+    spec = importlib.util.spec_from_file_location(
+        "_mlflow_security_utils", root / "server" / "security_utils.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
