@@ -38,7 +38,7 @@ format: install
 	.venv/bin/ruff check --fix .
 
 bench: install
-	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 20
+	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 20 --rounds 3
 
 clean:
 	rm -rf runs mlflow.db .pytest_cache

@@ -104,11 +104,10 @@ class AMMLoss:
         return torch.stack([c.mean() for c in v.split(list(sizes))]).mean()
 
     def _logits(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
-        n = t.xq.shape[0]
-        d = self.model.disc(
-            torch.cat([t.xq, t.xp]), torch.cat([t.yq, t.yp]), torch.cat([t.zq, t.zp])
-        )  # one D pass: D has no BatchNorm, so batching q and p together changes nothing
-        return d[:n], d[n:]
+        # Two D passes, not one on torch.cat([q, p]): D has no BatchNorm, so the maths is the
+        # same, and on the CPU the two smaller passes measured 6-10 % faster per training step
+        # (no concatenation copies; benchmarks/train_throughput.py, MNIST architecture).
+        return self.model.disc(t.xq, t.yq, t.zq), self.model.disc(t.xp, t.yp, t.zp)
 
     # ---- phases --------------------------------------------------------------------------
     def accumulate_gradients(
