@@ -21,6 +21,7 @@ import pytest
 from helpers import free_port, stop_group
 
 from amm_core.errors import ConfigError
+from amm_core.figures import FIGURE_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -112,7 +113,9 @@ def _children(uri: str, sweep: str):
     return c, parent, children
 
 
-def _sweep(cluster, uri: str, data_root: Path, tmp_path: Path, name: str, body=None, steps=40):
+def _sweep(
+    cluster, uri: str, data_root: Path, tmp_path: Path, name: str, body=None, steps=40, **extra
+):
     """Run a sweep on the test cluster: sweeps/smoke.yaml, or the smoke preset + spec `body`."""
     from sweeps import runner
 
@@ -126,7 +129,7 @@ def _sweep(cluster, uri: str, data_root: Path, tmp_path: Path, name: str, body=N
         storage=str(tmp_path),
         address=cluster.address,
         tracking_uri=uri,
-        overrides=_overrides(data_root, steps),
+        overrides={**_overrides(data_root, steps), **extra},
     )
 
 
@@ -136,7 +139,10 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
     from sweeps import runner, tracking
     from sweeps.spec import load_spec
 
-    name, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "multinode")
+    # with the run figures: they reach MLflow (through the server) from either node
+    name, code = _sweep(
+        cluster, mlflow_server, data_root, tmp_path, "multinode", **{"train.figures": True}
+    )
     assert (name, code) == ("multinode", 0)
     c, parent, children = _children(mlflow_server, "multinode")
     assert [p.info.status for p in parent] == ["FINISHED"]
@@ -144,7 +150,7 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
     assert {r.data.tags[tracking.TAG_NODE] for r in children} == nodes  # one trial per node
-    spec = load_spec(SMOKE, _overrides(data_root, 40))
+    spec = load_spec(SMOKE, {**_overrides(data_root, 40), "train.figures": True})
     for r in children:
         assert r.info.status == "FINISHED"
         assert r.data.tags[tracking.TAG_PARENT] == parent[0].info.run_id
@@ -156,9 +162,12 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
         hist = c.get_metric_history(r.info.run_id, "val/error_gy")
         assert [m.step for m in hist] == [20, 40]
         assert 0.0 <= r.data.metrics["test/error_gy"] <= 1.0
-        assert {"config.json", "final.json", "metrics.jsonl"} <= {
+        assert {"config.json", "final.json", "metrics.jsonl", "figures"} <= {
             a.path for a in c.list_artifacts(r.info.run_id)
         }
+        figures = {a.path: a.file_size for a in c.list_artifacts(r.info.run_id, "figures")}
+        assert set(figures) == {f"figures/{f}" for f in FIGURE_FILES}
+        assert all(size > 1000 for size in figures.values())
     status = runner.status("multinode", str(tmp_path))
     assert "2 finished" in status and "missing" not in status
 
