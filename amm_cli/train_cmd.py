@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config key (dotted), e.g. --set loss.gp_weight=10; repeatable",
     )
     p.add_argument("--data-dir", help="data root (default: $AMM_DATA_DIR, else ./data)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a missing dataset through torchvision into the data root "
+        "(data.download=true; needs network)",
+    )
     p.add_argument("--out", help="output folder (default: runs/train/<config>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,6 +49,8 @@ def _train(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("missing CONFIG: give a YAML preset, e.g. configs/mnist_amm.yaml")
     cfg = load_config(args.config, args.overrides)
+    if args.download:
+        cfg = cfg.replace(**{"data.download": True})
 
     from amm_core.checkpoint import latest_checkpoint
     from amm_core.train import run

@@ -1,6 +1,7 @@
 """One training run end to end on real MNIST: files, exact resume, NaN handling, CLI exit codes."""
 
 import json
+import urllib.request
 
 import pytest
 import torch
@@ -161,6 +162,22 @@ def test_cli_missing_data_exits_2_and_names_files(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "train-images-idx3-ubyte" in err and str(empty) in err
+    assert list(empty.iterdir()) == []
+
+
+def test_cli_download_offline_exits_2(tmp_path, capsys, monkeypatch):
+    # offline for sure: every URL goes through a proxy on a closed local port
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["train", "configs/smoke.yaml", "--download", "--data-dir", str(empty)]
+    rc = amm([*args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "downloading dataset 'mnist'" in err and "failed" in err
     assert list(empty.iterdir()) == []
 
 
