@@ -78,6 +78,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fixed config override for every trial (repeatable)",
+    )
+
+
+def _cluster_options(p: argparse.ArgumentParser, tracking_help: str) -> None:
+    """--address, --tracking-uri, --storage: where a sweep runs, is tracked and is stored."""
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    p.add_argument("--tracking-uri", help=tracking_help)
+    p.add_argument("--storage", help=STORAGE_HELP)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sweep",
@@ -93,37 +109,21 @@ def register(subparsers) -> None:
         action="store_true",
         help="time a few training steps of the base config on this machine",
     )
-    pp.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="fixed config override for every trial (repeatable)",
-    )
+    _set_option(pp)
     pp.set_defaults(func=cmd_plan)
 
     pr = sub.add_parser("run", help="start a sweep (local Ray by default)")
     pr.add_argument("spec", help="sweep spec YAML")
-    pr.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     pr.add_argument("--name", help="sweep name (default: <spec stem>-<timestamp>)")
-    pr.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-        "or sqlite:///mlflow.db in this folder)",
+    _cluster_options(
+        pr, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)"
     )
-    pr.add_argument("--storage", help=STORAGE_HELP)
-    pr.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="fixed config override for every trial (repeatable)",
-    )
+    _set_option(pr)
     pr.set_defaults(func=cmd_run)
 
     pm = sub.add_parser("resume", help="continue a stopped sweep (Tuner.restore)")
     pm.add_argument("name", help="sweep name")
-    pm.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
-    pm.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's own)")
-    pm.add_argument("--storage", help=STORAGE_HELP)
+    _cluster_options(pm, "MLflow tracking URI (default: the sweep's own)")
     pm.set_defaults(func=cmd_resume)
 
     ps = sub.add_parser("status", help="finished / failed / running / missing cells of a sweep")

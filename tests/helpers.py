@@ -38,3 +38,13 @@ def mlflow_security_utils() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def option(tokens: list[str], name: str) -> str:
+    """Value of `--name V` or `--name=V` in a token list."""
+    for i, tok in enumerate(tokens):
+        if tok == name:
+            return tokens[i + 1]
+        if tok.startswith(name + "="):
+            return tok.split("=", 1)[1]
+    raise AssertionError(f"{name} not in {tokens}")

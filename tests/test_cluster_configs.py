@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from helpers import mlflow_security_utils
+from helpers import mlflow_security_utils, option
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "sweeps" / "cluster"
@@ -75,15 +75,6 @@ def commands_of(cfg: dict, key: str) -> list[list[str]]:
             if toks:
                 out.append(toks)
     return out
-
-
-def option(tokens: list[str], name: str) -> str:
-    for i, tok in enumerate(tokens):
-        if tok == name:
-            return tokens[i + 1]
-        if tok.startswith(name + "="):
-            return tok.split("=", 1)[1]
-    raise AssertionError(f"{name} not in {tokens}")
 
 
 def amm_sweep_runs(text: str) -> list[list[str]]:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from helpers import mlflow_security_utils
+from helpers import mlflow_security_utils, option
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
@@ -81,16 +81,6 @@ def amm_services(compose: dict) -> dict[str, dict]:
 def command_tokens(svc: dict) -> list[str]:
     cmd = svc["command"]
     return [interpolate(str(t)) for t in (cmd if isinstance(cmd, list) else shlex.split(cmd))]
-
-
-def option(tokens: list[str], name: str) -> str:
-    """Value of `--name V` or `--name=V` in a token list."""
-    for i, tok in enumerate(tokens):
-        if tok == name:
-            return tokens[i + 1]
-        if tok.startswith(name + "="):
-            return tok.split("=", 1)[1]
-    raise AssertionError(f"{name} not in {tokens}")
 
 
 def dockerignore_patterns() -> list[str]:
