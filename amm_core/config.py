@@ -48,6 +48,7 @@ class ModelConfig:
     latent_dim: int = 64  # L, dimensions of z (paper: 64 on MNIST, 32 for SVHN grid18)
     inference: str = _choice("q2", "q2", "q1", "independent")  # q2: eq. 7, q1: eq. 6, eq. 15/16
     dropout: float = -1.0  # dropout rate; -1 = the architecture's own (0.2 MNIST, 0 SVHN enc/dec)
+    dec_dropout: float = -1.0  # decoder dropout only; -1 = as model.dropout (see docs/results.md)
     disc_join: str = _choice("ali", "ali")  # D joins x/y/z branches by concat + 1x1 layers (ALI)
 
 
@@ -214,6 +215,10 @@ def _validate(cfg: Config) -> Config:
     need(m.num_components >= 2, "key 'model.num_components': must be >= 2")
     need(m.latent_dim >= 1, "key 'model.latent_dim': must be >= 1")
     need(m.dropout == -1.0 or 0.0 <= m.dropout < 1.0, "key 'model.dropout': -1 or in [0, 1)")
+    need(
+        m.dec_dropout == -1.0 or 0.0 <= m.dec_dropout < 1.0,
+        "key 'model.dec_dropout': -1 or in [0, 1)",
+    )
     need(t.batch_size >= 2, "key 'train.batch_size': must be >= 2")
     need(t.labelled_batch_size >= 2, "key 'train.labelled_batch_size': must be >= 2")
     need(t.steps > 0 or t.epochs > 0, "key 'train.steps' or 'train.epochs': one must be > 0")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -73,6 +75,8 @@ def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
     m = cfg.model
     check_arch_dataset(m.arch, cfg.data.dataset)
     arch = get_arch(m.arch, dataset_shape(cfg.data.dataset), dropout=m.dropout)
+    if m.dec_dropout >= 0:
+        arch = dataclasses.replace(arch, dec_dropout=m.dec_dropout)
     K, L = m.num_components, m.latent_dim
     return AMM(
         Encoder(arch, K, L, m.inference),

@@ -173,6 +173,22 @@ def test_dropout_override():
     assert not torch.allclose(enc(x, sample=False).z, enc(x, sample=False).z)
 
 
+def test_decoder_dropout_alone():
+    from amm_core.config import load_config
+    from amm_core.models import build_models
+
+    m = build_models(load_config(None, ["model.dec_dropout=0"])).train()
+    assert m.decoder.arch.dec_dropout == 0.0 and m.encoder.arch.enc_dropout == 0.2
+    assert m.disc.arch.disc_dropout == 0.2
+    y, z = m.prior.sample(4)
+    y, z = y[:1].repeat(4, 1), z[:1].repeat(4, 1)  # one (y, z) four times
+    x = m.decoder(y, z)  # train mode: BatchNorm sees equal rows, no dropout -> equal images
+    torch.testing.assert_close(x, x[:1].expand_as(x))
+    m = build_models(load_config(None, [])).train()
+    x = m.decoder(y, z)  # the architecture's 0.2: dropout noise alone makes them differ
+    assert not torch.allclose(x, x[:1].expand_as(x))
+
+
 def test_models_arch_dataset_and_param_groups():
     assert input_shape("mnist") == input_shape("tiny") == (1, 28, 28)
     assert input_shape("svhn") == input_shape("tiny", "svhn") == (3, 32, 32)
