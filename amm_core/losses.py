@@ -63,9 +63,10 @@ class AMMLoss:
         self.penalty = cfg.loss.penalty
         self.gp_weight = cfg.loss.gp_weight
         self._cached: Tuples | None = None  # D_main's tuples, reused by the D_gp call after it
-        # D_main's forward pass with its graph, reused by the G_main call after it: one
-        # encoder/decoder forward per training step, as a straightforward implementation does.
-        self._g_cached: Tuples | None = None
+        # D_main's forward pass with its graph and its input batch, reused by a G_main call on the
+        # same batch: one encoder/decoder forward per training step, as a straightforward
+        # implementation does (D_main changes no generator weight, so the graph stays valid).
+        self._g_cached: tuple[torch.Tensor, Tuples] | None = None
 
     # ---- forward passes ------------------------------------------------------------------
     def tuples(
@@ -127,8 +128,9 @@ class AMMLoss:
         raise ValueError(f"unknown loss phase {phase!r}; allowed: {', '.join(PHASES)}")
 
     def _d_main(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
-        self._g_cached = self.tuples(x_u, x_l, y_l)  # with grad: G_main backpropagates it
-        t = Tuples(*(v.detach() for v in self._g_cached[:6]), self._g_cached.sizes)
+        g = self.tuples(x_u, x_l, y_l)  # with grad: G_main backpropagates it
+        self._g_cached = (x_u, g)
+        t = Tuples(*(v.detach() for v in g[:6]), g.sizes)
         d_q, d_p = self._logits(t)
         loss = self._game_mean(F.softplus(-d_q), t.sizes) + self._game_mean(
             F.softplus(d_p), t.sizes
@@ -201,8 +203,10 @@ class AMMLoss:
         for p in disc_params:  # no D gradients in the generator phase (saves the work)
             p.requires_grad_(False)
         try:
-            t, self._g_cached = self._g_cached, None
-            if t is None:  # called without D_main just before: a fresh forward pass
+            cached, self._g_cached = self._g_cached, None
+            if cached is not None and cached[0] is x_u:
+                t = cached[1]
+            else:  # no D_main on this batch just before: a fresh forward pass
                 t = self.tuples(x_u, x_l, y_l)
             d_q, d_p = self._logits(t)
             dec = self._game_mean(F.softplus(-d_p), t.sizes)

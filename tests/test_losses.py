@@ -248,3 +248,19 @@ def test_penalty_none_and_fresh_tuples():
     assert all(p.grad.abs().sum() > 0 for n, p in model.disc.named_parameters() if "weight" in n)
     with pytest.raises(ValueError, match="allowed: D_main, D_gp, G_main"):
         loss.accumulate_gradients("G_reg", _batch())
+
+
+def test_generator_phase_reuses_the_forward_of_its_own_batch_only():
+    model, loss = _setup()
+    bn = next(m for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d))
+    forwards = lambda: int(bn.num_batches_tracked)  # noqa: E731 - one encoder forward each
+    x = _batch()
+    n0 = forwards()
+    loss.accumulate_gradients("D_main", x)
+    loss.accumulate_gradients("G_main", x)
+    assert forwards() - n0 == 1  # the D phase's encoder/decoder forward served the G phase
+    loss.accumulate_gradients("D_main", x)
+    loss.accumulate_gradients("G_main", _batch())  # another batch: a fresh forward
+    assert forwards() - n0 == 3
+    loss.accumulate_gradients("G_main", x)  # the cache is used once at most
+    assert forwards() - n0 == 4
