@@ -95,8 +95,8 @@ def load_meta(name: str, storage: str | None = None) -> tuple[str, dict[str, Any
     if text is None:
         known = ""
         if "://" not in storage and Path(storage).is_dir():
-            names = sorted(p.parent.name for p in Path(storage).glob(f"*/{META_FILE}"))
-            known = f"; sweeps there: {', '.join(names[-10:]) or 'none'}"
+            found = sorted(p.parent.name for p in Path(storage).glob(f"*/{META_FILE}"))
+            known = f"; sweeps there: {', '.join(found[-10:]) or 'none'}"
         raise ConfigError(
             f"no sweep named '{name}' under {storage}{known} (pass --storage if it lives elsewhere)"
         )
@@ -368,30 +368,28 @@ def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
 # ------------------------------------------------------------------ status
 
 
-def trial_states(sweep_dir: str) -> dict[str, str]:
-    """trial id -> finished / failed / running / pending, from Tune's experiment state."""
+def _trials(sweep_dir: str) -> list:
+    """Tune's trials of a sweep folder; none when Tune has written no experiment state yet."""
     from ray.tune import ExperimentAnalysis
 
     try:
-        ea = ExperimentAnalysis(sweep_dir)
+        return ExperimentAnalysis(sweep_dir).trials
     except (ValueError, FileNotFoundError, OSError):
-        return {}
-    return {t.trial_id: STATES.get(t.status, t.status.lower()) for t in ea.trials}
+        return []
+
+
+def trial_states(sweep_dir: str) -> dict[str, str]:
+    """trial id -> finished / failed / running / pending, from Tune's experiment state."""
+    return {t.trial_id: STATES.get(t.status, t.status.lower()) for t in _trials(sweep_dir)}
 
 
 def status(name: str, storage: str | None = None) -> str:
     """Which config x seed cells are finished, failed, running or missing."""
-    from ray.tune import ExperimentAnalysis
-
     from sweeps.spec import run_name
 
     sweep_dir, meta = load_meta(name, storage)
-    try:
-        trials = ExperimentAnalysis(sweep_dir).trials
-    except (ValueError, FileNotFoundError, OSError):
-        trials = []
     rows: dict[str, tuple[str, ...]] = {}
-    for t in trials:
+    for t in _trials(sweep_dir):
         last = t.last_result or {}
         err = last.get(names.TEST_ERROR_GY)
         rows[run_name(t.config)] = (

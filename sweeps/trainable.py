@@ -75,7 +75,7 @@ def train_trial(
     out_dir = Path.cwd() / "run"  # the trial's working folder on the node that runs it
     node = ray.get_runtime_context().get_node_id()
 
-    resume_from, resumed_step = None, 0
+    resume_from = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         # as_directory() may hand out a temporary folder: copy to a folder the trial owns
@@ -84,10 +84,11 @@ def train_trial(
         with ckpt.as_directory() as d:
             shutil.copytree(d, local)
         resume_from = local
-        resumed_step = int((ckpt.get_metadata() or {}).get("step", 0))
+    meta = (ckpt.get_metadata() or {}) if ckpt is not None else {}
+    resumed_step = int(meta.get("step", 0))
     # the last evaluation's result (kept in checkpoint metadata, for a restart right before
     # the final report)
-    last: dict[str, Any] = dict((ckpt.get_metadata() or {}).get("last", {})) if ckpt else {}
+    last: dict[str, Any] = dict(meta.get("last", {}))
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         final = any(k.startswith("test/") for k in metrics)
