@@ -37,8 +37,11 @@ format: install
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
+# Prints images/s of the project's step and of a straightforward step, and their ratio, with 1 and
+# 2 threads (docs/performance.md). Run it on an idle machine.
 bench: install
-	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 20 --rounds 3
+	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 20 --rounds 3 --threads 1
+	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 20 --rounds 3 --threads 2
 
 clean:
 	rm -rf runs mlflow.db .pytest_cache

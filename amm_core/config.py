@@ -49,6 +49,12 @@ class ModelConfig:
     inference: str = _choice("q2", "q2", "q1", "independent")  # q2: eq. 7, q1: eq. 6, eq. 15/16
     dropout: float = -1.0  # dropout rate; -1 = the architecture's own (0.2 MNIST, 0 SVHN enc/dec)
     dec_dropout: float = -1.0  # decoder dropout only; -1 = as model.dropout (see docs/results.md)
+    enc_dropout: float = -1.0  # encoder dropout only; -1 = as model.dropout
+    disc_dropout: float = -1.0  # discriminator dropout only; -1 = as model.dropout
+    dropout_impl: str = _choice("bytes", "bytes", "torch")  # masks from random bytes or bernoulli
+    y_noise: str = _choice("kendall", "kendall", "none", "gumbel")  # sampled y~ (eq. 8-9 = kendall)
+    gumbel_tau: float = 1.0  # temperature of y_noise=gumbel
+    dec_out_bias: str = _choice("zero", "zero", "logodds")  # decoder output bias at init
     disc_join: str = _choice("ali", "ali")  # D joins x/y/z branches by concat + 1x1 layers (ALI)
 
 
@@ -67,7 +73,16 @@ class PriorConfig:
 @dataclass(frozen=True)
 class LossConfig:
     gp_weight: float = 10.0  # lambda of eq. 17 (paper: 10 MNIST, 0.01 SVHN)
-    penalty: str = _choice("joint", "joint", "x_only", "roth", "none")  # joint: eq. 17 over (x,y,z)
+    # eq. 17's norm: joint over (x, y, z); per_input: one (||grad_v D|| - 1)^2 per v in x, y, z
+    penalty: str = _choice("joint", "joint", "per_input", "x_only", "roth", "none")
+    gp_every: int = 1  # penalty on every N-th D step, weighted N (lazy regularisation; 1 = paper)
+    # beyond the paper (docs/method.md, "extra terms"); 0 turns a term off
+    info_weight: float = 0.0  # CE of G_y(G_x(y, z)) against y on synthesis tuples (ClusterGAN)
+    cluster_weight: float = 0.0  # augmentation-consistency + balance term on G_y(x) (IMSAT)
+    cluster_balance: float = 1.0  # weight of -H(mean_batch p(y|x)) inside the cluster term
+    cluster_entropy: float = 0.0  # weight of mean H(p(y|x)) inside the cluster term
+    aug_shift: int = 2  # cluster term: random translation of x up to N pixels
+    aug_rotate: float = 10.0  # cluster term: random rotation up to N degrees
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,8 @@ class OptimConfig:
     lr: float = 2e-4  # Adam learning rate, all networks (paper)
     beta1: float = 0.5  # Adam beta1 (paper)
     beta2: float = 0.999  # Adam beta2
+    lr_d: float = 0.0  # discriminator learning rate; 0 = optim.lr
+    lr_g: float = 0.0  # generator (encoder, decoder, prior) learning rate; 0 = optim.lr
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,7 @@ class TrainConfig:
     epochs: float = 25.0  # passes over the training split when steps = 0
     max_minutes: float = 0.0  # wall-clock budget: then evaluate on test and end (0 = none)
     eval_every: int = 500  # validation every N steps (also a checkpoint)
+    d_steps: int = 1  # discriminator updates per generator update (each on the step's batch)
     eval_batch_size: int = 1000  # batch for evaluation forward passes
     log_every: int = 50  # training-loss report every N steps
     keep_checkpoints: int = 2  # checkpoints kept on disk (newest)
@@ -219,6 +237,18 @@ def _validate(cfg: Config) -> Config:
         m.dec_dropout == -1.0 or 0.0 <= m.dec_dropout < 1.0,
         "key 'model.dec_dropout': -1 or in [0, 1)",
     )
+    for key in ("enc_dropout", "disc_dropout"):
+        v = getattr(m, key)
+        need(v == -1.0 or 0.0 <= v < 1.0, f"key 'model.{key}': -1 or in [0, 1)")
+    need(m.gumbel_tau > 0, "key 'model.gumbel_tau': must be > 0")
+    lo = cfg.loss
+    need(lo.gp_every >= 1, "key 'loss.gp_every': must be >= 1")
+    for key in ("info_weight", "cluster_weight", "cluster_balance", "cluster_entropy"):
+        need(getattr(lo, key) >= 0, f"key 'loss.{key}': must be >= 0")
+    need(lo.aug_shift >= 0, "key 'loss.aug_shift': must be >= 0")
+    need(0 <= lo.aug_rotate <= 180, "key 'loss.aug_rotate': must be in [0, 180]")
+    need(t.d_steps >= 1, "key 'train.d_steps': must be >= 1")
+    need(cfg.optim.lr_d >= 0 and cfg.optim.lr_g >= 0, "keys 'optim.lr_d', 'optim.lr_g': >= 0")
     need(t.batch_size >= 2, "key 'train.batch_size': must be >= 2")
     need(t.labelled_batch_size >= 2, "key 'train.labelled_batch_size': must be >= 2")
     need(t.steps > 0 or t.epochs > 0, "key 'train.steps' or 'train.epochs': one must be > 0")

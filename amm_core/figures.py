@@ -2,9 +2,10 @@
 
 `write_run_figures(model, data, out_dir, cfg)` writes, from a trained model and the test split:
 samples_per_component.png, test_by_component.png, reconstructions.png, interpolations.png,
-tsne.png, cluster_matrix.png, confusion_gy.png, confusion_bayes.png. All randomness (which test
-images, the prior noise, t-SNE) derives from cfg.seed. Plotting errors raise: the training loop
-decides that a figure failure does not fail a finished run.
+tsne.png, cluster_matrix.png, confusion_gy.png, confusion_bayes.png, and training.png
+(validation error and the latent-path diagnostics over the steps, from the metric history).
+All randomness (which test images, the prior noise, t-SNE) derives from cfg.seed. Plotting
+errors raise: the training loop decides that a figure failure does not fail a finished run.
 
 matplotlib's object API (`Figure`, Agg canvas) only: no pyplot state, no display needed.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from amm_core import metrics
+from amm_core import metrics, names
 from amm_core.config import Config
 from amm_core.data import derive_seed
 
@@ -31,6 +32,7 @@ FIGURE_FILES = (
     "cluster_matrix.png",
     "confusion_gy.png",
     "confusion_bayes.png",
+    "training.png",
 )
 
 
@@ -150,6 +152,22 @@ def _tsne_figure(z: np.ndarray, labels: np.ndarray, seed: int) -> Figure:
     return fig
 
 
+def training_figure(history: list[dict[str, Any]]) -> Figure:
+    """Validation error and the diag/* metrics (docs/method.md) against the training step."""
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    keys = [names.VAL_ERROR_GY, *names.DIAG_METRICS]
+    axes = fig.subplots(2, 4).flatten()
+    for ax, key in zip(axes, keys, strict=True):
+        pts = [(r[names.STEP], r[key]) for r in history if key in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker=".")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("training: validation error and latent-path diagnostics")
+    return fig
+
+
 def write_run_figures(
     model: Any,
     data: Any,
@@ -158,8 +176,10 @@ def write_run_figures(
     max_points: int = 2000,
     per_component: int = 10,
     batch_size: int | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write the eight figures of FIGURE_FILES into out_dir; return their paths.
+    """Write the figures of FIGURE_FILES into out_dir; return their paths. `history`: the
+    run's metric lines (metrics.jsonl) for training.png (empty axes without it).
 
     `data`: the run's Splits (test_x uint8 N x C x H x W, test_y, n_classes) or a tuple
     (x, y) with x uint8 or float in [0, 1]. The model is put in eval mode and restored after.
@@ -256,6 +276,7 @@ def write_run_figures(
             figs[name] = _matrix_figure(
                 cm, f"confusion, {who}{how}: error {100 * err:.2f}%", "predicted", "true label"
             )
+        figs["training.png"] = training_figure(history or [])
     finally:
         model.train(was_training)
 

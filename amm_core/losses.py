@@ -33,7 +33,7 @@ from amm_core.models import AMM
 from amm_core.networks import one_hot
 
 PHASES = ("D_main", "D_gp", "G_main")
-PENALTIES = ("joint", "x_only", "roth", "none")
+PENALTIES = ("joint", "per_input", "x_only", "roth", "none")
 
 
 class Tuples(NamedTuple):
@@ -46,6 +46,7 @@ class Tuples(NamedTuple):
     yp: torch.Tensor
     zp: torch.Tensor
     sizes: tuple[int, ...]  # per game batch sizes (unlabelled, then labelled), same for q and p
+    y_mu: torch.Tensor | None = None  # encoder logit means on the unlabelled batch (extra terms)
 
 
 def _image(x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,9 @@ class AMMLoss:
             )
         self.model = model
         self.penalty = cfg.loss.penalty
-        self.gp_weight = cfg.loss.gp_weight
+        # lazy regularisation: the loop runs D_gp on every gp_every-th D step, weighted gp_every
+        self.gp_weight = cfg.loss.gp_weight * cfg.loss.gp_every
+        self.lc = cfg.loss
         self._cached: Tuples | None = None  # D_main's tuples, reused by the D_gp call after it
         # D_main's forward pass with its graph and its input batch, reused by a G_main call on the
         # same batch: one encoder/decoder forward per training step, as a straightforward
@@ -96,7 +99,7 @@ class AMMLoss:
             sizes.append(x_l.shape[0])
         yp, zp = prior.sample(sum(sizes))
         xp = dec(yp, zp)
-        return Tuples(torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes))
+        return Tuples(torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes), q.y_mu)
 
     def _game_mean(self, v: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         """Mean per game, games weighted equally (1/(2M) per term in SAMM)."""
@@ -130,7 +133,7 @@ class AMMLoss:
     def _d_main(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
         g = self.tuples(x_u, x_l, y_l)  # with grad: G_main backpropagates it
         self._g_cached = (x_u, g)
-        t = Tuples(*(v.detach() for v in g[:6]), g.sizes)
+        t = Tuples(*(v.detach() for v in g[:6]), g.sizes, None)
         d_q, d_p = self._logits(t)
         loss = self._game_mean(F.softplus(-d_q), t.sizes) + self._game_mean(
             F.softplus(d_p), t.sizes
@@ -154,7 +157,7 @@ class AMMLoss:
         if self.penalty == "roth":
             loss, norm = self._roth(t)
         else:
-            loss, norm = self._interpolate_penalty(t, joint=self.penalty == "joint")
+            loss, norm = self._interpolate_penalty(t, self.penalty)
         loss = self.gp_weight * loss
         if loss.requires_grad:  # False only when D ignores every penalised input
             loss.backward()
@@ -169,19 +172,28 @@ class AMMLoss:
         ]
         return torch.cat([g.flatten(1) for g in grads], dim=1)
 
-    def _interpolate_penalty(self, t: Tuples, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _interpolate_penalty(self, t: Tuples, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 17: mean (||grad_(x^, y^, z^) D||_2 - 1)^2 on straight lines between inference and
-        synthesis tuples, one alpha ~ U(0, 1) per sample shared by x, y, z. joint=False is the
-        x-only norm of public ALI code (a known bug; kept for ablations)."""
+        synthesis tuples, one alpha ~ U(0, 1) per sample shared by x, y, z (mode "joint").
+        "per_input": sum over v in (x, y, z) of (||grad_v D||_2 - 1)^2, section 4.1's reading
+        (docs/method.md); "x_only": the x norm of public ALI code (a known bug; for ablations).
+        The returned norm is the joint one in every mode (comparable across modes)."""
         n = t.xq.shape[0]
         a = torch.rand(n, device=t.xq.device)
         xh = torch.lerp(t.xp, t.xq, a.view(n, 1, 1, 1)).requires_grad_(True)
         yh = torch.lerp(t.yp, t.yq, a.view(n, 1)).requires_grad_(True)
         zh = torch.lerp(t.zp, t.zq, a.view(n, 1)).requires_grad_(True)
         d = self.model.disc(xh, yh, zh)
-        g = self._input_grads(d, [xh, yh, zh] if joint else [xh])
-        norm = g.norm(2, dim=1)
-        return (norm - 1.0).pow(2).mean(), norm
+        if mode == "x_only":
+            norm = self._input_grads(d, [xh]).norm(2, dim=1)
+            return (norm - 1.0).pow(2).mean(), norm
+        g = self._input_grads(d, [xh, yh, zh])
+        if mode == "joint":
+            norm = g.norm(2, dim=1)
+            return (norm - 1.0).pow(2).mean(), norm
+        parts = g.split([xh[0].numel(), yh.shape[1], zh.shape[1]], dim=1)
+        loss = sum((p.norm(2, dim=1) - 1.0).pow(2) for p in parts).mean()
+        return loss, g.norm(2, dim=1).detach()
 
     def _roth(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
         """Roth et al. 2017 JS regulariser (their eq. 22/Algorithm 1), gradients over (x, y, z):
@@ -211,7 +223,16 @@ class AMMLoss:
             d_q, d_p = self._logits(t)
             dec = self._game_mean(F.softplus(-d_p), t.sizes)
             enc = self._game_mean(F.softplus(d_q), t.sizes)
-            (dec + enc).backward()
+            total, extra = dec + enc, {}
+            if self.lc.info_weight > 0:
+                info = self._info_term(t)
+                total = total + self.lc.info_weight * info
+                extra[names.LOSS_G_INFO] = info.detach()
+            if self.lc.cluster_weight > 0:
+                cluster, parts = self._cluster_term(x_u, t)
+                total = total + self.lc.cluster_weight * cluster
+                extra.update(parts)
+            total.backward()
         finally:
             for p, f in zip(disc_params, flags, strict=True):
                 p.requires_grad_(f)
@@ -219,4 +240,35 @@ class AMMLoss:
             names.LOSS_G: (dec + enc).detach(),
             names.LOSS_G_DEC: dec.detach(),
             names.LOSS_G_ENC: enc.detach(),
+            **extra,
+        }
+
+    # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
+    def _info_term(self, t: Tuples) -> torch.Tensor:
+        """ClusterGAN / InfoGAN: G_y must recover y from G_x(y, z): CE(G_y(x~) logits, y)."""
+        xp, yp = t.xp, t.yp
+        q = self.model.encoder(xp, sample=False)
+        return F.cross_entropy(q.y_mu, yp.argmax(1))
+
+    def _cluster_term(self, x_u: torch.Tensor, t: Tuples) -> tuple[torch.Tensor, dict]:
+        """IMSAT-style: KL(p(y|x) || p(y|T(x))) with p(y|x) as the target, minus
+        cluster_balance * H(mean_batch p(y|x)), plus cluster_entropy * mean H(p(y|x)).
+        p(y|x) = softmax of the encoder's logit means; T a small random affine transform."""
+        from amm_core.augment import random_affine
+
+        if t.y_mu is None:
+            raise ValueError("cluster term: tuples without the encoder's logit means")
+        logp = F.log_softmax(t.y_mu, dim=1)
+        p = logp.exp()
+        xa = random_affine(_image(x_u), self.lc.aug_shift, self.lc.aug_rotate)
+        logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu, dim=1)
+        consist = (p.detach() * (logp.detach() - logp_a)).sum(1).mean()
+        mean_p = p.mean(0)
+        h_marg = -(mean_p * torch.log(mean_p + 1e-8)).sum()
+        h_cond = -(p * logp).sum(1).mean()
+        total = consist - self.lc.cluster_balance * h_marg + self.lc.cluster_entropy * h_cond
+        return total, {
+            names.LOSS_CLUSTER_CONSIST: consist.detach(),
+            names.LOSS_CLUSTER_HMARG: h_marg.detach(),
+            names.LOSS_CLUSTER_HCOND: h_cond.detach(),
         }

@@ -75,12 +75,14 @@ def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
     m = cfg.model
     check_arch_dataset(m.arch, cfg.data.dataset)
     arch = get_arch(m.arch, dataset_shape(cfg.data.dataset), dropout=m.dropout)
-    if m.dec_dropout >= 0:
-        arch = dataclasses.replace(arch, dec_dropout=m.dec_dropout)
+    for key in ("dec_dropout", "enc_dropout", "disc_dropout"):  # -1: keep model.dropout's
+        if getattr(m, key) >= 0:
+            arch = dataclasses.replace(arch, **{key: getattr(m, key)})
+    arch = dataclasses.replace(arch, dropout_impl=m.dropout_impl)
     K, L = m.num_components, m.latent_dim
     return AMM(
-        Encoder(arch, K, L, m.inference),
-        Decoder(arch, K, L),
+        Encoder(arch, K, L, m.inference, y_noise=m.y_noise, gumbel_tau=m.gumbel_tau),
+        Decoder(arch, K, L, out_bias=m.dec_out_bias == "logodds"),
         Discriminator(arch, K, L),
         Prior(cfg, class_freqs, arch=arch),
     )

@@ -37,6 +37,7 @@ class Arch:
     disc_joint: tuple[int, ...]  # D after the concatenation: 1x1 widths, then one logit
     disc_dropout: float  # on every D layer except the logit
     mean_hidden: tuple[tuple[int, float], ...]  # G_z(y): hidden (width, dropout), BN + Leaky
+    dropout_impl: str = "bytes"  # how masks are drawn (`dropout`); the maths is the same
 
     def with_dropout(self, p: float) -> Arch:
         """Every dropout slot of the tables set to p (config `model.dropout` >= 0)."""
@@ -190,6 +191,57 @@ def _act(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LEAK)
 
 
+DROPOUT_IMPLS = ("bytes", "torch")
+
+
+class _ByteDropout(torch.autograd.Function):
+    """Dropout whose keep-mask comes from random bytes: keep where byte >= round(256 p).
+
+    torch's CPU dropout draws one float Bernoulli sample per element (`aten::bernoulli_`, about
+    30 % of a CPU training step of the MNIST architecture, docs/performance.md); random int64
+    words viewed as bytes are several times cheaper. The rate is quantised to a multiple of
+    1/256 (0.2 -> 51/256 = 0.1992) and the kept values are scaled by 1 / (1 - that rate), so
+    the expectation is exact. The global torch RNG is used, so runs stay seeded and resumable.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:  # noqa: D102
+        drop = round(256 * p)
+        n = x.numel()
+        words = torch.empty((n + 6) // 7, dtype=torch.int64, device=x.device).random_()
+        # int64 random_ fills bits 0..62: the top byte of each word is biased, so use 7 of 8
+        rand = words.view(torch.uint8).view(-1, 8)[:, :7].reshape(-1)[:n].view(x.shape)
+        mask = (rand >= drop).to(x.dtype).mul_(256.0 / (256 - drop))
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, impl: str = "bytes") -> torch.Tensor:
+    """Dropout with rate p in train mode; `impl` "torch" is F.dropout, "bytes" the cheaper mask
+    (config model.dropout_impl)."""
+    if not training or p <= 0:
+        return x
+    if impl == "torch":
+        return F.dropout(x, p, True)
+    return _ByteDropout.apply(x, p)
+
+
+class Dropout(nn.Module):
+    """nn.Dropout with the choice of mask (for nn.Sequential users: MeanNet)."""
+
+    def __init__(self, p: float, impl: str = "bytes"):
+        super().__init__()
+        self.p, self.impl = p, impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training, self.impl)
+
+
 class EncOut(NamedTuple):
     y_mu: torch.Tensor  # (N, K) logit means
     y_logvar: torch.Tensor  # (N, K)
@@ -206,8 +258,17 @@ class Encoder(nn.Module):
     independent: y_ia = (a)(y_i), z_ia = (a)(z_i)        (eq. 15/16)
     """
 
-    def __init__(self, arch: Arch, num_components: int, latent_dim: int, inference: str = "q2"):
+    def __init__(
+        self,
+        arch: Arch,
+        num_components: int,
+        latent_dim: int,
+        inference: str = "q2",
+        y_noise: str = "kendall",
+        gumbel_tau: float = 1.0,
+    ):
         super().__init__()
+        self.y_noise, self.gumbel_tau = y_noise, gumbel_tau
         if inference not in INFERENCE_ORDERS:
             raise ValueError(
                 f"unknown inference order {inference!r}; allowed: {', '.join(INFERENCE_ORDERS)}"
@@ -248,11 +309,11 @@ class Encoder(nn.Module):
         then an input, so no gradient from z reaches the y stream (with q1 the y features that
         feed the z stream are detached): G_y(x) learns from the unlabelled game only."""
         _check_input("Encoder", self.arch, x)
-        p = self.arch.enc_dropout
+        p, impl = self.arch.enc_dropout, self.arch.dropout_impl
         hy = hz = x
         for yc, zc, yb, zb in zip(self.y_convs, self.z_convs, self.y_bns, self.z_bns, strict=True):
-            yi = F.dropout(yc(hy), p, self.training)
-            zi = F.dropout(zc(hz), p, self.training)
+            yi = dropout(yc(hy), p, self.training, impl)
+            zi = dropout(zc(hz), p, self.training, impl)
             if self.inference == "q2":
                 hy, hz = _act(yb(zi + yi)), _act(zb(zi))
             elif self.inference == "q1":
@@ -264,8 +325,11 @@ class Encoder(nn.Module):
         y_mu, y_logvar = self.y_mu(hy), self.y_logvar(hy)
         if y_given is not None:
             y = one_hot(y_given, self.num_components).to(y_mu.dtype)
-        elif sample:  # Kendall & Gal: noisy logits, then softmax (eq. 8-9)
+        elif sample and self.y_noise == "kendall":  # noisy logits, then softmax (eq. 8-9)
             y = torch.softmax(y_mu + torch.exp(0.5 * y_logvar) * torch.randn_like(y_mu), dim=1)
+        elif sample and self.y_noise == "gumbel":  # Gumbel-softmax (docs/method.md, y noise)
+            u = torch.rand_like(y_mu).clamp_(1e-6, 1 - 1e-6)
+            y = torch.softmax((y_mu - torch.log(-torch.log(u))) / self.gumbel_tau, dim=1)
         else:
             y = torch.softmax(y_mu, dim=1)
         if self.inference == "q1":
@@ -279,10 +343,13 @@ class Decoder(nn.Module):
     """G_x(y, z): the y stream is a chain of transposed convs with no activation; the z stream
     adds it at every layer: z_ia = (a)(z_i + y_i); x = sigmoid(z_0 + y_0)."""
 
-    def __init__(self, arch: Arch, num_components: int, latent_dim: int):
+    def __init__(self, arch: Arch, num_components: int, latent_dim: int, out_bias: bool = False):
         super().__init__()
         _check_tables(arch)
         self.arch = arch
+        # model.dec_out_bias=logodds: a learnable per-pixel bias before the sigmoid, set from
+        # the data's mean image by `set_output_bias` (ALI's decoder does this); else none.
+        self.out_bias = nn.Parameter(torch.zeros(arch.in_shape)) if out_bias else None
         self.y_in = nn.Linear(num_components, arch.dec_in)
         self.z_in = nn.Linear(latent_dim, arch.dec_in)
         self.bn_in = nn.BatchNorm2d(arch.dec_in)
@@ -298,17 +365,26 @@ class Decoder(nn.Module):
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """y (N, K), z (N, L) -> x (N, C, H, W) in [0, 1]."""
-        p = self.arch.dec_dropout
+        p, impl = self.arch.dec_dropout, self.arch.dropout_impl
         hy = self.y_in(y)[:, :, None, None]
         hz = _act(self.bn_in(self.z_in(z)[:, :, None, None] + hy))
         last = len(self.z_convs) - 1
         for i, (yc, zc) in enumerate(zip(self.y_convs, self.z_convs, strict=True)):
-            hy = F.dropout(yc(hy), p, self.training)
-            zi = F.dropout(zc(hz), p, self.training)
+            hy = dropout(yc(hy), p, self.training, impl)
+            zi = dropout(zc(hz), p, self.training, impl)
             if i == last:
-                return torch.sigmoid(zi + hy)
+                logits = zi + hy
+                return torch.sigmoid(logits if self.out_bias is None else logits + self.out_bias)
             hz = _act(self.bns[i](zi + hy))
         raise AssertionError("decoder has no layers")
+
+    @torch.no_grad()
+    def set_output_bias(self, mean_image: torch.Tensor) -> None:
+        """out_bias <- log-odds of the data's mean pixel values (clipped to [1e-3, 1 - 1e-3])."""
+        if self.out_bias is None:
+            raise ValueError("decoder built without an output bias (model.dec_out_bias=zero)")
+        m = mean_image.to(self.out_bias).clamp(1e-3, 1 - 1e-3)
+        self.out_bias.copy_(torch.log(m) - torch.log1p(-m))
 
 
 class Discriminator(nn.Module):
@@ -340,7 +416,9 @@ class Discriminator(nn.Module):
 
     def _run(self, h: torch.Tensor, layers: nn.ModuleList) -> torch.Tensor:
         for layer in layers:
-            h = F.dropout(_act(layer(h)), self.arch.disc_dropout, self.training)
+            h = dropout(
+                _act(layer(h)), self.arch.disc_dropout, self.training, self.arch.dropout_impl
+            )
         return h
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -361,7 +439,7 @@ class MeanNet(nn.Module):
         for width, p in arch.mean_hidden:
             layers.append(nn.Linear(c, width))
             if p > 0:
-                layers.append(nn.Dropout(p))
+                layers.append(Dropout(p, arch.dropout_impl))
             layers += [nn.BatchNorm1d(width), nn.LeakyReLU(LEAK)]
             c = width
         layers.append(nn.Linear(c, latent_dim))

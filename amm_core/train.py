@@ -38,6 +38,7 @@ from amm_core.data import (
     resolve_data_root,
     to_float,
 )
+from amm_core.diagnostics import latent_diagnostics
 from amm_core.errors import ConfigError, TrainingError
 from amm_core.losses import AMMLoss
 from amm_core.metrics import bayes_assign, evaluate_assignments
@@ -63,6 +64,15 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"key 'train.device': {name!r} requested but CUDA is not available")
     return torch.device(name)
+
+
+def make_optimizers(model: AMM, cfg: Config) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for the generator side and for D (optim.lr_g / optim.lr_d, 0 = optim.lr)."""
+    o = cfg.optim
+    betas = (o.beta1, o.beta2)
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, betas=betas)
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=o.lr_d or o.lr, betas=betas)
+    return opt_g, opt_d
 
 
 def total_steps(cfg: Config, n_train: int) -> int:
@@ -100,14 +110,20 @@ def training_step(
     x: torch.Tensor,
     x_l: torch.Tensor | None = None,
     y_l: torch.Tensor | None = None,
-    use_penalty: bool = True,
+    use_penalty: bool | list[bool] = True,
+    d_steps: int = 1,
 ) -> dict[str, Any]:
-    """One discriminator step (main + penalty) and one generator step on a batch."""
-    opt_d.zero_grad(set_to_none=True)
-    stats = loss.accumulate_gradients("D_main", x, x_l, y_l)
-    if use_penalty:
-        stats.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
-    opt_d.step()
+    """`d_steps` discriminator steps (main + penalty, each with fresh prior and encoder noise on
+    the same batch) and one generator step. `use_penalty`: one flag, or one per D step (the
+    loop's lazy-regularisation schedule)."""
+    flags = use_penalty if isinstance(use_penalty, list) else [use_penalty] * d_steps
+    stats: dict[str, Any] = {}
+    for pen in flags:
+        opt_d.zero_grad(set_to_none=True)
+        stats.update(loss.accumulate_gradients("D_main", x, x_l, y_l))
+        if pen:
+            stats.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
+        opt_d.step()
     opt_g.zero_grad(set_to_none=True)
     stats.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
     opt_g.step()
@@ -183,9 +199,9 @@ def run(
 
     model = build_models(cfg, class_freqs=splits.class_freqs).to(device)
     loss = AMMLoss(model, cfg)
-    betas = (cfg.optim.beta1, cfg.optim.beta2)
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=cfg.optim.lr, betas=betas)
-    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=cfg.optim.lr, betas=betas)
+    if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
+        model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
+    opt_g, opt_d = make_optimizers(model, cfg)
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
     if samm:
@@ -254,7 +270,9 @@ def run(
             lidx = next(lab_sampler)  # indices into the train split
             x_l, y_l = to_float(splits.train_x[lidx]), splits.train_y[lidx]
 
-        stats.add(training_step(loss, opt_d, opt_g, x, x_l, y_l, use_penalty))
+        d_steps, every = cfg.train.d_steps, cfg.loss.gp_every
+        pen = [use_penalty and (step * d_steps + j) % every == 0 for j in range(d_steps)]
+        stats.add(training_step(loss, opt_d, opt_g, x, x_l, y_l, pen))
         step += 1
         if deadline is not None and time.monotonic() > deadline:
             steps = step  # the time budget is spent: this step is the last (evaluated below)
@@ -280,6 +298,10 @@ def run(
             metrics = {names.STEP: step, names.EPOCH: step * cfg.train.batch_size / n_train}
             metrics.update(last_train)
             metrics.update({names.split_metric("val", k): v for k, v in val.items()})
+            diag_x = to_float(splits.val_x[: cfg.train.batch_size])
+            metrics.update(
+                latent_diagnostics(model, diag_x, seed=derive_seed(cfg.seed, f"diag:{step}"))
+            )
             log_line(metrics)
             ckpt = checkpoint()
             if report is not None:
@@ -314,6 +336,10 @@ def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
     try:
         from amm_core.figures import write_run_figures
 
-        write_run_figures(model, splits, out, cfg, max_points=cfg.train.tsne_points)
+        lines = (out.parent / "metrics.jsonl").read_text().splitlines()
+        history = [json.loads(ln) for ln in lines if ln]
+        write_run_figures(
+            model, splits, out, cfg, max_points=cfg.train.tsne_points, history=history
+        )
     except Exception as e:  # noqa: BLE001 - any plotting error must not fail a finished run
         print(f"amm: warning: figures not written ({type(e).__name__}: {e})", file=sys.stderr)

@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml \
         --steps 30 --rounds 3
 
-Times the project's step (`amm_core.train.training_step`: the loss phases of `AMMLoss`) and, beside
-it, a straightforward PyTorch step of the same maths (one encoder/decoder forward shared by the D
-and G updates), on the CPU and, when present, the GPU. Random uint8 images of the right shape:
-throughput does not depend on pixel values, and the benchmark needs no dataset.
+Times the project's step (`amm_core.train.training_step`: the loss phases of `AMMLoss`, with the
+config's settings, i.e. what a user gets) and, beside it, a straightforward PyTorch step of the
+same maths (one encoder/decoder forward shared by the D and G updates, torch's own dropout:
+`model.dropout_impl=torch`), on the CPU and, when present, the GPU, and prints their ratio.
+Random uint8 images of the right shape: throughput does not depend on pixel values, and the
+benchmark needs no dataset.
 This is a benchmark to run, not a test; it asserts nothing.
 """
 
@@ -59,6 +61,8 @@ class Bench:
 
     def __init__(self, cfg, device: torch.device, which: str) -> None:
         torch.manual_seed(0)
+        if which == "straightforward":  # plain PyTorch modules: F.dropout's Bernoulli masks
+            cfg = cfg.replace(**{"model.dropout_impl": "torch"})
         self.cfg, self.device, self.which = cfg, device, which
         self.model = build_models(cfg).to(device).train()
         self.loss = AMMLoss(self.model, cfg)
@@ -75,7 +79,9 @@ class Bench:
     def step(self, i: int) -> None:
         x = self.data[i % 8].float().div_(255)
         if self.which == "project":
-            training_step(self.loss, self.opt_d, self.opt_g, x)
+            d, every = self.cfg.train.d_steps, self.cfg.loss.gp_every
+            pen = [(i * d + j) % every == 0 for j in range(d)]
+            training_step(self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=d)
         else:
             straightforward_step(
                 self.model, self.loss, self.opt_d, self.opt_g, x, self.cfg.loss.gp_weight
@@ -125,6 +131,11 @@ def main() -> None:
                 "rounds": [round(v, 1) for v in ips],
             }
             print(json.dumps(row), flush=True)
+        med = {w: statistics.median(v) for w, v in seen.items()}
+        ratio = med["project"] / med["straightforward"]
+        print(
+            json.dumps({"device": dev.type, "ratio_project_over_straightforward": round(ratio, 2)})
+        )
     print(
         f"config={args.config} arch={cfg.model.arch} batch={cfg.train.batch_size} "
         f"steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()} "
