@@ -22,6 +22,10 @@ D_FAKE = "D/fake_prob"  # mean sigmoid(D) on synthesis tuples
 STEP = "step"  # training step the metrics belong to
 EPOCH = "epoch"
 IMAGES_PER_SEC = "perf/images_per_sec"
+EVAL_SECONDS = (
+    "perf/eval_seconds"  # wall time of the evaluation (+ diagnostics, checkpoint) just done
+)
+TRAIN_SECONDS = "perf/train_seconds"  # final.json: wall time of the loop, evaluations included
 
 # evaluation: the split prefix is val/ during training and test/ at the end
 SPLITS = ("val", "test")

@@ -259,6 +259,7 @@ def run(
     use_penalty = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
     model.train()
     stopped = False
+    t_loop = time.perf_counter()
     deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     while step < steps:
         if should_stop is not None and should_stop():
@@ -294,6 +295,7 @@ def run(
         if bar is not None:
             bar.update(1)
         if is_eval:
+            t_eval = time.perf_counter()
             val = evaluate(model, splits.val_x, splits.val_y, cfg, splits.n_classes)
             metrics = {names.STEP: step, names.EPOCH: step * cfg.train.batch_size / n_train}
             metrics.update(last_train)
@@ -302,8 +304,9 @@ def run(
             metrics.update(
                 latent_diagnostics(model, diag_x, seed=derive_seed(cfg.seed, f"diag:{step}"))
             )
-            log_line(metrics)
             ckpt = checkpoint()
+            metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
+            log_line(metrics)
             if report is not None:
                 report(metrics, ckpt)
             t_last = time.perf_counter()  # evaluation time is not training throughput
@@ -315,7 +318,7 @@ def run(
         return {names.STEP: step, "stopped": True, "checkpoint": str(ckpt)}
 
     test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
-    final: dict[str, Any] = {names.STEP: step}
+    final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     final[names.ERROR_MAPPING_TAG] = (
         "supervised"
