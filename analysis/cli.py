@@ -89,18 +89,37 @@ def _split(s: str | None) -> list[str] | None:
 
 
 def resolve_axes(
-    params: list[str], varying: list[str], rows: list[str] | None, cols: list[str] | None
+    params: list[str],
+    varying: list[str],
+    rows: list[str] | None,
+    cols: list[str] | None,
+    df: Any = None,
 ) -> tuple[list[str], list[str], list[str]]:
-    """(rows, cols, pooled-into-rows). Defaults use the axes that vary; an axis that varies but
-    was not asked for is added to the rows, so no cell silently pools different configs."""
+    """(rows, cols, pooled-into-rows). Defaults use the axes that vary (a sweep's `variant`
+    alone when it has one); an axis that varies but was not asked for is added to the rows, so
+    no cell silently pools different configs, unless `df` shows it is fixed within every cell
+    (a key that a variant sets)."""
+    from analysis.fetch import VARIANT
     from analysis.tables import check_axes
 
     check_axes(params, (rows or []) + (cols or []), varying)
     if rows is None and cols is None:
-        rows, cols = (varying[:-1], varying[-1:]) if len(varying) > 1 else (varying, [])
+        if VARIANT in varying:
+            rows, cols = [VARIANT], []
+        else:
+            rows, cols = (varying[:-1], varying[-1:]) if len(varying) > 1 else (varying, [])
     rows, cols = list(rows or []), list(cols or [])
-    extra = [a for a in varying if a not in rows + cols]
+    chosen = rows + cols
+    extra = [a for a in varying if a not in chosen and not _fixed_within(df, chosen, a)]
     return rows + extra, cols, extra
+
+
+def _fixed_within(df: Any, keys: list[str], key: str) -> bool:
+    """True when `key` takes one value in each group of `keys` (a function of them)."""
+    if df is None or not keys or key not in df.columns:
+        return False
+    d = df[[*keys, key]].astype(str)
+    return bool((d.groupby(keys)[key].nunique() <= 1).all())
 
 
 def load_runs(args: argparse.Namespace) -> Any:
@@ -138,7 +157,7 @@ def table_cmd(args: argparse.Namespace) -> int:
                 f"--paper compares {paper.metric} (the paper's number); got --metric {args.metric}"
             )
         rows, cols, extra = resolve_axes(
-            runs.params, runs.varying(), _split(args.rows), _split(args.cols)
+            runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
         )
         if extra:
             print(f"amm: note: {', '.join(extra)} also vary; added to the rows", file=sys.stderr)
@@ -159,7 +178,9 @@ def report_cmd(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
     runs = load_runs(args)
-    rows, cols, _ = resolve_axes(runs.params, runs.varying(), _split(args.rows), _split(args.cols))
+    rows, cols, _ = resolve_axes(
+        runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
+    )
     out = write_report(
         runs,
         args.out,

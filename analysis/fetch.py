@@ -28,6 +28,8 @@ NUM_SEEDS_TAG = "amm.num_seeds"  # seeds per cell the sweep asked for (parent ta
 EXPECTED_TAG = "amm.expected_trials"  # alternative name for the same number
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+VARIANT_TAG = "amm.variant"  # a trial's named override set (spec `variants`), as a "variant" column
+VARIANT = "variant"
 FINISHED = "FINISHED"
 BASE_COLUMNS = ("run_id", "run_name", "status")
 
@@ -49,8 +51,10 @@ class Runs:
     artifact_dirs: dict[str, str] = field(default_factory=dict)  # Ray: run_id -> trial folder
 
     def varying(self) -> list[str]:
-        """Config keys (not the seed) that take more than one value over the runs."""
-        keys = [p for p in self.params if p in _DEFAULTS and p != "seed"]
+        """Config keys (not the seed) that take more than one value over the runs; the sweep's
+        `variant` first when it has several."""
+        keys = [p for p in self.params if (p in _DEFAULTS or p == VARIANT) and p != "seed"]
+        keys = sorted(keys, key=lambda k: k != VARIANT)
         return [k for k in keys if self.df[k].nunique(dropna=False) > 1]
 
 
@@ -134,6 +138,8 @@ def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, 
     rows, params, metrics = [], set(), set()
     for r in runs:
         p = cast_params(r.data.params)
+        if VARIANT_TAG in r.data.tags:  # so that tables can have a row per variant
+            p[VARIANT] = r.data.tags[VARIANT_TAG]
         params.update(p)
         metrics.update(r.data.metrics)
         row = {

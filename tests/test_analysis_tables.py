@@ -176,3 +176,25 @@ def test_resolve_axes_adds_pooled_axes_to_rows():
     )
     with pytest.raises(ConfigError, match="'nope' is not a param.*vary: loss.gp_weight"):
         resolve_axes(params, varying, ["nope"], None)
+
+
+def test_variant_rows_do_not_drag_in_the_keys_a_variant_sets():
+    # two variants, each fixing loss.penalty and model.y_noise; the lambda axis varies freely
+    df = pd.DataFrame(
+        {
+            "variant": ["a", "a", "b", "b"],
+            "loss.penalty": ["joint", "joint", "per_input", "per_input"],
+            "model.y_noise": ["kendall", "kendall", "none", "none"],
+            "loss.gp_weight": [1.0, 10.0, 1.0, 10.0],
+        }
+    )
+    params = list(df.columns)
+    varying = ["variant", "loss.penalty", "model.y_noise", "loss.gp_weight"]
+    # default: the variant is the row axis; keys fixed within each variant are not added
+    assert resolve_axes(params, varying, None, None, df) == (
+        ["variant", "loss.gp_weight"],
+        [],
+        ["loss.gp_weight"],
+    )
+    # without the frame every varying key is added (nothing is known to be fixed)
+    assert resolve_axes(params, varying, ["variant"], None)[2] == varying[1:]
