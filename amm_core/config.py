@@ -109,7 +109,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     figures: bool = True  # write the per-run figures at the end
-    tsne_points: int = 2000  # test points in the t-SNE figure (its cost grows with them)
+    tsne_points: int = 1000  # test points in the t-SNE figure (its cost grows with them)
 
 
 @dataclass(frozen=True)
