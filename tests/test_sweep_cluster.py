@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port, stop_group
 
+from amm_core import names
 from amm_core.errors import ConfigError
 from amm_core.figures import FIGURE_FILES
 
@@ -161,6 +162,8 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
         assert r.data.tags["amm.version.torch"] and r.data.tags["amm.git_commit"]
         hist = c.get_metric_history(r.info.run_id, "val/error_gy")
         assert [m.step for m in hist] == [20, 40]
+        for key in names.DIAG_METRICS:  # the latent-path diagnostics reach MLflow per evaluation
+            assert [m.step for m in c.get_metric_history(r.info.run_id, key)] == [20, 40], key
         assert 0.0 <= r.data.metrics["test/error_gy"] <= 1.0
         assert {"config.json", "final.json", "metrics.jsonl", "figures"} <= {
             a.path for a in c.list_artifacts(r.info.run_id)
