@@ -73,7 +73,7 @@ def test_long_tracking_outage_stops_cleanly_and_resume_completes(tmp_path, data_
     args = ["--storage", "sweeps", "--tracking-uri", uri]
     sets = [
         "--set",
-        "train.steps=300",
+        "train.steps=160",
         "--set",
         "train.eval_every=20",
         "--set",
