@@ -81,17 +81,22 @@ class Outbox:
             self._save()
             return False
         sent = 0
-        try:
-            for item in self.items:
-                self.execute(item)
-                sent += 1
-        except Exception as e:
-            if not is_outage(e):
-                raise
-            self.items = self.items[sent:]
-            self._down(now, e)
-            self._save()
-            return False
+        while sent < len(self.items):
+            try:
+                self.execute(self.items[sent])
+            except Exception as e:
+                if is_outage(e):
+                    self.items = self.items[sent:]
+                    self._down(now, e)
+                    self._save()
+                    return False
+                # the store answered and refused this one write: report it, go on with the rest
+                first = (str(e).splitlines() or [type(e).__name__])[0][:300]
+                print(
+                    f"amm: warning: tracking write {self.items[sent]['op']!r} refused: {first}",
+                    file=sys.stderr,
+                )
+            sent += 1
         self.items = []
         if self.down_since is not None:
             print(

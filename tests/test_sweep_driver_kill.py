@@ -63,7 +63,7 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     )  # fmt: skip
     sweep_dir = tmp_path / "sweeps" / "kd"
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + 600  # Ray and a fresh store start slowly on a busy machine
         while True:  # the short trial finished, the long one has checkpoints past step 40
             assert proc.poll() is None, proc.stdout.read()[-4000:]
             assert time.time() < deadline, "the sweep did not reach the kill point"

@@ -90,6 +90,12 @@ def test_drivers_starting_at_once_on_a_fresh_sqlite_store(tmp_path):
         )
         for _ in range(3)
     ]
-    results = [p.communicate(timeout=120) for p in procs]
+    try:  # creating MLflow's schema takes seconds, minutes on a loaded machine
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id
