@@ -2,7 +2,9 @@
 
 Each area registers its own subcommands (`register(subparsers)`), and each subcommand's handler
 imports its heavy dependencies (torch, ray, mlflow) lazily, so `amm --help` stays fast.
-Exit codes: 0 success, 1 training or run failure, 2 bad config or input.
+Exit codes: 0 success, 1 training or run failure, 2 bad config or input, 3 environment failure
+(disk full, read-only or unwritable folder), 4 tracking outage (sweep stopped; resume it),
+130 interrupted. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import sys
 
 from amm_core.errors import ConfigError, TrainingError
+from amm_core.failures import exit_code_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("amm: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # environment failures: one line and exit 3 / 4; others re-raise
+        code = exit_code_for(e)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**{"data.download": True})
 
     from amm_core.checkpoint import latest_checkpoint
+    from amm_core.fs import check_out_dir
     from amm_core.train import run
 
     if args.out:
@@ -71,6 +72,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--out '{out}' already holds a run; use --resume to continue it or another --out"
         )
+    check_out_dir(out, "--out")  # a file in the way or a read-only disk: now, not after the data
     final = run(
         cfg,
         out,

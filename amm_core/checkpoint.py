@@ -8,6 +8,7 @@ lists, tuples, str, int, float, bool and None (checked before writing).
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -69,13 +70,18 @@ def _fsync_dir(d: Path) -> None:
 
 def _write_file(path: Path, state: dict) -> None:
     """torch.save to a temporary file in the same folder, fsync, os.replace onto path."""
+    buf = io.BytesIO()  # serialise first: torch's writer turns a full disk into a RuntimeError
+    torch.save(state, buf)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, read-only: name the checkpoint being written
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from amm_core.errors import ConfigError
+from amm_core.fs import read_text_file
 
 
 def _choice(default: str, *choices: str) -> Any:
@@ -328,7 +329,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text_file(path, "config file")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file '{path}': not valid YAML ({e})") from None
         if not isinstance(data, dict):

@@ -1,4 +1,5 @@
-"""Errors with a meaning for the command line: ConfigError -> exit 2, TrainingError -> exit 1."""
+"""Errors with a meaning for the command line: ConfigError -> exit 2, TrainingError -> exit 1,
+EnvironmentFailure (and file-system OSErrors) -> exit 3, TrackingOutage -> exit 4."""
 
 
 class ConfigError(ValueError):
@@ -11,3 +12,11 @@ class DataError(ConfigError):
 
 class TrainingError(RuntimeError):
     """Training failed (NaN/inf loss, diverged). The run is failed, never a number. Exit code 1."""
+
+
+class EnvironmentFailure(RuntimeError):
+    """The machine failed, not the input: disk full, read-only or unwritable folder. Exit code 3."""
+
+
+class TrackingOutage(RuntimeError):
+    """The tracking server stayed unreachable; the sweep stopped cleanly to resume. Exit code 4."""

@@ -1,7 +1,9 @@
 """The driver-side Tune callback that writes a sweep to MLflow (the only MLflow writer).
 
-One child run per trial, created on the trial's first start and reattached (by the tags
-`amm.sweep` + `amm.trial_id`) when the trial restarts after a failure or the sweep is resumed.
+One child run per trial, created on the trial's first start and reattached (by its run id in
+`amm_runs.json`, else by the tags `amm.sweep` + `amm.trial_id` under this parent) when the trial
+restarts after a failure or the sweep is resumed. Every write goes through an `Outbox`
+(sweeps/outbox.py), so a tracking outage delays writes instead of losing them.
 Results become metrics at their training step; the final result's test metrics and the run's
 files (from the final checkpoint) are logged when the trial completes.
 """
@@ -10,14 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from sweeps import tracking
+from sweeps.outbox import OUTBOX_FILE, Outbox, is_outage
 from sweeps.spec import VARIANT, run_name
-from sweeps.trainable import NODE_KEY, RUN_FILES, trial_config
+from sweeps.trainable import NODE_KEY, RESUMED_KEY, RUN_FILES, trial_config
 
 # Tune's own bookkeeping in every result: not metrics of the model
 SKIP = {
@@ -54,13 +58,17 @@ class MlflowSweepCallback(tune.Callback):
         self.sweep, self.sweep_dir, self.base_flat = sweep, sweep_dir, base_flat
         self.variants = variants
         self._client = None
-        self._runs: dict[str, str] = {}
+        self._out: Outbox | None = None
+        self._runs: dict[str, str] = self._load_runs()
         self._last_step: dict[tuple[str, str], int] = {}
+        self._last_value: dict[tuple[str, str], float] = {}
         self._where: dict[str, tuple[str, str]] = {}
+        self._started: set[str] = set()
 
-    def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client
+    def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client, no outbox
         state = self.__dict__.copy()
         state["_client"] = None
+        state["_out"] = None
         return state
 
     @property
@@ -68,6 +76,19 @@ class MlflowSweepCallback(tune.Callback):
         if self._client is None:
             self._client = tracking.client(self.uri)
         return self._client
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._out is None:
+            local = "://" not in self.sweep_dir
+            path = Path(self.sweep_dir) / OUTBOX_FILE if local else None
+            self._out = Outbox(path, self._execute)
+        return self._out
+
+    def _load_runs(self) -> dict[str, str]:
+        if "://" in self.sweep_dir or not (Path(self.sweep_dir) / RUNS_FILE).is_file():
+            return {}
+        return json.loads((Path(self.sweep_dir) / RUNS_FILE).read_text())
 
     def _save_runs(self) -> None:
         if "://" in self.sweep_dir:  # remote storage: the tags alone are enough to reattach
@@ -77,91 +98,179 @@ class MlflowSweepCallback(tune.Callback):
         tmp.write_text(json.dumps(self._runs, indent=1, sort_keys=True))
         tmp.replace(path)
 
-    def run_id(self, trial) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
+    # ---------------------------------------------------------------- writes (via the outbox)
+
+    def _send(self, op: str, trial_id: str | None, **args: Any) -> None:
+        self.outbox.send({"op": op, "trial": trial_id, **args})
+
+    def _start(self, trial) -> None:
+        """Queue the creation (or reattachment) of the trial's child run, once per session."""
+        if trial.trial_id in self._started:
+            return
+        self._started.add(trial.trial_id)
         cfg = trial_config(self.base_flat, trial.config, self.variants)
         tags = {tracking.TAG_HASH: cfg.hash(), "amm.trial_name": str(trial)}
         if VARIANT in trial.config:
             tags["amm.variant"] = str(trial.config[VARIANT])
-        run_id, is_new = tracking.start_child(
-            self.client,
-            self.exp_id,
-            self.parent_id,
-            self.sweep,
-            trial.trial_id,
-            run_name(trial.config),
-            cfg.flat(),
-            tags,
+        self._send(
+            "start", trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
         )
-        self._runs[trial.trial_id] = run_id
-        self._save_runs()
+
+    def _run_of(self, trial_id: str | None) -> str:
+        return self.parent_id if trial_id is None else self._runs[trial_id]
+
+    def _execute(self, item: dict[str, Any]) -> None:
+        """Make one queued write against the tracking store."""
+        op, tid, c = item["op"], item["trial"], self.client
+        if op == "start":
+            self._reattach_or_create(tid, item)
+            return
+        run_id = self._run_of(tid)
+        if op == "metrics":
+            metrics = {}
+            for k, v in item["metrics"].items():
+                key = (run_id, k)
+                if k == RESUMED_KEY:  # logged whenever it changes, even at an old step
+                    if self._last_value.get(key) == v:
+                        continue
+                elif item["step"] <= self._last_step.get(key, -1):
+                    continue
+                metrics[k] = v
+            if metrics:
+                tracking.log_metrics(c, run_id, metrics, item["step"])
+            for k, v in metrics.items():
+                key = (run_id, k)
+                self._last_step[key] = max(item["step"], self._last_step.get(key, -1))
+                self._last_value[key] = v
+        elif op == "tag":
+            c.set_tag(run_id, item["key"], item["value"])
+        elif op == "running":
+            if c.get_run(run_id).info.status != "RUNNING":
+                c.update_run(run_id, status="RUNNING")
+        elif op == "end":
+            c.set_terminated(run_id, item["status"])
+        elif op == "end_if_running":
+            if c.get_run(run_id).info.status == "RUNNING":
+                c.set_terminated(run_id, item["status"])
+        elif op == "files":
+            self._log_files(run_id, item["checkpoint"])
+        else:  # pragma: no cover - every op above is written by this class
+            raise ValueError(f"unknown outbox op {op!r}")
+
+    def _reattach_or_create(self, trial_id: str, item: dict[str, Any]) -> None:
+        run_id = self._runs.get(trial_id)
+        if run_id is not None:  # this sweep's own run (amm_runs.json), by id
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            is_new = False
+        else:
+            run_id, is_new = tracking.start_child(
+                self.client,
+                self.exp_id,
+                self.parent_id,
+                self.sweep,
+                trial_id,
+                item["name"],
+                item["params"],
+                item["tags"],
+            )
+            self._runs[trial_id] = run_id
+            self._save_runs()
         if not is_new:  # reattached (resumed sweep): what this run already holds
-            for key in self.client.get_run(run_id).data.metrics:
+            for key, value in self.client.get_run(run_id).data.metrics.items():
                 steps = [m.step for m in self.client.get_metric_history(run_id, key)]
                 self._last_step[(run_id, key)] = max(steps, default=-1)
-        return run_id
+                self._last_value[(run_id, key)] = value
+
+    def _log_files(self, run_id: str, ckpt_path: str) -> None:
+        try:
+            with tune.Checkpoint(ckpt_path).as_directory() as d:
+                for name in RUN_FILES:
+                    if (Path(d) / name).is_file():
+                        self.client.log_artifact(run_id, str(Path(d) / name))
+                if (Path(d) / "figures").is_dir():
+                    self.client.log_artifacts(run_id, str(Path(d) / "figures"), "figures")
+        except OSError as e:  # the run's numbers count even when its files cannot be read
+            if is_outage(e):
+                raise
+            self.client.set_tag(run_id, "amm.artifacts_error", str(e)[:500])
+
+    def close(self, status: str) -> None:
+        """End this sweep's own runs (by run id): children still RUNNING -> KILLED, the parent
+        -> status. Writes the tracking store cannot take now stay in the outbox for resume."""
+        for trial_id in sorted(self._runs):
+            self._send("end_if_running", trial_id, status="KILLED")
+        self._send("end", None, status=status)
+        self.outbox.flush(force=True)
+
+    # ---------------------------------------------------------------- Tune hooks
+
+    def on_step(self, iteration: int, trials: list, **info) -> None:
+        out = self.outbox
+        if out.items:
+            out.flush()
+            if out.gave_up:  # stop like Ctrl+C: Tune saves its state, resume continues
+                signal.raise_signal(signal.SIGUSR1)
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = self.run_id(trial)
-        if self.client.get_run(run_id).info.status != "RUNNING":  # reattached after an end
-            self.client.update_run(run_id, status="RUNNING")
+        self._start(trial)
+        self._send("running", trial.trial_id)
 
     on_trial_restore = on_trial_start
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        run_id = self.run_id(trial)
+        self._start(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
         metrics = {}
         for k, v in result.items():
             if k in SKIP or isinstance(v, bool) or not isinstance(v, int | float):
                 continue
-            # each (key, step) once, in step order: the final result repeats the last
-            # evaluation, and a trial restarted from an older checkpoint redoes some steps
-            if not math.isfinite(v) or step <= self._last_step.get((run_id, k), -1):
-                continue
-            metrics[k] = v
-            self._last_step[(run_id, k)] = step
+            if math.isfinite(v):
+                metrics[k] = v
+        # each (key, step) once, in step order: the final result repeats the last evaluation,
+        # and a trial restarted from an older checkpoint redoes some steps (see _execute)
         if metrics:
-            tracking.log_metrics(self.client, run_id, metrics, step)
+            self._send("metrics", trial.trial_id, metrics=metrics, step=step)
         # where the trial runs now (it changes when a failed trial restarts elsewhere)
         where = (str(result.get(NODE_KEY, "")), str(result.get("pid", "")))
-        if self._where.get(run_id) != where:
-            self.client.set_tag(run_id, tracking.TAG_NODE, where[0])
-            self.client.set_tag(run_id, tracking.TAG_PID, where[1])
-            self._where[run_id] = where
+        if self._where.get(trial.trial_id) != where:
+            self._send("tag", trial.trial_id, key=tracking.TAG_NODE, value=where[0])
+            self._send("tag", trial.trial_id, key=tracking.TAG_PID, value=where[1])
+            self._where[trial.trial_id] = where
         if "error_mapping" in result:
-            self.client.set_tag(run_id, "error_mapping", str(result["error_mapping"]))
+            self._send(
+                "tag", trial.trial_id, key="error_mapping", value=str(result["error_mapping"])
+            )
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
         # Tune has registered this checkpoint: a restart of the trial continues from here
         step = (checkpoint.get_metadata() or {}).get("step")
         if step is not None:
-            self.client.set_tag(self.run_id(trial), tracking.TAG_CKPT_STEP, str(step))
+            self._start(trial)
+            self._send("tag", trial.trial_id, key=tracking.TAG_CKPT_STEP, value=str(step))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = self.run_id(trial)
-        self.client.set_tag(run_id, tracking.TAG_FAILURES, str(trial.num_failures))
+        self._start(trial)
+        self._send("tag", trial.trial_id, key=tracking.TAG_FAILURES, value=str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = self.run_id(trial)
-        self.client.set_tag(run_id, tracking.TAG_ERROR, _error_text(trial)[-4000:])
-        self.client.set_terminated(run_id, "FAILED")
+        self._start(trial)
+        self._send("tag", trial.trial_id, key=tracking.TAG_ERROR, value=_error_text(trial)[-4000:])
+        self._send("end", trial.trial_id, status="FAILED")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = self.run_id(trial)
+        self._start(trial)
         ckpt = trial.checkpoint
         if ckpt is not None and (ckpt.get_metadata() or {}).get("final"):
-            try:
-                with ckpt.as_directory() as d:
-                    for name in RUN_FILES:
-                        if (Path(d) / name).is_file():
-                            self.client.log_artifact(run_id, str(Path(d) / name))
-                    if (Path(d) / "figures").is_dir():
-                        self.client.log_artifacts(run_id, str(Path(d) / "figures"), "figures")
-            except OSError as e:  # the run's numbers count even when its files cannot be read
-                self.client.set_tag(run_id, "amm.artifacts_error", str(e)[:500])
-        self.client.set_terminated(run_id, "FINISHED")
+            self._send("files", trial.trial_id, checkpoint=checkpoint_uri(ckpt))
+        self._send("end", trial.trial_id, status="FINISHED")
+
+
+def checkpoint_uri(ckpt) -> str:
+    """A checkpoint's location as one string (a local path, or scheme://path)."""
+    fs = getattr(ckpt, "filesystem", None)
+    kind = getattr(fs, "type_name", "local") if fs is not None else "local"
+    return ckpt.path if kind == "local" else f"{kind}://{ckpt.path}"
 
 
 def _error_text(trial) -> str:

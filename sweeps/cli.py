@@ -26,7 +26,7 @@ def _overrides(items: list[str] | None) -> dict:
 def cmd_plan(args: argparse.Namespace) -> int:
     from sweeps.plan import plan
 
-    print(plan(args.spec, _overrides(args.set), measure=args.measure))
+    print(plan(args.spec, _overrides(args.set), measure=args.measure, list_all=args.all))
     return 0
 
 
@@ -109,6 +109,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="time a few training steps of the base config on this machine",
     )
+    pp.add_argument("--all", action="store_true", help="list every trial of a large grid")
     _set_option(pp)
     pp.set_defaults(func=cmd_plan)
 
@@ -142,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"amm: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # environment failures: one line and exit 3 / 4
+        from amm_core.failures import exit_code_for
+
+        code = exit_code_for(e)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

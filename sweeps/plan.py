@@ -13,6 +13,10 @@ from typing import Any
 from amm_core.errors import ConfigError
 from sweeps.spec import SweepSpec, load_spec, run_name, train_steps
 
+LIST_MAX = 50  # grids up to this many trials are listed in full
+LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)
+WARN_TRIALS = 1000  # above this many trials, plan prints a warning
+
 
 def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
     """Time a few training steps of the base config here (after `steps` warm-up steps)."""
@@ -52,7 +56,9 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
     return seen[1] / cfg.train.batch_size
 
 
-def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str = "") -> str:
+def plan_text(
+    spec: SweepSpec, steps_per_sec: float | None = None, source: str = "", list_all: bool = False
+) -> str:
     lines = [
         f"sweep spec: {spec.path}",
         f"base preset: {spec.base}",
@@ -68,10 +74,15 @@ def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str =
             lines.append(f"axis {k}: {vals}")
         lines.append("")
         lines.append(f"{'#':>4}  {'run name':<48} {'steps':>8}  config hash")
-        for i, cell in enumerate(spec.cells()):
+        cells = spec.cells()
+        shown = len(cells) if list_all or len(cells) <= LIST_MAX else LIST_HEAD
+        for i, cell in enumerate(cells):
             cfg = spec.trial_config(cell)
             steps.append(train_steps(cfg))
-            lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
+            if i < shown:
+                lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
+        if shown < len(cells):
+            lines.append(f"   ... {len(cells) - shown} more trials (--all lists every trial)")
     else:
         s = spec.search
         lines.append(f"Optuna search: {s.num_samples} samples, {s.mode} {s.metric}, seed {s.seed}")
@@ -88,6 +99,11 @@ def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str =
     n = spec.num_trials()
     lines.append("")
     lines.append(f"trials: {n}")
+    if n > WARN_TRIALS:
+        lines.append(
+            f"warning: {n:,} trials is a large sweep (over {WARN_TRIALS:,}); check the axes "
+            "and the estimated cost below before `amm sweep run`"
+        )
     lines.append(f"resources per trial: {spec.cpu:g} CPU, {spec.gpu:g} GPU")
     lines.append(
         f"steps per trial: {min(steps)}" + (f" to {max(steps)}" if len(set(steps)) > 1 else "")
@@ -114,7 +130,12 @@ def plan_text(spec: SweepSpec, steps_per_sec: float | None = None, source: str =
     return "\n".join(lines)
 
 
-def plan(spec_path: str, overrides: dict[str, Any] | None = None, measure: bool = False) -> str:
+def plan(
+    spec_path: str,
+    overrides: dict[str, Any] | None = None,
+    measure: bool = False,
+    list_all: bool = False,
+) -> str:
     spec = load_spec(spec_path, overrides)
     if measure:
         sps = measure_steps_per_sec(spec)
@@ -123,4 +144,4 @@ def plan(spec_path: str, overrides: dict[str, Any] | None = None, measure: bool 
         sps, source = spec.steps_per_sec, f"stored in the spec: {spec.measured_on or 'no note'}"
     else:
         sps, source = None, ""
-    return plan_text(spec, sps, source)
+    return plan_text(spec, sps, source, list_all)

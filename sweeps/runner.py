@@ -18,8 +18,10 @@ from typing import Any
 
 from amm_core import names
 from amm_core.data import resolve_data_root
-from amm_core.errors import ConfigError
-from sweeps import tracking
+from amm_core.errors import ConfigError, TrackingOutage
+from amm_core.fs import check_out_dir
+from sweeps import lock as sweep_lock
+from sweeps import reconcile, tracking
 from sweeps.spec import SweepSpec, load_spec
 
 META_FILE = "amm_sweep.json"
@@ -36,6 +38,12 @@ STATES = {
 
 
 # ------------------------------------------------------------------ storage
+
+
+def check_storage(storage: str) -> None:
+    """A local storage folder must be a writable folder (or creatable): one line if not."""
+    if "://" not in storage:
+        check_out_dir(Path(storage), "--storage")
 
 
 def resolve_storage(storage: str | None) -> str:
@@ -141,13 +149,17 @@ def _ray_init(address: str | None) -> None:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
 
 
-def _trainable(spec: SweepSpec, base_flat: dict[str, Any]):
+def _trainable(spec: SweepSpec, base_flat: dict[str, Any], sweep_dir: str | None = None):
     from ray import tune
 
     from sweeps.trainable import train_trial
 
     fn = tune.with_parameters(
-        train_trial, base=base_flat, variants=spec.variants, threads=max(1, int(spec.cpu))
+        train_trial,
+        base=base_flat,
+        variants=spec.variants,
+        threads=max(1, int(spec.cpu)),
+        sweep_dir=sweep_dir,
     )
     return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
 
@@ -189,7 +201,7 @@ def _tuner(spec: SweepSpec, name: str, storage: str, base_flat: dict[str, Any], 
             reduction_factor=sc.reduction_factor,
         )
     return tune.Tuner(
-        _trainable(spec, base_flat),
+        _trainable(spec, base_flat, _join(storage, name)),
         param_space=space,
         tune_config=tune.TuneConfig(
             num_samples=num_samples,
@@ -209,7 +221,7 @@ def _tuner(spec: SweepSpec, name: str, storage: str, base_flat: dict[str, Any], 
     )
 
 
-def _fit(tuner, meta: dict[str, Any], sweep_dir: str) -> int:
+def _fit(tuner, meta: dict[str, Any], sweep_dir: str, cb) -> int:
     """Run the Tuner; end the MLflow runs whatever happens; 0 ok, 1 failed trials, 130 stopped."""
     # SIGTERM (e.g. `ray job stop`, a scheduler) stops the sweep like Ctrl+C: Tune saves state
     old = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGUSR1))
@@ -228,8 +240,11 @@ def _fit(tuner, meta: dict[str, Any], sweep_dir: str) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
-        tracking.close_sweep(
-            meta["tracking_uri"], meta["experiment_id"], meta["name"], meta["parent_run_id"], status
+        cb.close(status)  # this sweep's own runs, by run id
+    if cb.outbox.items:  # the tracking store is down: all is on disk; resume sends it
+        raise TrackingOutage(
+            f"{cb.outbox.outage_line()}; sweep '{meta['name']}' stopped; continue it with "
+            f"`amm sweep resume {meta['name']}` once the tracking store answers"
         )
     return {"FINISHED": 0, "FAILED": 1, "KILLED": 130}[status]
 
@@ -244,19 +259,12 @@ def run(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
-    from sweeps.callback import MlflowSweepCallback
-
     spec = load_spec(spec_path, overrides)
     name = name or f"{spec.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_RE.match(name):
         raise ConfigError(f"sweep name {name!r}: use letters, digits, '_', '-', '.'")
     storage = resolve_storage(storage)
     sweep_dir = _join(storage, name)
-    if _exists(sweep_dir):
-        raise ConfigError(
-            f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
-            f"with `amm sweep resume {name}` or choose another --name"
-        )
     base_cfg = spec.trial_config({})  # preset + overrides (may set data.data_dir)
     data_root = resolve_data_root(None, base_cfg.data.data_dir)
     if not base_cfg.data.download and not data_root.is_dir():
@@ -268,6 +276,32 @@ def run(
     base_flat = spec.trial_config({}, str(data_root)).flat()
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_tracking(uri)
+    check_storage(storage)
+    lock = sweep_lock.acquire(storage, name, "run")  # before anything of the sweep is created
+    try:
+        return name, _run_locked(spec, name, storage, sweep_dir, address, base_flat, uri)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    spec: SweepSpec,
+    name: str,
+    storage: str,
+    sweep_dir: str,
+    address: str | None,
+    base_flat: dict[str, Any],
+    uri: str,
+) -> int:
+    from sweeps.callback import MlflowSweepCallback
+
+    if _exists(sweep_dir):
+        raise ConfigError(
+            f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
+            f"with `amm sweep resume {name}` or choose another --name"
+        )
+    tracking.short_retries()
+    tracking.init_store(uri)  # a fresh SQLite store, set up under the locks
     _ray_init(address)
     _check_cluster(spec)
 
@@ -305,8 +339,21 @@ def run(
     }
     _write(_join(sweep_dir, META_FILE), json.dumps(meta, indent=1))
     cb = MlflowSweepCallback(uri, exp_id, parent_id, name, sweep_dir, base_flat, spec.variants)
-    tuner = _tuner(spec, name, storage, base_flat, cb)
-    return name, _fit(tuner, meta, sweep_dir)
+    try:
+        tuner = _tuner(spec, name, storage, base_flat, cb)
+    except BaseException:  # nothing ran: leave the name free and no run RUNNING
+        tracking.client(uri).set_terminated(parent_id, "FAILED")
+        _forget(sweep_dir)
+        raise
+    return _fit(tuner, meta, sweep_dir, cb)
+
+
+def _forget(sweep_dir: str) -> None:
+    """Remove a sweep folder whose Tuner never started (only what `run` wrote there)."""
+    if "://" not in sweep_dir:
+        import shutil
+
+        shutil.rmtree(sweep_dir, ignore_errors=True)
 
 
 def resume(
@@ -317,11 +364,21 @@ def resume(
     tracking_uri: str | None = None,
 ) -> int:
     """Continue a stopped sweep: finished trials stay, others continue from their checkpoints."""
+    sweep_dir, meta = load_meta(name, storage)
+    lock = sweep_lock.acquire(resolve_storage(storage), name, "resume")
+    try:
+        return _resume_locked(name, sweep_dir, meta, address, tracking_uri)
+    finally:
+        lock.release()
+
+
+def _resume_locked(
+    name: str, sweep_dir: str, meta: dict[str, Any], address: str | None, tracking_uri: str | None
+) -> int:
     from ray import tune
 
     from sweeps.callback import MlflowSweepCallback
 
-    sweep_dir, meta = load_meta(name, storage)
     if not tune.Tuner.can_restore(sweep_dir):
         raise ConfigError(
             f"sweep '{name}' at {sweep_dir} has no Tune state to resume "
@@ -329,18 +386,12 @@ def resume(
         )
     uri = tracking.resolve_tracking_uri(tracking_uri or meta["tracking_uri"])
     tracking.check_tracking(uri)
+    tracking.short_retries()
+    tracking.init_store(uri)
     meta["tracking_uri"] = uri
     spec = load_spec_from_meta(meta)
     _ray_init(address)
     _check_cluster(spec)
-    tracking.reopen_parent(uri, meta["parent_run_id"])
-    tuner = tune.Tuner.restore(
-        sweep_dir,
-        trainable=_trainable(spec, meta["base_flat"]),
-        resume_unfinished=True,
-        resume_errored=True,
-    )
-    # the callback was pickled with the tuner; give it the (possibly new) tracking URI
     cb = MlflowSweepCallback(
         uri,
         meta["experiment_id"],
@@ -350,8 +401,19 @@ def resume(
         meta["base_flat"],
         spec.variants,
     )
+    if not cb.outbox.flush(force=True):  # writes a tracking outage left behind come first
+        raise TrackingOutage(cb.outbox.outage_line())
+    tracking.reopen_parent(uri, meta["parent_run_id"])
+    reconcile.before_restore(sweep_dir, cb)
+    tuner = tune.Tuner.restore(
+        sweep_dir,
+        trainable=_trainable(spec, meta["base_flat"], sweep_dir),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    # the callback was pickled with the tuner; give it the (possibly new) tracking URI
     tuner._local_tuner.get_run_config().callbacks = [cb]
-    return _fit(tuner, meta, sweep_dir)
+    return _fit(tuner, meta, sweep_dir, cb)
 
 
 def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
@@ -383,17 +445,31 @@ def trial_states(sweep_dir: str) -> dict[str, str]:
     return {t.trial_id: STATES.get(t.status, t.status.lower()) for t in _trials(sweep_dir)}
 
 
+def _state(trial, sweep_dir: str, live: bool) -> str:
+    """Tune's state of a trial; without a live driver, running/pending ones are 'stopped', and
+    one whose final checkpoint is on disk is 'finished' (Tune's saved state may lag a kill)."""
+    from sweeps.reconcile import finished_on_disk, trial_dir
+
+    state = STATES.get(trial.status, trial.status.lower())
+    if live or state not in ("running", "pending"):
+        return state
+    if "://" not in sweep_dir and finished_on_disk(trial_dir(sweep_dir, trial.trial_id)):
+        return "finished"
+    return "stopped"
+
+
 def status(name: str, storage: str | None = None) -> str:
     """Which config x seed cells are finished, failed, running or missing."""
     from sweeps.spec import run_name
 
     sweep_dir, meta = load_meta(name, storage)
+    driver = sweep_lock.holder(resolve_storage(storage), name)
     rows: dict[str, tuple[str, ...]] = {}
     for t in _trials(sweep_dir):
         last = t.last_result or {}
         err = last.get(names.TEST_ERROR_GY)
         rows[run_name(t.config)] = (
-            STATES.get(t.status, t.status.lower()),
+            _state(t, sweep_dir, driver is not None),
             str(last.get(names.STEP, "")),
             f"{err:.4f}" if isinstance(err, float) else "",
             t.trial_id,
@@ -403,6 +479,12 @@ def status(name: str, storage: str | None = None) -> str:
     lines = [
         f"sweep {name} ({sweep_dir})",
         f"tracking: {meta['tracking_uri']} (parent run {meta['parent_run_id']})",
+        "driver: "
+        + (
+            f"running ({sweep_lock.describe(driver)})"
+            if driver
+            else "none (trials not finished are 'stopped': `amm sweep resume` continues them)"
+        ),
         "",
         f"{'run name':<40} {'state':<9} {'step':>7} {names.TEST_ERROR_GY:>14}  trial",
     ]

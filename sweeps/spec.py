@@ -29,6 +29,7 @@ import yaml
 
 from amm_core.config import Config, apply_overrides, field_names, load_config
 from amm_core.errors import ConfigError
+from amm_core.fs import read_text_file
 
 TOP_KEYS = {
     "description": str,
@@ -165,6 +166,27 @@ def _check_keys(where: str, data: dict[str, Any], allowed: dict[str, Any]) -> No
             raise ConfigError(f"{where}: key '{key}' expects {names}, got {value!r}")
 
 
+def _no_duplicates(where: str, values: list[Any]) -> None:
+    """Each value once: a repeated seed or grid value would train the same trial twice."""
+    dups = [v for i, v in enumerate(values) if v in values[:i]]
+    if dups:
+        raise ConfigError(f"{where}: {dups[0]!r} is given more than once; list each value once")
+
+
+def _check_ranges(where: str, data: dict[str, Any], cost: dict[str, Any]) -> None:
+    """Numbers Ray would reject only after the sweep started, or silently misread."""
+    limits = {
+        "max_concurrent": (0, "0 (no limit) or more"),
+        "max_failures": (0, "0 (no retry) or more"),
+        "checkpoints_to_keep": (1, "1 or more"),
+    }
+    for key, (low, allowed) in limits.items():
+        if key in data and data[key] < low:
+            raise ConfigError(f"{where}: key '{key}' must be {allowed}, got {data[key]}")
+    if "steps_per_sec" in cost and not cost["steps_per_sec"] > 0:
+        raise ConfigError(f"{where}: cost: key 'steps_per_sec' must be > 0")
+
+
 def _check_config_key(where: str, key: str) -> None:
     if key not in set(field_names()):
         raise ConfigError(f"{where}: '{key}' is not a config key; see `amm train --help-config`")
@@ -200,6 +222,7 @@ def _parse_search(where: str, raw: dict[str, Any]) -> Search:
         if kind == "choice":
             if not dim.get("values"):
                 raise ConfigError(f"{w}: 'choice' needs a non-empty 'values' list")
+            _no_duplicates(f"{w}: 'values'", dim["values"])
         else:
             if "low" not in dim or "high" not in dim or not dim["low"] < dim["high"]:
                 raise ConfigError(f"{w}: '{kind}' needs numbers low < high")
@@ -267,6 +290,7 @@ def parse_spec(
             raise ConfigError(
                 f"{where}: grid axis '{key}' must be a non-empty list, got {values!r}"
             )
+        _no_duplicates(f"{where}: grid axis '{key}'", values)
     variants = data.get("variants", {})
     for vname, vover in variants.items():
         w = f"{where}: variants.{vname}"
@@ -283,6 +307,7 @@ def parse_spec(
         seeds = list(range(seeds))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{where}: key 'seeds': a count >= 1 or a non-empty list of integers")
+    _no_duplicates(f"{where}: key 'seeds'", seeds)
     if "seed" in overrides:
         seeds = [int(overrides.pop("seed"))]
     res = data.get("resources", {})
@@ -303,6 +328,7 @@ def parse_spec(
     )
     cost = data.get("cost", {})
     _check_keys(f"{where}: cost", cost, COST_KEYS)
+    _check_ranges(where, data, cost)
     try:
         base_cfg = load_config(base)
     except ConfigError as e:
@@ -352,7 +378,7 @@ def load_spec(path: str | Path, extra_overrides: dict[str, Any] | None = None) -
     if not path.is_file():
         raise ConfigError(f"sweep spec '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text_file(path, "sweep spec"))
     except yaml.YAMLError as e:
         raise ConfigError(f"sweep spec '{path}': not valid YAML ({e})") from None
     if not isinstance(data, dict):

@@ -3,8 +3,8 @@
 Only the sweep driver writes to the tracking store (a SQLite store is single-writer): trials
 report to Tune, and the driver's Tune callback (sweeps/callback.py) calls these functions.
 Child runs carry the tags `amm.sweep` and `amm.trial_id`, so a resumed sweep finds and reuses
-them instead of creating duplicates. Every run ends FINISHED, FAILED or KILLED; `close_sweep`
-makes sure none is left RUNNING.
+them instead of creating duplicates. Every run ends FINISHED, FAILED or KILLED: the driver's
+callback ends its own runs by run id when the sweep ends (`MlflowSweepCallback.close`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from amm_core.errors import ConfigError
+from amm_core.errors import ConfigError, EnvironmentFailure
 
 TAG_SWEEP = "amm.sweep"
 TAG_TRIAL = "amm.trial_id"
@@ -69,6 +69,33 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
             raise ConfigError(f"tracking URI {uri}: folder {parent} does not exist")
 
 
+def short_retries() -> None:
+    """The driver's MLflow client: a few quick retries per request (not MLflow's default of
+    minutes), so an outage reaches the outbox (sweeps/outbox.py) instead of stalling Tune."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def init_store(uri: str) -> None:
+    """Open (and on first use create) a SQLite store under a file lock next to it: two drivers
+    starting at once on a fresh store would both set up its schema, and one would fail."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///") :])
+    with open(f"{db}.amm-init.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            client(uri).search_experiments(max_results=1)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy/MLflow errors differ by cause
+            first = (str(e).splitlines() or [type(e).__name__])[0][:300]
+            raise EnvironmentFailure(f"tracking store {uri} cannot be opened: {first}") from None
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -105,7 +132,14 @@ def environment_tags() -> dict[str, str]:
 def experiment_id(c, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        return c.create_experiment(name)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return c.create_experiment(name)
+        except MlflowException:  # another driver created it a moment ago
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
     if exp.lifecycle_stage != "active":
         raise ConfigError(
             f"MLflow experiment '{name}' is deleted; restore it or choose another "
@@ -146,10 +180,12 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int) -> None:
         c.log_batch(run_id, metrics=items[i : i + 1000])
 
 
-def find_child(c, exp_id: str, sweep: str, trial_id: str) -> str | None:
+def find_child(c, exp_id: str, sweep: str, trial_id: str, parent_id: str) -> str | None:
+    """The child run of this trial under this parent (never another sweep's of the same name)."""
     runs = c.search_runs(
         [exp_id],
-        f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'",
+        f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}' "
+        f"and tags.`{TAG_PARENT}` = '{parent_id}'",
         max_results=10,
     )
     return runs[0].info.run_id if runs else None
@@ -166,7 +202,7 @@ def start_child(
     tags: dict[str, str],
 ) -> tuple[str, bool]:
     """The child run of a trial: reattached if it exists (resume, retry) -> (run_id, is_new)."""
-    run_id = find_child(c, exp_id, sweep, trial_id)
+    run_id = find_child(c, exp_id, sweep, trial_id, parent_id)
     if run_id is not None:
         if c.get_run(run_id).info.status != "RUNNING":
             c.update_run(run_id, status="RUNNING")
@@ -191,15 +227,6 @@ def sweep_runs(uri: str, exp_id: str, sweep: str) -> list:
     """All runs (parent and children) of a sweep."""
     c = client(uri)
     return c.search_runs([exp_id], f"tags.`{TAG_SWEEP}` = '{sweep}'", max_results=10000)
-
-
-def close_sweep(uri: str, exp_id: str, sweep: str, parent_id: str, status: str) -> None:
-    """End the parent with `status`; any child still RUNNING (never finished) ends KILLED."""
-    c = client(uri)
-    for run in sweep_runs(uri, exp_id, sweep):
-        if run.info.run_id != parent_id and run.info.status == "RUNNING":
-            c.set_terminated(run.info.run_id, "KILLED")
-    c.set_terminated(parent_id, status)
 
 
 def reopen_parent(uri: str, parent_id: str) -> None:

@@ -9,6 +9,7 @@ the trial ran on another node. Trials never talk to MLflow.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -62,6 +63,7 @@ def train_trial(
     base: dict[str, Any],
     variants: dict[str, dict[str, Any]] | None = None,
     threads: int = 1,
+    sweep_dir: str | None = None,
 ) -> None:
     """Tune entry point: `params` are the swept values of this trial (dotted keys)."""
     import ray
@@ -76,7 +78,7 @@ def train_trial(
     node = ray.get_runtime_context().get_node_id()
 
     resume_from = None
-    ckpt = tune.get_checkpoint()
+    ckpt = _newest(tune.get_checkpoint(), sweep_dir, tune.get_context().get_trial_id())
     if ckpt is not None:
         # as_directory() may hand out a temporary folder: copy to a folder the trial owns
         local = out_dir / "resume_checkpoint"
@@ -108,4 +110,36 @@ def train_trial(
             checkpoint.set_metadata({"step": step, "final": final, "last": last})
         tune.report(out, checkpoint=checkpoint)
 
+    if meta.get("final") and resume_from is not None:
+        # it finished before the driver stopped: report its stored result, train nothing
+        final = json.loads((resume_from / "final.json").read_text())
+        out = {**last, **{k: v for k, v in final.items() if isinstance(v, int | float | str)}}
+        out.update({NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": 1})
+        checkpoint = tune.Checkpoint.from_directory(str(resume_from))
+        checkpoint.set_metadata(meta)
+        tune.report(out, checkpoint=checkpoint)
+        return
     train.run(cfg, out_dir, report=report, resume_from=resume_from)
+
+
+def _newest(ckpt, sweep_dir: str | None, trial_id: str):
+    """Tune's checkpoint of this trial, or a newer complete one in its storage folder: after a
+    driver kill Tune's saved state can lag behind the checkpoints the trial wrote."""
+    from ray import tune
+
+    from amm_core.checkpoint import load_checkpoint
+    from amm_core.errors import ConfigError
+    from sweeps.reconcile import checkpoints, trial_dir
+
+    if sweep_dir is None or "://" in sweep_dir:
+        return ckpt
+    known = int((ckpt.get_metadata() or {}).get("step", -1)) if ckpt is not None else -1
+    for step, folder, _ in reversed(checkpoints(trial_dir(sweep_dir, trial_id))):
+        if step <= known:
+            break
+        try:
+            load_checkpoint(folder)  # complete? (a kill can cut a copy short)
+        except ConfigError:
+            continue
+        return tune.Checkpoint(str(folder))
+    return ckpt

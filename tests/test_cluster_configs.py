@@ -147,7 +147,7 @@ def test_ray_validation_rejects_broken_configs(mutate, error, monkeypatch):
 
 
 @pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
-def test_launcher_yaml_starts_mlflow_on_the_head_and_points_workers_at_it(path):
+def test_launcher_yaml_starts_mlflow_on_the_head_on_loopback_only(path):
     check_host = mlflow_security_utils()
     config = yaml.safe_load(path.read_text())
     compose_mlflow = [str(t) for t in COMPOSE["services"]["mlflow"]["command"]]
@@ -159,8 +159,12 @@ def test_launcher_yaml_starts_mlflow_on_the_head_and_points_workers_at_it(path):
     assert len(ray_head) == 1 and len(servers) == 1
     server = servers[0]
     assert option(server, "--port") == str(MLFLOW_PORT)
-    assert option(server, "--host") == "0.0.0.0"
-    assert option(ray_head[0], "--dashboard-host") == "0.0.0.0"
+    # no authentication on either: only the head itself (the driver, SSH forwards) reaches them
+    assert option(server, "--host") == "127.0.0.1"
+    assert option(ray_head[0], "--dashboard-host") == "127.0.0.1"
+    exports = [t for t in head if t[0] == "export"]
+    (uri,) = [t[1].split("=", 1)[1] for t in exports if t[1].startswith("MLFLOW_TRACKING_URI=")]
+    assert uri == f"http://127.0.0.1:{MLFLOW_PORT}"
     # The store sits in a folder mounted from outside the container, so it outlives it.
     mounts = [o.split("=", 1)[1] for o in config["docker"].get("head_run_options", [])]
     store = urlparse(option(server, "--backend-store-uri"))
@@ -171,20 +175,15 @@ def test_launcher_yaml_starts_mlflow_on_the_head_and_points_workers_at_it(path):
     ):
         assert any(path_in_container.startswith(m.split(":")[1]) for m in mounts), mounts
 
-    exports = [t for t in commands_of(config, "worker_start_ray_commands") if t[0] == "export"]
-    (uri,) = [t[1].split("=", 1)[1] for t in exports if t[1].startswith("MLFLOW_TRACKING_URI=")]
-    assert uri == f"http://$RAY_HEAD_IP:{MLFLOW_PORT}"
     (worker_start,) = [
         t for t in commands_of(config, "worker_start_ray_commands") if t[:2] == ["ray", "start"]
     ]
     assert option(worker_start, "--address") == "$RAY_HEAD_IP:" + option(ray_head[0], "--port")
-    # No --allowed-hosts: MLflow's default must accept a worker's Host header (a private IP).
-    assert "--allowed-hosts" not in server
-    ips = config["provider"].get("worker_ips", ["172.31.7.20"])  # AWS default VPC range
-    for ip in ips:
-        assert check_host.is_allowed_host_header(
-            check_host.get_default_allowed_hosts(), f"{ip}:{MLFLOW_PORT}"
-        )
+    # trials never talk to MLflow: the workers are not pointed at it
+    assert "MLFLOW_TRACKING_URI" not in " ".join(config["worker_start_ray_commands"])
+    assert check_host.is_allowed_host_header(
+        check_host.get_default_allowed_hosts(), f"127.0.0.1:{MLFLOW_PORT}"
+    )
 
 
 @pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
@@ -272,8 +271,8 @@ def test_slurm_script_is_consistent():
     assert any("ray start --head" in ln for ln in sruns)
     assert any("ray start --address" in ln for ln in sruns)
     (mlflow,) = [ln for ln in sruns if "mlflow server" in ln]
-    assert f"--port {MLFLOW_PORT}" in mlflow and "--host 0.0.0.0" in mlflow
-    assert f"MLFLOW_TRACKING_URI=http://$head_ip:{MLFLOW_PORT}" in text
+    assert f"--port {MLFLOW_PORT}" in mlflow and "--host 127.0.0.1" in mlflow
+    assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{MLFLOW_PORT}" in text  # driver on the head
     runs = amm_sweep_runs(text)
     assert len(runs) == 1
     check_amm_command(runs[0])
@@ -296,3 +295,27 @@ def test_docs_commands_are_real():
     for name in named:
         assert (REPO / name).is_file(), name
     assert {f"sweeps/cluster/{p.name}" for p in (*LAUNCHER, RAYJOB, SLURM)} <= named
+
+
+def test_nothing_listens_on_all_interfaces_and_the_docs_say_how_to_add_auth():
+    """MLflow and the Ray dashboard have no authentication here: the launcher and Slurm files
+    bind them to loopback; inside a pod or container (KubeRay, compose) the pod/container
+    network is private and compose publishes ports on 127.0.0.1 only."""
+    for path in (*LAUNCHER, SLURM):
+        assert "0.0.0.0" not in path.read_text(), path.name
+    ports = [str(p) for svc in COMPOSE["services"].values() for p in svc.get("ports", [])]
+    assert ports and all(p.startswith("${AMM_BIND:-127.0.0.1}:") for p in ports), ports
+    rayjob = list(yaml.safe_load_all(RAYJOB.read_text()))
+    services = [d for d in rayjob if d and d.get("kind") == "Service"]
+    assert services and all(d["spec"].get("type", "ClusterIP") == "ClusterIP" for d in services)
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    section = docs[docs.index("## Who can reach MLflow and the dashboard") :]
+    for words in (
+        "--app-name basic-auth",
+        "MLFLOW_TRACKING_USERNAME",
+        "reverse proxy",
+        "ray dashboard",
+        "RAY_AUTH_MODE",
+        "ClusterIP",
+    ):
+        assert words in section, words

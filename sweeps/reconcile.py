@@ -1,0 +1,107 @@
+"""After a driver was killed: make Tune's saved state agree with the sweep folder and MLflow.
+
+Tune saves its experiment state (`experiment_state-*.json`) every so often, not after each
+result, so a driver killed with SIGKILL can leave a state that is behind: a trial listed as
+running that had finished, a trial whose newest checkpoint Tune never registered. Before
+`Tuner.restore`, `before_restore` marks every trial whose MLflow run is FINISHED as TERMINATED
+(Tune then does not run it again); the trainable itself continues from the newest complete
+checkpoint in its trial folder (`newest_checkpoint`), whatever Tune registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+META = ".metadata.json"  # a Tune checkpoint's metadata (ours: step, final, last)
+
+
+def trial_dir(sweep_dir: str, trial_id: str) -> Path:
+    return Path(sweep_dir) / f"trial_{trial_id}"  # runner: trial_dirname_creator
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path, dict[str, Any]]]:
+    """(step, folder, metadata) of the trial's checkpoints in storage, oldest first."""
+    out = []
+    if not folder.is_dir():
+        return out
+    for d in folder.glob("checkpoint_*"):
+        try:
+            meta = json.loads((d / META).read_text())
+        except (OSError, ValueError):
+            continue  # being written, or damaged
+        if isinstance(meta, dict) and "step" in meta and (d / "state.pt").is_file():
+            out.append((int(meta["step"]), d, meta))
+    return sorted(out, key=lambda c: (c[0], bool(c[2].get("final")), c[1].name))
+
+
+def newest_checkpoint(folder: Path) -> tuple[int, Path, dict[str, Any]] | None:
+    cps = checkpoints(folder)
+    return cps[-1] if cps else None
+
+
+def finished_on_disk(folder: Path) -> bool:
+    """The trial wrote its final checkpoint (test metrics and run files) before the stop."""
+    newest = newest_checkpoint(folder)
+    return bool(newest and newest[2].get("final"))
+
+
+def _last_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        lines = (folder / "result.json").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue  # a line cut by the kill
+    return None
+
+
+def _finished_in_mlflow(cb) -> set[str]:
+    done = set()
+    for trial_id, run_id in cb._runs.items():
+        if cb.client.get_run(run_id).info.status == "FINISHED":
+            done.add(trial_id)
+    return done
+
+
+def before_restore(sweep_dir: str, cb) -> list[str]:
+    """Mark trials that finished (MLflow run FINISHED) as TERMINATED in Tune's newest saved
+    state; returns their ids. Local or shared-filesystem storage only."""
+    if "://" in sweep_dir:
+        return []
+    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
+    if not states:
+        return []
+    path = states[-1]  # the one Tune restores from (max by name)
+    data = json.loads(path.read_text())
+    finished = _finished_in_mlflow(cb)
+    changed = []
+    for entry in data.get("trial_data", []):
+        state = json.loads(entry[0])
+        tid = state.get("trial_id")
+        if tid not in finished or state.get("status") == "TERMINATED":
+            continue
+        state["status"] = "TERMINATED"
+        entry[0] = json.dumps(state, indent=2)
+        last = _last_result(trial_dir(sweep_dir, tid))
+        if last is not None:
+            meta = json.loads(entry[1])
+            meta["last_result"] = last
+            entry[1] = json.dumps(meta, indent=2)
+        changed.append(tid)
+    if changed:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+        print(
+            f"amm: {len(changed)} trial(s) finished before the driver stopped and will not run "
+            f"again: {', '.join(changed)}",
+            file=sys.stderr,
+        )
+    return changed

@@ -1,0 +1,165 @@
+"""Bad spec values, huge grids, binary files and file-system failures (issue #12, findings 2, 4,
+6, 7, 9): one line, exit 2 for bad input and 3 for a failing machine, nothing written first.
+
+The spec tests call `amm` in-process; the file-system tests run `amm train` as a real process
+(as an unprivileged user where the tests run as root, so that a read-only folder is read-only;
+with a real file-size limit, which the kernel enforces like a full disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from amm_cli.main import main as amm
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_PRESET = REPO / "configs" / "smoke.yaml"
+FAST = ["--set", "train.figures=false", "--no-progress"]
+
+
+def write_spec(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(f"base: {SMOKE_PRESET}\n" + body)
+    return p
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("checkpoints_to_keep: 0\n", "key 'checkpoints_to_keep' must be 1 or more, got 0"),
+        ("max_concurrent: -3\n", "key 'max_concurrent' must be 0 (no limit) or more, got -3"),
+        ("max_failures: -1\n", "key 'max_failures' must be 0 (no retry) or more, got -1"),
+        ("seeds: [1, 1]\n", "key 'seeds': 1 is given more than once"),
+        ("grid: {loss.gp_weight: [1.0, 10.0, 1.0]}\n", "grid axis 'loss.gp_weight': 1.0 is given"),
+        ("cost: {steps_per_sec: 0}\n", "cost: key 'steps_per_sec' must be > 0"),
+    ],
+)
+def test_bad_spec_values_stop_plan_and_run_before_anything_is_written(
+    tmp_path, capsys, monkeypatch, body, words
+):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, body)
+    assert amm(["sweep", "plan", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code = amm(["sweep", "run", str(spec), "--name", "x", "--storage", "st"])
+    assert code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "st").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_plan_summarises_a_huge_grid_and_warns(tmp_path, capsys):
+    lrs = [round(1e-5 * (i + 1), 7) for i in range(60)]
+    spec = write_spec(tmp_path, f"grid: {{optim.lr: {lrs}}}\nseeds: 20\n")  # 1,200 trials
+    assert amm(["sweep", "plan", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) < 50
+    assert "trials: 1200" in out and "warning: 1,200 trials is a large sweep" in out
+    assert "1180 more trials (--all lists every trial)" in out
+    assert amm(["sweep", "plan", str(spec), "--all"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) > 1200
+
+
+def test_binary_spec_and_config_files_are_one_line_errors(tmp_path, capsys):
+    blob = tmp_path / "blob.yaml"
+    blob.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
+    assert amm(["sweep", "plan", str(blob)]) == 2
+    err = capsys.readouterr().err
+    assert f"sweep spec '{blob}' is not a text file" in err and len(err.splitlines()) == 1
+    assert amm(["train", str(blob)]) == 2
+    err = capsys.readouterr().err
+    assert f"config file '{blob}' is not a text file" in err and len(err.splitlines()) == 1
+
+
+def test_out_that_is_a_file_or_below_one_exits_2_before_the_data_loads(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("AMM_DATA_DIR", str(tmp_path / "no-data"))  # would fail if it loaded
+    f = tmp_path / "a_file"
+    f.write_text("keep me")
+    assert amm(["train", str(SMOKE_PRESET), "--out", str(f), *FAST]) == 2
+    assert f"--out '{f}' is a file; give a folder" in capsys.readouterr().err
+    below = f / "run"
+    assert amm(["train", str(SMOKE_PRESET), "--out", str(below), *FAST]) == 2
+    assert f"is below the file '{f}'" in capsys.readouterr().err
+    assert f.read_text() == "keep me"
+
+
+@contextlib.contextmanager
+def read_only_folder():
+    """A folder this process cannot write in: a read-only tmpfs when we are root (root writes
+    through file modes), else a folder with mode 0555."""
+    base = Path(tempfile.mkdtemp(prefix="amm-ro-"))
+    ro = base / "ro"
+    ro.mkdir()
+    mounted = False
+    try:
+        if os.geteuid() == 0:
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True
+            )
+            mounted = True
+        else:
+            os.chmod(ro, 0o555)
+        yield ro
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
+        os.chmod(ro, 0o755)
+        shutil.rmtree(base)
+
+
+def _amm_train(args: list[str], data_root: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AMM_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "amm_cli.main", "train", str(SMOKE_PRESET), *FAST, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        **kw,
+    )
+
+
+def test_read_only_out_exits_3_before_the_data_loads(data_root):
+    with read_only_folder() as ro:
+        t0 = time.time()
+        res = _amm_train(["--out", str(ro / "run")], data_root)
+        assert res.returncode == 3, res.stderr[-3000:]
+        (line,) = res.stderr.strip().splitlines()
+        assert line.startswith(f"amm: environment failure: --out '{ro / 'run'}' is not writable: ")
+        assert "Read-only file system" in line or "Permission denied" in line
+        assert time.time() - t0 < 60 and not (ro / "run").exists()
+
+
+def test_full_disk_while_checkpointing_exits_3_and_keeps_the_last_checkpoint(tmp_path, data_root):
+    from amm_core.checkpoint import list_checkpoints, load_checkpoint
+
+    out = tmp_path / "run"
+    steps = ["--set", "train.eval_every=10", "--set", "train.log_every=10"]
+    res = _amm_train(["--out", str(out), "--set", "train.steps=10", *steps], data_root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    size = (out / "checkpoints" / "step_0000010" / "state.pt").stat().st_size
+
+    def small_disk() -> None:  # files may not grow past half a checkpoint: as a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    more = ["--out", str(out), "--resume", "--set", "train.steps=20", *steps]
+    res = _amm_train(more, data_root, preexec_fn=small_disk)
+    assert res.returncode == 3, res.stderr[-3000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("amm: environment failure: ") and "File too large" in line
+    assert "step_0000020" in line
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [10]
+    assert load_checkpoint(out / "checkpoints" / "step_0000010")["step"] == 10
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]

@@ -1,0 +1,125 @@
+"""The sweep driver killed with SIGKILL mid-sweep, then `amm sweep resume` (issue #12, findings
+1, 8, 10), on a local Ray with MLflow in SQLite.
+
+Tune is told to save its experiment state rarely (TUNE_GLOBAL_CHECKPOINT_S), so at the kill
+its saved state is behind: the short trial FINISHED in MLflow is still listed as running, and
+the long trial's newest checkpoints are not registered. While the driver lives, a second
+`run` and a `resume` of the sweep are refused; after the kill, `status` calls the unfinished
+trials stopped (not pending), and `resume` takes over the dead driver's lock, does not run the
+finished trial again, and continues the long one from its newest checkpoint on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_sweep_resume import peek, runs_by_name
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def amm(*args: str, cwd: Path, env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "amm_cli.main", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def newest_step(trial_dir: Path) -> int:
+    steps = [-1]
+    for meta in trial_dir.glob("checkpoint_*/.metadata.json"):
+        steps.append(json.loads(meta.read_text())["step"])
+    return max(steps)
+
+
+def test_driver_killed_then_resumed(tmp_path, data_root):
+    spec = tmp_path / "kill.yaml"
+    spec.write_text(
+        f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-resume-test\n"
+        "grid:\n  train.steps: [20, 160]\nresources: {cpu: 1}\n"
+    )
+    env = {**os.environ, "AMM_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    kill_env = {**env, "TUNE_GLOBAL_CHECKPOINT_S": "100000"}  # Tune's saved state lags
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = ["--set", "train.eval_every=20", "--set", "train.figures=false"]
+    where = ["--storage", "sweeps"]
+    proc = amm(
+        "sweep", "run", str(spec), "--name", "kd", *where, *sets,
+        cwd=tmp_path, env=kill_env, start_new_session=True,
+    )  # fmt: skip
+    sweep_dir = tmp_path / "sweeps" / "kd"
+    try:
+        deadline = time.time() + 600  # Ray and a fresh store start slowly on a busy machine
+        while True:  # the short trial finished, the long one has checkpoints past step 40
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.time() < deadline, "the sweep did not reach the kill point"
+            time.sleep(1)
+            runs = peek(tmp_path / "mlflow.db")
+            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 60]
+            if runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED" and long_dirs:
+                break
+        # a live driver: a second run and a resume of the sweep are refused
+        second = amm("sweep", "run", str(spec), "--name", "kd", *where, cwd=tmp_path, env=env)
+        out2, _ = second.communicate(timeout=120)
+        assert second.returncode == 2, out2[-3000:]
+        assert f"sweep 'kd' is in use by a live driver: pid {proc.pid}" in out2
+        res = amm("sweep", "resume", "kd", *where, cwd=tmp_path, env=env)
+        out3, _ = res.communicate(timeout=120)
+        assert res.returncode == 2 and f"live driver: pid {proc.pid}" in out3, out3[-3000:]
+
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (long_dir,) = long_dirs
+    on_disk = newest_step(long_dir)
+    runs = runs_by_name(uri, "kd")
+    short_run = runs["steps=20,seed=0"]
+    assert short_run.info.status == "FINISHED"
+    assert runs["steps=160,seed=0"].info.status == "RUNNING"  # nobody closed it: a kill
+    short_dir = sweep_dir / f"trial_{short_run.data.tags['amm.trial_id']}"
+    short_results = (short_dir / "result.json").read_text()
+
+    st = amm("sweep", "status", "kd", *where, cwd=tmp_path, env=env)
+    status_out, _ = st.communicate(timeout=120)
+    assert st.returncode == 0, status_out
+    rows = {ln.split()[0]: ln.split()[1] for ln in status_out.splitlines() if "seed=" in ln}
+    assert rows == {"steps=20,seed=0": "finished", "steps=160,seed=0": "stopped"}, status_out
+    assert "driver: none" in status_out
+
+    res = amm("sweep", "resume", "kd", *where, cwd=tmp_path, env=env)
+    out, _ = res.communicate(timeout=400)
+    assert res.returncode == 0, out[-4000:]
+    assert f"taking over the stale lock of sweep 'kd' (pid {proc.pid}" in out
+    # Tune's saved state still had the finished trial as running: set right from MLflow
+    assert "1 trial(s) finished before the driver stopped and will not run again" in out
+    assert not (tmp_path / "sweeps" / "kd.lock").exists()
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    runs = runs_by_name(uri, "kd")
+    assert sorted(runs) == ["kd", "steps=160,seed=0", "steps=20,seed=0"]
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert (short_dir / "result.json").read_text() == short_results  # not run again
+    long = runs["steps=160,seed=0"]
+    resumed = [m.value for m in c.get_metric_history(long.info.run_id, "amm/resumed_from_step")]
+    assert max(resumed) == on_disk  # from the newest checkpoint on disk, not Tune's older one
+    steps = [m.step for m in c.get_metric_history(long.info.run_id, "val/error_gy")]
+    assert steps == list(range(20, 161, 20))  # each evaluation once
+    assert 0.0 <= long.data.metrics["test/error_gy"] <= 1.0

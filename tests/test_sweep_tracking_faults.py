@@ -1,0 +1,101 @@
+"""The driver's MLflow writes under faults (issue #12, findings 1, 5, 8), on real SQLite stores:
+closing a sweep ends only its own runs (by run id), `amm/resumed_from_step` is logged when a
+trial resumes at a step already logged, and drivers starting at once on a fresh store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sweeps import tracking
+from sweeps.callback import MlflowSweepCallback
+from sweeps.trainable import RESUMED_KEY
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _callback(uri: str, sweep_dir: Path, sweep: str = "same-name") -> MlflowSweepCallback:
+    exp_id, parent = tracking.start_parent(uri, "faults", sweep, params={}, tags={})
+    sweep_dir.mkdir(parents=True)
+    return MlflowSweepCallback(uri, exp_id, parent, sweep, str(sweep_dir), {}, {})
+
+
+def _start(cb: MlflowSweepCallback, trial_id: str) -> str:
+    cb._send("start", trial_id, name=f"run-{trial_id}", params={"seed": 0}, tags={})
+    return cb._runs[trial_id]
+
+
+def test_closing_a_sweep_ends_only_its_own_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.init_store(uri)
+    # two sweeps of one name (two storages), one experiment: the tags alone cannot tell them
+    other = _callback(uri, tmp_path / "a" / "same-name")
+    theirs = _start(other, "t1")
+    mine_cb = _callback(uri, tmp_path / "b" / "same-name")
+    mine = _start(mine_cb, "t1")  # the same trial id, a different parent: a new run
+    assert mine != theirs
+    mine_cb.close("KILLED")
+    c = tracking.client(uri)
+    assert c.get_run(mine).info.status == "KILLED"
+    assert c.get_run(mine_cb.parent_id).info.status == "KILLED"
+    assert c.get_run(theirs).info.status == "RUNNING"  # the other driver's runs go on
+    assert c.get_run(other.parent_id).info.status == "RUNNING"
+
+
+def test_resumed_from_step_is_logged_when_a_trial_resumes_at_its_last_step(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.init_store(uri)
+    cb = _callback(uri, tmp_path / "sw")
+    run_id = _start(cb, "t1")
+    for step in (50, 100, 150):
+        cb._send("metrics", "t1", metrics={"val/error_gy": 0.5, RESUMED_KEY: 0}, step=step)
+    # a driver kill after the step-150 checkpoint; the resumed trial reports its final result
+    # at step 150, from that checkpoint
+    cb2 = MlflowSweepCallback(uri, cb.exp_id, cb.parent_id, cb.sweep, cb.sweep_dir, {}, {})
+    assert cb2._runs == {"t1": run_id}  # amm_runs.json: reattached by run id
+    cb2._send("start", "t1", name="run-t1", params={"seed": 0}, tags={})
+    final = {"val/error_gy": 0.5, "test/error_gy": 0.4, RESUMED_KEY: 150}
+    cb2._send("metrics", "t1", metrics=final, step=150)
+    c = tracking.client(uri)
+    hist = c.get_metric_history(run_id, RESUMED_KEY)
+    assert [(m.step, m.value) for m in hist][-1] == (150, 150.0)
+    assert c.get_run(run_id).data.metrics[RESUMED_KEY] == 150.0
+    assert [m.step for m in c.get_metric_history(run_id, "val/error_gy")] == [50, 100, 150]
+
+
+INIT = """
+import sys, time
+from sweeps import tracking
+uri, start = sys.argv[1], float(sys.argv[2])
+import mlflow.tracking  # imports done before the common start (no store yet)
+time.sleep(max(0.0, start - time.time()))
+tracking.init_store(uri)
+c = tracking.client(uri)
+print(tracking.experiment_id(c, "shared"))
+"""
+
+
+def test_drivers_starting_at_once_on_a_fresh_sqlite_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start = time.time() + 10  # after every process has imported mlflow
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", INIT, uri, str(start)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:  # creating MLflow's schema takes seconds, minutes on a loaded machine
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id
