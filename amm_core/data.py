@@ -169,6 +169,11 @@ def _missing_error(dataset: str, root: Path, looked: list[Path], what: str) -> D
 
 def _download(dataset: str, root: Path, where: Path, splits: tuple[str, ...] = ()) -> None:
     """Fetch through torchvision into <root>/<dataset>; DataError when it fails (offline)."""
+    if dataset in IDX_DIRS:  # file by file, MD5 checked, $AMM_DATA_MIRROR honoured
+        from amm_core.download import fetch
+
+        fetch(dataset, root)
+        return
     from urllib.error import URLError
 
     import torchvision.datasets as tvd

@@ -261,8 +261,8 @@ def run(
     data_root = resolve_data_root(None, base_cfg.data.data_dir)
     if not base_cfg.data.download and not data_root.is_dir():
         raise ConfigError(
-            f"data root {data_root} does not exist (set data.data_dir in the "
-            "preset, $AMM_DATA_DIR, or run from a folder with ./data)"
+            f"data root {data_root} does not exist (fetch MNIST with `amm data get mnist`, "
+            "or set --data-dir, data.data_dir in the preset or $AMM_DATA_DIR)"
         )
     # trials chdir into their own folders: pin the data root as an absolute path
     base_flat = spec.trial_config({}, str(data_root)).flat()
