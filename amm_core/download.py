@@ -114,7 +114,7 @@ def _offline_message(
 ) -> str:
     names = ", ".join(f for f, _ in files)
     return (
-        f"could not download dataset '{dataset}' ({'; '.join(errors)}).\n"
+        f"downloading dataset '{dataset}' failed ({'; '.join(errors)}).\n"
         f"Without network: put the files {names} (from {resources(dataset)[0][0]}) into\n"
         f"  {folder}\n"
         f"or point $AMM_DATA_DIR (or --data-dir) at a data root that holds "
