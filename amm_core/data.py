@@ -42,8 +42,11 @@ DOWNLOAD_TIMEOUT_S = float(os.environ.get("AMM_DOWNLOAD_TIMEOUT", "30"))
 
 
 def resolve_data_root(cli_dir: str | None, cfg_dir: str = "") -> Path:
-    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else ./data (made absolute)."""
-    d = cli_dir or cfg_dir or os.environ.get("AMM_DATA_DIR") or "data"
+    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else amm.toml's data_dir, else
+    ./data (made absolute)."""
+    from amm_core.locations import setting
+
+    d = cli_dir or cfg_dir or os.environ.get("AMM_DATA_DIR") or setting("data_dir") or "data"
     return Path(d).expanduser().absolute()
 
 

@@ -17,7 +17,7 @@ from ray import tune
 
 from sweeps import tracking
 from sweeps.spec import VARIANT, run_name
-from sweeps.trainable import NODE_KEY, RUN_FILES, trial_config
+from sweeps.trainable import NODE_KEY, RESUMED_KEY, RUN_FILES, trial_config
 
 # Tune's own bookkeeping in every result: not metrics of the model
 SKIP = {
@@ -35,7 +35,11 @@ SKIP = {
     "episodes_total",
     "timesteps_since_restore",
     "warmup_time",
+    # bookkeeping, not model metrics: the epoch follows from the step, the resume step is a tag
+    "epoch",
+    RESUMED_KEY,
 }
+TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current attempt began at
 RUNS_FILE = "amm_runs.json"  # trial_id -> MLflow run id, in the sweep folder
 
 
@@ -57,6 +61,7 @@ class MlflowSweepCallback(tune.Callback):
         self._runs: dict[str, str] = {}
         self._last_step: dict[tuple[str, str], int] = {}
         self._where: dict[str, tuple[str, str]] = {}
+        self._resumed: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client
         state = self.__dict__.copy()
@@ -130,6 +135,10 @@ class MlflowSweepCallback(tune.Callback):
             self.client.set_tag(run_id, tracking.TAG_NODE, where[0])
             self.client.set_tag(run_id, tracking.TAG_PID, where[1])
             self._where[run_id] = where
+        resumed = str(result.get(RESUMED_KEY, ""))
+        if resumed and self._resumed.get(run_id) != resumed:
+            self.client.set_tag(run_id, TAG_RESUMED, resumed)
+            self._resumed[run_id] = resumed
         if "error_mapping" in result:
             self.client.set_tag(run_id, "error_mapping", str(result["error_mapping"]))
 
