@@ -68,7 +68,15 @@ def _train(args: argparse.Namespace) -> int:
                 f"unexpected argument {item!r}: after CONFIG come overrides KEY=VALUE, "
                 "e.g. loss.gp_weight=10 (or --set loss.gp_weight=10)"
             )
-    cfg = load_config(args.config, pairs + args.overrides)
+    from amm_core.presets import find_preset, presets_dir, shipped
+
+    path = find_preset(args.config)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file '{args.config}' does not exist; shipped presets (by name): "
+            f"{', '.join(shipped(presets_dir())) or 'none found'}"
+        )
+    cfg = load_config(path, pairs + args.overrides)
     if args.download:
         cfg = cfg.replace(**{"data.download": True})
 

@@ -34,10 +34,23 @@ def _with_data_dir(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _spec(name: str) -> str:
+    """A spec path, or a shipped spec's name (smoke, paper/mnist_amm), also from a wheel."""
+    from amm_core.presets import find_spec, shipped, specs_dir
+
+    path = find_spec(name)
+    if not path.is_file():
+        raise ConfigError(
+            f"sweep spec '{name}' does not exist; shipped specs (by name): "
+            f"{', '.join(s for s in shipped(specs_dir()) if not s.startswith('cluster')) or 'none'}"
+        )
+    return str(path)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from sweeps.plan import plan
 
-    print(plan(args.spec, _with_data_dir(args), measure=args.measure))
+    print(plan(_spec(args.spec), _with_data_dir(args), measure=args.measure))
     return 0
 
 
@@ -48,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _quiet(args)
     storage = locations.storage_for(None, args.storage)
     name, code = runner.run(
-        args.spec,
+        _spec(args.spec),
         name=args.name,
         storage=storage,
         address=args.address,
