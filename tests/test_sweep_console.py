@@ -118,3 +118,53 @@ def test_parent_run_is_a_summary(sweep):
     for r in children:  # bookkeeping as tags, not metrics
         assert "epoch" not in r.data.metrics and "amm/resumed_from_step" not in r.data.metrics
         assert r.data.tags["amm.resumed_from_step"] == "0"
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("AMM_REQUIRE_BROWSER"):  # .ci/run sets it: CI never skips this test
+        pytest.fail("no chromium, but AMM_REQUIRE_BROWSER is set")
+    pytest.skip(
+        "no chromium on this machine: the real-browser check of `amm report` needs Debian's "
+        "`chromium` package (.ci/run installs it, so CI always runs this test)"
+    )
+
+
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const out = document.createElement("pre");
+  out.id = "amm-check";
+  out.textContent = JSON.stringify({images: imgs.length, bad: bad,
+    tables: document.querySelectorAll("table").length,
+    rows: document.querySelectorAll("tbody tr").length});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_renders_in_a_real_browser(sweep, tmp_path):
+    """`amm report NAME` (found by name), opened in headless Chromium: its tables are there and
+    every image decodes (the browser's own decoder, naturalWidth > 0)."""
+    import json
+
+    browser = chromium()
+    proj, env, _ = sweep
+    r = amm("report", "nb", "--out", str(tmp_path / "report.html"), cwd=proj, env=env)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report.html").read_text()
+    (tmp_path / "checked.html").write_text(page.replace("</body>", CHECK + "</body>"))
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+         "--dump-dom", (tmp_path / "checked.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r'<pre id="amm-check">(.*?)</pre>', dom)
+    assert found, dom[-2000:]
+    res = json.loads(found.group(1).replace("&quot;", '"'))
+    assert res["bad"] == [] and res["images"] >= 1, res
+    assert res["tables"] >= 2 and res["rows"] >= 4, res  # the mean ± std table(s) and the runs
+    assert "Runs" in dom and "test/error_gy (%)" in dom
