@@ -16,11 +16,13 @@ install:
 test: install
 	$(PY) -m pytest -q
 
-# The demo: the smoke sweep (4 short trials on local Ray, tracked in ./mlflow.db), then its
-# mean ± std table and an offline HTML report.
+# The demo: MNIST fetched into the data root when missing (one line says so), then the smoke
+# sweep (4 short trials on local Ray, tracked in ./mlflow.db), its mean ± std table and an
+# offline HTML report.
 DEMO_DB := sqlite:///$(CURDIR)/mlflow.db
 demo: install
 	@set -e; name=demo-$$(date +%Y%m%d-%H%M%S); \
+	$(AMM) data get mnist >/dev/null; \
 	$(AMM) sweep run sweeps/smoke.yaml --name $$name --tracking-uri $(DEMO_DB); \
 	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
 	$(AMM) report $$name --tracking-uri $(DEMO_DB) --out runs/reports/$$name.html; \

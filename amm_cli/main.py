@@ -17,13 +17,14 @@ from amm_core.failures import exit_code_for
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from amm_cli import train_cmd
+    from amm_cli import data_cmd, train_cmd
 
     parser = argparse.ArgumentParser(
         prog="amm", description="Adversarially Learned Mixture Model experiments"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.register(sub)
+    data_cmd.register(sub)
     for module in ("sweeps.cli", "analysis.cli"):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -1,4 +1,4 @@
-"""`amm train CONFIG.yaml [--set key=value ...] [--data-dir D] [--out DIR] [--resume]`."""
+"""`amm train CONFIG.yaml [key=value ...] [--set key=value ...] [--data-dir D] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", nargs="?", help="YAML preset, e.g. configs/mnist_amm.yaml")
     p.add_argument(
+        "pairs",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides, as with --set: amm train CONFIG loss.gp_weight=10 seed=3",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -34,7 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="output folder (default: runs/train/<config>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: one plain line per evaluation (the default without a terminal)",
+    )
     p.add_argument("--help-config", action="store_true", help="list every config key and exit")
     p.set_defaults(func=_train)
 
@@ -46,9 +56,27 @@ def _train(args: argparse.Namespace) -> int:
     if args.help_config:
         print(describe())
         return 0
+    pairs = list(args.pairs)
+    if args.config and "=" in args.config and not Path(args.config).is_file():
+        pairs.insert(0, args.config)  # `amm train key=value`: no preset given
+        args.config = None
     if not args.config:
         raise ConfigError("missing CONFIG: give a YAML preset, e.g. configs/mnist_amm.yaml")
-    cfg = load_config(args.config, args.overrides)
+    for item in pairs:
+        if "=" not in item:
+            raise ConfigError(
+                f"unexpected argument {item!r}: after CONFIG come overrides KEY=VALUE, "
+                "e.g. loss.gp_weight=10 (or --set loss.gp_weight=10)"
+            )
+    from amm_core.presets import find_preset, presets_dir, shipped
+
+    path = find_preset(args.config)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file '{args.config}' does not exist; shipped presets (by name): "
+            f"{', '.join(shipped(presets_dir())) or 'none found'}"
+        )
+    cfg = load_config(path, pairs + args.overrides)
     if args.download:
         cfg = cfg.replace(**{"data.download": True})
 
@@ -73,13 +101,20 @@ def _train(args: argparse.Namespace) -> int:
             f"--out '{out}' already holds a run; use --resume to continue it or another --out"
         )
     check_out_dir(out, "--out")  # a file in the way or a read-only disk: now, not after the data
+    from amm_cli.progress import TrainConsole, rounded, summary
+
+    bar = not args.no_progress and sys.stderr.isatty()
+    step0 = int(resume_from.name.split("_")[-1]) if resume_from is not None else 0
+    console = TrainConsole(cfg, lines=not bar, resumed_step=step0)
     final = run(
         cfg,
         out,
+        report=console,
         resume_from=resume_from,
         data_root=args.data_dir,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=bar,
     )
-    print(json.dumps(final, indent=2))
+    print(json.dumps(rounded(final), indent=2))
+    print(summary(final))
     print(f"results: {out.resolve()}")
     return 0

@@ -165,6 +165,14 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def did_you_mean(key: str, known: list[str]) -> str:
+    """' (did you mean loss.gp_weight?)' for a close match (difflib), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def field_names() -> list[str]:
     """All dotted keys a config accepts."""
     return list(Config().flat().keys())
@@ -209,8 +217,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key '{prefix}{unknown[0]}'; allowed under "
-            f"'{prefix.rstrip('.') or '<root>'}': {', '.join(fields)}"
+            f"unknown key '{prefix}{unknown[0]}'{did_you_mean(unknown[0], list(fields))}; "
+            f"allowed under '{prefix.rstrip('.') or '<root>'}': {', '.join(fields)}"
         )
     kwargs = {}
     for name, value in data.items():
@@ -308,11 +316,11 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     """Dotted-key overrides on a Config; unknown keys are rejected by name."""
-    known = set(field_names())
+    known = field_names()
     for key in overrides:
         if key not in known:
-            close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
+            hint = f" (did you mean {', '.join(close)}?)" if close else did_you_mean(key, known)
             raise ConfigError(f"unknown key '{key}'{hint}; see `amm train --help-config`")
     flat = cfg.flat()
     flat.update(overrides)

@@ -42,8 +42,11 @@ DOWNLOAD_TIMEOUT_S = float(os.environ.get("AMM_DOWNLOAD_TIMEOUT", "30"))
 
 
 def resolve_data_root(cli_dir: str | None, cfg_dir: str = "") -> Path:
-    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else ./data (made absolute)."""
-    d = cli_dir or cfg_dir or os.environ.get("AMM_DATA_DIR") or "data"
+    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else amm.toml's data_dir, else
+    ./data (made absolute)."""
+    from amm_core.locations import setting
+
+    d = cli_dir or cfg_dir or os.environ.get("AMM_DATA_DIR") or setting("data_dir") or "data"
     return Path(d).expanduser().absolute()
 
 
@@ -169,6 +172,11 @@ def _missing_error(dataset: str, root: Path, looked: list[Path], what: str) -> D
 
 def _download(dataset: str, root: Path, where: Path, splits: tuple[str, ...] = ()) -> None:
     """Fetch through torchvision into <root>/<dataset>; DataError when it fails (offline)."""
+    if dataset in IDX_DIRS:  # file by file, MD5 checked, $AMM_DATA_MIRROR honoured
+        from amm_core.download import fetch
+
+        fetch(dataset, root)
+        return
     from urllib.error import URLError
 
     import torchvision.datasets as tvd

@@ -255,6 +255,7 @@ def run(
         bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     stats, last_train = _Stats(), {}
+    val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
     t_last, step_last = time.perf_counter(), step
     use_penalty = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
     model.train()
@@ -291,12 +292,14 @@ def run(
                     D=f"{last_train.get(names.LOSS_D, float('nan')):.3f}",
                     G=f"{last_train.get(names.LOSS_G, float('nan')):.3f}",
                     img_s=f"{last_train[names.IMAGES_PER_SEC]:.0f}",
+                    val_err=val_err,
                 )
         if bar is not None:
             bar.update(1)
         if is_eval:
             t_eval = time.perf_counter()
             val = evaluate(model, splits.val_x, splits.val_y, cfg, splits.n_classes)
+            val_err = f"{100 * val[names.ERROR_GY]:.2f}%"
             metrics = {names.STEP: step, names.EPOCH: step * cfg.train.batch_size / n_train}
             metrics.update(last_train)
             metrics.update({names.split_metric("val", k): v for k, v in val.items()})

@@ -123,10 +123,11 @@ def _fixed_within(df: Any, keys: list[str], key: str) -> bool:
 
 
 def load_runs(args: argparse.Namespace) -> Any:
+    from amm_core.locations import tracking_for
     from analysis.fetch import fetch
     from analysis.tables import check_metric
 
-    runs = fetch(args.sweep, args.tracking_uri)
+    runs = fetch(args.sweep, tracking_for(args.sweep, args.tracking_uri))
     if runs.df.empty:
         from amm_core.errors import ConfigError
 

@@ -155,9 +155,18 @@ def _fmt(v: Any) -> str:
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     cols = ["run_name", "status"] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
     d = runs[cols].sort_values([c for c in [*axes, "seed"] if c in runs.columns] or ["run_name"])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    pct = {c for c in metrics if "error" in c}  # errors in percent, as in the tables
+
+    def cell(c: str, v: object) -> str:
+        if c in pct and isinstance(v, float) and not math.isnan(v):
+            return f"{100 * v:.2f}"
+        return _fmt(v)
+
+    head = "".join(f"<th>{html.escape(c + (' (%)' if c in pct else ''))}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{html.escape(cell(c, v))}</td>" for c, v in zip(cols, row, strict=True))
+        + "</tr>"
         for row in d.itertuples(index=False, name=None)
     )
     return (

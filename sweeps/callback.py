@@ -39,7 +39,11 @@ SKIP = {
     "episodes_total",
     "timesteps_since_restore",
     "warmup_time",
+    # bookkeeping, not model metrics: the epoch follows from the step, the resume step is a tag
+    "epoch",
+    RESUMED_KEY,
 }
+TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current attempt began at
 RUNS_FILE = "amm_runs.json"  # trial_id -> MLflow run id, in the sweep folder
 
 
@@ -64,6 +68,7 @@ class MlflowSweepCallback(tune.Callback):
         self._last_value: dict[tuple[str, str], float] = {}
         self._where: dict[str, tuple[str, str]] = {}
         self._started: set[str] = set()
+        self._resumed: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client, no outbox
         state = self.__dict__.copy()
@@ -237,6 +242,11 @@ class MlflowSweepCallback(tune.Callback):
             self._send("tag", trial.trial_id, key=tracking.TAG_NODE, value=where[0])
             self._send("tag", trial.trial_id, key=tracking.TAG_PID, value=where[1])
             self._where[trial.trial_id] = where
+        # bookkeeping is a tag, not a metric: the step the trial's current attempt began at
+        resumed = str(result.get(RESUMED_KEY, ""))
+        if resumed and self._resumed.get(trial.trial_id) != resumed:
+            self._send("tag", trial.trial_id, key=TAG_RESUMED, value=resumed)
+            self._resumed[trial.trial_id] = resumed
         if "error_mapping" in result:
             self._send(
                 "tag", trial.trial_id, key="error_mapping", value=str(result["error_mapping"])

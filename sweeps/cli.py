@@ -13,7 +13,8 @@ from amm_core.errors import ConfigError
 
 STORAGE_HELP = (
     "sweep folders live under this path: a local folder, a shared path or s3://... "
-    "(default: $AMM_SWEEP_STORAGE or ./runs/sweeps)"
+    "(default: $AMM_SWEEP_STORAGE, where the sweep ran (runs/sweep_index.json), amm.toml's "
+    "storage, else ./runs/sweeps)"
 )
 
 
@@ -23,27 +24,73 @@ def _overrides(items: list[str] | None) -> dict:
     return dict(parse_override(i) for i in items or [])
 
 
+def _with_data_dir(args: argparse.Namespace) -> dict:
+    """--set overrides plus --data-dir as data.data_dir (an absolute path: trials run elsewhere)."""
+    from pathlib import Path
+
+    overrides = _overrides(args.set)
+    if args.data_dir:
+        overrides["data.data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+    return overrides
+
+
+def _spec(name: str) -> str:
+    """A spec path, or a shipped spec's name (smoke, paper/mnist_amm), also from a wheel."""
+    from amm_core.presets import find_spec, shipped, specs_dir
+
+    path = find_spec(name)
+    if not path.is_file():
+        raise ConfigError(
+            f"sweep spec '{name}' does not exist; shipped specs (by name): "
+            f"{', '.join(s for s in shipped(specs_dir()) if not s.startswith('cluster')) or 'none'}"
+        )
+    return str(path)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from sweeps.plan import plan
 
-    print(plan(args.spec, _overrides(args.set), measure=args.measure, list_all=args.all))
+    print(plan(_spec(args.spec), _with_data_dir(args), measure=args.measure, list_all=args.all))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from amm_core import locations
     from sweeps import runner
 
+    _quiet(args)
+    storage = locations.storage_for(None, args.storage)
     name, code = runner.run(
-        args.spec,
+        _spec(args.spec),
         name=args.name,
-        storage=args.storage,
+        storage=storage,
         address=args.address,
-        tracking_uri=args.tracking_uri,
-        overrides=_overrides(args.set),
+        tracking_uri=locations.tracking_for(None, args.tracking_uri),
+        overrides=_with_data_dir(args),
+        verbose=args.verbose,
     )
-    print(runner.status(name, args.storage))
-    _hint(code, name, args.storage)
+    _summary(name, storage, code)
     return code
+
+
+def _quiet(args: argparse.Namespace) -> None:
+    if not args.verbose:
+        from sweeps.console import quiet_logs
+
+        quiet_logs()
+
+
+def _summary(name: str, storage: str | None, code: int) -> None:
+    """The end of run/resume: the status table, then what to run next."""
+    from sweeps import runner
+    from sweeps.console import next_commands
+
+    print()
+    print(runner.status(name, storage))
+    _hint(code, name, storage)
+    _, meta = runner.load_meta(name, storage)
+    print()
+    print(next_commands(name, meta["tracking_uri"], meta.get("experiment", "")))
 
 
 def _hint(code: int, name: str, storage: str | None) -> None:
@@ -61,20 +108,27 @@ def _hint(code: int, name: str, storage: str | None) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from amm_core import locations
     from sweeps import runner
 
+    _quiet(args)
+    storage = locations.storage_for(args.name, args.storage)
     code = runner.resume(
-        args.name, storage=args.storage, address=args.address, tracking_uri=args.tracking_uri
+        args.name,
+        storage=storage,
+        address=args.address,
+        tracking_uri=args.tracking_uri,
+        verbose=args.verbose,
     )
-    print(runner.status(args.name, args.storage))
-    _hint(code, args.name, args.storage)
+    _summary(args.name, storage, code)
     return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from amm_core import locations
     from sweeps import runner
 
-    print(runner.status(args.name, args.storage))
+    print(runner.status(args.name, locations.storage_for(args.name, args.storage)))
     return 0
 
 
@@ -85,6 +139,10 @@ def _set_option(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fixed config override for every trial (repeatable)",
     )
+    p.add_argument(
+        "--data-dir",
+        help="data root for every trial (default: data.data_dir, $AMM_DATA_DIR, amm.toml, ./data)",
+    )
 
 
 def _cluster_options(p: argparse.ArgumentParser, tracking_help: str) -> None:
@@ -92,6 +150,11 @@ def _cluster_options(p: argparse.ArgumentParser, tracking_help: str) -> None:
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     p.add_argument("--tracking-uri", help=tracking_help)
     p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray Tune's own output (trial tables, worker logs) instead of the short console",
+    )
 
 
 def register(subparsers) -> None:

@@ -117,17 +117,44 @@ def plan_text(
             f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
             + (" (an upper bound with ASHA)" if spec.scheduler else "")
         )
-        par = spec.max_concurrent or n
-        lines.append(
-            f"wall time with {par} trials in parallel: "
-            f"{total_s / min(par, n) / 3600:.2f} h (if the cluster fits them)"
-        )
+        lines.append(_wall_line(spec, [s / steps_per_sec for s in steps], n))
     else:
         lines.append(
             "estimated cost: unknown (no steps/sec stored in the spec's cost: "
             "section; run `amm sweep plan SPEC --measure`)"
         )
     return "\n".join(lines)
+
+
+def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
+    """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
+    import os
+
+    from sweeps.console import concurrency, duration, wall_time
+
+    cpus = os.cpu_count() or 1
+    gpus = _local_gpus() if spec.gpu > 0 else 0
+    par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
+    where = f"{cpus} CPUs" + (f", {gpus} GPUs" if spec.gpu > 0 else "")
+    if spec.gpu > 0 and gpus == 0:
+        return (
+            f"wall time here: no GPU on this machine ({where}); on a cluster that runs "
+            f"P trials at once: about {duration(sum(trial_seconds))} / P of training"
+        )
+    return (
+        f"wall time on this machine ({where}, {par} trial(s) at a time): about "
+        f"{duration(wall_time(trial_seconds, par))} of training (evaluation, figures and "
+        "Ray start-up come on top)"
+    )
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
 
 
 def plan(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amm_core import names
+from amm_core import locations, names
 from amm_core.data import resolve_data_root
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.fs import check_out_dir
@@ -133,18 +133,22 @@ def _check_cluster(spec: SweepSpec) -> None:
         )
 
 
-def _ray_init(address: str | None) -> None:
+def _ray_init(address: str | None, verbose: bool = True) -> None:
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    # quiet: no worker log lines on the driver, Ray's own logging at WARNING
+    kw: dict[str, Any] = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **{"log_to_driver": True, **kw})
         elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
-            ray.init()
+            ray.init(**kw)
         else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
-            ray.init(address="local", include_dashboard=False)
+            ray.init(address="local", include_dashboard=False, **kw)
     except ConnectionError as e:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
 
@@ -164,7 +168,22 @@ def _trainable(spec: SweepSpec, base_flat: dict[str, Any], sweep_dir: str | None
     return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
 
 
-def _tuner(spec: SweepSpec, name: str, storage: str, base_flat: dict[str, Any], callback):
+def _trial_name(trial) -> str:
+    """Tune's trial name = the MLflow run name, e.g. lambda=1,seed=0."""
+    from sweeps.spec import run_name
+
+    return run_name(trial.config)
+
+
+def _tuner(
+    spec: SweepSpec,
+    name: str,
+    storage: str,
+    base_flat: dict[str, Any],
+    callback,
+    console=None,
+    verbose: bool = True,
+):
     from ray import tune
 
     space: dict[str, Any] = {}
@@ -209,12 +228,13 @@ def _tuner(spec: SweepSpec, name: str, storage: str, base_flat: dict[str, Any], 
             scheduler=scheduler,
             max_concurrent_trials=spec.max_concurrent or None,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            trial_name_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[callback],
-            verbose=1,
+            callbacks=[callback] + ([console] if console is not None else []),
+            verbose=1 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
         ),
@@ -240,6 +260,7 @@ def _fit(tuner, meta: dict[str, Any], sweep_dir: str, cb) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
+        _summarize_parent(meta)
         cb.close(status)  # this sweep's own runs, by run id
     if cb.outbox.items:  # the tracking store is down: all is on disk; resume sends it
         raise TrackingOutage(
@@ -247,6 +268,18 @@ def _fit(tuner, meta: dict[str, Any], sweep_dir: str, cb) -> int:
             f"`amm sweep resume {meta['name']}` once the tracking store answers"
         )
     return {"FINISHED": 0, "FAILED": 1, "KILLED": 130}[status]
+
+
+def _summarize_parent(meta: dict[str, Any]) -> None:
+    """Best and mean objective on the parent run; a tracking hiccup must not fail the sweep."""
+    from sweeps import parent
+
+    try:
+        parent.summarize(
+            meta["tracking_uri"], meta["experiment_id"], meta["name"], meta["parent_run_id"]
+        )
+    except Exception as e:  # noqa: BLE001 - the trials' own runs are already logged
+        print(f"amm: warning: sweep summary not logged to MLflow ({e})")
 
 
 def run(
@@ -257,6 +290,7 @@ def run(
     address: str | None = None,
     tracking_uri: str | None = None,
     overrides: dict[str, Any] | None = None,
+    verbose: bool = True,
 ) -> tuple[str, int]:
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
     spec = load_spec(spec_path, overrides)
@@ -269,8 +303,8 @@ def run(
     data_root = resolve_data_root(None, base_cfg.data.data_dir)
     if not base_cfg.data.download and not data_root.is_dir():
         raise ConfigError(
-            f"data root {data_root} does not exist (set data.data_dir in the "
-            "preset, $AMM_DATA_DIR, or run from a folder with ./data)"
+            f"data root {data_root} does not exist (fetch MNIST with `amm data get mnist`, "
+            "or set --data-dir, data.data_dir in the preset or $AMM_DATA_DIR)"
         )
     # trials chdir into their own folders: pin the data root as an absolute path
     base_flat = spec.trial_config({}, str(data_root)).flat()
@@ -279,7 +313,7 @@ def run(
     check_storage(storage)
     lock = sweep_lock.acquire(storage, name, "run")  # before anything of the sweep is created
     try:
-        return name, _run_locked(spec, name, storage, sweep_dir, address, base_flat, uri)
+        return name, _run_locked(spec, name, storage, sweep_dir, address, base_flat, uri, verbose)
     finally:
         lock.release()
 
@@ -292,6 +326,7 @@ def _run_locked(
     address: str | None,
     base_flat: dict[str, Any],
     uri: str,
+    verbose: bool,
 ) -> int:
     from sweeps.callback import MlflowSweepCallback
 
@@ -302,7 +337,7 @@ def _run_locked(
         )
     tracking.short_retries()
     tracking.init_store(uri)  # a fresh SQLite store, set up under the locks
-    _ray_init(address)
+    _ray_init(address, verbose)
     _check_cluster(spec)
 
     exp_id, parent_id = tracking.start_parent(
@@ -323,6 +358,9 @@ def _run_locked(
             "amm.num_seeds": str(len(spec.seeds) if spec.search is None else 1),
         },
     )
+    from sweeps import parent
+
+    parent.describe(uri, parent_id, spec, name)
     meta = {
         "name": name,
         "spec_path": str(spec.path),
@@ -338,9 +376,13 @@ def _run_locked(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     _write(_join(sweep_dir, META_FILE), json.dumps(meta, indent=1))
+    locations.remember_sweep(name, sweep_dir, storage, uri)  # found by name from now on
     cb = MlflowSweepCallback(uri, exp_id, parent_id, name, sweep_dir, base_flat, spec.variants)
+    from sweeps import console as sweep_console
+
     try:
-        tuner = _tuner(spec, name, storage, base_flat, cb)
+        console = None if verbose else sweep_console.start(spec, name, uri)
+        tuner = _tuner(spec, name, storage, base_flat, cb, console, verbose)
     except BaseException:  # nothing ran: leave the name free and no run RUNNING
         tracking.client(uri).set_terminated(parent_id, "FAILED")
         _forget(sweep_dir)
@@ -362,18 +404,24 @@ def resume(
     storage: str | None = None,
     address: str | None = None,
     tracking_uri: str | None = None,
+    verbose: bool = True,
 ) -> int:
     """Continue a stopped sweep: finished trials stay, others continue from their checkpoints."""
     sweep_dir, meta = load_meta(name, storage)
     lock = sweep_lock.acquire(resolve_storage(storage), name, "resume")
     try:
-        return _resume_locked(name, sweep_dir, meta, address, tracking_uri)
+        return _resume_locked(name, sweep_dir, meta, address, tracking_uri, verbose)
     finally:
         lock.release()
 
 
 def _resume_locked(
-    name: str, sweep_dir: str, meta: dict[str, Any], address: str | None, tracking_uri: str | None
+    name: str,
+    sweep_dir: str,
+    meta: dict[str, Any],
+    address: str | None,
+    tracking_uri: str | None,
+    verbose: bool,
 ) -> int:
     from ray import tune
 
@@ -390,7 +438,7 @@ def _resume_locked(
     tracking.init_store(uri)
     meta["tracking_uri"] = uri
     spec = load_spec_from_meta(meta)
-    _ray_init(address)
+    _ray_init(address, verbose)
     _check_cluster(spec)
     cb = MlflowSweepCallback(
         uri,
@@ -411,8 +459,13 @@ def _resume_locked(
         resume_unfinished=True,
         resume_errored=True,
     )
+    from sweeps import console as sweep_console
+
     # the callback was pickled with the tuner; give it the (possibly new) tracking URI
-    tuner._local_tuner.get_run_config().callbacks = [cb]
+    console = None if verbose else sweep_console.start(spec, name, uri)
+    tuner._local_tuner.get_run_config().callbacks = [cb] + ([console] if console else [])
+    if not verbose:
+        tuner._local_tuner.get_run_config().verbose = 0
     return _fit(tuner, meta, sweep_dir, cb)
 
 
@@ -459,23 +512,24 @@ def _state(trial, sweep_dir: str, live: bool) -> str:
 
 
 def status(name: str, storage: str | None = None) -> str:
-    """Which config x seed cells are finished, failed, running or missing."""
+    """Which config x seed cells are finished, failed, running or missing; errors in percent."""
+    from sweeps.console import percent
     from sweeps.spec import run_name
 
     sweep_dir, meta = load_meta(name, storage)
     driver = sweep_lock.holder(resolve_storage(storage), name)
     rows: dict[str, tuple[str, ...]] = {}
+    for cell in meta.get("cells", []):  # the spec's order first
+        rows[run_name(cell)] = ("missing", "", "-", "-", "")
     for t in _trials(sweep_dir):
         last = t.last_result or {}
-        err = last.get(names.TEST_ERROR_GY)
         rows[run_name(t.config)] = (
             _state(t, sweep_dir, driver is not None),
             str(last.get(names.STEP, "")),
-            f"{err:.4f}" if isinstance(err, float) else "",
+            percent(last.get(names.VAL_ERROR_GY)),
+            percent(last.get(names.TEST_ERROR_GY)),
             t.trial_id,
         )
-    for cell in meta.get("cells", []):
-        rows.setdefault(run_name(cell), ("missing", "", "", ""))
     lines = [
         f"sweep {name} ({sweep_dir})",
         f"tracking: {meta['tracking_uri']} (parent run {meta['parent_run_id']})",
@@ -486,10 +540,10 @@ def status(name: str, storage: str | None = None) -> str:
             else "none (trials not finished are 'stopped': `amm sweep resume` continues them)"
         ),
         "",
-        f"{'run name':<40} {'state':<9} {'step':>7} {names.TEST_ERROR_GY:>14}  trial",
+        f"{'run name':<32} {'state':<9} {'step':>7} {'val error':>10} {'test error':>10}  trial",
     ]
-    for label, (state, step, err, tid) in rows.items():
-        lines.append(f"{label:<40} {state:<9} {step:>7} {err:>14}  {tid}")
+    for label, (state, step, val, test, tid) in rows.items():
+        lines.append(f"{label:<32} {state:<9} {step:>7} {val:>10} {test:>10}  {tid}")
     counts: dict[str, int] = {}
     for row in rows.values():
         counts[row[0]] = counts.get(row[0], 0) + 1

@@ -266,6 +266,11 @@ def parse_spec(
     if "base" not in data:
         raise ConfigError(f"{where}: key 'base' (a preset from configs/) is required")
     base = (path.parent / data["base"]).resolve()
+    if not base.is_file():  # an installed spec: its preset is package data (amm_presets)
+        from amm_core.presets import find_preset
+
+        base = find_preset(Path(data["base"]).name).resolve()
+        base = base if base.is_file() else (path.parent / data["base"]).resolve()
     if not base.is_file():
         raise ConfigError(
             f"{where}: key 'base': '{data['base']}' (resolved {base}) does not "

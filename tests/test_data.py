@@ -132,7 +132,7 @@ def test_download_offline_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.setattr(urllib.request, "_opener", None)
     cfg = DataConfig(dataset="mnist", download=True)
-    with pytest.raises(DataError, match=r"(?s)download.*failed.*into '.*mnist/MNIST/raw' by hand"):
+    with pytest.raises(DataError, match=r"(?s)download.*failed.*Without network.*mnist/MNIST/raw"):
         load_splits(cfg, tmp_path, seed=0)
     assert list(tmp_path.iterdir()) == []  # no empty folders left behind
 

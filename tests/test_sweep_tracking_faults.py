@@ -1,6 +1,6 @@
 """The driver's MLflow writes under faults (issue #12, findings 1, 5, 8), on real SQLite stores:
-closing a sweep ends only its own runs (by run id), `amm/resumed_from_step` is logged when a
-trial resumes at a step already logged, and drivers starting at once on a fresh store."""
+closing a sweep ends only its own runs (by run id), the `amm.resumed_from_step` tag follows a
+trial that resumes at a step already logged, and drivers starting at once on a fresh store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from sweeps import tracking
-from sweeps.callback import MlflowSweepCallback
+from sweeps.callback import TAG_RESUMED, MlflowSweepCallback
 from sweeps.trainable import RESUMED_KEY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,25 +44,36 @@ def test_closing_a_sweep_ends_only_its_own_runs(tmp_path):
     assert c.get_run(other.parent_id).info.status == "RUNNING"
 
 
-def test_resumed_from_step_is_logged_when_a_trial_resumes_at_its_last_step(tmp_path):
+class _Trial:
+    """What the callback reads of a Tune trial."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id, self.config = trial_id, {"seed": 0}
+
+    def __str__(self) -> str:
+        return self.trial_id
+
+
+def test_resumed_from_step_follows_a_trial_that_resumes_at_its_last_step(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking.init_store(uri)
     cb = _callback(uri, tmp_path / "sw")
-    run_id = _start(cb, "t1")
+    t = _Trial("t1")
     for step in (50, 100, 150):
-        cb._send("metrics", "t1", metrics={"val/error_gy": 0.5, RESUMED_KEY: 0}, step=step)
+        cb.on_trial_result(0, [], t, {"step": step, "val/error_gy": 0.5, RESUMED_KEY: 0})
+    run_id = cb._runs["t1"]
     # a driver kill after the step-150 checkpoint; the resumed trial reports its final result
     # at step 150, from that checkpoint
     cb2 = MlflowSweepCallback(uri, cb.exp_id, cb.parent_id, cb.sweep, cb.sweep_dir, {}, {})
     assert cb2._runs == {"t1": run_id}  # amm_runs.json: reattached by run id
-    cb2._send("start", "t1", name="run-t1", params={"seed": 0}, tags={})
-    final = {"val/error_gy": 0.5, "test/error_gy": 0.4, RESUMED_KEY: 150}
-    cb2._send("metrics", "t1", metrics=final, step=150)
+    final = {"step": 150, "val/error_gy": 0.5, "test/error_gy": 0.4, RESUMED_KEY: 150}
+    cb2.on_trial_result(0, [], t, final)
     c = tracking.client(uri)
-    hist = c.get_metric_history(run_id, RESUMED_KEY)
-    assert [(m.step, m.value) for m in hist][-1] == (150, 150.0)
-    assert c.get_run(run_id).data.metrics[RESUMED_KEY] == 150.0
+    run = c.get_run(run_id)
+    assert run.data.tags[TAG_RESUMED] == "150"  # bookkeeping: a tag that follows each attempt
+    assert RESUMED_KEY not in run.data.metrics  # not a metric cluttering the charts
     assert [m.step for m in c.get_metric_history(run_id, "val/error_gy")] == [50, 100, 150]
+    assert run.data.metrics["test/error_gy"] == 0.4
 
 
 INIT = """

@@ -1,0 +1,106 @@
+"""What `amm train` prints while it trains, through the loop's `report` hook.
+
+On a terminal the loop's tqdm bar shows progress; without one (Slurm, nohup, CI logs) this prints
+one plain line per evaluation: step, losses, validation error in percent, images/s and ETA.
+Either way the end-of-run phases (test evaluation, figures) are announced when training ends, and
+the final metrics are rounded for reading (final.json keeps full precision).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from amm_core import names
+from amm_core.config import Config
+
+
+def _write(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)  # above a live bar, if there is one
+    sys.stderr.flush()
+
+
+def duration(seconds: float) -> str:
+    """123 -> '2m03s', 4000 -> '1h06m', 5 -> '5s'."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+class TrainConsole:
+    """A `report` hook for `amm_core.train.run`: plain lines when `lines`, phase notes always."""
+
+    def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0) -> None:
+        self.cfg, self.lines = cfg, lines
+        self.t0, self.step0 = time.monotonic(), resumed_step
+
+    def total(self, metrics: dict[str, Any]) -> int:
+        t = self.cfg.train
+        if t.steps > 0:
+            return t.steps
+        step, epoch = metrics.get(names.STEP, 0), metrics.get(names.EPOCH, 0)
+        if not epoch:
+            return 0
+        n_train = step * t.batch_size / epoch
+        return max(1, math.ceil(t.epochs * n_train / t.batch_size))
+
+    def eval_line(self, m: dict[str, Any]) -> str:
+        step, total = int(m.get(names.STEP, 0)), self.total(m)
+        done = step - self.step0
+        elapsed = time.monotonic() - self.t0
+        eta = (total - step) * elapsed / done if done > 0 and total > step else 0.0
+        parts = [f"step {step:>{len(str(total))}}/{total}" if total else f"step {step}"]
+        for key, label in ((names.LOSS_D, "D"), (names.LOSS_G, "G")):
+            if key in m:
+                parts.append(f"{label} {m[key]:.3f}")
+        if names.VAL_ERROR_GY in m:
+            parts.append(f"val error {percent(m[names.VAL_ERROR_GY])}")
+        if names.IMAGES_PER_SEC in m:
+            parts.append(f"{m[names.IMAGES_PER_SEC]:,.0f} img/s")
+        parts.append(f"ETA {duration(eta)}" if total > step else f"took {duration(elapsed)}")
+        return "  ".join(parts)
+
+    def __call__(self, metrics: dict[str, Any], _ckpt: Path | None) -> None:
+        if names.TEST_ERROR_GY in metrics:
+            return  # the final report: the CLI prints the summary
+        if self.lines:
+            _write(self.eval_line(metrics))
+        step, total = int(metrics.get(names.STEP, 0)), self.total(metrics)
+        last = step >= total or step % self.cfg.train.eval_every != 0  # a time budget ends early
+        if last:
+            what = "evaluating on the test set"
+            if self.cfg.train.figures:
+                what += f", then writing figures (t-SNE of {self.cfg.train.tsne_points} points)"
+            _write(f"training done at step {step}: {what} ...")
+
+
+def rounded(final: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """Floats to `digits` significant digits, for the console (final.json keeps them all)."""
+    return {k: float(f"{v:.{digits}g}") if isinstance(v, float) else v for k, v in final.items()}
+
+
+def summary(final: dict[str, Any]) -> str:
+    """One line a researcher reads: test errors in percent, NMI, ARI, clusters used."""
+    parts = []
+    if names.TEST_ERROR_GY in final:
+        parts.append(f"test error {percent(final[names.TEST_ERROR_GY])}")
+    if names.TEST_ERROR_BAYES in final:
+        parts.append(f"(Bayes rule: {percent(final[names.TEST_ERROR_BAYES])})")
+    for key, label in ((names.TEST_NMI, "NMI"), (names.TEST_ARI, "ARI")):
+        if key in final:
+            parts.append(f"{label} {final[key]:.3f}")
+    if names.TEST_CLUSTERS_USED in final:
+        parts.append(f"clusters used {final[names.TEST_CLUSTERS_USED]:g}")
+    return "  ".join(parts)

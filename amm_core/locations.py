@@ -1,0 +1,128 @@
+"""Where things are: one place for the data root, sweep storage and tracking store.
+
+Order, for each: the command's flag, then its environment variable, then what the sweep index
+says about that sweep (for commands given a sweep name), then the project file `amm.toml`, then
+the default. The project is the nearest folder, from the working folder up, holding `amm.toml`
+(else the working folder). `amm.toml` (all keys optional; relative paths are relative to it):
+
+    [amm]
+    data_dir = "../shared/data"
+    storage = "runs/sweeps"
+    tracking_uri = "sqlite:///mlflow.db"
+
+`amm sweep run` records every sweep in `<project>/runs/sweep_index.json` (name -> sweep folder,
+tracking URI), so `amm sweep status|resume NAME`, `amm table NAME` and `amm report NAME` find it
+from the name alone, whatever --storage / --tracking-uri it ran with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from amm_core.errors import ConfigError
+
+PROJECT_FILE = "amm.toml"
+INDEX = "runs/sweep_index.json"
+KEYS = ("data_dir", "storage", "tracking_uri")
+
+
+def project_root(start: Path | None = None) -> Path:
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / PROJECT_FILE).is_file():
+            return d
+    return here
+
+
+def project_settings(start: Path | None = None) -> dict[str, str]:
+    """The [amm] table of amm.toml, paths made absolute; {} when there is no such file."""
+    root = project_root(start)
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text()).get("amm", {})
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"project file '{path}': not valid TOML ({e})") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"project file '{path}': unknown key '{unknown[0]}' in [amm]; allowed: "
+            f"{', '.join(KEYS)}"
+        )
+    out = {}
+    for k, v in data.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"project file '{path}': key '{k}' must be a string")
+        out[k] = _absolute(k, v, root)
+    return out
+
+
+def _absolute(key: str, value: str, root: Path) -> str:
+    if key == "tracking_uri":
+        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+            return f"sqlite:///{root / value[len('sqlite:///') :]}"
+        return value
+    if "://" in value:
+        return value
+    return str((root / Path(value).expanduser()).resolve())
+
+
+def setting(key: str) -> str:
+    """amm.toml's value for key, or ''."""
+    return project_settings().get(key, "")
+
+
+def _index_path() -> Path:
+    return project_root() / INDEX
+
+
+def read_index() -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(_index_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_sweep(name: str, sweep_dir: str, storage: str, tracking_uri: str) -> None:
+    """Record a sweep in the project's index (best effort: a read-only project is no error)."""
+    path = _index_path()
+    index = read_index()
+    index[name] = {"sweep_dir": sweep_dir, "storage": storage, "tracking_uri": tracking_uri}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def sweep_entry(name: str) -> dict[str, Any]:
+    return read_index().get(name, {})
+
+
+def storage_for(name: str | None, flag: str | None) -> str | None:
+    """--storage, $AMM_SWEEP_STORAGE, the index's entry for the sweep, amm.toml; else None."""
+    if flag:
+        return flag
+    if os.environ.get("AMM_SWEEP_STORAGE"):
+        return os.environ["AMM_SWEEP_STORAGE"]
+    if name and sweep_entry(name).get("storage"):
+        return sweep_entry(name)["storage"]
+    return setting("storage") or None
+
+
+def tracking_for(name: str | None, flag: str | None) -> str | None:
+    """--tracking-uri, $MLFLOW_TRACKING_URI, the index's entry for the sweep, amm.toml, None."""
+    if flag:
+        return flag
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if name and sweep_entry(name).get("tracking_uri"):
+        return sweep_entry(name)["tracking_uri"]
+    return setting("tracking_uri") or None

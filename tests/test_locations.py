@@ -1,0 +1,43 @@
+"""amm.toml and the sweep index: where data, sweeps and tracking are found, flags and env first."""
+
+from __future__ import annotations
+
+import pytest
+
+from amm_core import locations
+from amm_core.data import resolve_data_root
+from amm_core.errors import ConfigError
+
+
+def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
+    (tmp_path / "amm.toml").write_text(
+        '[amm]\ndata_dir = "d"\nstorage = "st"\ntracking_uri = "sqlite:///t.db"\n'
+    )
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)  # the project is found upwards
+    for var in ("AMM_DATA_DIR", "AMM_SWEEP_STORAGE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_data_root(None) == tmp_path / "d"
+    assert locations.storage_for("x", None) == str(tmp_path / "st")
+    assert locations.tracking_for("x", None) == f"sqlite:///{tmp_path / 't.db'}"
+    locations.remember_sweep("x", "/s/x", "/s", "sqlite:////i.db")
+    assert (tmp_path / "runs" / "sweep_index.json").is_file()
+    assert locations.storage_for("x", None) == "/s" and locations.storage_for("y", None) != "/s"
+    assert locations.tracking_for("x", None) == "sqlite:////i.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("AMM_DATA_DIR", "/env/data")
+    assert locations.tracking_for("x", None) == "http://127.0.0.1:1"
+    assert str(resolve_data_root(None)) == "/env/data"
+    assert locations.tracking_for("x", "sqlite:////flag.db") == "sqlite:////flag.db"
+    assert locations.storage_for("x", "/flag") == "/flag"
+
+
+def test_bad_project_file_names_the_key(tmp_path, monkeypatch):
+    (tmp_path / "amm.toml").write_text('[amm]\nstorge = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="unknown key 'storge'.*allowed: data_dir, storage"):
+        locations.project_settings()
+    (tmp_path / "amm.toml").write_text("[amm\n")
+    with pytest.raises(ConfigError, match="amm.toml': not valid TOML"):
+        locations.project_settings()

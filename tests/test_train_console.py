@@ -1,0 +1,119 @@
+"""What `amm train` prints: plain lines per evaluation without a terminal, the validation error in
+the bar on a terminal, the end-of-run phases, a rounded final JSON; friendly overrides."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+
+from amm_cli.main import main as amm
+
+SMALL = ["train.steps=40", "train.eval_every=20", "train.log_every=10", "data.val_size=500"]
+
+
+def _cmd(tmp_path, data_root, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "amm_cli.main",
+        "train",
+        "configs/smoke.yaml",
+        *SMALL,
+        *extra,
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+
+
+def test_without_a_terminal_one_line_per_evaluation(tmp_path, data_root):
+    r = subprocess.run(
+        _cmd(tmp_path, data_root, "train.figures=false"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    loss = r"-?\d+\.\d{{3}}"
+    line = r"step +{s}/40  D " + loss + "  G " + loss + r"  val error \d+\.\d\d %  [\d,]+ img/s  "
+    lines = r.stderr.strip().splitlines()
+    assert re.fullmatch(line.format(s=20) + r"ETA \d+s", lines[0]), lines
+    assert re.fullmatch(line.format(s=40) + r"took \d+s", lines[1]), lines
+    assert lines[2] == "training done at step 40: evaluating on the test set ...", lines
+    out = r.stdout
+    final = json.loads(out[: out.index("}") + 1])
+    for v in final.values():
+        if isinstance(v, float):
+            assert len(f"{v:g}".lstrip("-0.").replace(".", "")) <= 4, final
+    assert re.search(r"^test error \d+\.\d\d %  \(Bayes rule: \d+\.\d\d %\)", out, re.M), out
+    # final.json keeps full precision
+    saved = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert saved["test/error_gy"] != final["test/error_gy"] or len(str(saved["test/error_gy"])) < 7
+
+
+def test_on_a_terminal_the_bar_shows_the_validation_error(tmp_path, data_root):
+    """A real pseudo-terminal: tqdm draws its bar, whose postfix carries val_err after an eval."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: amm on a 160-column terminal
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        os.execv(sys.executable, _cmd(tmp_path, data_root, "train.figures=false"))
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert re.search(r"val_err=\d+\.\d\d%", text), text[-2000:]
+    assert "step 20/40" not in text  # no plain lines when the bar is there
+    assert "training done at step 40: evaluating on the test set ..." in text
+
+
+def test_end_of_run_phases_name_the_figures(capsys):
+    from amm_cli.progress import TrainConsole
+    from amm_core.config import load_config
+
+    cfg = load_config("configs/smoke.yaml", ["train.steps=300", "train.eval_every=100"])
+    console = TrainConsole(cfg, lines=False)
+    console({"step": 100, "epoch": 0.1, "val/error_gy": 0.5}, None)
+    assert capsys.readouterr().err == ""  # no lines asked for, not the end yet
+    console({"step": 300, "epoch": 0.3, "val/error_gy": 0.5}, None)
+    err = capsys.readouterr().err
+    assert "training done at step 300: evaluating on the test set, then writing figures" in err
+    # a time budget (train.max_minutes) ends the run off the evaluation grid: also announced
+    console({"step": 123, "epoch": 0.1}, None)
+    assert "training done at step 123" in capsys.readouterr().err
+
+
+def test_positional_overrides_and_did_you_mean(tmp_path, capsys, data_root):
+    rc = amm(["train", "configs/smoke.yaml", "loss.gpweight=1", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown key 'loss.gpweight' (did you mean loss.gp_weight" in err
+    rc = amm(["train", "configs/smoke.yaml", "--set", "optim.l=1", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "did you mean optim.lr" in capsys.readouterr().err
+    rc = amm(["train", "configs/smoke.yaml", "gp_weight", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'gp_weight'" in err and "KEY=VALUE" in err and "--set" in err
+    rc = amm(["train", "loss.gp_weight=1"])
+    assert rc == 2 and "missing CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    # accepted: positional pairs are overrides like --set
+    out = tmp_path / "ok"
+    args = ["train", "configs/smoke.yaml", "train.steps=4", "train.eval_every=4", "seed=7"]
+    args += ["train.figures=false", "data.val_size=200", "--data-dir", str(data_root)]
+    assert amm([*args, "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seed"] == 7 and cfg["train"]["steps"] == 4
