@@ -178,8 +178,10 @@ def test_every_copy_source_exists_and_is_not_dockerignored():
     proj = project()
     assert INSTALL in copied
     assert "pyproject.toml" in copied and proj["project"]["readme"] in copied
-    for pkg in proj["tool"]["setuptools"]["packages"]["find"]["include"]:
-        assert pkg.rstrip("*") in copied, f"package {pkg} is installed but not copied"
+    st = proj["tool"]["setuptools"]
+    for pkg in st["packages"]:  # a package's folder: its own name, or package-dir's mapping
+        folder = st.get("package-dir", {}).get(pkg, pkg)
+        assert folder in copied, f"package {pkg} ({folder}/) is installed but not copied"
 
 
 def test_dockerignore_keeps_data_runs_and_venv_out():
