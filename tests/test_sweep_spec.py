@@ -35,10 +35,17 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         + sorted(SWEEPS.glob("paper/*.yaml"))
         + sorted(SWEEPS.glob("ablations/*.yaml"))
     )
-    assert len(specs) == 9
+    assert len(specs) == 12
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
+    # the clustering investigation (docs/results.md)
+    screen = load_spec(SWEEPS / "ablations" / "screen_clustering.yaml")
+    assert screen.num_trials() == 5 and "readings_cluster" in screen.variants
+    long = load_spec(SWEEPS / "ablations" / "long_clustering.yaml")
+    cfg = long.trial_config(long.cells()[0])
+    assert long.num_trials() == 3 and cfg.loss.cluster_weight > 0 and cfg.prior.means == "learned"
+    assert load_spec(SWEEPS / "ablations" / "screen_balance.yaml").num_trials() == 9
 
 
 def test_paper_specs_match_the_paper():
