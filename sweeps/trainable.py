@@ -119,6 +119,11 @@ def train_trial(
         checkpoint.set_metadata(meta)
         tune.report(out, checkpoint=checkpoint)
         return
+    if last and resume_from is not None:
+        # the evaluation that wrote this checkpoint may never have reached the driver (a stop
+        # or kill between the two): report it again; the driver logs each (key, step) once
+        again = {**last, NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": 0}
+        tune.report(again)
     train.run(cfg, out_dir, report=report, resume_from=resume_from)
 
 
