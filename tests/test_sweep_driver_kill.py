@@ -122,7 +122,9 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     assert (short_dir / "result.json").read_text() == short_results  # not run again
     long = runs["steps=160,seed=0"]
     resumed = int(long.data.tags["amm.resumed_from_step"])  # bookkeeping: a tag
-    assert resumed == on_disk  # from the newest checkpoint on disk, not Tune's older one
+    # from the newest checkpoint on disk, not Tune's older one (a trial worker can outlive the
+    # killed driver by a moment and write one more checkpoint before it stops)
+    assert on_disk <= resumed < 160 and resumed % 20 == 0
     steps = [m.step for m in c.get_metric_history(long.info.run_id, "val/error_gy")]
     assert steps == list(range(20, 161, 20))  # each evaluation once
     assert 0.0 <= long.data.metrics["test/error_gy"] <= 1.0
