@@ -109,6 +109,9 @@ class TrainConfig:
     keep_checkpoints: int = 2  # checkpoints kept on disk (newest)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
+    amp: str = _choice("none", "none", "bf16")  # bf16 autocast of the step (docs/performance.md)
+    compile: bool = False  # torch.compile encoder and decoder (D needs double backward: eager)
+    cuda_graph: bool = True  # on CUDA: capture the whole step once, replay it (no effect on CPU)
     figures: bool = True  # write the per-run figures at the end
     tsne_points: int = 1000  # test points in the t-SNE figure (its cost grows with them)
 

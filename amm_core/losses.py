@@ -180,9 +180,10 @@ class AMMLoss:
         The returned norm is the joint one in every mode (comparable across modes)."""
         n = t.xq.shape[0]
         a = torch.rand(n, device=t.xq.device)
-        xh = torch.lerp(t.xp, t.xq, a.view(n, 1, 1, 1)).requires_grad_(True)
-        yh = torch.lerp(t.yp, t.yq, a.view(n, 1)).requires_grad_(True)
-        zh = torch.lerp(t.zp, t.zq, a.view(n, 1)).requires_grad_(True)
+        # fp32 interpolates: under bf16 autocast the synthesis side comes out of the nets in bf16
+        xh = torch.lerp(t.xp.float(), t.xq.float(), a.view(n, 1, 1, 1)).requires_grad_(True)
+        yh = torch.lerp(t.yp.float(), t.yq.float(), a.view(n, 1)).requires_grad_(True)
+        zh = torch.lerp(t.zp.float(), t.zq.float(), a.view(n, 1)).requires_grad_(True)
         d = self.model.disc(xh, yh, zh)
         if mode == "x_only":
             norm = self._input_grads(d, [xh]).norm(2, dim=1)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from amm_core import names
+from amm_core.accel import CudaGraphStep, autocast, compile_networks
 from amm_core.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -70,8 +71,13 @@ def make_optimizers(model: AMM, cfg: Config) -> tuple[torch.optim.Adam, torch.op
     """Adam for the generator side and for D (optim.lr_g / optim.lr_d, 0 = optim.lr)."""
     o = cfg.optim
     betas = (o.beta1, o.beta2)
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, betas=betas)
-    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=o.lr_d or o.lr, betas=betas)
+    # capturable: Adam's step counter on the GPU, so that a CUDA graph can hold optimizer.step()
+    on_gpu = next(model.parameters()).is_cuda
+    cap = {"capturable": True} if cfg.train.cuda_graph and on_gpu else {}
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, betas=betas, **cap)
+    opt_d = torch.optim.Adam(
+        model.discriminator_parameters(), lr=o.lr_d or o.lr, betas=betas, **cap
+    )
     return opt_g, opt_d
 
 
@@ -202,6 +208,11 @@ def run(
     if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
         model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
     opt_g, opt_d = make_optimizers(model, cfg)
+    compile_networks(model, cfg)
+    graphed = cfg.train.cuda_graph and device.type == "cuda"
+    step_fn = CudaGraphStep(
+        lambda x, x_l, y_l, pen: training_step(loss, opt_d, opt_g, x, x_l, y_l, pen), graphed
+    )
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
     if samm:
@@ -274,7 +285,8 @@ def run(
 
         d_steps, every = cfg.train.d_steps, cfg.loss.gp_every
         pen = [use_penalty and (step * d_steps + j) % every == 0 for j in range(d_steps)]
-        stats.add(training_step(loss, opt_d, opt_g, x, x_l, y_l, pen))
+        with autocast(cfg, device, graphed):
+            stats.add(step_fn(x, x_l, y_l, pen))
         step += 1
         if deadline is not None and time.monotonic() > deadline:
             steps = step  # the time budget is spent: this step is the last (evaluated below)

@@ -22,10 +22,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from amm_core.accel import CudaGraphStep, autocast, compile_networks
 from amm_core.config import load_config
 from amm_core.losses import AMMLoss
 from amm_core.models import build_models, input_shape
-from amm_core.train import training_step
+from amm_core.train import make_optimizers, training_step
 
 
 def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):
@@ -61,19 +62,30 @@ class Bench:
 
     def __init__(self, cfg, device: torch.device, which: str) -> None:
         torch.manual_seed(0)
-        if which == "straightforward":  # plain PyTorch modules: F.dropout's Bernoulli masks
-            cfg = cfg.replace(**{"model.dropout_impl": "torch"})
+        if which == "straightforward":  # plain PyTorch: F.dropout's masks, fp32, eager
+            cfg = cfg.replace(
+                **{
+                    "model.dropout_impl": "torch",
+                    "train.amp": "none",
+                    "train.compile": False,
+                    "train.cuda_graph": False,
+                }
+            )
         self.cfg, self.device, self.which = cfg, device, which
         self.model = build_models(cfg).to(device).train()
         self.loss = AMMLoss(self.model, cfg)
-        betas = (cfg.optim.beta1, cfg.optim.beta2)
-        params_g = self.model.generator_parameters()
-        self.opt_g = torch.optim.Adam(params_g, lr=cfg.optim.lr, betas=betas)
-        params_d = self.model.discriminator_parameters()
-        self.opt_d = torch.optim.Adam(params_d, lr=cfg.optim.lr, betas=betas)
+        compile_networks(self.model, cfg)
+        self.opt_g, self.opt_d = make_optimizers(self.model, cfg)
+        self.graphed = cfg.train.cuda_graph and device.type == "cuda"
+        self.project = CudaGraphStep(
+            lambda x, x_l, y_l, pen: training_step(
+                self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=len(pen)
+            ),
+            self.graphed,
+        )
         shape = (cfg.train.batch_size, *input_shape(cfg.model.arch))
         self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
-        for i in range(3):  # warm-up (allocator, cuDNN autotune)
+        for i in range(CudaGraphStep.WARMUP + 2):  # warm-up (allocator, cuDNN, graph capture)
             self.step(i)
 
     def step(self, i: int) -> None:
@@ -81,7 +93,8 @@ class Bench:
         if self.which == "project":
             d, every = self.cfg.train.d_steps, self.cfg.loss.gp_every
             pen = [(i * d + j) % every == 0 for j in range(d)]
-            training_step(self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=d)
+            with autocast(self.cfg, self.device, self.graphed):
+                self.project(x, None, None, pen)
         else:
             straightforward_step(
                 self.model, self.loss, self.opt_d, self.opt_g, x, self.cfg.loss.gp_weight
@@ -110,12 +123,15 @@ def main() -> None:
         "shared machine hits both alike); the best and the median round are reported",
     )
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    cuda = [torch.device("cuda")] if torch.cuda.is_available() else []
+    devices = {"cpu": [torch.device("cpu")], "cuda": cuda, "all": [torch.device("cpu"), *cuda]}
+    devices = devices[args.device]
     for dev in devices:
         benches = [Bench(cfg, dev, which) for which in ("project", "straightforward")]
         seen: dict[str, list[float]] = {b.which: [] for b in benches}
@@ -139,7 +155,8 @@ def main() -> None:
     print(
         f"config={args.config} arch={cfg.model.arch} batch={cfg.train.batch_size} "
         f"steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()} "
-        f"torch={torch.__version__}"
+        f"amp={cfg.train.amp} compile={cfg.train.compile} cuda_graph={cfg.train.cuda_graph} "
+        f"dropout={cfg.model.dropout_impl} torch={torch.__version__}"
     )
 
 
