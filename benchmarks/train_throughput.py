@@ -22,9 +22,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from amm_core.config import load_config
+from amm_core.config import DATASET_SHAPES, load_config
 from amm_core.losses import AMMLoss
-from amm_core.models import build_models, input_shape
+from amm_core.models import build_models
 from amm_core.train import training_step
 
 
@@ -71,7 +71,7 @@ class Bench:
         self.opt_g = torch.optim.Adam(params_g, lr=cfg.optim.lr, betas=betas)
         params_d = self.model.discriminator_parameters()
         self.opt_d = torch.optim.Adam(params_d, lr=cfg.optim.lr, betas=betas)
-        shape = (cfg.train.batch_size, *input_shape(cfg.model.arch))
+        shape = (cfg.train.batch_size, *DATASET_SHAPES[cfg.data.dataset])
         self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
         for i in range(3):  # warm-up (allocator, cuDNN autotune)
             self.step(i)
