@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -22,6 +23,14 @@ import yaml
 
 from amm_core.errors import ConfigError
 from amm_core.fs import read_text_file
+
+# C x H x W of each data.dataset's images, and the shapes each model.arch takes (its tables in
+# amm_core/networks.py; tiny has a variant for each)
+DATASET_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "svhn": (3, 32, 32)}
+ARCH_SHAPES = {"mnist": [(1, 28, 28)], "svhn": [(3, 32, 32)], "tiny": [(1, 28, 28), (3, 32, 32)]}
+# official training-set sizes, before the validation split; data.svhn_extra adds SVHN_EXTRA
+TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
+SVHN_EXTRA = 531131
 
 
 def _choice(default: str, *choices: str) -> Any:
@@ -144,6 +153,20 @@ class Config:
         return apply_overrides(self, flat_overrides)
 
 
+def total_steps(cfg: Config, n_train: int | None = None) -> int:
+    """Training steps of a run: train.steps, else train.epochs passes over a train split of
+    n_train examples (by default the official size less data.val_size, at most
+    data.train_subset: what `amm_core.data.load_splits` leaves, known without the files)."""
+    t, d = cfg.train, cfg.data
+    if t.steps > 0:
+        return t.steps
+    if n_train is None:
+        n_train = TRAIN_SIZES[d.dataset] - d.val_size
+        n_train += SVHN_EXTRA if d.dataset == "svhn" and d.svhn_extra else 0
+        n_train = min(n_train, d.train_subset) if d.train_subset else n_train
+    return max(1, math.ceil(t.epochs * n_train / t.batch_size))
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -236,12 +259,23 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
 def _validate(cfg: Config) -> Config:
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
 
     m, t, p, d = cfg.model, cfg.train, cfg.prior, cfg.data
+    have = DATASET_SHAPES[d.dataset]
+    fits = [a for a, shapes in ARCH_SHAPES.items() if have in shapes]
+    need(
+        m.arch in fits,
+        f"key 'model.arch': {m.arch!r} takes {_shape(ARCH_SHAPES[m.arch][0])} images but "
+        f"data.dataset {d.dataset!r} has {_shape(have)}; allowed: {', '.join(fits)}",
+    )
     need(m.num_components >= 2, "key 'model.num_components': must be >= 2")
     need(m.latent_dim >= 1, "key 'model.latent_dim': must be >= 1")
     need(m.dropout == -1.0 or 0.0 <= m.dropout < 1.0, "key 'model.dropout': -1 or in [0, 1)")

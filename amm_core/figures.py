@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from amm_core import metrics, names
 from amm_core.config import Config
-from amm_core.data import derive_seed
+from amm_core.data import derive_seed, to_float
 
 FIGURE_FILES = (
     "samples_per_component.png",
@@ -54,21 +54,7 @@ def _test_data(data: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 def _float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = x.to(device)
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-
-
-@torch.no_grad()
-def _encode(model: Any, x: torch.Tensor, device: torch.device, batch: int) -> dict[str, Any]:
-    """Means (no noise): y probabilities, z, assignments by G_y and by eq. 18, all on the CPU."""
-    ys, zs = [], []
-    for i in range(0, len(x), batch):
-        enc = model.encoder(_float(x[i : i + batch], device), sample=False)
-        ys.append(enc.y.float().cpu())
-        zs.append(enc.z.float().cpu())
-    y, z = torch.cat(ys), torch.cat(zs)
-    means = model.prior.means().float().cpu()
-    bayes = metrics.bayes_assign(z, means, model.prior.log_py().cpu(), model.prior.sigma().cpu())
-    return {"y": y, "z": z, "gy": y.argmax(1), "bayes": bayes.cpu()}
+    return to_float(x) if x.dtype == torch.uint8 else x.float()
 
 
 @torch.no_grad()
@@ -194,7 +180,7 @@ def write_run_figures(
     was_training = model.training
     model.eval()
     try:
-        enc = _encode(model, x, device, batch)
+        enc = metrics.encode(model, x, batch)._asdict()
         figs = {}
 
         # (a) random samples from each component: z = mu_k + sigma_k * eps, y = one-hot(k)
@@ -265,7 +251,7 @@ def write_run_figures(
             "true label",
         )
         supervised = cfg.data.labelled > 0
-        mapping = "none" if supervised else metrics.mapping_for(K, n_classes)
+        mapping = metrics.mapping_for(K, n_classes, supervised)
         for name, pred, who in (
             ("confusion_gy.png", enc["gy"], "G_y"),
             ("confusion_bayes.png", enc["bayes"], "eq. 18 (Bayes on z)"),

@@ -1,10 +1,12 @@
 """AMM / SAMM losses (Algorithms 1 and 2) and the gradient penalty of eq. 17, in phases.
 
 As stylegan2-ada's loss: each phase runs its forward pass and calls backward(); the loop zeroes
-the gradients and steps the optimisers:
+the gradients and steps the optimisers. The phases keep no state: the loop draws the tuples once
+per D step and hands them to each phase, so the last D step's encoder/decoder forward also serves
+the generator phase (D steps change no generator weight, so its graph stays valid):
 
-    opt_d.zero_grad(); acc("D_main"); acc("D_gp"); opt_d.step()
-    opt_g.zero_grad(); acc("G_main"); opt_g.step()
+    opt_d.zero_grad(); t = loss.tuples(x); loss.d_main(t); loss.d_gp(t); opt_d.step()
+    opt_g.zero_grad(); loss.g_main(t); opt_g.step()
 
 D labels inference tuples (x, y~, z~) real and synthesis tuples (x~, y, z) fake; with d the logit,
 -log sigmoid(d) = softplus(-d) and -log(1 - sigmoid(d)) = softplus(d).
@@ -28,12 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from amm_core import names
+from amm_core.augment import random_affine
 from amm_core.config import Config
 from amm_core.models import AMM
 from amm_core.networks import one_hot
-
-PHASES = ("D_main", "D_gp", "G_main")
-PENALTIES = ("joint", "per_input", "x_only", "roth", "none")
 
 
 class Tuples(NamedTuple):
@@ -48,49 +48,39 @@ class Tuples(NamedTuple):
     sizes: tuple[int, ...]  # per game batch sizes (unlabelled, then labelled), same for q and p
     y_mu: torch.Tensor | None = None  # encoder logit means on the unlabelled batch (extra terms)
 
-
-def _image(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x
+    def detach(self) -> Tuples:
+        """The same tuples cut from the generator graph (what the D phases train on)."""
+        return Tuples(*(v.detach() for v in self[:6]), self.sizes, None)
 
 
 class AMMLoss:
+    """The phases of one training step; `loss.penalty` was checked by the config."""
+
     def __init__(self, model: AMM, cfg: Config):
-        if cfg.loss.penalty not in PENALTIES:
-            raise ValueError(
-                f"key 'loss.penalty': {cfg.loss.penalty!r} is not allowed; "
-                f"allowed: {', '.join(PENALTIES)}"
-            )
         self.model = model
         self.penalty = cfg.loss.penalty
         # lazy regularisation: the loop runs D_gp on every gp_every-th D step, weighted gp_every
         self.gp_weight = cfg.loss.gp_weight * cfg.loss.gp_every
         self.lc = cfg.loss
-        self._cached: Tuples | None = None  # D_main's tuples, reused by the D_gp call after it
-        # D_main's forward pass with its graph and its input batch, reused by a G_main call on the
-        # same batch: one encoder/decoder forward per training step, as a straightforward
-        # implementation does (D_main changes no generator weight, so the graph stays valid).
-        self._g_cached: tuple[torch.Tensor, Tuples] | None = None
 
-    # ---- forward passes ------------------------------------------------------------------
+    # ---- forward pass --------------------------------------------------------------------
     def tuples(
         self,
         x_u: torch.Tensor,
         x_l: torch.Tensor | None = None,
         y_l: torch.Tensor | None = None,
     ) -> Tuples:
-        """Encoder on the data (sampled y~, z~), decoder on prior samples, for one or two games.
+        """Encoder on the float images (sampled y~, z~), decoder on prior samples, for one or two
+        games, with the generator graph (g_main backpropagates through it).
 
         The synthesis batches of both games are drawn in one prior + decoder call (i.i.d.
         samples either way)."""
         enc, dec, prior = self.model.encoder, self.model.decoder, self.model.prior
-        x_u = _image(x_u)
         q = enc(x_u, sample=True)
         xq, yq, zq = [x_u], [q.y], [q.z]
         sizes = [x_u.shape[0]]
         if x_l is not None:
-            if y_l is None:
-                raise ValueError("SAMM step: x_l given without its labels y_l")
-            x_l = _image(x_l)
+            assert y_l is not None, "SAMM step: x_l given without its labels y_l"
             y1 = one_hot(y_l, prior.num_components).to(x_l.device)
             ql = enc(x_l, y_given=y1, sample=True)
             xq.append(x_l)
@@ -113,47 +103,27 @@ class AMMLoss:
         # (no concatenation copies; benchmarks/train_throughput.py, MNIST architecture).
         return self.model.disc(t.xq, t.yq, t.zq), self.model.disc(t.xp, t.yp, t.zp)
 
-    # ---- phases --------------------------------------------------------------------------
-    def accumulate_gradients(
-        self,
-        phase: str,
-        x_u: torch.Tensor,
-        x_l: torch.Tensor | None = None,
-        y_l: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Forward + backward for one phase; returns detached 0-dim tensors by metric name."""
-        if phase == "D_main":
-            return self._d_main(x_u, x_l, y_l)
-        if phase == "D_gp":
-            return self._d_gp(x_u, x_l, y_l)
-        if phase == "G_main":
-            return self._g_main(x_u, x_l, y_l)
-        raise ValueError(f"unknown loss phase {phase!r}; allowed: {', '.join(PHASES)}")
-
-    def _d_main(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
-        g = self.tuples(x_u, x_l, y_l)  # with grad: G_main backpropagates it
-        self._g_cached = (x_u, g)
-        t = Tuples(*(v.detach() for v in g[:6]), g.sizes, None)
+    # ---- phases: forward + backward, detached 0-dim stats by metric name -------------------
+    def d_main(self, tuples: Tuples) -> dict[str, torch.Tensor]:
+        """L_D on the tuples, cut from the generator graph."""
+        t = tuples.detach()
         d_q, d_p = self._logits(t)
         loss = self._game_mean(F.softplus(-d_q), t.sizes) + self._game_mean(
             F.softplus(d_p), t.sizes
         )
         loss.backward()
-        self._cached = t
         return {
             names.LOSS_D: loss.detach(),
             names.D_REAL: torch.sigmoid(d_q.detach()).mean(),
             names.D_FAKE: torch.sigmoid(d_p.detach()).mean(),
         }
 
-    def _d_gp(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
-        t, self._cached = self._cached, None
+    def d_gp(self, tuples: Tuples) -> dict[str, torch.Tensor]:
+        """The gradient penalty (loss.penalty) on the tuples of the same D step."""
         if self.penalty == "none" or self.gp_weight == 0:
-            zero = torch.zeros((), device=x_u.device)
+            zero = torch.zeros((), device=tuples.xq.device)
             return {names.LOSS_D_GP: zero, names.GP_NORM: zero}
-        if t is None:  # called without D_main just before: draw fresh tuples
-            with torch.no_grad():
-                t = self.tuples(x_u, x_l, y_l)
+        t = tuples.detach()
         if self.penalty == "roth":
             loss, norm = self._roth(t)
         else:
@@ -210,17 +180,13 @@ class AMMLoss:
         reg = ((1 - s[:n]).pow(2) * g2[:n]).mean() + (s[n:].pow(2) * g2[n:]).mean()
         return 0.5 * reg, g2.sqrt()
 
-    def _g_main(self, x_u, x_l, y_l) -> dict[str, torch.Tensor]:
+    def g_main(self, t: Tuples) -> dict[str, torch.Tensor]:
+        """L_dec + L_enc (+ extra terms) through the tuples' generator graph; D gets no grads."""
         disc_params = self.model.discriminator_parameters()
         flags = [p.requires_grad for p in disc_params]
         for p in disc_params:  # no D gradients in the generator phase (saves the work)
             p.requires_grad_(False)
         try:
-            cached, self._g_cached = self._g_cached, None
-            if cached is not None and cached[0] is x_u:
-                t = cached[1]
-            else:  # no D_main on this batch just before: a fresh forward pass
-                t = self.tuples(x_u, x_l, y_l)
             d_q, d_p = self._logits(t)
             dec = self._game_mean(F.softplus(-d_p), t.sizes)
             enc = self._game_mean(F.softplus(d_q), t.sizes)
@@ -230,7 +196,7 @@ class AMMLoss:
                 total = total + self.lc.info_weight * info
                 extra[names.LOSS_G_INFO] = info.detach()
             if self.lc.cluster_weight > 0:
-                cluster, parts = self._cluster_term(x_u, t)
+                cluster, parts = self._cluster_term(t)
                 total = total + self.lc.cluster_weight * cluster
                 extra.update(parts)
             total.backward()
@@ -247,21 +213,18 @@ class AMMLoss:
     # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
     def _info_term(self, t: Tuples) -> torch.Tensor:
         """ClusterGAN / InfoGAN: G_y must recover y from G_x(y, z): CE(G_y(x~) logits, y)."""
-        xp, yp = t.xp, t.yp
-        q = self.model.encoder(xp, sample=False)
-        return F.cross_entropy(q.y_mu, yp.argmax(1))
+        q = self.model.encoder(t.xp, sample=False)
+        return F.cross_entropy(q.y_mu, t.yp.argmax(1))
 
-    def _cluster_term(self, x_u: torch.Tensor, t: Tuples) -> tuple[torch.Tensor, dict]:
+    def _cluster_term(self, t: Tuples) -> tuple[torch.Tensor, dict]:
         """IMSAT-style: KL(p(y|x) || p(y|T(x))) with p(y|x) as the target, minus
         cluster_balance * H(mean_batch p(y|x)), plus cluster_entropy * mean H(p(y|x)).
         p(y|x) = softmax of the encoder's logit means; T a small random affine transform."""
-        from amm_core.augment import random_affine
-
-        if t.y_mu is None:
-            raise ValueError("cluster term: tuples without the encoder's logit means")
+        assert t.y_mu is not None, "cluster term: tuples without the encoder's logit means"
         logp = F.log_softmax(t.y_mu, dim=1)
         p = logp.exp()
-        xa = random_affine(_image(x_u), self.lc.aug_shift, self.lc.aug_rotate)
+        x_u = t.xq[: t.sizes[0]]  # the unlabelled batch
+        xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate)
         logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu, dim=1)
         consist = (p.detach() * (logp.detach() - logp_a)).sum(1).mean()
         mean_p = p.mean(0)

@@ -1,4 +1,5 @@
-"""Evaluation metrics (spec section 7): cluster error, the Bayes rule of eq. 18, NMI / ARI.
+"""Evaluation (spec section 7): cluster error, the Bayes rule of eq. 18, NMI / ARI, and
+`evaluate`: encode a split with the means (no noise), assign by G_y and by eq. 18, score.
 
 Label vectors may be numpy arrays or torch tensors (any device); results are python numbers or
 numpy arrays, except `bayes_assign`, which stays in torch on the device of `z`.
@@ -7,7 +8,7 @@ numpy arrays, except `bayes_assign`, which stays in torch on the device of `z`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -15,8 +16,12 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from amm_core import names
+from amm_core.config import Config
+from amm_core.data import to_float
+from amm_core.models import AMM
 
-MAPPINGS = ("hungarian", "majority")
+# "supervised" (SAMM): the components are the classes, the error is plain misclassification
+MAPPINGS = ("hungarian", "majority", "supervised")
 
 
 def _labels(a: Any, what: str) -> np.ndarray:
@@ -61,7 +66,9 @@ def label_mapping(y_true: Any, y_pred: Any, mapping: str = "hungarian") -> np.nd
     t, p = _pair(y_true, y_pred)
     c = contingency(t, p, int(t.max()) + 1, int(p.max()) + 1)
     out = np.full(c.shape[1], -1, dtype=np.int64)
-    if mapping == "hungarian":
+    if mapping == "supervised":
+        out = np.arange(c.shape[1])
+    elif mapping == "hungarian":
         rows, cols = linear_sum_assignment(c, maximize=True)  # rectangular is fine
         out[cols] = rows
     else:
@@ -82,8 +89,11 @@ def cluster_error(y_true: Any, y_pred: Any, mapping: str = "hungarian") -> float
     return float(np.mean(m[p] != t))
 
 
-def mapping_for(K: int, n_classes: int) -> str:
-    """The mapping the spec prescribes: Hungarian when K == classes, majority vote otherwise."""
+def mapping_for(K: int, n_classes: int, supervised: bool = False) -> str:
+    """The mapping the spec prescribes: Hungarian when K == classes, majority vote otherwise;
+    "supervised" for SAMM (stored as the error_mapping of each run)."""
+    if supervised:
+        return "supervised"
     return "hungarian" if K == n_classes else "majority"
 
 
@@ -92,14 +102,14 @@ def confusion_matrix(
 ) -> np.ndarray:
     """(n_classes x n_classes) counts[true, predicted] after mapping components to classes.
 
-    mapping "none" takes y_pred as class labels (SAMM). With "hungarian" and K > n_classes the
+    mapping "supervised" takes y_pred as class labels (SAMM). With "hungarian" and K > n_classes the
     predictions of unmatched components are left out (they are errors; the rows then sum to less
     than the class counts).
     """
     t, p = _pair(y_true, y_pred)
     if K is not None and p.max() >= K:
         raise ValueError(f"y_pred has component {p.max()} >= K={K}")
-    mapped = p if mapping == "none" else label_mapping(t, p, mapping)[p]
+    mapped = label_mapping(t, p, mapping)[p]
     if mapped.max() >= n_classes:
         raise ValueError(f"predicted label {mapped.max()} >= n_classes={n_classes}")
     keep = mapped >= 0  # unmatched components (Hungarian, K > classes) have no column
@@ -167,24 +177,56 @@ def evaluate_assignments(
 ) -> dict[str, float | int]:
     """Evaluation metrics under their short names (amm_core.names); the loop adds val/ or test/.
 
-    supervised (SAMM): components are the classes, so the error is plain misclassification.
-    Otherwise the error uses `mapping_for(K, n_classes)`. NMI, ARI and clusters in use are of G_y.
-    pred_bayes None leaves out ERROR_BAYES.
+    The error uses `mapping_for(K, n_classes, supervised)`. NMI, ARI and clusters in use are of
+    G_y. pred_bayes None leaves out ERROR_BAYES.
     """
     t, gy = _pair(y_true, pred_gy)
-
-    def error(pred: np.ndarray) -> float:
-        if supervised:
-            return float(np.mean(pred != t))
-        return cluster_error(t, pred, mapping_for(K, n_classes))
-
-    out: dict[str, float | int] = {names.ERROR_GY: error(gy)}
+    mapping = mapping_for(K, n_classes, supervised)
+    out: dict[str, float | int] = {names.ERROR_GY: cluster_error(t, gy, mapping)}
     if pred_bayes is not None:
         _, by = _pair(t, pred_bayes)
-        out[names.ERROR_BAYES] = error(by)
+        out[names.ERROR_BAYES] = cluster_error(t, by, mapping)
     out[names.NMI] = nmi(t, gy)
     out[names.ARI] = ari(t, gy)
     out[names.CLUSTERS_USED] = clusters_used(gy)
     for k, v in out.items():
         assert isinstance(v, int) or math.isfinite(v), (k, v)
     return out
+
+
+class Encoded(NamedTuple):
+    """A split encoded with the means (no noise), on the CPU."""
+
+    y: torch.Tensor  # (N, K) G_y(x) probabilities
+    z: torch.Tensor  # (N, L) G_z(x, .) means
+    gy: torch.Tensor  # (N,) assignment by G_y: argmax y
+    bayes: torch.Tensor  # (N,) assignment by eq. 18 on z
+
+
+@torch.no_grad()
+def encode(model: AMM, x: torch.Tensor, batch_size: int) -> Encoded:
+    """Images x (uint8, or float in [0, 1]) batch by batch on the model's device, in the model's
+    current mode (the caller sets eval)."""
+    device = next(model.parameters()).device
+    means, log_py, sigma = model.prior.means(), model.prior.log_py(), model.prior.sigma()
+    ys, zs, gy, bayes = [], [], [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device)
+        enc = model.encoder(to_float(xb) if xb.dtype == torch.uint8 else xb.float(), sample=False)
+        ys.append(enc.y.float().cpu())
+        zs.append(enc.z.float().cpu())
+        gy.append(enc.y.argmax(dim=1).cpu())
+        bayes.append(bayes_assign(enc.z, means, log_py, sigma).cpu())
+    return Encoded(torch.cat(ys), torch.cat(zs), torch.cat(gy), torch.cat(bayes))
+
+
+def evaluate(model: AMM, x: torch.Tensor, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
+    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels y."""
+    was_training = model.training
+    model.eval()
+    try:
+        enc = encode(model, x, cfg.train.eval_batch_size)
+    finally:
+        model.train(was_training)
+    K, supervised = cfg.model.num_components, cfg.data.labelled > 0
+    return evaluate_assignments(y.cpu(), enc.gy, enc.bayes, K, n_classes, supervised)

@@ -17,8 +17,6 @@ from amm_core.config import Config
 from amm_core.errors import ConfigError
 from amm_core.networks import Arch, MeanNet, get_arch, one_hot
 
-PLACEMENTS = ("grid18", "table3", "file", "random", "zero")
-
 # spec table 3 (SVHN SAMM fixed means) over z_0..z_3; the other dims are 0
 TABLE3 = (
     (-3, 3, -3, -3),
@@ -98,10 +96,9 @@ def fixed_means(
         return _pad(_read_file(path), f"file '{path}'", num_components, latent_dim)
     if name == "zero":  # p(z | y) = p(z) = N(0, I): eq. 16 with model.inference=independent
         return torch.zeros(num_components, latent_dim)
-    if name == "random":
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(num_components, latent_dim, generator=g) * scale
-    raise ConfigError(f"unknown means placement {name!r}; allowed: {', '.join(PLACEMENTS)}")
+    assert name == "random", name  # prior.means / prior.init_means: choices of the config
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(num_components, latent_dim, generator=g) * scale
 
 
 class Prior(nn.Module):
@@ -140,7 +137,7 @@ class Prior(nn.Module):
 
         if p.py == "uniform":
             probs = torch.full((K,), 1.0 / K)
-        elif p.py == "class_frequencies":
+        else:  # class_frequencies
             if class_freqs is None:
                 raise ConfigError("prior.py 'class_frequencies' needs the training label counts")
             probs = torch.as_tensor(class_freqs, dtype=torch.float32).flatten().cpu()
@@ -150,8 +147,6 @@ class Prior(nn.Module):
                     f"model.num_components={K}; need K non-negative values with a positive sum"
                 )
             probs = probs / probs.sum()
-        else:
-            raise ConfigError(f"unknown prior.py {p.py!r}; allowed: uniform, class_frequencies")
         self.register_buffer("probs", probs)
 
     def mu(self, y: torch.Tensor) -> torch.Tensor:

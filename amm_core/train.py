@@ -28,7 +28,7 @@ from amm_core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from amm_core.config import Config, config_from_dict
+from amm_core.config import Config, config_from_dict, total_steps
 from amm_core.data import (
     EpochSampler,
     LabelledSampler,
@@ -42,7 +42,7 @@ from amm_core.data import (
 from amm_core.diagnostics import latent_diagnostics
 from amm_core.errors import ConfigError, TrainingError
 from amm_core.losses import AMMLoss
-from amm_core.metrics import bayes_assign, evaluate_assignments
+from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models
 
 ReportFn = Callable[[dict[str, Any], Path | None], None]
@@ -81,34 +81,6 @@ def make_optimizers(model: AMM, cfg: Config) -> tuple[torch.optim.Adam, torch.op
     return opt_g, opt_d
 
 
-def total_steps(cfg: Config, n_train: int) -> int:
-    if cfg.train.steps > 0:
-        return cfg.train.steps
-    return max(1, math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size))
-
-
-@torch.no_grad()
-def evaluate(model: AMM, x_u8: torch.Tensor, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
-    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels."""
-    was_training = model.training
-    model.eval()
-    pred_gy, pred_bayes = [], []
-    means, log_py, sigma = model.prior.means(), model.prior.log_py(), model.prior.sigma()
-    for i in range(0, len(x_u8), cfg.train.eval_batch_size):
-        enc = model.encoder(to_float(x_u8[i : i + cfg.train.eval_batch_size]), sample=False)
-        pred_gy.append(enc.y.argmax(dim=1))
-        pred_bayes.append(bayes_assign(enc.z, means, log_py, sigma))
-    model.train(was_training)
-    return evaluate_assignments(
-        y.cpu(),
-        torch.cat(pred_gy).cpu(),
-        torch.cat(pred_bayes).cpu(),
-        K=cfg.model.num_components,
-        n_classes=n_classes,
-        supervised=cfg.data.labelled > 0,
-    )
-
-
 def training_step(
     loss: AMMLoss,
     opt_d: torch.optim.Optimizer,
@@ -126,12 +98,13 @@ def training_step(
     stats: dict[str, Any] = {}
     for pen in flags:
         opt_d.zero_grad(set_to_none=True)
-        stats.update(loss.accumulate_gradients("D_main", x, x_l, y_l))
+        t = loss.tuples(x, x_l, y_l)  # the last D step's forward also serves the G step
+        stats.update(loss.d_main(t))
         if pen:
-            stats.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
+            stats.update(loss.d_gp(t))
         opt_d.step()
     opt_g.zero_grad(set_to_none=True)
-    stats.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
+    stats.update(loss.g_main(t))
     opt_g.step()
     return stats
 
@@ -335,11 +308,7 @@ def run(
     test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
-    final[names.ERROR_MAPPING_TAG] = (
-        "supervised"
-        if samm
-        else ("hungarian" if cfg.model.num_components == splits.n_classes else "majority")
-    )
+    final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
     (out_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / "figures", cfg)

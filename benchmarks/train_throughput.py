@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from amm_core.accel import CudaGraphStep, autocast, compile_networks
-from amm_core.config import load_config
+from amm_core.config import DATASET_SHAPES, load_config
 from amm_core.losses import AMMLoss
-from amm_core.models import build_models, input_shape
+from amm_core.models import build_models
 from amm_core.train import make_optimizers, training_step
 
 
@@ -83,7 +83,7 @@ class Bench:
             ),
             self.graphed,
         )
-        shape = (cfg.train.batch_size, *input_shape(cfg.model.arch))
+        shape = (cfg.train.batch_size, *DATASET_SHAPES[cfg.data.dataset])
         self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
         for i in range(CudaGraphStep.WARMUP + 2):  # warm-up (allocator, cuDNN, graph capture)
             self.step(i)

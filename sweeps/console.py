@@ -184,14 +184,14 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     """Print the plan line of a sweep about to run on the connected Ray -> its console callback."""
     import ray
 
-    from sweeps.spec import train_steps
+    from amm_core.config import total_steps
 
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
     n = spec.num_trials()
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
     cells = spec.cells() if spec.search is None else [{}]
-    steps = [train_steps(spec.trial_config(c)) for c in cells]
+    steps = [total_steps(spec.trial_config(c)) for c in cells]
     eta = None
     if spec.steps_per_sec:
         per_trial = [s / spec.steps_per_sec for s in steps] * (n // len(steps) or 1)

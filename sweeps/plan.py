@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from amm_core.config import total_steps
 from amm_core.errors import ConfigError
-from sweeps.spec import SweepSpec, load_spec, run_name, train_steps
+from sweeps.spec import SweepSpec, load_spec, run_name
 
 LIST_MAX = 50  # grids up to this many trials are listed in full
 LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)
@@ -78,7 +79,7 @@ def plan_text(
         shown = len(cells) if list_all or len(cells) <= LIST_MAX else LIST_HEAD
         for i, cell in enumerate(cells):
             cfg = spec.trial_config(cell)
-            steps.append(train_steps(cfg))
+            steps.append(total_steps(cfg))
             if i < shown:
                 lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
         if shown < len(cells):
@@ -89,7 +90,7 @@ def plan_text(
         for k, dim in s.space.items():
             rng = dim["values"] if dim["type"] == "choice" else f"[{dim['low']}, {dim['high']}]"
             lines.append(f"  {k}: {dim['type']} {rng}")
-        steps = [train_steps(spec.trial_config({}))] * s.num_samples
+        steps = [total_steps(spec.trial_config({}))] * s.num_samples
     if spec.scheduler:
         sc = spec.scheduler
         lines.append(

@@ -20,14 +20,13 @@ is built and validated here, before Ray or MLflow is touched, so a bad spec fail
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from amm_core.config import Config, apply_overrides, field_names, load_config
+from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
 from amm_core.fs import read_text_file
 
@@ -67,9 +66,6 @@ SCHEDULER_KEYS = {
     "reduction_factor": (int, float),
 }
 COST_KEYS = {"steps_per_sec": (int, float), "measured_on": str}
-# training-set sizes before the validation split, for the cost estimate of epoch-based configs
-TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
-SVHN_EXTRA = 531131
 VARIANT = "variant"  # the axis of named override sets
 SHORT_NAMES = {"loss.gp_weight": "lambda", "optim.lr": "lr"}  # run-name labels
 
@@ -359,7 +355,7 @@ def parse_spec(
         base_config=base_cfg,
     )
     if sched and sched.time_attr == "step":
-        longest = max(train_steps(spec.trial_config(c)) for c in spec.cells())
+        longest = max(total_steps(spec.trial_config(c)) for c in spec.cells())
         if sched.max_t <= longest:
             raise ConfigError(
                 f"{where}: scheduler: max_t {sched.max_t} <= {longest} training steps; ASHA "
@@ -389,18 +385,6 @@ def load_spec(path: str | Path, extra_overrides: dict[str, Any] | None = None) -
     if not isinstance(data, dict):
         raise ConfigError(f"sweep spec '{path}': expected a mapping at the top level")
     return parse_spec(data, path, extra_overrides)
-
-
-def train_steps(cfg: Config) -> int:
-    """Training steps of one trial (for the cost estimate; epoch-based configs approximate)."""
-    t, d = cfg.train, cfg.data
-    if t.steps > 0:
-        return t.steps
-    n = TRAIN_SIZES[d.dataset] + (SVHN_EXTRA if d.dataset == "svhn" and d.svhn_extra else 0)
-    n -= d.val_size
-    if d.train_subset:
-        n = min(n, d.train_subset)
-    return math.ceil(t.epochs * n / t.batch_size)
 
 
 def run_name(params: dict[str, Any]) -> str:

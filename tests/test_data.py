@@ -16,13 +16,11 @@ from amm_core.data import (
     EpochSampler,
     LabelledSampler,
     derive_seed,
-    load_arrays,
     load_splits,
-    read_idx,
-    read_svhn_mat,
     resolve_data_root,
     to_float,
 )
+from amm_core.datasets import load_arrays, read_idx, read_svhn_mat
 from amm_core.errors import DataError
 
 RAW = "mnist/MNIST/raw"

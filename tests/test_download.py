@@ -70,7 +70,7 @@ def test_data_get_downloads_verifies_and_is_then_a_no_op(data_root, tmp_path):
 
 
 def test_train_download_uses_the_same_fetch(data_root, tmp_path, monkeypatch):
-    from amm_core.data import load_arrays
+    from amm_core.datasets import load_arrays
 
     with mirror(data_root / "mnist" / "MNIST" / "raw") as url:
         monkeypatch.setenv("AMM_DATA_MIRROR", url)

@@ -8,8 +8,10 @@ from torch import nn
 
 from amm_core import names
 from amm_core.config import config_from_dict
+from amm_core.data import to_float
 from amm_core.losses import AMMLoss, Tuples
 from amm_core.models import build_models
+from amm_core.train import training_step
 
 K, L = 10, 8
 
@@ -76,13 +78,13 @@ def test_loss_values_by_hand(labelled):
     model.disc = BiasD(b)
     sp = nn.functional.softplus
     x_l, y_l = (_batch(6), torch.arange(6)) if labelled else (None, None)
-    s = loss.accumulate_gradients("D_main", _batch(), x_l, y_l)
+    s = loss.d_main(loss.tuples(_batch(), x_l, y_l))
     want = sp(torch.tensor(-b)) + sp(torch.tensor(b))
     torch.testing.assert_close(s[names.LOSS_D], want)
     # dL_D/db = -sigmoid(-b) + sigmoid(b) (each game's terms weighted 1/2 in SAMM: same total)
     torch.testing.assert_close(model.disc.b.grad, torch.sigmoid(torch.tensor(b)) * 2 - 1)
     torch.testing.assert_close(s[names.D_REAL], torch.sigmoid(torch.tensor(b)))
-    g = loss.accumulate_gradients("G_main", _batch(), x_l, y_l)
+    g = loss.g_main(loss.tuples(_batch(), x_l, y_l))
     torch.testing.assert_close(g[names.LOSS_G_DEC], sp(torch.tensor(-b)))
     torch.testing.assert_close(g[names.LOSS_G_ENC], sp(torch.tensor(b)))
     torch.testing.assert_close(g[names.LOSS_G], want)
@@ -117,15 +119,16 @@ def test_each_step_moves_only_its_networks(labelled):
     )
     g0, d0 = _params(model, "G"), _params(model, "D")
     opt_d.zero_grad(set_to_none=True)
-    s = loss.accumulate_gradients("D_main", x, x_l, y_l)
-    s.update(loss.accumulate_gradients("D_gp", x, x_l, y_l))
+    t = loss.tuples(x, x_l, y_l)
+    s = loss.d_main(t)
+    s.update(loss.d_gp(t))
     opt_d.step()
     assert _changed(g0, model) == set()
     assert _changed(d0, model) == set(d0)  # every D parameter moved
     d1 = _params(model, "D")
     d_grads = [p.grad.clone() for p in model.discriminator_parameters()]
     opt_g.zero_grad(set_to_none=True)
-    s.update(loss.accumulate_gradients("G_main", x, x_l, y_l))
+    s.update(loss.g_main(t))
     opt_g.step()
     assert _changed(d1, model) == set()
     assert _changed(g0, model) == set(g0)  # encoder, decoder, G_z(y), log sigma all moved
@@ -149,7 +152,7 @@ def test_gy_learns_from_the_unlabelled_game_only(inference):
     for samm in (False, True):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(5)
-        loss.accumulate_gradients("G_main", x, *((x_l, y_l) if samm else (None, None)))
+        loss.g_main(loss.tuples(x, *((x_l, y_l) if samm else (None, None))))
         grads[samm] = [p.grad.clone() for p in model.encoder.y_parameters()]
     for a, b in zip(grads[False], grads[True], strict=True):
         torch.testing.assert_close(b, 0.5 * a, rtol=1e-4, atol=1e-7)
@@ -178,8 +181,7 @@ def _tuples(n=6):
 def test_joint_penalty_reaches_y_and_z_x_only_does_not():
     model, loss = _setup(penalty="joint")
     model.disc = ZOnlyD()
-    loss._cached = _tuples()
-    s = loss.accumulate_gradients("D_gp", _batch())
+    s = loss.d_gp(_tuples())
     w = model.disc.w.detach()
     torch.testing.assert_close(s[names.GP_NORM], w.norm())
     torch.testing.assert_close(s[names.LOSS_D_GP], 10 * (w.norm() - 1) ** 2)
@@ -187,8 +189,7 @@ def test_joint_penalty_reaches_y_and_z_x_only_does_not():
 
     model, loss = _setup(penalty="x_only")
     model.disc = ZOnlyD()
-    loss._cached = _tuples()
-    s = loss.accumulate_gradients("D_gp", _batch())
+    s = loss.d_gp(_tuples())
     assert float(s[names.GP_NORM]) == 0.0  # the x-only penalty cannot see a z-reading D
     assert float(s[names.LOSS_D_GP]) == 10.0  # a constant: no gradient for D
     assert model.disc.w.grad is None
@@ -206,8 +207,7 @@ def test_joint_penalty_value_and_shared_alpha():
 
     model.disc.forward = record
     t = _tuples()
-    loss._cached = t
-    s = loss.accumulate_gradients("D_gp", _batch())
+    s = loss.d_gp(t)
     d = model.disc
     norm = torch.cat([d.a, d.b, d.c]).detach().norm()
     torch.testing.assert_close(s[names.LOSS_D_GP], 10 * (norm - 1) ** 2)
@@ -225,8 +225,7 @@ def test_roth_penalty_by_hand():
     model, loss = _setup(penalty="roth")
     model.disc = ZOnlyD()
     t = _tuples()
-    loss._cached = t
-    s = loss.accumulate_gradients("D_gp", _batch())
+    s = loss.d_gp(t)
     w = model.disc.w.detach()
     sq, sp = torch.sigmoid(t.zq @ w), torch.sigmoid(t.zp @ w)
     g2 = w.pow(2).sum()
@@ -235,32 +234,32 @@ def test_roth_penalty_by_hand():
     assert model.disc.w.grad.abs().sum() > 0
 
 
-def test_penalty_none_and_fresh_tuples():
+def test_penalty_none_and_generator_tuples():
     model, loss = _setup(penalty="none")
-    s = loss.accumulate_gradients("D_gp", _batch())
+    s = loss.d_gp(loss.tuples(_batch()))
     assert float(s[names.LOSS_D_GP]) == 0.0
     assert all(p.grad is None for p in model.parameters())
-    model, loss = _setup(penalty="joint")  # D_gp without D_main draws its own tuples
-    s = loss.accumulate_gradients("D_gp", (_batch() * 255).to(torch.uint8))
+    model, loss = _setup(penalty="joint")  # tuples with their generator graph: cut by D_gp
+    s = loss.d_gp(loss.tuples(to_float((_batch() * 255).to(torch.uint8))))
     assert float(s[names.LOSS_D_GP]) > 0
     assert all(p.grad is None for p in model.generator_parameters())
     # every D weight gets a penalty gradient (biases only through the activation pattern)
     assert all(p.grad.abs().sum() > 0 for n, p in model.disc.named_parameters() if "weight" in n)
-    with pytest.raises(ValueError, match="allowed: D_main, D_gp, G_main"):
-        loss.accumulate_gradients("G_reg", _batch())
 
 
-def test_generator_phase_reuses_the_forward_of_its_own_batch_only():
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_generator_phase_reuses_the_last_d_steps_forward(d_steps):
     model, loss = _setup()
     bn = next(m for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d))
     forwards = lambda: int(bn.num_batches_tracked)  # noqa: E731 - one encoder forward each
     x = _batch()
     n0 = forwards()
-    loss.accumulate_gradients("D_main", x)
-    loss.accumulate_gradients("G_main", x)
+    t = loss.tuples(x)
+    loss.d_main(t)
+    loss.d_gp(t)
+    loss.g_main(t)
     assert forwards() - n0 == 1  # the D phase's encoder/decoder forward served the G phase
-    loss.accumulate_gradients("D_main", x)
-    loss.accumulate_gradients("G_main", _batch())  # another batch: a fresh forward
-    assert forwards() - n0 == 3
-    loss.accumulate_gradients("G_main", x)  # the cache is used once at most
-    assert forwards() - n0 == 4
+    opt_g = torch.optim.Adam(model.generator_parameters())
+    opt_d = torch.optim.Adam(model.discriminator_parameters())
+    training_step(loss, opt_d, opt_g, x, d_steps=d_steps)
+    assert forwards() - n0 == 1 + d_steps  # one forward per D step, none for the G step

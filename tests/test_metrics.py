@@ -67,7 +67,7 @@ def test_confusion_matrix():
     pred = [2, 2, 0, 1, 1, 1]  # cluster 2 -> class 0, 0 -> 1, 1 -> 2
     cm = confusion_matrix(Y6, pred, n_classes=3)
     assert cm.tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 2]]
-    plain = confusion_matrix(Y6, [0, 0, 1, 2, 2, 2], n_classes=3, mapping="none")
+    plain = confusion_matrix(Y6, [0, 0, 1, 2, 2, 2], n_classes=3, mapping="supervised")
     assert plain.tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 2]]
     assert confusion_matrix([0, 0, 1, 1], [0, 1, 2, 3], 2, K=4, mapping="majority").sum() == 4
     # one-to-one with 4 components for 2 classes: the 2 unmatched predictions are left out

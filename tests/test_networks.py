@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from amm_core.config import config_from_dict
+from amm_core.config import ARCH_SHAPES, config_from_dict
 from amm_core.errors import ConfigError
-from amm_core.models import build_models, check_arch_dataset, input_shape
+from amm_core.models import build_models
 from amm_core.networks import (
     ARCHS,
     TINY32,
@@ -151,12 +151,11 @@ def test_wrong_image_shape_is_named():
         Encoder(arch, K, L)(torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"Discriminator.*\(N, 1, 28, 28\).*\(2, 1, 32, 32\)"):
         Discriminator(arch, K, L)(torch.rand(2, 1, 32, 32), torch.rand(2, K), torch.rand(2, L))
-    with pytest.raises(ValueError, match="allowed: mnist, svhn, tiny"):
-        get_arch("resnet")
-    with pytest.raises(ValueError, match=r"\(3, 32, 32\).*got \(1, 28, 28\)"):
-        get_arch("svhn", (1, 28, 28))
-    with pytest.raises(ValueError, match="allowed: q2, q1, independent"):
-        Encoder(arch, K, L, "q3")
+    # the choices are checked once, by the config
+    with pytest.raises(ConfigError, match="key 'model.arch'.*allowed: mnist, svhn, tiny"):
+        config_from_dict({"model": {"arch": "resnet"}})
+    with pytest.raises(ConfigError, match="key 'model.inference'.*allowed: q2, q1, independent"):
+        config_from_dict({"model": {"inference": "q3"}})
 
 
 def test_dropout_override():
@@ -190,10 +189,13 @@ def test_decoder_dropout_alone():
 
 
 def test_models_arch_dataset_and_param_groups():
-    assert input_shape("mnist") == input_shape("tiny") == (1, 28, 28)
-    assert input_shape("svhn") == input_shape("tiny", "svhn") == (3, 32, 32)
+    # the config's shape table agrees with the architecture tables
+    for name, shapes in ARCH_SHAPES.items():
+        assert [get_arch(name, s).in_shape for s in shapes] == shapes
+    assert ARCH_SHAPES["mnist"] == ARCH_SHAPES["tiny"][:1] == [(1, 28, 28)]
+    assert ARCH_SHAPES["svhn"] == ARCH_SHAPES["tiny"][1:] == [(3, 32, 32)]
     with pytest.raises(ConfigError, match=r"model.arch.*'svhn'.*3x32x32.*'mnist'.*1x28x28"):
-        check_arch_dataset("svhn", "mnist")
+        config_from_dict({"model": {"arch": "svhn"}, "data": {"dataset": "mnist"}})
     with pytest.raises(ValueError, match="allowed: svhn, tiny"):
         build_models(config_from_dict({"model": {"arch": "mnist"}, "data": {"dataset": "svhn"}}))
     cfg = config_from_dict(

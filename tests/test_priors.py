@@ -59,8 +59,8 @@ def test_placement_errors_name_the_problem():
         fixed_means("table3", 10, 3)
     with pytest.raises(ValueError, match="grid18.*latent_dim >= 3"):
         fixed_means("grid18", 18, 2)
-    with pytest.raises(ValueError, match="allowed: grid18, table3, file, random"):
-        fixed_means("hexagon", 10, 32)
+    with pytest.raises(ConfigError, match="key 'prior.means'.*grid18, table3, file, random"):
+        config_from_dict({"prior": {"means": "hexagon"}})  # the one check of the choice
     with pytest.raises(ConfigError, match="table3"):  # through the config too
         Prior(_cfg(means="table3", model={"num_components": 12}))
 
