@@ -3,7 +3,7 @@
 Images stay uint8 (N x C x H x W) on the training device; a batch is `x[idx]` with `idx` from an
 `EpochSampler`, scaled by `to_float`. No per-image Python work, no DataLoader workers.
 
-Where files are looked for, under the data root (`resolve_data_root`):
+Where files are looked for, under the data root (`locations.resolve_data_root`):
   mnist          <root>/mnist/MNIST/raw/, <root>/MNIST/raw/            (torchvision's layout)
   fashion_mnist  <root>/fashion_mnist/FashionMNIST/raw/, <root>/FashionMNIST/raw/
   svhn           <root>/svhn/{train,test,extra}_32x32.mat
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from amm_core.config import DataConfig
 from amm_core.errors import DataError
+from amm_core.settings import download_timeout_s
 
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -38,16 +38,6 @@ IDX_DIRS = {
 }
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "svhn": "SVHN"}
 N_CLASSES = {"mnist": 10, "fashion_mnist": 10, "svhn": 10}
-DOWNLOAD_TIMEOUT_S = float(os.environ.get("AMM_DOWNLOAD_TIMEOUT", "30"))
-
-
-def resolve_data_root(cli_dir: str | None, cfg_dir: str = "") -> Path:
-    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else amm.toml's data_dir, else
-    ./data (made absolute)."""
-    from amm_core.locations import setting
-
-    d = cli_dir or cfg_dir or os.environ.get("AMM_DATA_DIR") or setting("data_dir") or "data"
-    return Path(d).expanduser().absolute()
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -185,7 +175,7 @@ def _download(dataset: str, root: Path, where: Path, splits: tuple[str, ...] = (
     created = [p for p in (root, target) if not p.exists()]
     cls = getattr(tvd, TORCHVISION[dataset])
     old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has no timeout
+    socket.setdefaulttimeout(download_timeout_s())  # torchvision's urlopen has no timeout
     try:
         if dataset == "svhn":
             for s in splits:

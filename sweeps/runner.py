@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import locations, names
-from amm_core.data import resolve_data_root
+from amm_core.locations import resolve_data_root
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.fs import check_out_dir
 from sweeps import lock as sweep_lock

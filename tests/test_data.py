@@ -20,10 +20,10 @@ from amm_core.data import (
     load_splits,
     read_idx,
     read_svhn_mat,
-    resolve_data_root,
     to_float,
 )
 from amm_core.errors import DataError
+from amm_core.locations import resolve_data_root
 
 RAW = "mnist/MNIST/raw"
 
