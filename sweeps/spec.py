@@ -158,7 +158,9 @@ class SweepSpec(SpecFile):
     def trial_config(self, params: dict[str, Any], data_dir: str | None = None) -> Config:
         """Base preset + fixed overrides (+ the data root) + one trial's swept values."""
         extra = {"data.data_dir": data_dir} if data_dir else {}
-        return trial_config({**self.base_config.flat(), **self.overrides, **extra}, params, self.variants)
+        return trial_config(
+            {**self.base_config.flat(), **self.overrides, **extra}, params, self.variants
+        )
 
 
 def trial_config(

@@ -38,9 +38,13 @@ def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
 def test_bad_project_file_names_the_key(tmp_path, monkeypatch):
     (tmp_path / "amm.toml").write_text('[amm]\nstorge = "x"\n')
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=re.escape(
-        "unknown key 'amm.storge' (did you mean amm.storage?); allowed under 'amm': data_dir, storage"
-    )):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "unknown key 'amm.storge' (did you mean amm.storage?); "
+            "allowed under 'amm': data_dir, storage"
+        ),
+    ):
         locations.project_settings()
     (tmp_path / "amm.toml").write_text("[amm]\nstorage = 3\n")
     with pytest.raises(ConfigError, match="amm.toml': key 'amm.storage': expected a string, got 3"):

@@ -149,7 +149,10 @@ def test_run_names_and_trial_configs():
         ("overrides: {train.step: 5}\n", "overrides: 'train.step' is not a config key (did you"),
         ("grid: {model.inference: [q2, q3]}\n", "'q3' is not allowed; allowed: q2, q1"),
         ("grid: {loss.gp_weight: [-1]}\n", "loss.gp_weight': must be >= 0"),
-        ("resources: {cpu: 1, gpus: 1}\n", "unknown key 'resources.gpus' (did you mean resources.gpu?)"),
+        (
+            "resources: {cpu: 1, gpus: 1}\n",
+            "unknown key 'resources.gpus' (did you mean resources.gpu?)",
+        ),
         ("resources: {cpu: one}\n", "key 'resources.cpu': expected a number, got 'one'"),
         ("resources: {cpu: 0, gpu: 0}\n", "not both 0"),
         (
@@ -167,9 +170,18 @@ def test_run_names_and_trial_configs():
             "{type: uniform, low: 0.1, high: 1}}}\n",
             "with 'search', leave 'grid' empty",
         ),
-        ("search: {metric: m, space: {optim.lr: {type: choice, values: [1]}}}\n", "'search.num_samples' is required"),
-        ("scheduler: {type: hyperband, metric: m}\n", "key 'scheduler.type': 'hyperband' is not allowed; allowed: asha"),
-        ("scheduler: {metric: m, mode: low}\n", "key 'scheduler.mode': 'low' is not allowed; allowed: min, max"),
+        (
+            "search: {metric: m, space: {optim.lr: {type: choice, values: [1]}}}\n",
+            "'search.num_samples' is required",
+        ),
+        (
+            "scheduler: {type: hyperband, metric: m}\n",
+            "key 'scheduler.type': 'hyperband' is not allowed; allowed: asha",
+        ),
+        (
+            "scheduler: {metric: m, mode: low}\n",
+            "key 'scheduler.mode': 'low' is not allowed; allowed: min, max",
+        ),
         ("scheduler: {metric: m, grace_period: 10, max_t: 300}\n", "max_t 300 <= 300 training"),
     ],
 )
