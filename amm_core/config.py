@@ -358,25 +358,28 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return config_from_dict(unflatten(flat))
 
 
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file: {}), else a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        data = yaml.safe_load(read_text_file(path, what)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level")
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> Config:
     """YAML preset (or None for defaults) plus `key=value` overrides -> validated Config."""
-    data: dict[str, Any] = {}
+    cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        try:
-            data = yaml.safe_load(read_text_file(path, "config file")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}': not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file '{path}': expected a mapping at the top level")
+        data = read_yaml(Path(path), "config file")
         with within(f"config file '{path}'"):
             cfg = config_from_dict(data)
-    else:
-        cfg = Config()
     if overrides:
         if isinstance(overrides, list):
             overrides = dict(parse_override(o) for o in overrides)
@@ -389,21 +392,14 @@ def describe() -> str:
     lines = []
 
     def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.type) or f.name in (
-                "data",
-                "model",
-                "prior",
-                "loss",
-                "optim",
-                "train",
-            ):
-                walk(typing.get_type_hints(cls)[f.name], prefix + f.name + ".")
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
                 continue
-            default = f.default
             choices = f.metadata.get("choices")
             extra = f"  (one of: {', '.join(choices)})" if choices else ""
-            lines.append(f"{prefix}{f.name} = {default!r}{extra}")
+            lines.append(f"{prefix}{f.name} = {f.default!r}{extra}")
 
     walk(Config, "")
     return "\n".join(lines)

@@ -32,9 +32,7 @@ INDEX = "runs/sweep_index.json"
 
 
 @dataclass(frozen=True)
-class ProjectFile:
-    """The [amm] table of amm.toml."""
-
+class ProjectFile:  # the [amm] table of amm.toml
     data_dir: str = ""  # the data root
     storage: str = ""  # where sweep folders go
     tracking_uri: str = ""  # the MLflow tracking store

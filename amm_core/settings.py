@@ -1,8 +1,8 @@
 """Every environment variable amm reads, with its default, in one place.
 
 Where a command has a flag, the flag wins; the order of flag, environment, sweep index and
-`amm.toml` is `amm_core.locations`'. A variable that is set but empty counts as unset; one that
-must be a number and is not is a `ConfigError` naming it.
+`amm.toml` is `amm_core.locations`'. A variable set but empty counts as unset; one that must be
+a number and is not is a `ConfigError` naming it.
 """
 
 from __future__ import annotations
@@ -23,37 +23,29 @@ def _seconds(name: str, default: float) -> float:
         raise ConfigError(f"environment variable {name}={raw!r}: expected seconds") from None
 
 
-def data_dir(default: str = "") -> str:
-    """$AMM_DATA_DIR: the data root."""
+def data_dir(default: str = "") -> str:  # the data root
     return os.environ.get("AMM_DATA_DIR") or default
 
 
-def data_mirror() -> str:
-    """$AMM_DATA_MIRROR: a mirror tried first for MNIST / Fashion-MNIST downloads."""
+def data_mirror() -> str:  # a mirror tried first for MNIST / Fashion-MNIST downloads
     return os.environ.get("AMM_DATA_MIRROR", "")
 
 
-def download_timeout_s() -> float:
-    """$AMM_DOWNLOAD_TIMEOUT: seconds a download may stall (default 30)."""
+def download_timeout_s() -> float:  # seconds a download may stall
     return _seconds("AMM_DOWNLOAD_TIMEOUT", 30.0)
 
 
-def sweep_storage(default: str = DEFAULT_STORAGE) -> str:
-    """$AMM_SWEEP_STORAGE: the folder (or URI) that holds the sweep folders."""
+def sweep_storage(default: str = DEFAULT_STORAGE) -> str:  # folder or URI of the sweep folders
     return os.environ.get("AMM_SWEEP_STORAGE") or default
 
 
-def tracking_uri(default: str = DEFAULT_TRACKING_URI) -> str:
-    """$MLFLOW_TRACKING_URI: the MLflow tracking store."""
+def tracking_uri(default: str = DEFAULT_TRACKING_URI) -> str:  # the MLflow tracking store
     return os.environ.get("MLFLOW_TRACKING_URI") or default
 
 
-def lock_stale_s() -> float:
-    """$AMM_LOCK_STALE_S: a sweep lock without a heartbeat this long is stale (default 300)."""
+def lock_stale_s() -> float:  # a sweep lock without a heartbeat this long is stale
     return _seconds("AMM_LOCK_STALE_S", 300.0)
 
 
-def tracking_outage_s() -> float:
-    """$AMM_TRACKING_OUTAGE_S: a sweep stops after the tracking store is down this long
-    (default 900)."""
+def tracking_outage_s() -> float:  # a sweep stops after the tracking store is down this long
     return _seconds("AMM_TRACKING_OUTAGE_S", 900.0)

@@ -26,8 +26,6 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from amm_core.config import (
     Config,
     _choice,
@@ -37,10 +35,10 @@ from amm_core.config import (
     did_you_mean,
     field_names,
     load_config,
+    read_yaml,
     within,
 )
 from amm_core.errors import ConfigError
-from amm_core.fs import read_text_file
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
 # training-set sizes before the validation split, for the cost estimate of epoch-based configs
@@ -317,15 +315,7 @@ def _parse(data: dict[str, Any], path: Path, extra_overrides: dict[str, Any]) ->
 
 def load_spec(path: str | Path, extra_overrides: dict[str, Any] | None = None) -> SweepSpec:
     path = Path(path).resolve()
-    if not path.is_file():
-        raise ConfigError(f"sweep spec '{path}' does not exist")
-    try:
-        data = yaml.safe_load(read_text_file(path, "sweep spec"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep spec '{path}': not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"sweep spec '{path}': expected a mapping at the top level")
-    return parse_spec(data, path, extra_overrides)
+    return parse_spec(read_yaml(path, "sweep spec"), path, extra_overrides)
 
 
 def train_steps(cfg: Config) -> int:
