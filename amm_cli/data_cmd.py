@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _get(args: argparse.Namespace) -> int:
-    from amm_core.data import resolve_data_root
     from amm_core.download import fetch
+    from amm_core.locations import resolve_data_root
 
     root = resolve_data_root(args.data_dir)
     folder = fetch(args.dataset, root, args.mirror)

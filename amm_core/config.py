@@ -8,6 +8,7 @@ the same keys that sweeps use as axes and MLflow logs as params.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -15,6 +16,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,20 @@ SVHN_EXTRA = 531131
 def _choice(default: str, *choices: str) -> Any:
     assert default in choices
     return field(default=default, metadata={"choices": choices})
+
+
+@contextlib.contextmanager
+def within(where: str) -> Iterator[None]:
+    """Prefix a ConfigError raised inside with where the input came from ("config file 'x': ")."""
+    try:
+        yield
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def checked(default: Any, ok: Any, allowed: str) -> Any:
+    """A field whose given value must pass `ok` ("key 'k' must be <allowed>, got v" if not)."""
+    return field(default=default, metadata={"check": (ok, allowed)})
 
 
 @dataclass(frozen=True)
@@ -191,12 +207,12 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def did_you_mean(key: str, known: list[str]) -> str:
+def did_you_mean(key: str, known: list[str], prefix: str = "") -> str:
     """' (did you mean loss.gp_weight?)' for a close match (difflib), else ''."""
     import difflib
 
     close = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
+    return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
 
 
 def field_names() -> list[str]:
@@ -206,56 +222,71 @@ def field_names() -> list[str]:
 
 # numbers in exponent form without a dot ('1e-4', '2E5'), which YAML 1.1 leaves as strings
 _YAML11_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_WORDS |= {list: "a list", dict: "a mapping"}
 
 
-def _coerce(key: str, value: Any, typ: Any, f: dataclasses.Field) -> Any:
-    choices = f.metadata.get("choices")
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"key '{key}': expected true or false, got {value!r}")
-    elif typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise ConfigError(f"key '{key}': expected an integer, got {value!r}")
-    elif typ is float:
-        if isinstance(value, str) and _YAML11_FLOAT.match(value):
-            value = float(value)  # '1e-4': YAML 1.1 (PyYAML) reads it as a string
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"key '{key}': expected a number, got {value!r}")
-        value = float(value)
-    elif typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"key '{key}': expected a string, got {value!r}")
-    if choices and value not in choices:
-        raise ConfigError(
-            f"key '{key}': {value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
-        )
-    return value
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """value checked against a field type (scalars, list[T], dict[str, T], unions, dataclasses)."""
+    origin, args = typing.get_origin(typ) or typ, typing.get_args(typ)
+    if typ is Any:
+        return value
+    if dataclasses.is_dataclass(typ):
+        return build(typ, value, key + ".")
+    if origin is types.UnionType:
+        arms = [a for a in args if a is not type(None)]
+        if value is None and len(arms) < len(args):
+            return None
+        if len(arms) == 1:
+            return _coerce(key, value, arms[0])
+        for arm in arms:
+            with contextlib.suppress(ConfigError):
+                return _coerce(key, value, arm)
+        words = " or ".join(_WORDS[typing.get_origin(a) or a] for a in arms)
+        raise ConfigError(f"key '{key}': expected {words}, got {value!r}")
+    if typ is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if typ is float and isinstance(value, str) and _YAML11_FLOAT.match(value):
+        value = float(value)  # '1e-4': YAML 1.1 (PyYAML) reads it as a string
+    allowed = (int, float) if typ is float else origin
+    if isinstance(value, bool) is not (typ is bool) or not isinstance(value, allowed):
+        raise ConfigError(f"key '{key}': expected {_WORDS[origin]}, got {value!r}")
+    if origin is list and args:
+        return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict and args:
+        return {k: _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    return float(value) if typ is float else value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """A mapping -> a frozen dataclass: unknown keys (with "did you mean"), missing required
+    keys, wrong types, values outside a field's choices or checks, each named by dotted key."""
     if not isinstance(data, dict):
         raise ConfigError(f"key '{prefix.rstrip('.') or '<root>'}': expected a mapping")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))
     if unknown:
+        hint = did_you_mean(unknown[0], list(fields), prefix)
         raise ConfigError(
-            f"unknown key '{prefix}{unknown[0]}'{did_you_mean(unknown[0], list(fields))}; "
+            f"unknown key '{prefix}{unknown[0]}'{hint}; "
             f"allowed under '{prefix.rstrip('.') or '<root>'}': {', '.join(fields)}"
         )
+    for name, f in fields.items():
+        if name not in data and f.default is f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"key '{prefix}{name}' is required")
     kwargs = {}
     for name, value in data.items():
-        typ = hints[name]
-        key = prefix + name
-        if dataclasses.is_dataclass(typ):
-            kwargs[name] = _build(typ, value, key + ".")
-        else:
-            if isinstance(typ, types.UnionType):  # not used today; keep the loader honest
-                raise ConfigError(f"key '{key}': unsupported field type {typ}")
-            kwargs[name] = _coerce(key, value, typ, fields[name])
+        key, meta = prefix + name, fields[name].metadata
+        value = kwargs[name] = _coerce(key, value, hints[name])
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"key '{key}': {value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
+            )
+        ok, allowed = meta.get("check", (None, ""))
+        if ok and value is not None and not ok(value):
+            raise ConfigError(f"key '{key}' must be {allowed}, got {value!r}")
     return cls(**kwargs)
 
 
@@ -333,7 +364,7 @@ def _validate(cfg: Config) -> Config:
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:
     """Nested dict (as in YAML presets) -> validated Config. Missing keys take defaults."""
-    return _validate(_build(Config, data or {}, ""))
+    return _validate(build(Config, data or {}))
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -364,27 +395,28 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return config_from_dict(unflatten(flat))
 
 
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file: {}), else a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        data = yaml.safe_load(read_text_file(path, what)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level")
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> Config:
     """YAML preset (or None for defaults) plus `key=value` overrides -> validated Config."""
-    data: dict[str, Any] = {}
+    cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        try:
-            data = yaml.safe_load(read_text_file(path, "config file")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}': not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file '{path}': expected a mapping at the top level")
-        try:
+        data = read_yaml(Path(path), "config file")
+        with within(f"config file '{path}'"):
             cfg = config_from_dict(data)
-        except ConfigError as e:
-            raise ConfigError(f"config file '{path}': {e}") from None
-    else:
-        cfg = Config()
     if overrides:
         if isinstance(overrides, list):
             overrides = dict(parse_override(o) for o in overrides)
@@ -397,21 +429,14 @@ def describe() -> str:
     lines = []
 
     def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.type) or f.name in (
-                "data",
-                "model",
-                "prior",
-                "loss",
-                "optim",
-                "train",
-            ):
-                walk(typing.get_type_hints(cls)[f.name], prefix + f.name + ".")
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
                 continue
-            default = f.default
             choices = f.metadata.get("choices")
             extra = f"  (one of: {', '.join(choices)})" if choices else ""
-            lines.append(f"{prefix}{f.name} = {default!r}{extra}")
+            lines.append(f"{prefix}{f.name} = {f.default!r}{extra}")
 
     walk(Config, "")
     return "\n".join(lines)

@@ -7,7 +7,6 @@ Images stay uint8 (N x C x H x W) on the training device; a batch is `x[idx]` wi
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,6 @@ from amm_core.datasets import load_arrays
 from amm_core.errors import DataError
 
 N_CLASSES = {"mnist": 10, "fashion_mnist": 10, "svhn": 10}
-
-
-def resolve_data_root(cli_dir: str | None, cfg_dir: str = "") -> Path:
-    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else amm.toml's data_dir, else
-    ./data (made absolute)."""
-    from amm_core.locations import setting
-
-    d = cli_dir or cfg_dir or os.environ.get("AMM_DATA_DIR") or setting("data_dir") or "data"
-    return Path(d).expanduser().absolute()
 
 
 def derive_seed(seed: int, purpose: str) -> int:

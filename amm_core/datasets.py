@@ -1,6 +1,6 @@
 """Dataset files (spec section 6): MNIST / Fashion-MNIST IDX files, SVHN .mat files.
 
-Where files are looked for, under the data root (`amm_core.data.resolve_data_root`):
+Where files are looked for, under the data root (`amm_core.locations.resolve_data_root`):
   mnist          <root>/mnist/MNIST/raw/, <root>/MNIST/raw/            (torchvision's layout)
   fashion_mnist  <root>/fashion_mnist/FashionMNIST/raw/, <root>/FashionMNIST/raw/
   svhn           <root>/svhn/{train,test,extra}_32x32.mat
@@ -10,13 +10,13 @@ Nothing is written under the root unless data.download is true.
 from __future__ import annotations
 
 import gzip
-import os
 import socket
 from pathlib import Path
 
 import numpy as np
 
 from amm_core.errors import DataError
+from amm_core.settings import download_timeout_s
 
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -29,7 +29,6 @@ IDX_DIRS = {
     "fashion_mnist": ("fashion_mnist/FashionMNIST/raw", "FashionMNIST/raw"),
 }
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "svhn": "SVHN"}
-DOWNLOAD_TIMEOUT_S = float(os.environ.get("AMM_DOWNLOAD_TIMEOUT", "30"))
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -145,7 +144,7 @@ def _download(dataset: str, root: Path, where: Path, splits: tuple[str, ...] = (
     created = [p for p in (root, target) if not p.exists()]
     cls = getattr(tvd, TORCHVISION[dataset])
     old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has no timeout
+    socket.setdefaulttimeout(download_timeout_s())  # torchvision's urlopen has no timeout
     try:
         if dataset == "svhn":
             for s in splits:

@@ -10,12 +10,12 @@ the files and the folder to put them in.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from amm_core import settings
 from amm_core.errors import DataError
 
 # dataset -> (torchvision class, folder under the data root: torchvision's layout)
@@ -23,11 +23,6 @@ SOURCES = {
     "mnist": ("MNIST", "mnist/MNIST/raw"),
     "fashion_mnist": ("FashionMNIST", "fashion_mnist/FashionMNIST/raw"),
 }
-MIRROR_ENV = "AMM_DATA_MIRROR"
-
-
-def timeout_s() -> float:
-    return float(os.environ.get("AMM_DOWNLOAD_TIMEOUT", "30"))
 
 
 def resources(dataset: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -54,9 +49,9 @@ def _md5(path: Path) -> str:
 
 def _fetch(url: str, dest: Path, md5: str) -> None:
     """url -> dest (via dest.part), or an OSError / ValueError saying what went wrong."""
-    part = dest.with_name(dest.name + ".part")
+    part, timeout = dest.with_name(dest.name + ".part"), settings.download_timeout_s()
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s()) as r, open(part, "wb") as f:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
         got = _md5(part)
@@ -77,7 +72,7 @@ def fetch(dataset: str, root: Path, mirror: str | None = None, quiet: bool = Fal
             f"dataset {dataset!r} cannot be downloaded here; allowed: {', '.join(SOURCES)}"
         )
     mirrors, files = resources(dataset)
-    mirror = mirror or os.environ.get(MIRROR_ENV, "")
+    mirror = mirror or settings.data_mirror()
     if mirror:
         mirrors = [mirror.rstrip("/") + "/"]
     folder = target_dir(dataset, root)

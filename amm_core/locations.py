@@ -18,16 +18,24 @@ from the name alone, whatever --storage / --tracking-uri it ran with.
 from __future__ import annotations
 
 import json
-import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amm_core import settings
+from amm_core.config import build, within
 from amm_core.errors import ConfigError
 
 PROJECT_FILE = "amm.toml"
 INDEX = "runs/sweep_index.json"
-KEYS = ("data_dir", "storage", "tracking_uri")
+
+
+@dataclass(frozen=True)
+class ProjectFile:  # the [amm] table of amm.toml
+    data_dir: str = ""  # the data root
+    storage: str = ""  # where sweep folders go
+    tracking_uri: str = ""  # the MLflow tracking store
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -48,18 +56,9 @@ def project_settings(start: Path | None = None) -> dict[str, str]:
         data = tomllib.loads(path.read_text()).get("amm", {})
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"project file '{path}': not valid TOML ({e})") from None
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise ConfigError(
-            f"project file '{path}': unknown key '{unknown[0]}' in [amm]; allowed: "
-            f"{', '.join(KEYS)}"
-        )
-    out = {}
-    for k, v in data.items():
-        if not isinstance(v, str):
-            raise ConfigError(f"project file '{path}': key '{k}' must be a string")
-        out[k] = _absolute(k, v, root)
-    return out
+    with within(f"project file '{path}'"):
+        given = build(ProjectFile, data, "amm.")
+    return {k: _absolute(k, getattr(given, k), root) for k in data}
 
 
 def _absolute(key: str, value: str, root: Path) -> str:
@@ -75,6 +74,13 @@ def _absolute(key: str, value: str, root: Path) -> str:
 def setting(key: str) -> str:
     """amm.toml's value for key, or ''."""
     return project_settings().get(key, "")
+
+
+def resolve_data_root(flag: str | None, cfg_dir: str = "") -> Path:
+    """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else amm.toml's data_dir, else
+    ./data (made absolute)."""
+    d = flag or cfg_dir or settings.data_dir() or setting("data_dir") or "data"
+    return Path(d).expanduser().absolute()
 
 
 def _index_path() -> Path:
@@ -110,8 +116,8 @@ def storage_for(name: str | None, flag: str | None) -> str | None:
     """--storage, $AMM_SWEEP_STORAGE, the index's entry for the sweep, amm.toml; else None."""
     if flag:
         return flag
-    if os.environ.get("AMM_SWEEP_STORAGE"):
-        return os.environ["AMM_SWEEP_STORAGE"]
+    if settings.sweep_storage(default=""):
+        return settings.sweep_storage()
     if name and sweep_entry(name).get("storage"):
         return sweep_entry(name)["storage"]
     return setting("storage") or None
@@ -121,8 +127,8 @@ def tracking_for(name: str | None, flag: str | None) -> str | None:
     """--tracking-uri, $MLFLOW_TRACKING_URI, the index's entry for the sweep, amm.toml, None."""
     if flag:
         return flag
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    if settings.tracking_uri(default=""):
+        return settings.tracking_uri()
     if name and sweep_entry(name).get("tracking_uri"):
         return sweep_entry(name)["tracking_uri"]
     return setting("tracking_uri") or None

@@ -36,11 +36,11 @@ from amm_core.data import (
     derive_seed,
     generator,
     load_splits,
-    resolve_data_root,
     to_float,
 )
 from amm_core.diagnostics import latent_diagnostics
 from amm_core.errors import ConfigError, TrainingError
+from amm_core.locations import resolve_data_root
 from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models

@@ -169,7 +169,8 @@ def plan(
         sps = measure_steps_per_sec(spec)
         source = f"measured now: 10 steps of the base config, {spec.cpu:g} CPU thread(s)"
     elif spec.steps_per_sec:
-        sps, source = spec.steps_per_sec, f"stored in the spec: {spec.measured_on or 'no note'}"
+        sps = spec.steps_per_sec
+        source = f"stored in the spec: {spec.cost.measured_on or 'no note'}"
     else:
         sps, source = None, ""
     return plan_text(spec, sps, source, list_all)

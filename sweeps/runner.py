@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import locations, names
-from amm_core.data import resolve_data_root
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.fs import check_out_dir
+from amm_core.locations import resolve_data_root
 from sweeps import lock as sweep_lock
 from sweeps import reconcile, tracking
 from sweeps.spec import SweepSpec, load_spec

@@ -4,7 +4,8 @@ A spec names a base preset from `configs/` (a path relative to the spec file), f
 grid axes (dotted config keys -> lists of values, crossed), a seed axis, the resources of one
 trial, and optionally an Optuna search and an ASHA scheduler. Every config a sweep would train
 is built and validated here, before Ray or MLflow is touched, so a bad spec fails with a
-`ConfigError` that names the key and nothing starts.
+`ConfigError` that names the key and nothing starts. The file's keys are the frozen dataclasses
+below (`SpecFile` and its sections), read by the same loader as `Config` (`config.build`).
 
     base: ../configs/mnist_amm.yaml     # relative to this file
     experiment: amm-paper               # MLflow experiment (default: amm)
@@ -20,99 +21,116 @@ is built and validated here, before Ray or MLflow is touched, so a bad spec fail
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
+from amm_core.config import (
+    Config,
+    _choice,
+    apply_overrides,
+    build,
+    checked,
+    did_you_mean,
+    field_names,
+    load_config,
+    read_yaml,
+    total_steps,
+    within,
+)
 from amm_core.errors import ConfigError
-from amm_core.fs import read_text_file
 
-TOP_KEYS = {
-    "description": str,
-    "base": str,
-    "experiment": str,
-    "overrides": dict,
-    "grid": dict,
-    "variants": dict,
-    "seeds": (int, list),
-    "resources": dict,
-    "search": dict,
-    "scheduler": dict,
-    "max_concurrent": int,
-    "max_failures": int,
-    "checkpoints_to_keep": int,
-    "cost": dict,
-}
-RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
-SEARCH_KEYS = {
-    "algorithm": str,
-    "metric": str,
-    "mode": str,
-    "num_samples": int,
-    "seed": int,
-    "space": dict,
-}
 SPACE_TYPES = ("choice", "uniform", "loguniform")
-SCHEDULER_KEYS = {
-    "type": str,
-    "metric": str,
-    "mode": str,
-    "time_attr": str,
-    "max_t": int,
-    "grace_period": int,
-    "reduction_factor": (int, float),
-}
-COST_KEYS = {"steps_per_sec": (int, float), "measured_on": str}
 VARIANT = "variant"  # the axis of named override sets
 SHORT_NAMES = {"loss.gp_weight": "lambda", "optim.lr": "lr"}  # run-name labels
 
 
 @dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0  # CPUs per trial (also its torch threads)
+    gpu: float = 0.0  # GPUs per trial; a fraction shares one GPU
+
+
+@dataclass(frozen=True)
+class Cost:
+    steps_per_sec: float | None = checked(None, lambda v: v > 0, "> 0")  # one trial's speed
+    measured_on: str = ""  # where that speed was measured (shown by `amm sweep plan`)
+
+
+@dataclass(frozen=True)
 class Search:
-    metric: str
-    mode: str
-    num_samples: int
-    seed: int
-    space: dict[str, dict[str, Any]]  # key -> {type, values | low/high}
+    metric: str  # what Optuna (TPE) optimises
+    num_samples: int = checked(MISSING, lambda n: n >= 1, ">= 1")  # trials
+    space: dict[str, dict[str, Any]] = checked(MISSING, bool, "non-empty (one dimension or more)")
+    mode: str = _choice("min", "min", "max")
+    seed: int = 0  # the sampler's seed
+    algorithm: str = _choice("optuna", "optuna")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One dimension of search.space: `choice` of values, `uniform` / `loguniform` low..high."""
+
+    type: str = field(metadata={"choices": SPACE_TYPES})
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)
 class Scheduler:
-    metric: str
-    mode: str
-    time_attr: str
-    max_t: int
-    grace_period: int
-    reduction_factor: float
+    metric: str  # what ASHA compares
+    type: str = _choice("asha", "asha")
+    mode: str = _choice("min", "min", "max")
+    time_attr: str = "step"
+    max_t: int = 10000
+    grace_period: int = 1000
+    reduction_factor: float = 3.0
 
 
 @dataclass(frozen=True)
-class SweepSpec:
-    path: Path
-    base: Path
-    experiment: str
-    overrides: dict[str, Any]
-    grid: dict[str, list[Any]]
-    seeds: list[int]
-    cpu: float
-    gpu: float
+class SpecFile:
+    """The keys of a sweep spec file."""
+
+    base: str = ""  # the preset, relative to the spec file (or a shipped preset's name)
+    description: str = ""
+    experiment: str = "amm"  # MLflow experiment
+    overrides: dict[str, Any] = field(default_factory=dict)  # fixed, dotted config keys
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # axes, crossed
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # named override sets
+    seeds: int | list[int] = 1  # a count (seeds 0..n-1) or a list
+    resources: Resources = field(default_factory=Resources)
     search: Search | None = None
     scheduler: Scheduler | None = None
-    max_concurrent: int = 0
-    max_failures: int = 2
-    checkpoints_to_keep: int = 2
-    steps_per_sec: float | None = None
-    measured_on: str = ""
-    description: str = ""
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    base_config: Config = field(default_factory=Config)
+    max_concurrent: int = checked(0, lambda n: n >= 0, "0 (no limit) or more")
+    max_failures: int = checked(2, lambda n: n >= 0, "0 (no retry) or more")
+    checkpoints_to_keep: int = checked(2, lambda n: n >= 1, "1 or more")
+    cost: Cost = field(default_factory=Cost)
+
+
+@dataclass(frozen=True)
+class SweepSpec(SpecFile):
+    """A loaded spec: `base` resolved, `seeds` a list, the command line's overrides merged."""
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+    path: Path = Path()
+    base_config: Config = field(default_factory=Config)  # the base preset alone
 
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @property
+    def cpu(self) -> float:
+        return self.resources.cpu
+
+    @property
+    def gpu(self) -> float:
+        return self.resources.gpu
+
+    @property
+    def steps_per_sec(self) -> float | None:
+        return self.cost.steps_per_sec
 
     def axes(self) -> dict[str, list[Any]]:
         """Swept keys -> values, the seed axis last (absent with a search)."""
@@ -133,10 +151,20 @@ class SweepSpec:
         return self.search.num_samples if self.search else len(self.cells())
 
     def trial_config(self, params: dict[str, Any], data_dir: str | None = None) -> Config:
-        """Base preset + fixed overrides + one trial's swept values (+ the data root)."""
+        """Base preset + fixed overrides (+ the data root) + one trial's swept values."""
         extra = {"data.data_dir": data_dir} if data_dir else {}
-        params = expand_variant(params, self.variants)
-        return apply_overrides(self.base_config, {**self.overrides, **params, **extra})
+        return trial_config(
+            {**self.base_config.flat(), **self.overrides, **extra}, params, self.variants
+        )
+
+
+def trial_config(
+    base: dict[str, Any], params: dict[str, Any], variants: dict[str, dict[str, Any]] | None = None
+) -> Config:
+    """One trial's config from plain data: the sweep's base (flat: preset + fixed overrides), then
+    its variant's overrides, then its swept values. The driver (`SweepSpec.trial_config`) and the
+    Ray workers (which get the flat base, not the spec) both build configs here."""
+    return apply_overrides(Config(), {**base, **expand_variant(params, variants or {})})
 
 
 def expand_variant(params: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -147,21 +175,6 @@ def expand_variant(params: dict[str, Any], variants: dict[str, dict[str, Any]]) 
     return params
 
 
-def _check_keys(where: str, data: dict[str, Any], allowed: dict[str, Any]) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    for key, value in data.items():
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key '{key}'; allowed: {', '.join(sorted(allowed))}"
-            )
-        typ = allowed[key]
-        ok = isinstance(value, typ) and not (isinstance(value, bool) and typ is not bool)
-        if not ok:
-            names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            raise ConfigError(f"{where}: key '{key}' expects {names}, got {value!r}")
-
-
 def _no_duplicates(where: str, values: list[Any]) -> None:
     """Each value once: a repeated seed or grid value would train the same trial twice."""
     dups = [v for i, v in enumerate(values) if v in values[:i]]
@@ -169,222 +182,137 @@ def _no_duplicates(where: str, values: list[Any]) -> None:
         raise ConfigError(f"{where}: {dups[0]!r} is given more than once; list each value once")
 
 
-def _check_ranges(where: str, data: dict[str, Any], cost: dict[str, Any]) -> None:
-    """Numbers Ray would reject only after the sweep started, or silently misread."""
-    limits = {
-        "max_concurrent": (0, "0 (no limit) or more"),
-        "max_failures": (0, "0 (no retry) or more"),
-        "checkpoints_to_keep": (1, "1 or more"),
-    }
-    for key, (low, allowed) in limits.items():
-        if key in data and data[key] < low:
-            raise ConfigError(f"{where}: key '{key}' must be {allowed}, got {data[key]}")
-    if "steps_per_sec" in cost and not cost["steps_per_sec"] > 0:
-        raise ConfigError(f"{where}: cost: key 'steps_per_sec' must be > 0")
-
-
 def _check_config_key(where: str, key: str) -> None:
-    if key not in set(field_names()):
-        raise ConfigError(f"{where}: '{key}' is not a config key; see `amm train --help-config`")
-
-
-def _mode(where: str, mode: str) -> str:
-    if mode not in ("min", "max"):
-        raise ConfigError(f"{where}: key 'mode' must be min or max, got {mode!r}")
-    return mode
-
-
-def _parse_search(where: str, raw: dict[str, Any]) -> Search:
-    _check_keys(where, raw, SEARCH_KEYS)
-    if raw.get("algorithm", "optuna") != "optuna":
-        raise ConfigError(f"{where}: key 'algorithm': only 'optuna' is supported")
-    for need in ("metric", "num_samples", "space"):
-        if need not in raw:
-            raise ConfigError(f"{where}: key '{need}' is required")
-    if raw["num_samples"] < 1:
-        raise ConfigError(f"{where}: key 'num_samples' must be >= 1")
-    space: dict[str, dict[str, Any]] = {}
-    if not raw["space"]:
-        raise ConfigError(f"{where}: key 'space' is empty; give at least one dimension")
-    for key, dim in raw["space"].items():
-        w = f"{where}.space.{key}"
-        _check_config_key(w, key)
-        _check_keys(
-            w, dim, {"type": str, "values": list, "low": (int, float), "high": (int, float)}
+    names = field_names()
+    if key not in names:
+        raise ConfigError(
+            f"{where}: '{key}' is not a config key{did_you_mean(key, names)}; "
+            "see `amm train --help-config`"
         )
-        kind = dim.get("type")
-        if kind not in SPACE_TYPES:
-            raise ConfigError(f"{w}: key 'type' must be one of {', '.join(SPACE_TYPES)}")
-        if kind == "choice":
-            if not dim.get("values"):
-                raise ConfigError(f"{w}: 'choice' needs a non-empty 'values' list")
-            _no_duplicates(f"{w}: 'values'", dim["values"])
-        else:
-            if "low" not in dim or "high" not in dim or not dim["low"] < dim["high"]:
-                raise ConfigError(f"{w}: '{kind}' needs numbers low < high")
-            if kind == "loguniform" and dim["low"] <= 0:
-                raise ConfigError(f"{w}: 'loguniform' needs low > 0")
-        space[key] = dict(dim)
-    return Search(
-        metric=raw["metric"],
-        mode=_mode(where, raw.get("mode", "min")),
-        num_samples=raw["num_samples"],
-        seed=raw.get("seed", 0),
-        space=space,
-    )
 
 
-def _parse_scheduler(where: str, raw: dict[str, Any]) -> Scheduler:
-    _check_keys(where, raw, SCHEDULER_KEYS)
-    if raw.get("type", "asha") != "asha":
-        raise ConfigError(f"{where}: key 'type': only 'asha' is supported")
-    if "metric" not in raw:
-        raise ConfigError(f"{where}: key 'metric' is required")
-    s = Scheduler(
-        metric=raw["metric"],
-        mode=_mode(where, raw.get("mode", "min")),
-        time_attr=raw.get("time_attr", "step"),
-        max_t=raw.get("max_t", 10000),
-        grace_period=raw.get("grace_period", 1000),
-        reduction_factor=float(raw.get("reduction_factor", 3)),
-    )
-    if not 0 < s.grace_period <= s.max_t or s.reduction_factor <= 1:
-        raise ConfigError(f"{where}: need 0 < grace_period <= max_t and reduction_factor > 1")
-    return s
+def _check_space(space: dict[str, dict[str, Any]]) -> None:
+    for key, raw in space.items():
+        where = f"search.space.{key}"
+        _check_config_key(where, key)
+        dim = build(Dimension, raw, where + ".")
+        if dim.type == "choice":
+            if not dim.values:
+                raise ConfigError(f"{where}: 'choice' needs a non-empty 'values' list")
+            _no_duplicates(f"{where}: 'values'", dim.values)
+        elif dim.low is None or dim.high is None or not dim.low < dim.high:
+            raise ConfigError(f"{where}: '{dim.type}' needs numbers low < high")
+        elif dim.type == "loguniform" and dim.low <= 0:
+            raise ConfigError(f"{where}: 'loguniform' needs low > 0")
+
+
+def _base_preset(spec_path: Path, base: str) -> Path:
+    if not base:
+        raise ConfigError("key 'base' (a preset from configs/) is required")
+    path = (spec_path.parent / base).resolve()
+    if not path.is_file():  # an installed spec: its preset is package data (amm_presets)
+        from amm_core.presets import find_preset
+
+        path = find_preset(Path(base).name).resolve()
+        path = path if path.is_file() else (spec_path.parent / base).resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"key 'base': '{base}' (resolved {path}) does not exist; paths are relative to the "
+            "spec file"
+        )
+    return path
+
+
+def _seeds(given: int | list[int]) -> list[int]:
+    if isinstance(given, int) and given < 1:
+        raise ConfigError("key 'seeds' must be >= 1 (the number of seeds)")
+    seeds = list(range(given)) if isinstance(given, int) else given
+    if not seeds:
+        raise ConfigError("key 'seeds': a count >= 1 or a non-empty list of integers")
+    _no_duplicates("key 'seeds'", seeds)
+    return seeds
+
+
+def _check_grid(data: dict[str, Any], raw: SpecFile) -> None:
+    if "grid" in data and not raw.grid:
+        raise ConfigError("key 'grid' is empty; give axes (key: [values]) or drop it")
+    for key, values in raw.grid.items():
+        _check_config_key("grid", key)
+        if key == "seed":
+            raise ConfigError("grid: use the 'seeds' key for the seed axis")
+        if not values:
+            raise ConfigError(f"grid axis '{key}' must be a non-empty list, got {values!r}")
+        _no_duplicates(f"grid axis '{key}'", values)
+    if "variants" in data and not raw.variants:
+        raise ConfigError("key 'variants' is empty")
+    for name, over in raw.variants.items():
+        if not over:
+            raise ConfigError(f"variants.{name}: expected a non-empty mapping of config overrides")
+        for key in over:
+            _check_config_key(f"variants.{name}", key)
 
 
 def parse_spec(
     data: dict[str, Any], path: Path, extra_overrides: dict[str, Any] | None = None
 ) -> SweepSpec:
     """A spec mapping (as read from `path`) -> validated SweepSpec; every trial config is built."""
-    where = f"sweep spec '{path}'"
-    _check_keys(where, data, TOP_KEYS)
-    if "base" not in data:
-        raise ConfigError(f"{where}: key 'base' (a preset from configs/) is required")
-    base = (path.parent / data["base"]).resolve()
-    if not base.is_file():  # an installed spec: its preset is package data (amm_presets)
-        from amm_core.presets import find_preset
+    with within(f"sweep spec '{path}'"):
+        return _parse(data, path, extra_overrides or {})
 
-        base = find_preset(Path(data["base"]).name).resolve()
-        base = base if base.is_file() else (path.parent / data["base"]).resolve()
-    if not base.is_file():
-        raise ConfigError(
-            f"{where}: key 'base': '{data['base']}' (resolved {base}) does not "
-            "exist; paths are relative to the spec file"
-        )
-    own = data.get("overrides", {})
-    if "seed" in own and "seeds" in data:
-        raise ConfigError(f"{where}: give the seed either in 'seeds' or in overrides, not both")
+
+def _parse(data: dict[str, Any], path: Path, extra_overrides: dict[str, Any]) -> SweepSpec:
+    raw = build(SpecFile, data)
+    base = _base_preset(path, raw.base)
+    if "seed" in raw.overrides and "seeds" in data:
+        raise ConfigError("give the seed either in 'seeds' or in overrides, not both")
     # a `--set seed=N` from the command line replaces the seed axis with that one seed
-    overrides = {**own, **(extra_overrides or {})}
+    overrides = {**raw.overrides, **extra_overrides}
     for key in overrides:
-        _check_config_key(f"{where}: overrides", key)
-    grid = data.get("grid", {})
-    _check_keys(where, {"grid": grid}, {"grid": dict})
-    if "grid" in data and not grid:
-        raise ConfigError(f"{where}: key 'grid' is empty; give axes (key: [values]) or drop it")
-    for key, values in grid.items():
-        _check_config_key(f"{where}: grid", key)
-        if key == "seed":
-            raise ConfigError(f"{where}: grid: use the 'seeds' key for the seed axis")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(
-                f"{where}: grid axis '{key}' must be a non-empty list, got {values!r}"
-            )
-        _no_duplicates(f"{where}: grid axis '{key}'", values)
-    variants = data.get("variants", {})
-    for vname, vover in variants.items():
-        w = f"{where}: variants.{vname}"
-        if not isinstance(vover, dict) or not vover:
-            raise ConfigError(f"{w}: expected a non-empty mapping of config overrides")
-        for key in vover:
-            _check_config_key(w, key)
-    if "variants" in data and not variants:
-        raise ConfigError(f"{where}: key 'variants' is empty")
-    seeds = data.get("seeds", 1)
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ConfigError(f"{where}: key 'seeds' must be >= 1 (the number of seeds)")
-        seeds = list(range(seeds))
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"{where}: key 'seeds': a count >= 1 or a non-empty list of integers")
-    _no_duplicates(f"{where}: key 'seeds'", seeds)
+        _check_config_key("overrides", key)
+    _check_grid(data, raw)
+    seeds = _seeds(raw.seeds)
     if "seed" in overrides:
         seeds = [int(overrides.pop("seed"))]
-    res = data.get("resources", {})
-    _check_keys(f"{where}: resources", res, RESOURCE_KEYS)
-    cpu, gpu = float(res.get("cpu", 1)), float(res.get("gpu", 0))
+    cpu, gpu = raw.resources.cpu, raw.resources.gpu
     if cpu < 0 or gpu < 0 or cpu + gpu == 0:
-        raise ConfigError(f"{where}: resources: cpu and gpu must be >= 0 and not both 0")
+        raise ConfigError("resources: cpu and gpu must be >= 0 and not both 0")
     if gpu > 1 and not gpu.is_integer():
-        raise ConfigError(f"{where}: resources: gpu above 1 must be a whole number, got {gpu}")
-    search = _parse_search(f"{where}: search", data["search"]) if "search" in data else None
-    if search and (grid or variants or len(seeds) > 1):
-        raise ConfigError(
-            f"{where}: with 'search', leave 'grid' empty and use one seed "
-            "(the search samples the configs)"
-        )
-    sched = (
-        _parse_scheduler(f"{where}: scheduler", data["scheduler"]) if "scheduler" in data else None
-    )
-    cost = data.get("cost", {})
-    _check_keys(f"{where}: cost", cost, COST_KEYS)
-    _check_ranges(where, data, cost)
-    try:
-        base_cfg = load_config(base)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"resources: gpu above 1 must be a whole number, got {gpu}")
+    if raw.search:
+        _check_space(raw.search.space)
+        if raw.grid or raw.variants or len(seeds) > 1:
+            raise ConfigError(
+                "with 'search', leave 'grid' empty and use one seed (the search samples the "
+                "configs)"
+            )
+    sched = raw.scheduler
+    if sched and (not 0 < sched.grace_period <= sched.max_t or sched.reduction_factor <= 1):
+        raise ConfigError("scheduler: need 0 < grace_period <= max_t and reduction_factor > 1")
+    given = {f.name: getattr(raw, f.name) for f in fields(SpecFile)}
     spec = SweepSpec(
+        **{**given, "base": str(base), "seeds": seeds, "overrides": overrides},
         path=path,
-        base=base,
-        experiment=data.get("experiment", "amm"),
-        overrides=overrides,
-        grid=grid,
-        seeds=seeds,
-        cpu=cpu,
-        gpu=gpu,
-        search=search,
-        scheduler=sched,
-        max_concurrent=data.get("max_concurrent", 0),
-        max_failures=data.get("max_failures", 2),
-        checkpoints_to_keep=data.get("checkpoints_to_keep", 2),
-        steps_per_sec=cost.get("steps_per_sec"),
-        measured_on=cost.get("measured_on", ""),
-        description=data.get("description", ""),
-        variants=variants,
-        base_config=base_cfg,
+        base_config=load_config(base),
     )
     if sched and sched.time_attr == "step":
         longest = max(total_steps(spec.trial_config(c)) for c in spec.cells())
         if sched.max_t <= longest:
             raise ConfigError(
-                f"{where}: scheduler: max_t {sched.max_t} <= {longest} training steps; ASHA "
-                "would stop every trial before its test evaluation (set max_t above the steps)"
+                f"scheduler: max_t {sched.max_t} <= {longest} training steps; ASHA would stop "
+                "every trial before its test evaluation (set max_t above the steps)"
             )
     # build every config now: a bad value in any cell fails here, before anything starts
-    try:
-        for cell in spec.cells():
-            spec.trial_config(cell)
-        if search:
-            for key, dim in search.space.items():
-                for v in dim.get("values") or [dim["low"], dim["high"]]:
-                    spec.trial_config({key: v})
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    for cell in spec.cells():
+        spec.trial_config(cell)
+    for key, dim in raw.search.space.items() if raw.search else ():
+        for v in dim.get("values") or [dim["low"], dim["high"]]:
+            spec.trial_config({key: v})
     return spec
 
 
 def load_spec(path: str | Path, extra_overrides: dict[str, Any] | None = None) -> SweepSpec:
     path = Path(path).resolve()
-    if not path.is_file():
-        raise ConfigError(f"sweep spec '{path}' does not exist")
-    try:
-        data = yaml.safe_load(read_text_file(path, "sweep spec"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep spec '{path}': not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"sweep spec '{path}': expected a mapping at the top level")
-    return parse_spec(data, path, extra_overrides)
+    return parse_spec(read_yaml(path, "sweep spec"), path, extra_overrides)
 
 
 def run_name(params: dict[str, Any]) -> str:

@@ -15,22 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from amm_core.config import Config, apply_overrides, config_from_dict, unflatten
-from sweeps.spec import expand_variant
+from sweeps.spec import trial_config
 
 NODE_KEY = "amm_node_id"  # the Ray node a result came from (a tag in MLflow, not a metric)
 RESUMED_KEY = "amm/resumed_from_step"  # 0 for a fresh start, else the checkpoint's step
 RUN_FILES = ("final.json", "config.json", "metrics.jsonl")
-
-
-def trial_config(
-    base_flat: dict[str, Any],
-    params: dict[str, Any],
-    variants: dict[str, dict[str, Any]] | None = None,
-) -> Config:
-    """The resolved config of one trial: the sweep's base (flat, validated) + its swept values."""
-    params = expand_variant(params, variants or {})
-    return apply_overrides(config_from_dict(unflatten(dict(base_flat))), params)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -17,11 +17,11 @@ from amm_core.data import (
     LabelledSampler,
     derive_seed,
     load_splits,
-    resolve_data_root,
     to_float,
 )
 from amm_core.datasets import load_arrays, read_idx, read_svhn_mat
 from amm_core.errors import DataError
+from amm_core.locations import resolve_data_root
 
 RAW = "mnist/MNIST/raw"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from amm_core import locations
-from amm_core.data import resolve_data_root
+from amm_core import locations, settings
 from amm_core.errors import ConfigError
+from amm_core.locations import resolve_data_root
 
 
 def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
@@ -36,8 +38,29 @@ def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
 def test_bad_project_file_names_the_key(tmp_path, monkeypatch):
     (tmp_path / "amm.toml").write_text('[amm]\nstorge = "x"\n')
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="unknown key 'storge'.*allowed: data_dir, storage"):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "unknown key 'amm.storge' (did you mean amm.storage?); "
+            "allowed under 'amm': data_dir, storage"
+        ),
+    ):
+        locations.project_settings()
+    (tmp_path / "amm.toml").write_text("[amm]\nstorage = 3\n")
+    with pytest.raises(ConfigError, match="amm.toml': key 'amm.storage': expected a string, got 3"):
         locations.project_settings()
     (tmp_path / "amm.toml").write_text("[amm\n")
     with pytest.raises(ConfigError, match="amm.toml': not valid TOML"):
         locations.project_settings()
+
+
+def test_environment_settings(monkeypatch):
+    for var in ("AMM_DOWNLOAD_TIMEOUT", "AMM_LOCK_STALE_S", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    assert settings.download_timeout_s() == 30.0 and settings.lock_stale_s() == 300.0
+    assert settings.tracking_uri() == "sqlite:///mlflow.db" and settings.tracking_uri("") == ""
+    monkeypatch.setenv("AMM_DOWNLOAD_TIMEOUT", "2.5")
+    assert settings.download_timeout_s() == 2.5
+    monkeypatch.setenv("AMM_LOCK_STALE_S", "soon")
+    with pytest.raises(ConfigError, match="AMM_LOCK_STALE_S='soon': expected seconds"):
+        settings.lock_stale_s()

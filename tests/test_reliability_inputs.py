@@ -41,7 +41,7 @@ def write_spec(tmp_path: Path, body: str) -> Path:
         ("max_failures: -1\n", "key 'max_failures' must be 0 (no retry) or more, got -1"),
         ("seeds: [1, 1]\n", "key 'seeds': 1 is given more than once"),
         ("grid: {loss.gp_weight: [1.0, 10.0, 1.0]}\n", "grid axis 'loss.gp_weight': 1.0 is given"),
-        ("cost: {steps_per_sec: 0}\n", "cost: key 'steps_per_sec' must be > 0"),
+        ("cost: {steps_per_sec: 0}\n", "key 'cost.steps_per_sec' must be > 0, got 0.0"),
     ],
 )
 def test_bad_spec_values_stop_plan_and_run_before_anything_is_written(
