@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core.errors import ConfigError
+from sweeps.storage import delete, read_text, write_text
 
 HEARTBEAT_S = 30.0
 DEFAULT_STALE_S = 300.0
@@ -53,9 +54,7 @@ def _pid_start(pid: int) -> str | None:
 def _read(path: str) -> dict[str, Any] | None:
     """The lock's content; {} when unreadable or damaged; None when there is no lock."""
     if "://" in path:
-        from sweeps.runner import _read as read_any
-
-        text = read_any(path)
+        text = read_text(path)
         if text is None:
             return None
     else:
@@ -129,13 +128,7 @@ class SweepLock:
         self._stop.set()
         current = _read(self.path)
         if current and current.get("token") == self.info["token"]:
-            if "://" in self.path:
-                from sweeps.runner import _fs
-
-                fs, p = _fs(self.path)
-                fs.delete_file(p)
-            else:
-                Path(self.path).unlink(missing_ok=True)
+            delete(self.path)
 
     def __enter__(self) -> SweepLock:
         return self
@@ -145,9 +138,7 @@ class SweepLock:
 
 
 def _write_remote(path: str, info: dict[str, Any]) -> None:
-    from sweeps.runner import _write
-
-    _write(path, json.dumps(info))
+    write_text(path, json.dumps(info))
 
 
 def _create_local(path: str, info: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
-"""`amm table` and `amm report`: registered on the `amm` command by amm_cli.main.
+"""`amm table` and `amm report`.
 
 Handlers import mlflow (through analysis.fetch) and matplotlib lazily. Bad input raises
-ConfigError naming what exists; amm_cli.main turns it into exit code 2.
+ConfigError naming what exists.
 """
 
 from __future__ import annotations

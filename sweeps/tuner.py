@@ -1,0 +1,171 @@
+"""Ray start-up and the Tune `Tuner` of a sweep: built from a spec, or restored from its folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from amm_core.errors import ConfigError
+from sweeps.spec import SweepSpec, run_name
+from sweeps.storage import join
+
+# The Ray versions (from, to excluded) whose private Tuner internals `restore` uses; pyproject.toml
+# pins `ray` to the same range.
+RAY_TESTED = ((2, 52), (2, 55))
+
+
+def ray_init(address: str | None, verbose: bool = True) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # quiet: no worker log lines on the driver, Ray's own logging at WARNING
+    kw: dict[str, Any] = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address:
+            ray.init(address=address, **{"log_to_driver": True, **kw})
+        elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
+            ray.init(**kw)
+        else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
+            ray.init(address="local", include_dashboard=False, **kw)
+    except ConnectionError as e:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+
+
+def check_cluster(spec: SweepSpec) -> None:
+    """A trial must fit on one node of the connected cluster."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for key, need in (("CPU", spec.cpu), ("GPU", spec.gpu)):
+        most = max((r.get(key, 0) for r in nodes), default=0)
+        if need > most:
+            raise ConfigError(
+                f"resources: {need:g} {key} per trial, but the largest node of the "
+                f"cluster has {most:g} {key}"
+            )
+
+
+def check_ray_version() -> None:
+    """A clear error before a resume touches anything when Ray is outside RAY_TESTED."""
+    import ray
+
+    version = tuple(int(p) for p in ray.__version__.split(".")[:2])
+    (lo, hi) = RAY_TESTED
+    if not lo <= version < hi:
+        raise ConfigError(
+            f"amm sweep resume is tested with ray>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}; this is "
+            f"ray {ray.__version__} (install `ray[default,tune]>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}`)"
+        )
+
+
+def trainable(spec: SweepSpec, base_flat: dict[str, Any], sweep_dir: str | None = None):
+    from ray import tune
+
+    from sweeps.trainable import train_trial
+
+    fn = tune.with_parameters(
+        train_trial,
+        base=base_flat,
+        variants=spec.variants,
+        threads=max(1, int(spec.cpu)),
+        sweep_dir=sweep_dir,
+    )
+    return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
+
+
+def _trial_name(trial) -> str:
+    """Tune's trial name = the MLflow run name, e.g. lambda=1,seed=0."""
+    return run_name(trial.config)
+
+
+def _search_space(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
+    """(param space, search algorithm, samples): the grid, or Optuna's TPE over the spec's space."""
+    from ray import tune
+
+    if spec.search is None:
+        return {k: tune.grid_search(v) for k, v in spec.axes().items()}, None, 1
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = spec.search
+    space = {
+        k: tune.choice(d["values"])
+        if d["type"] == "choice"
+        else getattr(tune, d["type"])(d["low"], d["high"])
+        for k, d in s.space.items()
+    }
+    sampler = optuna.samplers.TPESampler(seed=s.seed)
+    return space, OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler), s.num_samples
+
+
+def build(
+    spec: SweepSpec,
+    name: str,
+    storage: str,
+    base_flat: dict[str, Any],
+    callbacks: list,
+    verbose: bool = True,
+):
+    """A new Tuner for the sweep `name` under `storage`."""
+    from ray import tune
+
+    space, search_alg, num_samples = _search_space(spec)
+    scheduler = None
+    if spec.scheduler is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        sc = spec.scheduler
+        scheduler = ASHAScheduler(
+            time_attr=sc.time_attr,
+            metric=sc.metric,
+            mode=sc.mode,
+            max_t=sc.max_t,
+            grace_period=sc.grace_period,
+            reduction_factor=sc.reduction_factor,
+        )
+    return tune.Tuner(
+        trainable(spec, base_flat, join(storage, name)),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            num_samples=num_samples,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            max_concurrent_trials=spec.max_concurrent or None,
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            trial_name_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=callbacks,
+            verbose=1 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        ),
+    )
+
+
+def restore(
+    sweep_dir: str, spec: SweepSpec, base_flat: dict[str, Any], callbacks: list, verbose: bool
+):
+    """The sweep's Tuner, unfinished and errored trials to continue, with this session's callbacks.
+
+    `Tuner.restore` takes no callbacks: the ones pickled with the tuner would write to the old
+    tracking URI. Swapping them reaches into Ray's private `_local_tuner`, only here and only for
+    the Ray versions of RAY_TESTED."""
+    from ray import tune
+
+    check_ray_version()
+    tuner = tune.Tuner.restore(
+        sweep_dir,
+        trainable=trainable(spec, base_flat, sweep_dir),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = callbacks
+    if not verbose:
+        run_config.verbose = 0
+    return tuner
