@@ -118,7 +118,7 @@ class SweepLock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 if "://" in self.path:
-                    _write_remote(self.path, {**self.info, "heartbeat": time.time()})
+                    write_text(self.path, json.dumps({**self.info, "heartbeat": time.time()}))
                 else:
                     os.utime(self.path)
             except OSError:
@@ -135,10 +135,6 @@ class SweepLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _write_remote(path: str, info: dict[str, Any]) -> None:
-    write_text(path, json.dumps(info))
 
 
 def _create_local(path: str, info: dict[str, Any]) -> bool:
@@ -195,7 +191,7 @@ def acquire(storage: str, name: str, command: str) -> SweepLock:
         other = _read(path)
         if other is None:
             if "://" in path:
-                _write_remote(path, info)
+                write_text(path, json.dumps(info))
                 return SweepLock(path, info)
             if _create_local(path, info):
                 return SweepLock(path, info)

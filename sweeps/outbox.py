@@ -46,10 +46,8 @@ def is_outage(e: BaseException) -> bool:
             or "Max retries exceeded" in msg
             or e.get_http_status_code() in (502, 503, 504)
         )
-    try:
-        from sqlalchemy.exc import OperationalError
-    except ImportError:  # pragma: no cover - sqlalchemy comes with mlflow
-        return False
+    from sqlalchemy.exc import OperationalError  # comes with mlflow
+
     return isinstance(e, OperationalError)  # SQLite busy, locked or its disk gone
 
 

@@ -16,17 +16,7 @@ from amm_core.data import resolve_data_root
 from amm_core.errors import ConfigError, TrackingOutage
 from sweeps import lock as sweep_lock
 from sweeps import reconcile, tracking, tuner
-from sweeps.storage import (
-    META_FILE,
-    NAME_RE,
-    check_storage,
-    exists,
-    forget,
-    join,
-    load_meta,
-    resolve_storage,
-    write_text,
-)
+from sweeps import storage as sweep_storage
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.status import trial_states
 
@@ -104,15 +94,15 @@ def run(
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
     spec = load_spec(spec_path, overrides)
     name = name or f"{spec.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not NAME_RE.match(name):
+    if not sweep_storage.NAME_RE.match(name):
         raise ConfigError(f"sweep name {name!r}: use letters, digits, '_', '-', '.'")
-    storage = resolve_storage(storage)
+    storage = sweep_storage.resolve_storage(storage)
     base_cfg = spec.trial_config({})  # preset + overrides (may set data.data_dir)
     root = _data_root(base_cfg.data.data_dir, base_cfg.data.download)
     base_flat = spec.trial_config({}, root).flat()
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_tracking(uri)
-    check_storage(storage)
+    sweep_storage.check_storage(storage)
     lock = sweep_lock.acquire(storage, name, "run")  # before anything of the sweep is created
     try:
         return name, _run_locked(spec, name, storage, address, base_flat, uri, verbose)
@@ -132,8 +122,8 @@ def _run_locked(
     from sweeps import parent
     from sweeps.callback import MlflowSweepCallback
 
-    sweep_dir = join(storage, name)
-    if exists(sweep_dir):
+    sweep_dir = sweep_storage.join(storage, name)
+    if sweep_storage.exists(sweep_dir):
         raise ConfigError(
             f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
             f"with `amm sweep resume {name}` or choose another --name"
@@ -176,7 +166,7 @@ def _run_locked(
         "cells": [dict(c) for c in spec.cells()] if spec.search is None else [],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_text(join(sweep_dir, META_FILE), json.dumps(meta, indent=1))
+    sweep_storage.write_text(sweep_storage.join(sweep_dir, sweep_storage.META_FILE), json.dumps(meta, indent=1))
     locations.remember_sweep(name, sweep_dir, storage, uri)  # found by name from now on
     cb = MlflowSweepCallback(uri, exp_id, parent_id, name, sweep_dir, base_flat, spec.variants)
     try:
@@ -184,7 +174,7 @@ def _run_locked(
         new = tuner.build(spec, name, storage, base_flat, callbacks, verbose)
     except BaseException:  # nothing ran: leave the name free and no run RUNNING
         tracking.client(uri).set_terminated(parent_id, "FAILED")
-        forget(sweep_dir)
+        sweep_storage.forget(sweep_dir)
         raise
     return _fit(new, meta, sweep_dir, cb)
 
@@ -201,10 +191,10 @@ def resume(
     """Continue a stopped sweep: finished trials stay, others continue from their checkpoints.
     `data_dir` replaces the sweep's data root (data.data_dir) for this session's trials."""
     tuner.check_ray_version()
-    sweep_dir, meta = load_meta(name, storage)
+    sweep_dir, meta = sweep_storage.load_meta(name, storage)
     if data_dir:
         meta["base_flat"]["data.data_dir"] = _data_root(data_dir, False)
-    lock = sweep_lock.acquire(resolve_storage(storage), name, "resume")
+    lock = sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume")
     try:
         return _resume_locked(name, sweep_dir, meta, address, tracking_uri, verbose)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from amm_core import names
 from amm_core.fmt import percent
 from sweeps import lock as sweep_lock
@@ -76,9 +78,7 @@ def status(name: str, storage: str | None = None) -> str:
     ]
     for label, (state, step, val, test, tid) in rows.items():
         lines.append(f"{label:<32} {state:<9} {step:>7} {val:>10} {test:>10}  {tid}")
-    counts: dict[str, int] = {}
-    for row in rows.values():
-        counts[row[0]] = counts.get(row[0], 0) + 1
+    counts = Counter(row[0] for row in rows.values())
     lines.append("")
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from sweeps.storage import join
 
 # The Ray versions (from, to excluded) whose private Tuner internals `restore` uses; pyproject.toml
 # pins `ray` to the same range.
-RAY_TESTED = ((2, 52), (2, 55))
+RAY_TESTED = ((2, 52), (2, 61))
 
 
 def ray_init(address: str | None, verbose: bool = True) -> None:
@@ -75,11 +75,6 @@ def trainable(spec: SweepSpec, base_flat: dict[str, Any], sweep_dir: str | None 
     return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
 
 
-def _trial_name(trial) -> str:
-    """Tune's trial name = the MLflow run name, e.g. lambda=1,seed=0."""
-    return run_name(trial.config)
-
-
 def _search_space(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     """(param space, search algorithm, samples): the grid, or Optuna's TPE over the spec's space."""
     from ray import tune
@@ -134,7 +129,7 @@ def build(
             scheduler=scheduler,
             max_concurrent_trials=spec.max_concurrent or None,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
-            trial_name_creator=_trial_name,
+            trial_name_creator=lambda t: run_name(t.config),  # = the MLflow run name
         ),
         run_config=tune.RunConfig(
             name=name,
