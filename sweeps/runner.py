@@ -166,7 +166,9 @@ def _run_locked(
         "cells": [dict(c) for c in spec.cells()] if spec.search is None else [],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    sweep_storage.write_text(sweep_storage.join(sweep_dir, sweep_storage.META_FILE), json.dumps(meta, indent=1))
+    sweep_storage.write_text(
+        sweep_storage.join(sweep_dir, sweep_storage.META_FILE), json.dumps(meta, indent=1)
+    )
     locations.remember_sweep(name, sweep_dir, storage, uri)  # found by name from now on
     cb = MlflowSweepCallback(uri, exp_id, parent_id, name, sweep_dir, base_flat, spec.variants)
     try:
@@ -193,7 +195,8 @@ def resume(
     tuner.check_ray_version()
     sweep_dir, meta = sweep_storage.load_meta(name, storage)
     if data_dir:
-        meta["base_flat"]["data.data_dir"] = _data_root(data_dir, False)
+        base = meta["base_flat"]
+        base["data.data_dir"] = _data_root(data_dir, bool(base.get("data.download")))
     lock = sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume")
     try:
         return _resume_locked(name, sweep_dir, meta, address, tracking_uri, verbose)

@@ -137,9 +137,9 @@ def _sweep(
 def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_path):
     import ray
 
-    from sweeps import runner, tracking
-    from sweeps.status import status as sweep_status
+    from sweeps import tracking
     from sweeps.spec import load_spec
+    from sweeps.status import status as sweep_status
 
     # with the run figures: they reach MLflow (through the server) from either node
     name, code = _sweep(
@@ -264,7 +264,7 @@ def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_pa
 
 def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path):
     """A trial whose loss turns NaN fails (no number logged as its result); the other finishes."""
-    from sweeps import runner, tracking
+    from sweeps import tracking
     from sweeps.status import status as sweep_status
 
     body = "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
