@@ -72,17 +72,13 @@ def _summary(name: str, storage: str | None, code: int) -> None:
 
     print()
     print(status(name, storage))
-    if code == 130:
-        where = f" --storage {storage}" if storage else ""
-        print(
-            f"amm: sweep stopped; continue it with `amm sweep resume {name}{where}`",
-            file=sys.stderr,
-        )
-    elif code == 1:
-        print(
-            f"amm: some trials of sweep {name} failed (see `amm sweep status {name}`)",
-            file=sys.stderr,
-        )
+    where = f" --storage {storage}" if storage else ""
+    hint = {
+        130: f"sweep stopped; continue it with `amm sweep resume {name}{where}`",
+        1: f"some trials of sweep {name} failed (see `amm sweep status {name}`)",
+    }.get(code)
+    if hint:
+        print(f"amm: {hint}", file=sys.stderr)
     _, meta = load_meta(name, storage)
     print()
     print(next_commands(name, meta["tracking_uri"], meta.get("experiment", "")))

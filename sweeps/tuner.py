@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -108,18 +109,10 @@ def build(
 
     space, search_alg, num_samples = _search_space(spec)
     scheduler = None
-    if spec.scheduler is not None:
+    if spec.scheduler is not None:  # the spec's scheduler fields are ASHAScheduler's arguments
         from ray.tune.schedulers import ASHAScheduler
 
-        sc = spec.scheduler
-        scheduler = ASHAScheduler(
-            time_attr=sc.time_attr,
-            metric=sc.metric,
-            mode=sc.mode,
-            max_t=sc.max_t,
-            grace_period=sc.grace_period,
-            reduction_factor=sc.reduction_factor,
-        )
+        scheduler = ASHAScheduler(**dataclasses.asdict(spec.scheduler))
     return tune.Tuner(
         trainable(spec, base_flat, join(storage, name)),
         param_space=space,
