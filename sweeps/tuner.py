@@ -53,11 +53,12 @@ def check_ray_version() -> None:
     import ray
 
     version = tuple(int(p) for p in ray.__version__.split(".")[:2])
-    (lo, hi) = RAY_TESTED
+    lo, hi = RAY_TESTED
+    tested = f">={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}"
     if not lo <= version < hi:
         raise ConfigError(
-            f"amm sweep resume is tested with ray>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}; this is "
-            f"ray {ray.__version__} (install `ray[default,tune]>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}`)"
+            f"amm sweep resume is tested with ray{tested}; this is ray {ray.__version__} "
+            f"(install `ray[default,tune]{tested}`)"
         )
 
 
