@@ -1,10 +1,11 @@
-"""The `amm` command: `amm train`, `amm sweep plan|run|resume|status`, `amm table`, `amm report`.
+"""The `amm` command: `amm train`, `amm data get`, `amm sweep plan|run|resume|status`,
+`amm table`, `amm report`.
 
 Each area registers its own subcommands (`register(subparsers)`), and each subcommand's handler
 imports its heavy dependencies (torch, ray, mlflow) lazily, so `amm --help` stays fast.
-Exit codes: 0 success, 1 training or run failure, 2 bad config or input, 3 environment failure
-(disk full, read-only or unwritable folder), 4 tracking outage (sweep stopped; resume it),
-130 interrupted. See docs/reliability.md.
+`main` maps errors to exit codes for every subcommand: 0 success, 1 training or run failure,
+2 bad config or input, 3 environment failure (disk full, read-only or unwritable folder),
+4 tracking outage (sweep stopped; resume it), 130 interrupted. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -17,22 +18,14 @@ from amm_core.failures import exit_code_for
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from amm_cli import data_cmd, train_cmd
+    from amm_cli import analysis_cmd, data_cmd, sweep_cmd, train_cmd
 
     parser = argparse.ArgumentParser(
         prog="amm", description="Adversarially Learned Mixture Model experiments"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train_cmd.register(sub)
-    data_cmd.register(sub)
-    for module in ("sweeps.cli", "analysis.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as e:  # an area not installed in this checkout
-            if e.name != module:
-                raise
-            continue
-        mod.register(sub)
+    for area in (train_cmd, data_cmd, sweep_cmd, analysis_cmd):
+        area.register(sub)
     return parser
 
 
@@ -41,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:
+    except ConfigError as e:  # DataError too
         print(f"amm: error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:

@@ -16,6 +16,7 @@ from typing import Any
 
 from amm_core import names
 from amm_core.config import Config
+from amm_core.fmt import duration, percent
 
 
 def _write(line: str) -> None:
@@ -23,20 +24,6 @@ def _write(line: str) -> None:
 
     tqdm.write(line, file=sys.stderr)  # above a live bar, if there is one
     sys.stderr.flush()
-
-
-def duration(seconds: float) -> str:
-    """123 -> '2m03s', 4000 -> '1h06m', 5 -> '5s'."""
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def percent(fraction: float) -> str:
-    return f"{100 * fraction:.2f} %"
 
 
 class TrainConsole:

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from amm_cli.options import add_data_dir, add_set
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,15 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="overrides, as with --set: amm train CONFIG loss.gp_weight=10 seed=3",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (dotted), e.g. --set loss.gp_weight=10; repeatable",
-    )
-    p.add_argument("--data-dir", help="data root (default: $AMM_DATA_DIR, else ./data)")
+    add_set(p, "override a config key (dotted), e.g. --set loss.gp_weight=10; repeatable")
+    add_data_dir(p)
     p.add_argument(
         "--download",
         action="store_true",
@@ -76,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
             f"config file '{args.config}' does not exist; shipped presets (by name): "
             f"{', '.join(shipped(presets_dir())) or 'none found'}"
         )
-    cfg = load_config(path, pairs + args.overrides)
+    cfg = load_config(path, pairs + args.set)
     if args.download:
         cfg = cfg.replace(**{"data.download": True})
 

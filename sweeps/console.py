@@ -8,7 +8,6 @@ per finished or failed trial, and at the end the next commands to run.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 from ray import tune
 
 from amm_core import names
+from amm_core.fmt import duration, percent
 from sweeps.spec import run_name
 
 OBJECTIVE = names.VAL_ERROR_GY  # lower is better
@@ -34,19 +34,6 @@ def quiet_logs() -> None:
         logging.getLogger(logger).setLevel(logging.WARNING)
     for logger in ("ray", "ray.tune"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-
-
-def duration(seconds: float) -> str:
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def percent(x: Any) -> str:
-    return f"{100 * x:.2f} %" if isinstance(x, int | float) and math.isfinite(x) else "-"
 
 
 def concurrency(n_trials: int, cpu: float, gpu: float, max_concurrent: int, cpus: float,

@@ -23,10 +23,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from amm_core import settings
 from amm_core.errors import ConfigError
+from sweeps.storage import delete, read_text, write_text
 
 HEARTBEAT_S = 30.0
-DEFAULT_STALE_S = 300.0
 
 
 class SweepLocked(ConfigError):
@@ -34,7 +35,7 @@ class SweepLocked(ConfigError):
 
 
 def stale_after_s() -> float:
-    return float(os.environ.get("AMM_LOCK_STALE_S", DEFAULT_STALE_S))
+    return settings.lock_stale_s()
 
 
 def lock_path(storage: str, name: str) -> str:
@@ -53,9 +54,7 @@ def _pid_start(pid: int) -> str | None:
 def _read(path: str) -> dict[str, Any] | None:
     """The lock's content; {} when unreadable or damaged; None when there is no lock."""
     if "://" in path:
-        from sweeps.runner import _read as read_any
-
-        text = read_any(path)
+        text = read_text(path)
         if text is None:
             return None
     else:
@@ -119,7 +118,7 @@ class SweepLock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 if "://" in self.path:
-                    _write_remote(self.path, {**self.info, "heartbeat": time.time()})
+                    write_text(self.path, json.dumps({**self.info, "heartbeat": time.time()}))
                 else:
                     os.utime(self.path)
             except OSError:
@@ -129,25 +128,13 @@ class SweepLock:
         self._stop.set()
         current = _read(self.path)
         if current and current.get("token") == self.info["token"]:
-            if "://" in self.path:
-                from sweeps.runner import _fs
-
-                fs, p = _fs(self.path)
-                fs.delete_file(p)
-            else:
-                Path(self.path).unlink(missing_ok=True)
+            delete(self.path)
 
     def __enter__(self) -> SweepLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _write_remote(path: str, info: dict[str, Any]) -> None:
-    from sweeps.runner import _write
-
-    _write(path, json.dumps(info))
 
 
 def _create_local(path: str, info: dict[str, Any]) -> bool:
@@ -204,7 +191,7 @@ def acquire(storage: str, name: str, command: str) -> SweepLock:
         other = _read(path)
         if other is None:
             if "://" in path:
-                _write_remote(path, info)
+                write_text(path, json.dumps(info))
                 return SweepLock(path, info)
             if _create_local(path, info):
                 return SweepLock(path, info)

@@ -12,21 +12,21 @@ stops the sweep cleanly (exit 4); `amm sweep resume` sends what is left first.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from amm_core import settings
+
 OUTBOX_FILE = "amm_outbox.jsonl"
 MAX_ITEMS = 100_000
-DEFAULT_GIVE_UP_S = 900.0
 MAX_BACKOFF_S = 60.0
 
 
 def give_up_after_s() -> float:
-    return float(os.environ.get("AMM_TRACKING_OUTAGE_S", DEFAULT_GIVE_UP_S))
+    return settings.tracking_outage_s()
 
 
 def is_outage(e: BaseException) -> bool:
@@ -46,10 +46,8 @@ def is_outage(e: BaseException) -> bool:
             or "Max retries exceeded" in msg
             or e.get_http_status_code() in (502, 503, 504)
         )
-    try:
-        from sqlalchemy.exc import OperationalError
-    except ImportError:  # pragma: no cover - sqlalchemy comes with mlflow
-        return False
+    from sqlalchemy.exc import OperationalError  # comes with mlflow
+
     return isinstance(e, OperationalError)  # SQLite busy, locked or its disk gone
 
 

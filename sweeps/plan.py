@@ -131,7 +131,8 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
     import os
 
-    from sweeps.console import concurrency, duration, wall_time
+    from amm_core.fmt import duration
+    from sweeps.console import concurrency, wall_time
 
     cpus = os.cpu_count() or 1
     gpus = _local_gpus() if spec.gpu > 0 else 0

@@ -5,11 +5,11 @@ import io
 import pandas as pd
 import pytest
 
+from amm_cli.analysis_cmd import resolve_axes
 from amm_core.config import Config
 from amm_core.errors import ConfigError
 from analysis import paper as pp
 from analysis import tables
-from analysis.cli import resolve_axes
 from analysis.fetch import cast_params, cast_value
 
 ERR = "test/error_gy"

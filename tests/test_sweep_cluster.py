@@ -137,8 +137,9 @@ def _sweep(
 def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_path):
     import ray
 
-    from sweeps import runner, tracking
+    from sweeps import tracking
     from sweeps.spec import load_spec
+    from sweeps.status import status as sweep_status
 
     # with the run figures: they reach MLflow (through the server) from either node
     name, code = _sweep(
@@ -171,7 +172,7 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
         figures = {a.path: a.file_size for a in c.list_artifacts(r.info.run_id, "figures")}
         assert set(figures) == {f"figures/{f}" for f in FIGURE_FILES}
         assert all(size > 1000 for size in figures.values())
-    status = runner.status("multinode", str(tmp_path))
+    status = sweep_status("multinode", str(tmp_path))
     assert "2 finished" in status and "missing" not in status
 
 
@@ -263,7 +264,8 @@ def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_pa
 
 def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path):
     """A trial whose loss turns NaN fails (no number logged as its result); the other finishes."""
-    from sweeps import runner, tracking
+    from sweeps import tracking
+    from sweeps.status import status as sweep_status
 
     body = "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
     _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "nan", body)
@@ -276,7 +278,7 @@ def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path
     assert ok.info.status == "FINISHED" and 0.0 <= ok.data.metrics["test/error_gy"] <= 1.0
     assert bad.info.status == "FAILED" and "test/error_gy" not in bad.data.metrics
     assert "non-finite loss" in bad.data.tags[tracking.TAG_ERROR]
-    status = runner.status("nan", str(tmp_path))
+    status = sweep_status("nan", str(tmp_path))
     assert "1 failed" in status and "1 finished" in status
 
 

@@ -1,7 +1,6 @@
-"""`amm sweep plan|run|resume|status`: registered into the `amm` command by amm_cli.main.
+"""`amm sweep plan|run|resume|status`.
 
-Handlers import Ray and MLflow lazily so that `amm --help` stays fast. Bad input raises
-ConfigError, which `amm` turns into exit code 2.
+Handlers import Ray and MLflow lazily so that `amm --help` stays fast.
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from amm_cli.options import add_data_dir, add_set, overrides
 from amm_core.errors import ConfigError
 
 STORAGE_HELP = (
@@ -16,22 +16,6 @@ STORAGE_HELP = (
     "(default: $AMM_SWEEP_STORAGE, where the sweep ran (runs/sweep_index.json), amm.toml's "
     "storage, else ./runs/sweeps)"
 )
-
-
-def _overrides(items: list[str] | None) -> dict:
-    from amm_core.config import parse_override
-
-    return dict(parse_override(i) for i in items or [])
-
-
-def _with_data_dir(args: argparse.Namespace) -> dict:
-    """--set overrides plus --data-dir as data.data_dir (an absolute path: trials run elsewhere)."""
-    from pathlib import Path
-
-    overrides = _overrides(args.set)
-    if args.data_dir:
-        overrides["data.data_dir"] = str(Path(args.data_dir).expanduser().resolve())
-    return overrides
 
 
 def _spec(name: str) -> str:
@@ -50,7 +34,7 @@ def _spec(name: str) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from sweeps.plan import plan
 
-    print(plan(_spec(args.spec), _with_data_dir(args), measure=args.measure, list_all=args.all))
+    print(plan(_spec(args.spec), overrides(args), measure=args.measure, list_all=args.all))
     return 0
 
 
@@ -66,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage=storage,
         address=args.address,
         tracking_uri=locations.tracking_for(None, args.tracking_uri),
-        overrides=_with_data_dir(args),
+        overrides=overrides(args),
         verbose=args.verbose,
     )
     _summary(name, storage, code)
@@ -82,29 +66,22 @@ def _quiet(args: argparse.Namespace) -> None:
 
 def _summary(name: str, storage: str | None, code: int) -> None:
     """The end of run/resume: the status table, then what to run next."""
-    from sweeps import runner
     from sweeps.console import next_commands
+    from sweeps.status import status
+    from sweeps.storage import load_meta
 
     print()
-    print(runner.status(name, storage))
-    _hint(code, name, storage)
-    _, meta = runner.load_meta(name, storage)
+    print(status(name, storage))
+    where = f" --storage {storage}" if storage else ""
+    hint = {
+        130: f"sweep stopped; continue it with `amm sweep resume {name}{where}`",
+        1: f"some trials of sweep {name} failed (see `amm sweep status {name}`)",
+    }.get(code)
+    if hint:
+        print(f"amm: {hint}", file=sys.stderr)
+    _, meta = load_meta(name, storage)
     print()
     print(next_commands(name, meta["tracking_uri"], meta.get("experiment", "")))
-
-
-def _hint(code: int, name: str, storage: str | None) -> None:
-    if code == 130:
-        where = f" --storage {storage}" if storage else ""
-        print(
-            f"amm: sweep stopped; continue it with `amm sweep resume {name}{where}`",
-            file=sys.stderr,
-        )
-    elif code == 1:
-        print(
-            f"amm: some trials of sweep {name} failed (see `amm sweep status {name}`)",
-            file=sys.stderr,
-        )
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -118,6 +95,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         storage=storage,
         address=args.address,
         tracking_uri=args.tracking_uri,
+        data_dir=args.data_dir,
         verbose=args.verbose,
     )
     _summary(args.name, storage, code)
@@ -126,23 +104,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from amm_core import locations
-    from sweeps import runner
+    from sweeps.status import status
 
-    print(runner.status(args.name, locations.storage_for(args.name, args.storage)))
+    print(status(args.name, locations.storage_for(args.name, args.storage)))
     return 0
 
 
-def _set_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="fixed config override for every trial (repeatable)",
-    )
-    p.add_argument(
-        "--data-dir",
-        help="data root for every trial (default: data.data_dir, $AMM_DATA_DIR, amm.toml, ./data)",
-    )
+def _trial_options(p: argparse.ArgumentParser) -> None:
+    add_set(p, "fixed config override for every trial (repeatable)")
+    add_data_dir(p, "data root for every trial")
 
 
 def _cluster_options(p: argparse.ArgumentParser, tracking_help: str) -> None:
@@ -173,7 +143,7 @@ def register(subparsers) -> None:
         help="time a few training steps of the base config on this machine",
     )
     pp.add_argument("--all", action="store_true", help="list every trial of a large grid")
-    _set_option(pp)
+    _trial_options(pp)
     pp.set_defaults(func=cmd_plan)
 
     pr = sub.add_parser("run", help="start a sweep (local Ray by default)")
@@ -182,38 +152,18 @@ def register(subparsers) -> None:
     _cluster_options(
         pr, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)"
     )
-    _set_option(pr)
+    _trial_options(pr)
     pr.set_defaults(func=cmd_run)
 
     pm = sub.add_parser("resume", help="continue a stopped sweep (Tuner.restore)")
     pm.add_argument("name", help="sweep name")
     _cluster_options(pm, "MLflow tracking URI (default: the sweep's own)")
+    pm.add_argument(
+        "--data-dir", help="a new data root for the trials this resume runs (default: the sweep's)"
+    )
     pm.set_defaults(func=cmd_resume)
 
     ps = sub.add_parser("status", help="finished / failed / running / missing cells of a sweep")
     ps.add_argument("name", help="sweep name")
     ps.add_argument("--storage", help=STORAGE_HELP)
     ps.set_defaults(func=cmd_status)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sweeps.cli ...` without the rest of `amm`."""
-    parser = argparse.ArgumentParser(prog="amm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"amm: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # environment failures: one line and exit 3 / 4
-        from amm_core.failures import exit_code_for
-
-        code = exit_code_for(e)
-        if code is None:
-            raise
-        return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

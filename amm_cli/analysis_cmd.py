@@ -1,7 +1,7 @@
-"""`amm table` and `amm report`: registered on the `amm` command by amm_cli.main.
+"""`amm table` and `amm report`.
 
 Handlers import mlflow (through analysis.fetch) and matplotlib lazily. Bad input raises
-ConfigError naming what exists; amm_cli.main turns it into exit code 2.
+ConfigError naming what exists.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from amm_core import names
+from amm_core.errors import ConfigError
 
 KNOWN_METRICS = {names.split_metric(s, m) for s in names.SPLITS for m in names.EVAL_METRICS}
 SWEEP_HELP = "sweep name (its parent run), MLflow experiment name, or a Ray Tune results folder"
@@ -83,9 +84,7 @@ def register(sub: Any) -> None:
 
 
 def _split(s: str | None) -> list[str] | None:
-    if s is None:
-        return None
-    return [a.strip() for a in s.split(",") if a.strip()]
+    return None if s is None else [a.strip() for a in s.split(",") if a.strip()]
 
 
 def resolve_axes(
@@ -129,8 +128,6 @@ def load_runs(args: argparse.Namespace) -> Any:
 
     runs = fetch(args.sweep, tracking_for(args.sweep, args.tracking_uri))
     if runs.df.empty:
-        from amm_core.errors import ConfigError
-
         raise ConfigError(f"'{args.sweep}' has no runs ({runs.source})")
     if args.metric not in runs.metrics and args.metric in KNOWN_METRICS:
         # a metric of the contract that no run logged (every run failed): cells say n=0 of m
@@ -141,7 +138,6 @@ def load_runs(args: argparse.Namespace) -> Any:
 
 
 def table_cmd(args: argparse.Namespace) -> int:
-    from amm_core.errors import ConfigError
     from analysis import paper as pp
     from analysis import tables
 
