@@ -8,13 +8,17 @@ export AMM_DATA_DIR
 # Tests may run torch on both cores; keep BLAS from oversubscribing them.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install test test-fast demo lint format bench clean
 
 install:
 	bash scripts/install.sh
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop: no MNIST, no clusters, no training runs (about a minute on 2 cores).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # The demo: MNIST fetched into the data root when missing (one line says so), then the smoke
 # sweep (4 short trials on local Ray, tracked in ./mlflow.db), its mean ± std table and an

@@ -27,3 +27,11 @@ def one_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read real MNIST are `slow` too: `make test-fast` (-m "not slow") is the inner
+    loop without data, clusters or servers; `make test` runs everything."""
+    for item in items:
+        if "data_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
