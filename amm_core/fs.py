@@ -1,5 +1,6 @@
 """File-system checks and errors as one line: bad paths are input errors (exit 2), a disk that
-is full, read-only or not ours is an environment failure (exit 3, `EnvironmentFailure`)."""
+is full, read-only or not ours is an environment failure (exit 3, `EnvironmentFailure`); and
+the one atomic write every module uses (`write_atomic`)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,40 @@ def read_text_file(path: Path, what: str) -> str:
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"{what} '{path}' is a folder; give a YAML file") from None
+
+
+def fsync_dir(d: Path) -> None:
+    """Make a rename in folder `d` durable (best effort: some filesystems cannot)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes | memoryview, *, durable: bool = False) -> None:
+    """Write `data` so that readers see the old file or the new one, never a part: a temporary
+    file in the same folder, then os.replace. `durable`: fsync the file and the folder too (a
+    checkpoint must survive a crash of the machine). An OSError names `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, read-only: name the file being written
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)

@@ -6,7 +6,8 @@ strings; `cast_params` turns them back into the types of `amm_core.config.Config
 
 Columns of `Runs.df`: `run_id`, `run_name`, `status` (FINISHED / FAILED / KILLED / RUNNING ...),
 one column per param (dotted config keys, typed), one per metric (`test/error_gy`, ...; the last
-logged value). Only FINISHED runs with a finite metric count as a result (see aggregate.py).
+logged value). `finished(df)` says which runs ran to the end; only those, with a finite metric,
+count as a result (see aggregate.py). Tag keys and statuses: `amm_core.names`.
 """
 
 from __future__ import annotations
@@ -20,18 +21,16 @@ from typing import Any
 
 import pandas as pd
 
+from amm_core import names
 from amm_core.config import Config
 from amm_core.errors import ConfigError
 
-SWEEP_TAG = "amm.sweep"  # on a sweep's parent run and on its children
-NUM_SEEDS_TAG = "amm.num_seeds"  # seeds per cell the sweep asked for (parent tag or param)
-EXPECTED_TAG = "amm.expected_trials"  # alternative name for the same number
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-VARIANT_TAG = "amm.variant"  # a trial's named override set (spec `variants`), as a "variant" column
-VARIANT = "variant"
-FINISHED = "FINISHED"
-BASE_COLUMNS = ("run_id", "run_name", "status")
+VARIANT = "variant"  # the column of the tag names.TAG_VARIANT
+STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
+BASE_COLUMNS = ("run_id", "run_name", STATUS)
+# keys of a Ray result line that are bookkeeping, not metrics (sweeps/trainable.py)
+RESULT_BOOKKEEPING = (names.RESULT_NODE, names.RESULT_RESUMED, names.RESULT_FINAL)
+ERROR_FILES = ("error.txt", "error.pkl")  # Tune's, in a failed trial's folder
 
 _DEFAULTS = Config().flat()
 
@@ -56,6 +55,11 @@ class Runs:
         keys = [p for p in self.params if (p in _DEFAULTS or p == VARIANT) and p != "seed"]
         keys = sorted(keys, key=lambda k: k != VARIANT)
         return [k for k in keys if self.df[k].nunique(dropna=False) > 1]
+
+
+def finished(df: pd.DataFrame) -> pd.Series:
+    """The runs that ran to the end (MLflow status FINISHED): the only ones with a result."""
+    return df[STATUS] == names.FINISHED
 
 
 def default_tracking_uri() -> str:
@@ -104,30 +108,31 @@ def _frame(rows: list[dict[str, Any]], params: set[str], metrics: set[str]) -> p
 # ---------------------------------------------------------------------------- MLflow
 
 
+def _pages(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """Every page of an MLflow search (client.search_runs, client.search_experiments)."""
+    out, token = [], None
+    while True:
+        page = search(*args, max_results=1000, page_token=token, **kwargs)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
 def _search_all(client: Any, exp_ids: list[str], filt: str) -> list[Any]:
-    out, token = [], None
-    while True:
-        page = client.search_runs(exp_ids, filter_string=filt, max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
-def _experiments(client: Any) -> list[Any]:
-    out, token = [], None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
+    return _pages(client.search_runs, exp_ids, filter_string=filt)
 
 
 def _sweep_names(client: Any, exp_ids: list[str]) -> list[str]:
     """Names of sweeps in the store: parent runs (no parent of their own) tagged amm.sweep."""
-    runs = _search_all(client, exp_ids, f"tags.`{SWEEP_TAG}` != ''") if exp_ids else []
-    return sorted({r.data.tags[SWEEP_TAG] for r in runs if PARENT_TAG not in r.data.tags})
+    runs = _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` != ''") if exp_ids else []
+    return sorted(
+        {r.data.tags[names.TAG_SWEEP] for r in runs if names.TAG_PARENT not in r.data.tags}
+    )
+
+
+def _children(client: Any, exp_ids: list[str], parent_id: str) -> list[Any]:
+    return _search_all(client, exp_ids, f"tags.`{names.TAG_PARENT}` = '{parent_id}'")
 
 
 def _q(s: str) -> str:
@@ -138,14 +143,14 @@ def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, 
     rows, params, metrics = [], set(), set()
     for r in runs:
         p = cast_params(r.data.params)
-        if VARIANT_TAG in r.data.tags:  # so that tables can have a row per variant
-            p[VARIANT] = r.data.tags[VARIANT_TAG]
+        if names.TAG_VARIANT in r.data.tags:  # so that tables can have a row per variant
+            p[VARIANT] = r.data.tags[names.TAG_VARIANT]
         params.update(p)
         metrics.update(r.data.metrics)
         row = {
             "run_id": r.info.run_id,
-            "run_name": r.data.tags.get(RUN_NAME_TAG, r.info.run_name),
-            "status": r.info.status,
+            "run_name": r.data.tags.get(names.TAG_RUN_NAME, r.info.run_name),
+            STATUS: r.info.status,
         }
         row.update(p)
         row.update(r.data.metrics)
@@ -154,26 +159,11 @@ def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, 
 
 
 def _expected_from(run: Any) -> int | None:
-    """Seeds per cell a sweep's parent declares: tag or param amm.num_seeds (or
-    amm.expected_trials), else its `seeds` param (a count or a list of seeds)."""
-    for key in (NUM_SEEDS_TAG, EXPECTED_TAG):
-        for where in (run.data.tags, run.data.params):
-            if key in where:
-                try:
-                    return int(float(where[key]))
-                except ValueError:
-                    continue
-    raw = run.data.params.get("seeds")
-    if raw is not None:
-        try:
-            v = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-        if isinstance(v, list):
-            return len(v)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+    """Seeds per cell a sweep's parent declares (its tag amm.num_seeds), else None."""
+    try:
+        return int(float(run.data.tags[names.TAG_NUM_SEEDS]))
+    except (KeyError, ValueError):
+        return None
 
 
 def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
@@ -186,7 +176,7 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
 
     uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri)
-    exps = _experiments(client)
+    exps = _pages(client.search_experiments)
     exp_ids = [e.experiment_id for e in exps]
     q = _q(name)
     parents: list[Any] = []
@@ -194,20 +184,19 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
         # the sweep's parent: tagged amm.sweep and not a child itself ...
         parents = [
             r
-            for r in _search_all(client, exp_ids, f"tags.`{SWEEP_TAG}` = '{q}'")
-            if PARENT_TAG not in r.data.tags
+            for r in _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` = '{q}'")
+            if names.TAG_PARENT not in r.data.tags
         ]
         if not parents:  # ... else a run of that name that has children
             parents = [
                 r
-                for r in _search_all(client, exp_ids, f"tags.`{RUN_NAME_TAG}` = '{q}'")
-                if PARENT_TAG not in r.data.tags
-                and _search_all(client, exp_ids, f"tags.`{PARENT_TAG}` = '{r.info.run_id}'")
+                for r in _search_all(client, exp_ids, f"tags.`{names.TAG_RUN_NAME}` = '{q}'")
+                if names.TAG_PARENT not in r.data.tags and _children(client, exp_ids, r.info.run_id)
             ]
     if parents:
         # a sweep run twice under one name: the newest parent is the sweep
         parent = max(parents, key=lambda r: r.info.start_time or 0)
-        children = _search_all(client, exp_ids, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+        children = _children(client, exp_ids, parent.info.run_id)
         df, params, metrics = _runs_frame(name, uri, children)
         note = f" (newest of {len(parents)} parent runs)" if len(parents) > 1 else ""
         return Runs(
@@ -229,7 +218,7 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
             f"experiments: {', '.join(sorted(e.name for e in exps)) or '(none)'}"
         )
     runs = _search_all(client, [exp.experiment_id], "")
-    parent_ids = {r.data.tags.get(PARENT_TAG) for r in runs}
+    parent_ids = {r.data.tags.get(names.TAG_PARENT) for r in runs}
     trials = [r for r in runs if r.info.run_id not in parent_ids]
     df, params, metrics = _runs_frame(name, uri, trials)
     return Runs(
@@ -269,7 +258,7 @@ def _last_result(path: Path) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue  # a trial killed mid-write leaves a partial line
         last = row
-        if any(str(k).startswith("test/") for k in row):
+        if names.has_test_metrics(row):
             last_test = row
     return last_test or last
 
@@ -278,6 +267,7 @@ def fetch_ray(folder: str | Path) -> Runs:
     """A Ray Tune experiment folder (storage/NAME): one trial per subfolder holding params.json
     (and result.json as JSON lines). A trial folder's config.json (written by the training loop)
     fills in keys the sweep did not vary. Status: FINISHED when a row has test/* metrics."""
+    config = names.CONFIG_FILE
     folder = Path(folder)
     marks = ("params.json", "result.json", "error.txt")
     trials = sorted(
@@ -292,7 +282,7 @@ def fetch_ray(folder: str | Path) -> Runs:
     for t in trials:
         p: dict[str, Any] = {}
         # the resolved config the loop wrote (into the trial's final checkpoint), if any
-        configs = sorted(t.glob("config.json")) or sorted(t.glob("checkpoint_*/config.json"))
+        configs = sorted(t.glob(config)) or sorted(t.glob(f"checkpoint_*/{config}"))
         if configs:
             p.update(_flatten(json.loads(configs[-1].read_text())))
         if (t / "params.json").is_file():  # a trial that died before starting has none
@@ -302,12 +292,15 @@ def fetch_ray(folder: str | Path) -> Runs:
         m = {
             k: v
             for k, v in res.items()
-            if "/" in str(k) and isinstance(v, int | float) and not isinstance(v, bool)
+            if "/" in str(k)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and k not in RESULT_BOOKKEEPING
         }
-        status = FINISHED if any(k.startswith("test/") for k in m) else "FAILED"
-        if status != FINISHED and not (t / "error.txt").exists() and not (t / "error.pkl").exists():
-            status = "UNFINISHED"
-        row = {"run_id": t.name, "run_name": t.name, "status": status}
+        status = names.FINISHED if names.has_test_metrics(m) else names.FAILED
+        if status != names.FINISHED and not any((t / f).exists() for f in ERROR_FILES):
+            status = names.UNFINISHED
+        row = {"run_id": t.name, "run_name": t.name, STATUS: status}
         row.update(p)
         row.update(m)
         rows.append(row)
