@@ -4,10 +4,13 @@ the one atomic write every module uses (`write_atomic`)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from amm_core.errors import ConfigError, EnvironmentFailure
 
@@ -54,6 +57,20 @@ def check_out_dir(path: Path, what: str) -> Path:
     return path
 
 
+def json_lines(path: Path) -> list[Any]:
+    """The values of a JSON-lines file ([] if there is none), without the lines that do not
+    parse: a process killed mid-write leaves a partial last line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
 def read_text_file(path: Path, what: str) -> str:
     """A YAML/JSON input file's text; ConfigError (exit 2) naming it when it is not UTF-8 text."""
     try:
@@ -68,16 +85,12 @@ def read_text_file(path: Path, what: str) -> str:
 
 def fsync_dir(d: Path) -> None:
     """Make a rename in folder `d` durable (best effort: some filesystems cannot)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_atomic(path: Path, data: str | bytes | memoryview, *, durable: bool = False) -> None:

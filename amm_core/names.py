@@ -24,9 +24,7 @@ D_FAKE = "D/fake_prob"  # mean sigmoid(D) on synthesis tuples
 STEP = "step"  # training step the metrics belong to
 EPOCH = "epoch"
 IMAGES_PER_SEC = "perf/images_per_sec"
-EVAL_SECONDS = (
-    "perf/eval_seconds"  # wall time of the evaluation (+ diagnostics, checkpoint) just done
-)
+EVAL_SECONDS = "perf/eval_seconds"  # the evaluation just done (+ diagnostics, checkpoint)
 TRAIN_SECONDS = "perf/train_seconds"  # final.json: wall time of the loop, evaluations included
 
 # evaluation: the split prefix is val/ during training and test/ at the end
@@ -120,15 +118,10 @@ TAG_GIT_COMMIT = "amm.git_commit"
 TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_PYTHON = "amm.python"
 TAG_VERSION = "amm.version."  # + package name
+# every tag key above (tests/test_contract.py: every tag written is one of these); analysis
+# reads READ_TAGS, the others are bookkeeping for the sweep driver, the MLflow UI and people
+TAGS = frozenset({ERROR_MAPPING_TAG, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")})
 READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT})
-# bookkeeping for the sweep driver (reattaching runs), the MLflow UI and people: analysis reads
-# none of these (tests/test_contract.py checks that every tag written is declared here or above)
-BOOKKEEPING_TAGS = frozenset(
-    {TAG_ROLE, TAG_TRIAL, TAG_TRIAL_NAME, TAG_HASH, TAG_NODE, TAG_PID, TAG_CKPT_STEP}
-    | {TAG_RESUMED, TAG_FAILURES, TAG_ERROR, ERROR_MAPPING_TAG, TAG_ARTIFACTS_ERROR}
-    | {TAG_SPEC_PATH, TAG_STORAGE, TAG_BEST_RUN, TAG_NOTE, TAG_PYTHON}
-    | {TAG_GIT_COMMIT, TAG_MLFLOW_GIT_COMMIT}
-)
 
 # ---------------------------------------------------------------- Tune results
 # keys the trainable adds to each result: bookkeeping, never logged as metrics

@@ -24,6 +24,7 @@ import pandas as pd
 from amm_core import names
 from amm_core.config import Config
 from amm_core.errors import ConfigError
+from amm_core.fs import json_lines
 
 VARIANT = "variant"  # the column of the tag names.TAG_VARIANT
 STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
@@ -33,6 +34,7 @@ RESULT_BOOKKEEPING = (names.RESULT_NODE, names.RESULT_RESUMED, names.RESULT_FINA
 ERROR_FILES = ("error.txt", "error.pkl")  # Tune's, in a failed trial's folder
 
 _DEFAULTS = Config().flat()
+BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass
@@ -72,12 +74,7 @@ def cast_value(key: str, raw: Any) -> Any:
         return raw
     default = _DEFAULTS.get(key)
     if isinstance(default, bool):
-        low = raw.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        return raw
+        return BOOLS.get(raw.strip().lower(), raw)
     if isinstance(default, int) or isinstance(default, float) or default is None:
         try:
             f = float(raw)
@@ -131,15 +128,11 @@ def _sweep_names(client: Any, exp_ids: list[str]) -> list[str]:
     )
 
 
-def _children(client: Any, exp_ids: list[str], parent_id: str) -> list[Any]:
-    return _search_all(client, exp_ids, f"tags.`{names.TAG_PARENT}` = '{parent_id}'")
-
-
 def _q(s: str) -> str:
     return s.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
+def _runs_frame(runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
     rows, params, metrics = [], set(), set()
     for r in runs:
         p = cast_params(r.data.params)
@@ -167,7 +160,7 @@ def _expected_from(run: Any) -> int | None:
 
 
 def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
-    """The child runs of the sweep `name` (its parent run found by tag or run name across all
+    """The child runs of the sweep `name` (its parent run found by the tag amm.sweep across all
     experiments), else all runs of the experiment `name` except parent runs.
 
     Raises ConfigError listing the sweeps and experiments that exist when `name` is neither.
@@ -178,55 +171,39 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
     client = MlflowClient(tracking_uri=uri)
     exps = _pages(client.search_experiments)
     exp_ids = [e.experiment_id for e in exps]
-    q = _q(name)
-    parents: list[Any] = []
-    if exp_ids:
-        # the sweep's parent: tagged amm.sweep and not a child itself ...
-        parents = [
-            r
-            for r in _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` = '{q}'")
-            if names.TAG_PARENT not in r.data.tags
-        ]
-        if not parents:  # ... else a run of that name that has children
-            parents = [
-                r
-                for r in _search_all(client, exp_ids, f"tags.`{names.TAG_RUN_NAME}` = '{q}'")
-                if names.TAG_PARENT not in r.data.tags and _children(client, exp_ids, r.info.run_id)
-            ]
+    # the sweep's parent: tagged amm.sweep and not a child itself
+    found = (
+        _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` = '{_q(name)}'") if exp_ids else []
+    )
+    parents = [r for r in found if names.TAG_PARENT not in r.data.tags]
     if parents:
         # a sweep run twice under one name: the newest parent is the sweep
         parent = max(parents, key=lambda r: r.info.start_time or 0)
-        children = _children(client, exp_ids, parent.info.run_id)
-        df, params, metrics = _runs_frame(name, uri, children)
         note = f" (newest of {len(parents)} parent runs)" if len(parents) > 1 else ""
-        return Runs(
-            name=name,
-            source=f"MLflow {uri}, sweep parent run {parent.info.run_id}{note}",
-            df=df,
-            params=sorted(params),
-            metrics=sorted(metrics),
-            expected=_expected_from(parent),
-            parent_run_id=parent.info.run_id,
-            tracking_uri=uri,
-        )
-    exp = next((e for e in exps if e.name == name), None)
-    if exp is None:
-        sweeps = _sweep_names(client, exp_ids)
-        raise ConfigError(
-            f"no sweep or experiment named '{name}' in {uri}; "
-            f"sweeps: {', '.join(sweeps) or '(none)'}; "
-            f"experiments: {', '.join(sorted(e.name for e in exps)) or '(none)'}"
-        )
-    runs = _search_all(client, [exp.experiment_id], "")
-    parent_ids = {r.data.tags.get(names.TAG_PARENT) for r in runs}
-    trials = [r for r in runs if r.info.run_id not in parent_ids]
-    df, params, metrics = _runs_frame(name, uri, trials)
+        source = f"MLflow {uri}, sweep parent run {parent.info.run_id}{note}"
+        trials = _search_all(client, exp_ids, f"tags.`{names.TAG_PARENT}` = '{parent.info.run_id}'")
+    else:
+        exp = next((e for e in exps if e.name == name), None)
+        if exp is None:
+            sweeps = _sweep_names(client, exp_ids)
+            raise ConfigError(
+                f"no sweep or experiment named '{name}' in {uri}; "
+                f"sweeps: {', '.join(sweeps) or '(none)'}; "
+                f"experiments: {', '.join(sorted(e.name for e in exps)) or '(none)'}"
+            )
+        parent, source = None, f"MLflow {uri}, experiment '{name}' ({exp.experiment_id})"
+        runs = _search_all(client, [exp.experiment_id], "")
+        parent_ids = {r.data.tags.get(names.TAG_PARENT) for r in runs}
+        trials = [r for r in runs if r.info.run_id not in parent_ids]
+    df, params, metrics = _runs_frame(trials)
     return Runs(
         name=name,
-        source=f"MLflow {uri}, experiment '{name}' ({exp.experiment_id})",
+        source=source,
         df=df,
         params=sorted(params),
         metrics=sorted(metrics),
+        expected=_expected_from(parent) if parent else None,
+        parent_run_id=parent.info.run_id if parent else None,
         tracking_uri=uri,
     )
 
@@ -244,23 +221,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _last_result(path: Path) -> dict[str, Any] | None:
-    """The last JSON line holding a test/* metric, else the last line, else None."""
-    last, last_test = None, None
-    if not path.is_file():
-        return None
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a trial killed mid-write leaves a partial line
-        last = row
-        if names.has_test_metrics(row):
-            last_test = row
-    return last_test or last
+def _last_result(path: Path) -> dict[str, Any]:
+    """The last result line holding a test/* metric, else the last line, else {}."""
+    rows = json_lines(path)
+    return next((r for r in reversed(rows) if names.has_test_metrics(r)), rows[-1] if rows else {})
 
 
 def fetch_ray(folder: str | Path) -> Runs:
@@ -288,7 +252,7 @@ def fetch_ray(folder: str | Path) -> Runs:
         if (t / "params.json").is_file():  # a trial that died before starting has none
             p.update(_flatten(json.loads((t / "params.json").read_text())))
         p = cast_params({k: v for k, v in p.items() if not isinstance(v, list | tuple)})
-        res = _last_result(t / "result.json") or {}
+        res = _last_result(t / "result.json")
         m = {
             k: v
             for k, v in res.items()

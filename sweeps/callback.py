@@ -25,26 +25,12 @@ from sweeps.outbox import OUTBOX_FILE, Outbox, is_outage
 from sweeps.spec import VARIANT, run_name
 from sweeps.trainable import trial_config
 
-# Tune's own bookkeeping in every result: not metrics of the model
-SKIP = {
-    names.STEP,
-    "training_iteration",
-    "timestamp",
-    "time_this_iter_s",
-    "time_total_s",
-    "time_since_restore",
-    "iterations_since_restore",
-    "pid",
-    "done",
-    names.RESULT_FINAL,
-    "timesteps_total",
-    "episodes_total",
-    "timesteps_since_restore",
-    "warmup_time",
-    # bookkeeping, not model metrics: the epoch follows from the step, the resume step is a tag
-    names.EPOCH,
-    names.RESULT_RESUMED,
-}
+# Tune's own bookkeeping in every result, and ours (the epoch follows from the step, the resume
+# step is a tag): not metrics of the model
+TUNE_KEYS = """training_iteration timestamp time_this_iter_s time_total_s time_since_restore
+    iterations_since_restore pid done timesteps_total episodes_total timesteps_since_restore
+    warmup_time""".split()
+SKIP = {*TUNE_KEYS, names.STEP, names.EPOCH, names.RESULT_FINAL, names.RESULT_RESUMED}
 
 
 class MlflowSweepCallback(tune.Callback):
@@ -65,9 +51,8 @@ class MlflowSweepCallback(tune.Callback):
         self._out: Outbox | None = None
         self._runs: dict[str, str] = self._load_runs()
         self._last_step: dict[tuple[str, str], int] = {}
-        self._where: dict[str, tuple[str, str]] = {}
+        self._tags: dict[tuple[str, str], str] = {}  # (trial, key) -> value sent this session
         self._started: set[str] = set()
-        self._resumed: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client, no outbox
         state = self.__dict__.copy()
@@ -225,20 +210,18 @@ class MlflowSweepCallback(tune.Callback):
         # and a trial restarted from an older checkpoint redoes some steps (see _execute)
         if metrics:
             self._send("metrics", trial.trial_id, metrics=metrics, step=step)
-        # where the trial runs now (it changes when a failed trial restarts elsewhere)
-        where = (str(result.get(names.RESULT_NODE, "")), str(result.get("pid", "")))
-        if self._where.get(trial.trial_id) != where:
-            self._send("tag", trial.trial_id, key=names.TAG_NODE, value=where[0])
-            self._send("tag", trial.trial_id, key=names.TAG_PID, value=where[1])
-            self._where[trial.trial_id] = where
-        # bookkeeping is a tag, not a metric: the step the trial's current attempt began at
-        resumed = str(result.get(names.RESULT_RESUMED, ""))
-        if resumed and self._resumed.get(trial.trial_id) != resumed:
-            self._send("tag", trial.trial_id, key=names.TAG_RESUMED, value=resumed)
-            self._resumed[trial.trial_id] = resumed
-        if names.ERROR_MAPPING_TAG in result:
-            mapping = str(result[names.ERROR_MAPPING_TAG])
-            self._send("tag", trial.trial_id, key=names.ERROR_MAPPING_TAG, value=mapping)
+        # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
+        # trial restarts elsewhere), the step its current attempt began at, the error mapping
+        for key, field in (
+            (names.TAG_NODE, names.RESULT_NODE),
+            (names.TAG_PID, "pid"),
+            (names.TAG_RESUMED, names.RESULT_RESUMED),
+            (names.ERROR_MAPPING_TAG, names.ERROR_MAPPING_TAG),
+        ):
+            value, seen = str(result.get(field, "")), (trial.trial_id, key)
+            if value and self._tags.get(seen) != value:
+                self._send("tag", trial.trial_id, key=key, value=value)
+                self._tags[seen] = value
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
         # Tune has registered this checkpoint: a restart of the trial continues from here

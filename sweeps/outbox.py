@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from amm_core.fs import write_atomic
-
 OUTBOX_FILE = "amm_outbox.jsonl"
 MAX_ITEMS = 100_000
 DEFAULT_GIVE_UP_S = 900.0
@@ -135,7 +133,9 @@ class Outbox:
         if not self.items:
             self.path.unlink(missing_ok=True)
             return
-        write_atomic(self.path, "".join(json.dumps(i) + "\n" for i in self.items))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(i) + "\n" for i in self.items))
+        tmp.replace(self.path)
 
     def outage_line(self) -> str:
         down = time.monotonic() - (self.down_since or time.monotonic())

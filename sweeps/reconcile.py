@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import names
-from amm_core.fs import write_atomic
+from amm_core.fs import json_lines, write_atomic
 
 META = ".metadata.json"  # a Tune checkpoint's metadata (ours: step, final, last)
 
@@ -52,16 +52,8 @@ def finished_on_disk(folder: Path) -> bool:
 
 
 def _last_result(folder: Path) -> dict[str, Any] | None:
-    try:
-        lines = (folder / "result.json").read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue  # a line cut by the kill
-    return None
+    rows = json_lines(folder / "result.json")  # without a line cut by the kill
+    return rows[-1] if rows else None
 
 
 def _finished_in_mlflow(cb) -> set[str]:
