@@ -31,7 +31,6 @@ STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
 BASE_COLUMNS = ("run_id", "run_name", STATUS)
 # keys of a Ray result line that are bookkeeping, not metrics (sweeps/trainable.py)
 RESULT_BOOKKEEPING = (names.RESULT_NODE, names.RESULT_RESUMED, names.RESULT_FINAL)
-ERROR_FILES = ("error.txt", "error.pkl")  # Tune's, in a failed trial's folder
 
 _DEFAULTS = Config().flat()
 BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -120,12 +119,11 @@ def _search_all(client: Any, exp_ids: list[str], filt: str) -> list[Any]:
     return _pages(client.search_runs, exp_ids, filter_string=filt)
 
 
-def _sweep_names(client: Any, exp_ids: list[str]) -> list[str]:
-    """Names of sweeps in the store: parent runs (no parent of their own) tagged amm.sweep."""
-    runs = _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` != ''") if exp_ids else []
-    return sorted(
-        {r.data.tags[names.TAG_SWEEP] for r in runs if names.TAG_PARENT not in r.data.tags}
-    )
+def _sweep_parents(client: Any, exp_ids: list[str], sweep: str | None = None) -> list[Any]:
+    """Parent runs (no parent of their own) tagged amm.sweep (= `sweep`, if given)."""
+    where = f"= '{_q(sweep)}'" if sweep is not None else "!= ''"
+    runs = _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` {where}") if exp_ids else []
+    return [r for r in runs if names.TAG_PARENT not in r.data.tags]
 
 
 def _q(s: str) -> str:
@@ -171,11 +169,7 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
     client = MlflowClient(tracking_uri=uri)
     exps = _pages(client.search_experiments)
     exp_ids = [e.experiment_id for e in exps]
-    # the sweep's parent: tagged amm.sweep and not a child itself
-    found = (
-        _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` = '{_q(name)}'") if exp_ids else []
-    )
-    parents = [r for r in found if names.TAG_PARENT not in r.data.tags]
+    parents = _sweep_parents(client, exp_ids, name)
     if parents:
         # a sweep run twice under one name: the newest parent is the sweep
         parent = max(parents, key=lambda r: r.info.start_time or 0)
@@ -185,7 +179,7 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
     else:
         exp = next((e for e in exps if e.name == name), None)
         if exp is None:
-            sweeps = _sweep_names(client, exp_ids)
+            sweeps = sorted({r.data.tags[names.TAG_SWEEP] for r in _sweep_parents(client, exp_ids)})
             raise ConfigError(
                 f"no sweep or experiment named '{name}' in {uri}; "
                 f"sweeps: {', '.join(sweeps) or '(none)'}; "
@@ -261,9 +255,9 @@ def fetch_ray(folder: str | Path) -> Runs:
             and not isinstance(v, bool)
             and k not in RESULT_BOOKKEEPING
         }
-        status = names.FINISHED if names.has_test_metrics(m) else names.FAILED
-        if status != names.FINISHED and not any((t / f).exists() for f in ERROR_FILES):
-            status = names.UNFINISHED
+        failed = any((t / f).exists() for f in ("error.txt", "error.pkl"))
+        status = names.FAILED if failed else names.UNFINISHED
+        status = names.FINISHED if names.has_test_metrics(m) else status
         row = {"run_id": t.name, "run_name": t.name, STATUS: status}
         row.update(p)
         row.update(m)

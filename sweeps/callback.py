@@ -104,16 +104,13 @@ class MlflowSweepCallback(tune.Callback):
             "start", trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
         )
 
-    def _run_of(self, trial_id: str | None) -> str:
-        return self.parent_id if trial_id is None else self._runs[trial_id]
-
     def _execute(self, item: dict[str, Any]) -> None:
         """Make one queued write against the tracking store."""
         op, tid, c = item["op"], item["trial"], self.client
         if op == "start":
             self._reattach_or_create(tid, item)
             return
-        run_id = self._run_of(tid)
+        run_id = self.parent_id if tid is None else self._runs[tid]
         if op == "metrics":
             step, last = item["step"], self._last_step
             metrics = {k: v for k, v in item["metrics"].items() if step > last.get((run_id, k), -1)}

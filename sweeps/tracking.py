@@ -217,5 +217,4 @@ def sweep_runs(uri: str, exp_id: str, sweep: str) -> list:
 
 
 def reopen_parent(uri: str, parent_id: str) -> None:
-    c = client(uri)
-    c.update_run(parent_id, status=names.RUNNING)
+    client(uri).update_run(parent_id, status=names.RUNNING)

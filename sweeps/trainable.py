@@ -30,13 +30,6 @@ def trial_config(
     return apply_overrides(config_from_dict(unflatten(dict(base_flat))), params)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # same filesystem: no copy of the weights
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
     """The last checkpoint plus the run's files, as one folder for the final report."""
     final = out_dir / "final_checkpoint"
@@ -45,7 +38,10 @@ def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
     if ckpt_dir is not None:
         for f in Path(ckpt_dir).iterdir():
             if f.is_file():
-                _link_or_copy(f, final / f.name)
+                try:
+                    os.link(f, final / f.name)  # same filesystem: no copy of the weights
+                except OSError:
+                    shutil.copy2(f, final / f.name)
     for name in names.RUN_FILES:
         if (out_dir / name).is_file():
             shutil.copy2(out_dir / name, final / name)
