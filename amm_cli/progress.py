@@ -59,9 +59,9 @@ class TrainConsole:
         parts.append(f"ETA {duration(eta)}" if total > step else f"took {duration(elapsed)}")
         return "  ".join(parts)
 
-    def __call__(self, metrics: dict[str, Any], _ckpt: Path | None) -> None:
-        if names.TEST_ERROR_GY in metrics:
-            return  # the final report: the CLI prints the summary
+    def __call__(self, metrics: dict[str, Any], _ckpt: Path | None, final: bool) -> None:
+        if final:
+            return  # the CLI prints the summary
         if self.lines:
             _write(self.eval_line(metrics))
         step, total = int(metrics.get(names.STEP, 0)), self.total(metrics)

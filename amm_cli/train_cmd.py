@@ -108,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         resume_from=resume_from,
         data_root=args.data_dir,
         progress=bar,
-    )
+    ).final
     print(json.dumps(rounded(final), indent=2))
     print(summary(final))
     print(f"results: {out.resolve()}")

@@ -13,7 +13,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -23,15 +22,16 @@ import numpy as np
 import torch
 
 from amm_core.errors import ConfigError
+from amm_core.fs import fsync_dir, write_atomic
+from amm_core.names import STATE_FILE, checkpoint_dirname
 
-STATE_FILE = "state.pt"
-_STEP_RE = re.compile(r"^step_(\d+)$")
+_STEP_RE = re.compile(r"^step_(\d+)$")  # names.checkpoint_dirname
 _ATOMIC = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 
 
 def step_dir(root: Path, step: int) -> Path:
     """root / step_NNNNNNN (7 digits, sorts by name)."""
-    return Path(root) / f"step_{int(step):07d}"
+    return Path(root) / checkpoint_dirname(step)
 
 
 def check_state(obj: Any, where: str = "state") -> None:
@@ -55,39 +55,6 @@ def check_state(obj: Any, where: str = "state") -> None:
     )
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, state: dict) -> None:
-    """torch.save to a temporary file in the same folder, fsync, os.replace onto path."""
-    buf = io.BytesIO()  # serialise first: torch's writer turns a full disk into a RuntimeError
-    torch.save(state, buf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, quota, read-only: name the checkpoint being written
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_checkpoint(directory: Path, state: dict) -> Path:
     """Write `state` to directory/state.pt atomically; returns the file's path.
 
@@ -97,18 +64,20 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
     check_state(state)
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()  # serialise first: torch's writer turns a full disk into a RuntimeError
+    torch.save(state, buf)
     if directory.is_dir():
-        _write_file(directory / STATE_FILE, state)
+        write_atomic(directory / STATE_FILE, buf.getbuffer(), durable=True)
         return directory / STATE_FILE
     tmp_dir = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
     tmp_dir.mkdir()
     try:
-        _write_file(tmp_dir / STATE_FILE, state)
+        write_atomic(tmp_dir / STATE_FILE, buf.getbuffer(), durable=True)
         os.rename(tmp_dir, directory)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
     return directory / STATE_FILE
 
 

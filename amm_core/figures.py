@@ -23,18 +23,6 @@ from amm_core import metrics, names
 from amm_core.config import Config
 from amm_core.data import derive_seed, to_float
 
-FIGURE_FILES = (
-    "samples_per_component.png",
-    "test_by_component.png",
-    "reconstructions.png",
-    "interpolations.png",
-    "tsne.png",
-    "cluster_matrix.png",
-    "confusion_gy.png",
-    "confusion_bayes.png",
-    "training.png",
-)
-
 
 def _test_data(data: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Splits (test_x, test_y, n_classes) or a tuple (x, y) -> (x, y, n_classes)."""
@@ -164,7 +152,7 @@ def write_run_figures(
     batch_size: int | None = None,
     history: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write the figures of FIGURE_FILES into out_dir; return their paths. `history`: the
+    """Write the figures of names.FIGURE_FILES into out_dir; return their paths. `history`: the
     run's metric lines (metrics.jsonl) for training.png (empty axes without it).
 
     `data`: the run's Splits (test_x uint8 N x C x H x W, test_y, n_classes) or a tuple
@@ -267,7 +255,7 @@ def write_run_figures(
         model.train(was_training)
 
     paths = []
-    for name in FIGURE_FILES:
+    for name in names.FIGURE_FILES:
         path = out / name
         figs[name].savefig(path, format="png")
         paths.append(path)

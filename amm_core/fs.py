@@ -1,12 +1,16 @@
 """File-system checks and errors as one line: bad paths are input errors (exit 2), a disk that
-is full, read-only or not ours is an environment failure (exit 3, `EnvironmentFailure`)."""
+is full, read-only or not ours is an environment failure (exit 3, `EnvironmentFailure`); and
+the one atomic write every module uses (`write_atomic`)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from amm_core.errors import ConfigError, EnvironmentFailure
 
@@ -53,6 +57,20 @@ def check_out_dir(path: Path, what: str) -> Path:
     return path
 
 
+def json_lines(path: Path) -> list[Any]:
+    """The values of a JSON-lines file ([] if there is none), without the lines that do not
+    parse: a process killed mid-write leaves a partial last line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
 def read_text_file(path: Path, what: str) -> str:
     """A YAML/JSON input file's text; ConfigError (exit 2) naming it when it is not UTF-8 text."""
     try:
@@ -63,3 +81,36 @@ def read_text_file(path: Path, what: str) -> str:
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"{what} '{path}' is a folder; give a YAML file") from None
+
+
+def fsync_dir(d: Path) -> None:
+    """Make a rename in folder `d` durable (best effort: some filesystems cannot)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes | memoryview, *, durable: bool = False) -> None:
+    """Write `data` so that readers see the old file or the new one, never a part: a temporary
+    file in the same folder, then os.replace. `durable`: fsync the file and the folder too (a
+    checkpoint must survive a crash of the machine). An OSError names `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, read-only: name the file being written
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)

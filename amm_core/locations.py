@@ -26,6 +26,7 @@ from typing import Any
 from amm_core import settings
 from amm_core.config import build, within
 from amm_core.errors import ConfigError
+from amm_core.fs import write_atomic
 
 PROJECT_FILE = "amm.toml"
 INDEX = "runs/sweep_index.json"
@@ -101,9 +102,7 @@ def remember_sweep(name: str, sweep_dir: str, storage: str, tracking_uri: str) -
     index[name] = {"sweep_dir": sweep_dir, "storage": storage, "tracking_uri": tracking_uri}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(index, indent=1, sort_keys=True))
     except OSError:
         pass
 

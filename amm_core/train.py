@@ -2,7 +2,8 @@
 
 Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
 lives in `sweeps/`. The loop talks to the outside world through two hooks:
-`report(metrics, checkpoint_dir)` after each evaluation and at the end, and `should_stop()`.
+`report(metrics, checkpoint_dir, final)` after each evaluation (final=False) and once at the end
+with the test metrics (final=True), and `should_stop()`. `run` returns a `RunResult`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from amm_core.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    step_dir,
 )
 from amm_core.config import Config, config_from_dict, total_steps
 from amm_core.data import (
@@ -45,7 +48,19 @@ from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models
 
-ReportFn = Callable[[dict[str, Any], Path | None], None]
+# report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
+ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `run` returns, finished or stopped."""
+
+    step: int  # the step training reached
+    checkpoint: Path | None  # the newest checkpoint folder
+    stopped: bool = False  # should_stop() ended the run: no test evaluation, `final` is empty
+    final: dict[str, Any] = field(default_factory=dict)  # final.json: test/* and bookkeeping
+
 
 # Keys that may differ between a checkpoint and the run that resumes it: where things live and
 # how long to train, not what is trained.
@@ -156,14 +171,14 @@ def run(
     resume_from: str | Path | None = None,
     data_root: str | Path | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
-    """Train one model; return the final metrics (test/* plus bookkeeping).
+) -> RunResult:
+    """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
 
     Writes out_dir/config.json, metrics.jsonl, final.json, checkpoints/step_*/state.pt and,
     when cfg.train.figures, figures/*.png.
     """
     out_dir = Path(out_dir).resolve()
-    ckpt_root = out_dir / "checkpoints"
+    ckpt_root = out_dir / names.CHECKPOINTS_DIR
     device = resolve_device(cfg.train.device)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -207,10 +222,10 @@ def run(
             lab_sampler.load_state_dict(state["lab_sampler"])
         set_rng_state(state["rng"])
         step = int(state["step"])
-        _trim_metrics(out_dir / "metrics.jsonl", step)
+        _trim_metrics(out_dir / names.METRICS_FILE, step)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out_dir / names.CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     def checkpoint() -> Path:
         state = {
@@ -224,12 +239,12 @@ def run(
             "lab_sampler": lab_sampler.state_dict() if lab_sampler is not None else {},
             "rng": rng_state(),
         }
-        path = save_checkpoint(ckpt_root / f"step_{step:07d}", state)
+        path = save_checkpoint(step_dir(ckpt_root, step), state)
         prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
-        return path.parent if path.name == "state.pt" else path
+        return path.parent
 
     def log_line(metrics: dict[str, Any]) -> None:
-        with open(out_dir / "metrics.jsonl", "a") as f:
+        with open(out_dir / names.METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")
 
     bar = None
@@ -296,26 +311,25 @@ def run(
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
             log_line(metrics)
             if report is not None:
-                report(metrics, ckpt)
+                report(metrics, ckpt, False)
             t_last = time.perf_counter()  # evaluation time is not training throughput
     if bar is not None:
         bar.close()
 
     if stopped:
-        ckpt = checkpoint()
-        return {names.STEP: step, "stopped": True, "checkpoint": str(ckpt)}
+        return RunResult(step, checkpoint(), stopped=True)
 
     test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
-    (out_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+    (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
-        _write_figures(model, splits, out_dir / "figures", cfg)
+        _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
     ckpt = latest_checkpoint(ckpt_root)
     if report is not None:
-        report(dict(final), ckpt)
-    return final
+        report(dict(final), ckpt, True)
+    return RunResult(step, ckpt, final=final)
 
 
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
@@ -323,7 +337,7 @@ def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
     try:
         from amm_core.figures import write_run_figures
 
-        lines = (out.parent / "metrics.jsonl").read_text().splitlines()
+        lines = (out.parent / names.METRICS_FILE).read_text().splitlines()
         history = [json.loads(ln) for ln in lines if ln]
         write_run_figures(
             model, splits, out, cfg, max_points=cfg.train.tsne_points, history=history

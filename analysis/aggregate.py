@@ -1,9 +1,9 @@
 """Group trials by config axes and summarise a metric over seeds; compare with the paper.
 
 Pure functions on DataFrames (the frame of analysis.fetch: `status` plus param and metric
-columns). A trial counts as a result only when it FINISHED with a finite metric; every other
-trial in a cell is counted as missing, so a cell reports `n` of `expected`, never a silent mean
-of fewer seeds.
+columns). A trial counts as a result only when it finished (`fetch.finished`) with a finite
+metric; every other trial in a cell is counted as missing, so a cell reports `n` of
+`expected`, never a silent mean of fewer seeds.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-FINISHED = "FINISHED"
-HIGHER_IS_BETTER = ("nmi", "ari", "clusters_used")  # metric short names; errors: lower is better
+from amm_core import names
+from analysis.fetch import finished
+
+HIGHER_IS_BETTER = (names.NMI, names.ARI, names.CLUSTERS_USED)  # errors: lower is better
 SUMMARY_COLUMNS = ("mean", "std", "n", "n_runs", "expected", "ci_low", "ci_high")
 
 
@@ -32,7 +34,7 @@ def is_error(metric: str) -> bool:
 def ok_mask(df: pd.DataFrame, metric: str) -> pd.Series:
     """Trials that produced a result: FINISHED and a finite value of `metric`."""
     values = pd.to_numeric(df[metric], errors="coerce")
-    return (df["status"] == FINISHED) & np.isfinite(values.astype(float))
+    return finished(df) & np.isfinite(values.astype(float))
 
 
 def t_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -6,34 +6,33 @@ strings; `cast_params` turns them back into the types of `amm_core.config.Config
 
 Columns of `Runs.df`: `run_id`, `run_name`, `status` (FINISHED / FAILED / KILLED / RUNNING ...),
 one column per param (dotted config keys, typed), one per metric (`test/error_gy`, ...; the last
-logged value). Only FINISHED runs with a finite metric count as a result (see aggregate.py).
+logged value). `finished(df)` says which runs ran to the end; only those, with a finite metric,
+count as a result (see aggregate.py). Tag keys and statuses: `amm_core.names`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from amm_core import names, settings
 from amm_core.config import Config
 from amm_core.errors import ConfigError
+from amm_core.fs import json_lines
 
-SWEEP_TAG = "amm.sweep"  # on a sweep's parent run and on its children
-NUM_SEEDS_TAG = "amm.num_seeds"  # seeds per cell the sweep asked for (parent tag or param)
-EXPECTED_TAG = "amm.expected_trials"  # alternative name for the same number
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-VARIANT_TAG = "amm.variant"  # a trial's named override set (spec `variants`), as a "variant" column
-VARIANT = "variant"
-FINISHED = "FINISHED"
-BASE_COLUMNS = ("run_id", "run_name", "status")
+VARIANT = "variant"  # the column of the tag names.TAG_VARIANT
+STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
+BASE_COLUMNS = ("run_id", "run_name", STATUS)
+# keys of a Ray result line that are bookkeeping, not metrics (sweeps/trainable.py)
+RESULT_BOOKKEEPING = (names.RESULT_NODE, names.RESULT_RESUMED, names.RESULT_FINAL)
 
 _DEFAULTS = Config().flat()
+BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass
@@ -58,8 +57,13 @@ class Runs:
         return [k for k in keys if self.df[k].nunique(dropna=False) > 1]
 
 
+def finished(df: pd.DataFrame) -> pd.Series:
+    """The runs that ran to the end (MLflow status FINISHED): the only ones with a result."""
+    return df[STATUS] == names.FINISHED
+
+
 def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return settings.tracking_uri()
 
 
 def cast_value(key: str, raw: Any) -> Any:
@@ -68,12 +72,7 @@ def cast_value(key: str, raw: Any) -> Any:
         return raw
     default = _DEFAULTS.get(key)
     if isinstance(default, bool):
-        low = raw.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        return raw
+        return BOOLS.get(raw.strip().lower(), raw)
     if isinstance(default, int) or isinstance(default, float) or default is None:
         try:
             f = float(raw)
@@ -104,48 +103,44 @@ def _frame(rows: list[dict[str, Any]], params: set[str], metrics: set[str]) -> p
 # ---------------------------------------------------------------------------- MLflow
 
 
+def _pages(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """Every page of an MLflow search (client.search_runs, client.search_experiments)."""
+    out, token = [], None
+    while True:
+        page = search(*args, max_results=1000, page_token=token, **kwargs)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
 def _search_all(client: Any, exp_ids: list[str], filt: str) -> list[Any]:
-    out, token = [], None
-    while True:
-        page = client.search_runs(exp_ids, filter_string=filt, max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
+    return _pages(client.search_runs, exp_ids, filter_string=filt)
 
 
-def _experiments(client: Any) -> list[Any]:
-    out, token = [], None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
-def _sweep_names(client: Any, exp_ids: list[str]) -> list[str]:
-    """Names of sweeps in the store: parent runs (no parent of their own) tagged amm.sweep."""
-    runs = _search_all(client, exp_ids, f"tags.`{SWEEP_TAG}` != ''") if exp_ids else []
-    return sorted({r.data.tags[SWEEP_TAG] for r in runs if PARENT_TAG not in r.data.tags})
+def _sweep_parents(client: Any, exp_ids: list[str], sweep: str | None = None) -> list[Any]:
+    """Parent runs (no parent of their own) tagged amm.sweep (= `sweep`, if given)."""
+    where = f"= '{_q(sweep)}'" if sweep is not None else "!= ''"
+    runs = _search_all(client, exp_ids, f"tags.`{names.TAG_SWEEP}` {where}") if exp_ids else []
+    return [r for r in runs if names.TAG_PARENT not in r.data.tags]
 
 
 def _q(s: str) -> str:
     return s.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
+def _runs_frame(runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
     rows, params, metrics = [], set(), set()
     for r in runs:
         p = cast_params(r.data.params)
-        if VARIANT_TAG in r.data.tags:  # so that tables can have a row per variant
-            p[VARIANT] = r.data.tags[VARIANT_TAG]
+        if names.TAG_VARIANT in r.data.tags:  # so that tables can have a row per variant
+            p[VARIANT] = r.data.tags[names.TAG_VARIANT]
         params.update(p)
         metrics.update(r.data.metrics)
         row = {
             "run_id": r.info.run_id,
-            "run_name": r.data.tags.get(RUN_NAME_TAG, r.info.run_name),
-            "status": r.info.status,
+            "run_name": r.data.tags.get(names.TAG_RUN_NAME, r.info.run_name),
+            STATUS: r.info.status,
         }
         row.update(p)
         row.update(r.data.metrics)
@@ -154,30 +149,15 @@ def _runs_frame(name: str, source: str, runs: list[Any]) -> tuple[pd.DataFrame, 
 
 
 def _expected_from(run: Any) -> int | None:
-    """Seeds per cell a sweep's parent declares: tag or param amm.num_seeds (or
-    amm.expected_trials), else its `seeds` param (a count or a list of seeds)."""
-    for key in (NUM_SEEDS_TAG, EXPECTED_TAG):
-        for where in (run.data.tags, run.data.params):
-            if key in where:
-                try:
-                    return int(float(where[key]))
-                except ValueError:
-                    continue
-    raw = run.data.params.get("seeds")
-    if raw is not None:
-        try:
-            v = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-        if isinstance(v, list):
-            return len(v)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+    """Seeds per cell a sweep's parent declares (its tag amm.num_seeds), else None."""
+    try:
+        return int(float(run.data.tags[names.TAG_NUM_SEEDS]))
+    except (KeyError, ValueError):
+        return None
 
 
 def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
-    """The child runs of the sweep `name` (its parent run found by tag or run name across all
+    """The child runs of the sweep `name` (its parent run found by the tag amm.sweep across all
     experiments), else all runs of the experiment `name` except parent runs.
 
     Raises ConfigError listing the sweeps and experiments that exist when `name` is neither.
@@ -186,58 +166,37 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
 
     uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri)
-    exps = _experiments(client)
+    exps = _pages(client.search_experiments)
     exp_ids = [e.experiment_id for e in exps]
-    q = _q(name)
-    parents: list[Any] = []
-    if exp_ids:
-        # the sweep's parent: tagged amm.sweep and not a child itself ...
-        parents = [
-            r
-            for r in _search_all(client, exp_ids, f"tags.`{SWEEP_TAG}` = '{q}'")
-            if PARENT_TAG not in r.data.tags
-        ]
-        if not parents:  # ... else a run of that name that has children
-            parents = [
-                r
-                for r in _search_all(client, exp_ids, f"tags.`{RUN_NAME_TAG}` = '{q}'")
-                if PARENT_TAG not in r.data.tags
-                and _search_all(client, exp_ids, f"tags.`{PARENT_TAG}` = '{r.info.run_id}'")
-            ]
+    parents = _sweep_parents(client, exp_ids, name)
     if parents:
         # a sweep run twice under one name: the newest parent is the sweep
         parent = max(parents, key=lambda r: r.info.start_time or 0)
-        children = _search_all(client, exp_ids, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-        df, params, metrics = _runs_frame(name, uri, children)
         note = f" (newest of {len(parents)} parent runs)" if len(parents) > 1 else ""
-        return Runs(
-            name=name,
-            source=f"MLflow {uri}, sweep parent run {parent.info.run_id}{note}",
-            df=df,
-            params=sorted(params),
-            metrics=sorted(metrics),
-            expected=_expected_from(parent),
-            parent_run_id=parent.info.run_id,
-            tracking_uri=uri,
-        )
-    exp = next((e for e in exps if e.name == name), None)
-    if exp is None:
-        sweeps = _sweep_names(client, exp_ids)
-        raise ConfigError(
-            f"no sweep or experiment named '{name}' in {uri}; "
-            f"sweeps: {', '.join(sweeps) or '(none)'}; "
-            f"experiments: {', '.join(sorted(e.name for e in exps)) or '(none)'}"
-        )
-    runs = _search_all(client, [exp.experiment_id], "")
-    parent_ids = {r.data.tags.get(PARENT_TAG) for r in runs}
-    trials = [r for r in runs if r.info.run_id not in parent_ids]
-    df, params, metrics = _runs_frame(name, uri, trials)
+        source = f"MLflow {uri}, sweep parent run {parent.info.run_id}{note}"
+        trials = _search_all(client, exp_ids, f"tags.`{names.TAG_PARENT}` = '{parent.info.run_id}'")
+    else:
+        exp = next((e for e in exps if e.name == name), None)
+        if exp is None:
+            sweeps = sorted({r.data.tags[names.TAG_SWEEP] for r in _sweep_parents(client, exp_ids)})
+            raise ConfigError(
+                f"no sweep or experiment named '{name}' in {uri}; "
+                f"sweeps: {', '.join(sweeps) or '(none)'}; "
+                f"experiments: {', '.join(sorted(e.name for e in exps)) or '(none)'}"
+            )
+        parent, source = None, f"MLflow {uri}, experiment '{name}' ({exp.experiment_id})"
+        runs = _search_all(client, [exp.experiment_id], "")
+        parent_ids = {r.data.tags.get(names.TAG_PARENT) for r in runs}
+        trials = [r for r in runs if r.info.run_id not in parent_ids]
+    df, params, metrics = _runs_frame(trials)
     return Runs(
         name=name,
-        source=f"MLflow {uri}, experiment '{name}' ({exp.experiment_id})",
+        source=source,
         df=df,
         params=sorted(params),
         metrics=sorted(metrics),
+        expected=_expected_from(parent) if parent else None,
+        parent_run_id=parent.info.run_id if parent else None,
         tracking_uri=uri,
     )
 
@@ -255,29 +214,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _last_result(path: Path) -> dict[str, Any] | None:
-    """The last JSON line holding a test/* metric, else the last line, else None."""
-    last, last_test = None, None
-    if not path.is_file():
-        return None
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a trial killed mid-write leaves a partial line
-        last = row
-        if any(str(k).startswith("test/") for k in row):
-            last_test = row
-    return last_test or last
+def _last_result(path: Path) -> dict[str, Any]:
+    """The last result line holding a test/* metric, else the last line, else {}."""
+    rows = json_lines(path)
+    return next((r for r in reversed(rows) if names.has_test_metrics(r)), rows[-1] if rows else {})
 
 
 def fetch_ray(folder: str | Path) -> Runs:
     """A Ray Tune experiment folder (storage/NAME): one trial per subfolder holding params.json
     (and result.json as JSON lines). A trial folder's config.json (written by the training loop)
     fills in keys the sweep did not vary. Status: FINISHED when a row has test/* metrics."""
+    config = names.CONFIG_FILE
     folder = Path(folder)
     marks = ("params.json", "result.json", "error.txt")
     trials = sorted(
@@ -292,22 +239,25 @@ def fetch_ray(folder: str | Path) -> Runs:
     for t in trials:
         p: dict[str, Any] = {}
         # the resolved config the loop wrote (into the trial's final checkpoint), if any
-        configs = sorted(t.glob("config.json")) or sorted(t.glob("checkpoint_*/config.json"))
+        configs = sorted(t.glob(config)) or sorted(t.glob(f"checkpoint_*/{config}"))
         if configs:
             p.update(_flatten(json.loads(configs[-1].read_text())))
         if (t / "params.json").is_file():  # a trial that died before starting has none
             p.update(_flatten(json.loads((t / "params.json").read_text())))
         p = cast_params({k: v for k, v in p.items() if not isinstance(v, list | tuple)})
-        res = _last_result(t / "result.json") or {}
+        res = _last_result(t / "result.json")
         m = {
             k: v
             for k, v in res.items()
-            if "/" in str(k) and isinstance(v, int | float) and not isinstance(v, bool)
+            if "/" in str(k)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and k not in RESULT_BOOKKEEPING
         }
-        status = FINISHED if any(k.startswith("test/") for k in m) else "FAILED"
-        if status != FINISHED and not (t / "error.txt").exists() and not (t / "error.pkl").exists():
-            status = "UNFINISHED"
-        row = {"run_id": t.name, "run_name": t.name, "status": status}
+        failed = any((t / f).exists() for f in ("error.txt", "error.pkl"))
+        status = names.FAILED if failed else names.UNFINISHED
+        status = names.FINISHED if names.has_test_metrics(m) else status
+        row = {"run_id": t.name, "run_name": t.name, STATUS: status}
         row.update(p)
         row.update(m)
         rows.append(row)

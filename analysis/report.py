@@ -21,22 +21,12 @@ from typing import Any
 import pandas as pd
 
 from amm_core import names
+from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
 from analysis import plots, tables
-from analysis.fetch import Runs
+from analysis.fetch import STATUS, Runs
 
-# the per-run figures in the order the paper shows them; other PNGs follow by name
-FIGURE_ORDER = (
-    "samples_per_component",
-    "test_by_component",
-    "reconstructions",
-    "interpolations",
-    "tsne",
-    "cluster_matrix",
-    "confusion_gy",
-    "confusion_bayes",
-)
 MAX_PNG_BYTES = 2_000_000  # skip larger images to keep the page small
 
 CSS = """
@@ -66,9 +56,10 @@ def _img(png: bytes, caption: str) -> str:
     )
 
 
-def _order(name: str) -> tuple[int, str]:
-    stem = Path(name).stem
-    return (FIGURE_ORDER.index(stem) if stem in FIGURE_ORDER else len(FIGURE_ORDER), name)
+def _order(path: str) -> tuple[int, str]:
+    """The per-run figures in the order the paper shows them; other PNGs follow by name."""
+    order, name = names.FIGURE_FILES, Path(path).name
+    return (order.index(name) if name in order else len(order), path)
 
 
 def candidates(runs: pd.DataFrame, by: list[str], metric: str) -> list[list[str]]:
@@ -153,9 +144,9 @@ def _fmt(v: Any) -> str:
 
 
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
-    cols = ["run_name", "status"] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
+    cols = ["run_name", STATUS] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
     d = runs[cols].sort_values([c for c in [*axes, "seed"] if c in runs.columns] or ["run_name"])
-    pct = {c for c in metrics if "error" in c}  # errors in percent, as in the tables
+    pct = {c for c in metrics if agg.is_error(c)}  # errors in percent, as in the tables
 
     def cell(c: str, v: object) -> str:
         if c in pct and isinstance(v, float) and not math.isnan(v):
@@ -193,7 +184,7 @@ def build_report(
         f'<p class="meta">{esc(runs.source)}<br>generated '
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC</p>",
     ]
-    counts = df["status"].value_counts().sort_index()
+    counts = df[STATUS].value_counts().sort_index()
     parts.append(
         '<p class="meta">'
         + esc(f"{len(df)} runs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -278,7 +269,5 @@ def write_report(
     page = build_report(runs, metric, rows, cols, expected, max_runs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)  # never leave a half-written page
+    write_atomic(out, page)  # never leave a half-written page
     return out

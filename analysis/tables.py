@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from amm_core import names
 from amm_core.config import Config
 from amm_core.errors import ConfigError
 from analysis import aggregate as agg
@@ -42,7 +43,7 @@ def scale_of(metric: str) -> tuple[float, int]:
     """(factor, decimals): errors in percent with 2 decimals, NMI/ARI as fractions."""
     if agg.is_error(metric):
         return 100.0, 2
-    if metric.endswith("clusters_used"):
+    if metric.rsplit("/", 1)[-1] == names.CLUSTERS_USED:
         return 1.0, 1
     return 1.0, 3
 

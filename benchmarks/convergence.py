@@ -33,10 +33,10 @@ def _one(args: tuple[str, list[str], int, float, int, str]) -> None:
     cfg = load_config(config, [*overrides, f"seed={seed}", f"train.max_minutes={minutes}"])
     t0 = time.monotonic()
 
-    def report(metrics: dict, _ckpt) -> None:
+    def report(metrics: dict, _ckpt, final: bool) -> None:
         row = {"seed": seed, "minutes": round((time.monotonic() - t0) / 60, 2)}
-        if names.TEST_ERROR_GY in metrics:
-            row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+        if final:
+            row.update({k: v for k, v in metrics.items() if k in names.FINAL_METRICS})
         else:
             row.update({k: metrics[k] for k in KEEP if k in metrics})
         print(json.dumps(row), flush=True)

@@ -18,33 +18,19 @@ from typing import Any
 
 from ray import tune
 
+from amm_core import names
+from amm_core.fs import write_atomic
 from sweeps import tracking
 from sweeps.outbox import OUTBOX_FILE, Outbox, is_outage
 from sweeps.spec import VARIANT, run_name
-from sweeps.trainable import NODE_KEY, RESUMED_KEY, RUN_FILES, trial_config
+from sweeps.trainable import trial_config
 
-# Tune's own bookkeeping in every result: not metrics of the model
-SKIP = {
-    "step",
-    "training_iteration",
-    "timestamp",
-    "time_this_iter_s",
-    "time_total_s",
-    "time_since_restore",
-    "iterations_since_restore",
-    "pid",
-    "done",
-    "amm/final",
-    "timesteps_total",
-    "episodes_total",
-    "timesteps_since_restore",
-    "warmup_time",
-    # bookkeeping, not model metrics: the epoch follows from the step, the resume step is a tag
-    "epoch",
-    RESUMED_KEY,
-}
-TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current attempt began at
-RUNS_FILE = "amm_runs.json"  # trial_id -> MLflow run id, in the sweep folder
+# Tune's own bookkeeping in every result, and ours (the epoch follows from the step, the resume
+# step is a tag): not metrics of the model
+TUNE_KEYS = """training_iteration timestamp time_this_iter_s time_total_s time_since_restore
+    iterations_since_restore pid done timesteps_total episodes_total timesteps_since_restore
+    warmup_time""".split()
+SKIP = {*TUNE_KEYS, names.STEP, names.EPOCH, names.RESULT_FINAL, names.RESULT_RESUMED}
 
 
 class MlflowSweepCallback(tune.Callback):
@@ -65,10 +51,8 @@ class MlflowSweepCallback(tune.Callback):
         self._out: Outbox | None = None
         self._runs: dict[str, str] = self._load_runs()
         self._last_step: dict[tuple[str, str], int] = {}
-        self._last_value: dict[tuple[str, str], float] = {}
-        self._where: dict[str, tuple[str, str]] = {}
+        self._tags: dict[tuple[str, str], str] = {}  # (trial, key) -> value sent this session
         self._started: set[str] = set()
-        self._resumed: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client, no outbox
         state = self.__dict__.copy()
@@ -91,17 +75,16 @@ class MlflowSweepCallback(tune.Callback):
         return self._out
 
     def _load_runs(self) -> dict[str, str]:
-        if "://" in self.sweep_dir or not (Path(self.sweep_dir) / RUNS_FILE).is_file():
+        path = Path(self.sweep_dir) / names.RUNS_FILE
+        if "://" in self.sweep_dir or not path.is_file():
             return {}
-        return json.loads((Path(self.sweep_dir) / RUNS_FILE).read_text())
+        return json.loads(path.read_text())
 
     def _save_runs(self) -> None:
         if "://" in self.sweep_dir:  # remote storage: the tags alone are enough to reattach
             return
-        path = Path(self.sweep_dir) / RUNS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._runs, indent=1, sort_keys=True))
-        tmp.replace(path)
+        text = json.dumps(self._runs, indent=1, sort_keys=True)
+        write_atomic(Path(self.sweep_dir) / names.RUNS_FILE, text)
 
     # ---------------------------------------------------------------- writes (via the outbox)
 
@@ -114,15 +97,12 @@ class MlflowSweepCallback(tune.Callback):
             return
         self._started.add(trial.trial_id)
         cfg = trial_config(self.base_flat, trial.config, self.variants)
-        tags = {tracking.TAG_HASH: cfg.hash(), "amm.trial_name": str(trial)}
+        tags = {names.TAG_HASH: cfg.hash(), names.TAG_TRIAL_NAME: str(trial)}
         if VARIANT in trial.config:
-            tags["amm.variant"] = str(trial.config[VARIANT])
+            tags[names.TAG_VARIANT] = str(trial.config[VARIANT])
         self._send(
             "start", trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
         )
-
-    def _run_of(self, trial_id: str | None) -> str:
-        return self.parent_id if trial_id is None else self._runs[trial_id]
 
     def _execute(self, item: dict[str, Any]) -> None:
         """Make one queued write against the tracking store."""
@@ -130,32 +110,23 @@ class MlflowSweepCallback(tune.Callback):
         if op == "start":
             self._reattach_or_create(tid, item)
             return
-        run_id = self._run_of(tid)
+        run_id = self.parent_id if tid is None else self._runs[tid]
         if op == "metrics":
-            metrics = {}
-            for k, v in item["metrics"].items():
-                key = (run_id, k)
-                if k == RESUMED_KEY:  # logged whenever it changes, even at an old step
-                    if self._last_value.get(key) == v:
-                        continue
-                elif item["step"] <= self._last_step.get(key, -1):
-                    continue
-                metrics[k] = v
+            step, last = item["step"], self._last_step
+            metrics = {k: v for k, v in item["metrics"].items() if step > last.get((run_id, k), -1)}
             if metrics:
-                tracking.log_metrics(c, run_id, metrics, item["step"])
-            for k, v in metrics.items():
-                key = (run_id, k)
-                self._last_step[key] = max(item["step"], self._last_step.get(key, -1))
-                self._last_value[key] = v
+                tracking.log_metrics(c, run_id, metrics, step)
+            for k in metrics:
+                last[(run_id, k)] = step
         elif op == "tag":
             c.set_tag(run_id, item["key"], item["value"])
         elif op == "running":
-            if c.get_run(run_id).info.status != "RUNNING":
-                c.update_run(run_id, status="RUNNING")
+            if c.get_run(run_id).info.status != names.RUNNING:
+                c.update_run(run_id, status=names.RUNNING)
         elif op == "end":
             c.set_terminated(run_id, item["status"])
         elif op == "end_if_running":
-            if c.get_run(run_id).info.status == "RUNNING":
+            if c.get_run(run_id).info.status == names.RUNNING:
                 c.set_terminated(run_id, item["status"])
         elif op == "files":
             self._log_files(run_id, item["checkpoint"])
@@ -165,8 +136,8 @@ class MlflowSweepCallback(tune.Callback):
     def _reattach_or_create(self, trial_id: str, item: dict[str, Any]) -> None:
         run_id = self._runs.get(trial_id)
         if run_id is not None:  # this sweep's own run (amm_runs.json), by id
-            if self.client.get_run(run_id).info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
+            if self.client.get_run(run_id).info.status != names.RUNNING:
+                self.client.update_run(run_id, status=names.RUNNING)
             is_new = False
         else:
             run_id, is_new = tracking.start_child(
@@ -182,29 +153,29 @@ class MlflowSweepCallback(tune.Callback):
             self._runs[trial_id] = run_id
             self._save_runs()
         if not is_new:  # reattached (resumed sweep): what this run already holds
-            for key, value in self.client.get_run(run_id).data.metrics.items():
+            for key in self.client.get_run(run_id).data.metrics:
                 steps = [m.step for m in self.client.get_metric_history(run_id, key)]
                 self._last_step[(run_id, key)] = max(steps, default=-1)
-                self._last_value[(run_id, key)] = value
 
     def _log_files(self, run_id: str, ckpt_path: str) -> None:
         try:
             with tune.Checkpoint(ckpt_path).as_directory() as d:
-                for name in RUN_FILES:
+                for name in names.RUN_FILES:
                     if (Path(d) / name).is_file():
                         self.client.log_artifact(run_id, str(Path(d) / name))
-                if (Path(d) / "figures").is_dir():
-                    self.client.log_artifacts(run_id, str(Path(d) / "figures"), "figures")
+                figures = Path(d) / names.FIGURES_DIR
+                if figures.is_dir():
+                    self.client.log_artifacts(run_id, str(figures), names.FIGURES_DIR)
         except OSError as e:  # the run's numbers count even when its files cannot be read
             if is_outage(e):
                 raise
-            self.client.set_tag(run_id, "amm.artifacts_error", str(e)[:500])
+            self.client.set_tag(run_id, names.TAG_ARTIFACTS_ERROR, str(e)[:500])
 
     def close(self, status: str) -> None:
         """End this sweep's own runs (by run id): children still RUNNING -> KILLED, the parent
         -> status. Writes the tracking store cannot take now stay in the outbox for resume."""
         for trial_id in sorted(self._runs):
-            self._send("end_if_running", trial_id, status="KILLED")
+            self._send("end_if_running", trial_id, status=names.KILLED)
         self._send("end", None, status=status)
         self.outbox.flush(force=True)
 
@@ -225,7 +196,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self._start(trial)
-        step = int(result.get("step", result.get("training_iteration", 0)))
+        step = int(result.get(names.STEP, result.get("training_iteration", 0)))
         metrics = {}
         for k, v in result.items():
             if k in SKIP or isinstance(v, bool) or not isinstance(v, int | float):
@@ -236,44 +207,41 @@ class MlflowSweepCallback(tune.Callback):
         # and a trial restarted from an older checkpoint redoes some steps (see _execute)
         if metrics:
             self._send("metrics", trial.trial_id, metrics=metrics, step=step)
-        # where the trial runs now (it changes when a failed trial restarts elsewhere)
-        where = (str(result.get(NODE_KEY, "")), str(result.get("pid", "")))
-        if self._where.get(trial.trial_id) != where:
-            self._send("tag", trial.trial_id, key=tracking.TAG_NODE, value=where[0])
-            self._send("tag", trial.trial_id, key=tracking.TAG_PID, value=where[1])
-            self._where[trial.trial_id] = where
-        # bookkeeping is a tag, not a metric: the step the trial's current attempt began at
-        resumed = str(result.get(RESUMED_KEY, ""))
-        if resumed and self._resumed.get(trial.trial_id) != resumed:
-            self._send("tag", trial.trial_id, key=TAG_RESUMED, value=resumed)
-            self._resumed[trial.trial_id] = resumed
-        if "error_mapping" in result:
-            self._send(
-                "tag", trial.trial_id, key="error_mapping", value=str(result["error_mapping"])
-            )
+        # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
+        # trial restarts elsewhere), the step its current attempt began at, the error mapping
+        for key, field in (
+            (names.TAG_NODE, names.RESULT_NODE),
+            (names.TAG_PID, "pid"),
+            (names.TAG_RESUMED, names.RESULT_RESUMED),
+            (names.ERROR_MAPPING_TAG, names.ERROR_MAPPING_TAG),
+        ):
+            value, seen = str(result.get(field, "")), (trial.trial_id, key)
+            if value and self._tags.get(seen) != value:
+                self._send("tag", trial.trial_id, key=key, value=value)
+                self._tags[seen] = value
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
         # Tune has registered this checkpoint: a restart of the trial continues from here
         step = (checkpoint.get_metadata() or {}).get("step")
         if step is not None:
             self._start(trial)
-            self._send("tag", trial.trial_id, key=tracking.TAG_CKPT_STEP, value=str(step))
+            self._send("tag", trial.trial_id, key=names.TAG_CKPT_STEP, value=str(step))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        self._send("tag", trial.trial_id, key=tracking.TAG_FAILURES, value=str(trial.num_failures))
+        self._send("tag", trial.trial_id, key=names.TAG_FAILURES, value=str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        self._send("tag", trial.trial_id, key=tracking.TAG_ERROR, value=_error_text(trial)[-4000:])
-        self._send("end", trial.trial_id, status="FAILED")
+        self._send("tag", trial.trial_id, key=names.TAG_ERROR, value=_error_text(trial)[-4000:])
+        self._send("end", trial.trial_id, status=names.FAILED)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
         ckpt = trial.checkpoint
         if ckpt is not None and (ckpt.get_metadata() or {}).get("final"):
             self._send("files", trial.trial_id, checkpoint=checkpoint_uri(ckpt))
-        self._send("end", trial.trial_id, status="FINISHED")
+        self._send("end", trial.trial_id, status=names.FINISHED)
 
 
 def checkpoint_uri(ckpt) -> str:

@@ -106,7 +106,7 @@ class SweepConsole(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         err = result.get(OBJECTIVE)
-        if not isinstance(err, int | float) or any(k.startswith("test/") for k in result):
+        if not isinstance(err, int | float) or result.get(names.RESULT_FINAL):
             return
         label = run_name(trial.config)
         if self.best is None or err < self.best[0]:

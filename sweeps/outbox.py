@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import settings
+from amm_core.fs import write_atomic
 
 OUTBOX_FILE = "amm_outbox.jsonl"
 MAX_ITEMS = 100_000
@@ -131,9 +132,7 @@ class Outbox:
         if not self.items:
             self.path.unlink(missing_ok=True)
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(i) + "\n" for i in self.items))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(json.dumps(i) + "\n" for i in self.items))
 
     def outage_line(self) -> str:
         down = time.monotonic() - (self.down_since or time.monotonic())

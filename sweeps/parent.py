@@ -11,14 +11,11 @@ from typing import Any
 from amm_core import names
 from sweeps import tracking
 
-NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
-OBJECTIVES = (names.TEST_ERROR_GY, names.VAL_ERROR_GY)  # lower is better
-
 
 def describe(uri: str, run_id: str, spec: Any, name: str) -> None:
     """Spec file as artifact `spec/<file>`, a note with the description and the grid."""
     c = tracking.client(uri)
-    c.log_artifact(run_id, str(spec.path), "spec")
+    c.log_artifact(run_id, str(spec.path), names.SPEC_DIR)
     axes = ", ".join(f"{k} in {v}" for k, v in spec.axes().items()) if spec.search is None else ""
     note = [
         f"**{spec.description or name}**",
@@ -29,7 +26,7 @@ def describe(uri: str, run_id: str, spec: Any, name: str) -> None:
         note.append(f"grid: {axes}")
     if spec.overrides:
         note.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
-    c.set_tag(run_id, NOTE_TAG, "\n".join(note))
+    c.set_tag(run_id, names.TAG_NOTE, "\n".join(note))
 
 
 def summarize(uri: str, exp_id: str, sweep: str, parent_id: str) -> dict[str, float]:
@@ -38,10 +35,10 @@ def summarize(uri: str, exp_id: str, sweep: str, parent_id: str) -> dict[str, fl
     children = [
         r
         for r in tracking.sweep_runs(uri, exp_id, sweep)
-        if r.info.run_id != parent_id and r.info.status == "FINISHED"
+        if r.info.run_id != parent_id and r.info.status == names.FINISHED
     ]
-    out: dict[str, float] = {"trials_finished": float(len(children))}
-    for key in OBJECTIVES:
+    out: dict[str, float] = {names.TRIALS_FINISHED: float(len(children))}
+    for key in names.OBJECTIVES:
         vals = [(r.data.metrics[key], r) for r in children if key in r.data.metrics]
         vals = [(v, r) for v, r in vals if math.isfinite(v)]
         if not vals:
@@ -49,7 +46,7 @@ def summarize(uri: str, exp_id: str, sweep: str, parent_id: str) -> dict[str, fl
         best_v, best_run = min(vals, key=lambda x: x[0])
         out[f"best/{key}"] = best_v
         out[f"mean/{key}"] = statistics.fmean(v for v, _ in vals)
-        if key == OBJECTIVES[0]:
-            c.set_tag(parent_id, "amm.best_run", best_run.info.run_name)
+        if key == names.OBJECTIVES[0]:
+            c.set_tag(parent_id, names.TAG_BEST_RUN, best_run.info.run_name)
     tracking.log_metrics(c, parent_id, out, 0)
     return out

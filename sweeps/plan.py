@@ -32,7 +32,7 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
 
     seen: list[float] = []
 
-    def report(metrics: dict[str, Any], _ckpt: Path | None) -> None:
+    def report(metrics: dict[str, Any], _ckpt: Path | None, _final: bool) -> None:
         seen.append(metrics.get(names.IMAGES_PER_SEC, 0.0))
         if len(seen) == 2:
             raise _Done

@@ -11,16 +11,18 @@ checkpoint in its trial folder (`newest_checkpoint`), whatever Tune registered.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from amm_core import names
+from amm_core.fs import json_lines, write_atomic
 
 META = ".metadata.json"  # a Tune checkpoint's metadata (ours: step, final, last)
 
 
 def trial_dir(sweep_dir: str, trial_id: str) -> Path:
-    return Path(sweep_dir) / f"trial_{trial_id}"  # runner: trial_dirname_creator
+    return Path(sweep_dir) / names.trial_dirname(trial_id)
 
 
 def checkpoints(folder: Path) -> list[tuple[int, Path, dict[str, Any]]]:
@@ -33,7 +35,7 @@ def checkpoints(folder: Path) -> list[tuple[int, Path, dict[str, Any]]]:
             meta = json.loads((d / META).read_text())
         except (OSError, ValueError):
             continue  # being written, or damaged
-        if isinstance(meta, dict) and "step" in meta and (d / "state.pt").is_file():
+        if isinstance(meta, dict) and "step" in meta and (d / names.STATE_FILE).is_file():
             out.append((int(meta["step"]), d, meta))
     return sorted(out, key=lambda c: (c[0], bool(c[2].get("final")), c[1].name))
 
@@ -50,22 +52,14 @@ def finished_on_disk(folder: Path) -> bool:
 
 
 def _last_result(folder: Path) -> dict[str, Any] | None:
-    try:
-        lines = (folder / "result.json").read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue  # a line cut by the kill
-    return None
+    rows = json_lines(folder / "result.json")  # without a line cut by the kill
+    return rows[-1] if rows else None
 
 
 def _finished_in_mlflow(cb) -> set[str]:
     done = set()
     for trial_id, run_id in cb._runs.items():
-        if cb.client.get_run(run_id).info.status == "FINISHED":
+        if cb.client.get_run(run_id).info.status == names.FINISHED:
             done.add(trial_id)
     return done
 
@@ -96,9 +90,7 @@ def before_restore(sweep_dir: str, cb) -> list[str]:
             entry[1] = json.dumps(meta, indent=2)
         changed.append(tid)
     if changed:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data))
         print(
             f"amm: {len(changed)} trial(s) finished before the driver stopped and will not run "
             f"again: {', '.join(changed)}",

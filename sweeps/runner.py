@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amm_core import locations
+from amm_core import locations, names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.locations import resolve_data_root
 from sweeps import lock as sweep_lock
@@ -37,18 +37,18 @@ def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
     """Run the Tuner; end the MLflow runs whatever happens; 0 ok, 1 failed trials, 130 stopped."""
     # SIGTERM (e.g. `ray job stop`, a scheduler) stops the sweep like Ctrl+C: Tune saves state
     old = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGUSR1))
-    status = "FAILED"
+    status = names.FAILED
     try:
         t.fit()
         states = list(trial_states(sweep_dir).values())
         if any(s in ("running", "pending") for s in states) or not states:
-            status = "KILLED"
+            status = names.KILLED
         elif any(s == "failed" for s in states):
-            status = "FAILED"
+            status = names.FAILED
         else:
-            status = "FINISHED"
+            status = names.FINISHED
     except KeyboardInterrupt:  # a second Ctrl+C skips Tune's graceful stop
-        status = "KILLED"
+        status = names.KILLED
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
@@ -59,7 +59,7 @@ def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
             f"{cb.outbox.outage_line()}; sweep '{meta['name']}' stopped; continue it with "
             f"`amm sweep resume {meta['name']}` once the tracking store answers"
         )
-    return {"FINISHED": 0, "FAILED": 1, "KILLED": 130}[status]
+    return {names.FINISHED: 0, names.FAILED: 1, names.KILLED: 130}[status]
 
 
 def _summarize_parent(meta: dict[str, Any]) -> None:
@@ -145,10 +145,10 @@ def _run_locked(
             "axes": ",".join(spec.axes()) or "search",
         },
         tags={
-            "amm.spec_path": str(spec.path),
-            "amm.storage": sweep_dir,
+            names.TAG_SPEC_PATH: str(spec.path),
+            names.TAG_STORAGE: sweep_dir,
             # seeds per grid cell: analysis reports a cell with fewer finished seeds as "n=3 of 5"
-            "amm.num_seeds": str(len(spec.seeds) if spec.search is None else 1),
+            names.TAG_NUM_SEEDS: str(len(spec.seeds) if spec.search is None else 1),
         },
     )
     parent.describe(uri, parent_id, spec, name)
@@ -175,7 +175,7 @@ def _run_locked(
         callbacks = _callbacks(cb, spec, name, uri, verbose)
         new = tuner.build(spec, name, storage, base_flat, callbacks, verbose)
     except BaseException:  # nothing ran: leave the name free and no run RUNNING
-        tracking.client(uri).set_terminated(parent_id, "FAILED")
+        tracking.client(uri).set_terminated(parent_id, names.FAILED)
         sweep_storage.forget(sweep_dir)
         raise
     return _fit(new, meta, sweep_dir, cb)

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from amm_core import settings
+from amm_core import names, settings
 from amm_core.errors import ConfigError
-from amm_core.fs import check_out_dir
+from amm_core.fs import check_out_dir, write_atomic
 
-META_FILE = "amm_sweep.json"
+META_FILE = names.SWEEP_FILE
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
 
@@ -58,9 +58,7 @@ def write_text(path: str, text: str) -> None:
     """Write a whole file; a local one atomically (a temporary file, then rename)."""
     if "://" not in path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(path + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(Path(path), text)
         return
     fs, p = _fs(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)

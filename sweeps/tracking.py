@@ -20,26 +20,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from amm_core import names, settings
 from amm_core.errors import ConfigError, EnvironmentFailure
-
-TAG_SWEEP = "amm.sweep"
-TAG_TRIAL = "amm.trial_id"
-TAG_ROLE = "amm.role"  # "sweep" (parent) or "trial" (child)
-TAG_HASH = "amm.config_hash"
-TAG_NODE = "amm.node_id"
-TAG_PID = "amm.pid"  # the trial's worker process (changes after a restart)
-TAG_CKPT_STEP = "amm.checkpoint_step"  # step of the trial's last checkpoint Tune registered
-TAG_FAILURES = "amm.failures"
-TAG_ERROR = "amm.error"
-TAG_PARENT = "mlflow.parentRunId"
-ENDED = ("FINISHED", "FAILED", "KILLED")
 
 
 def resolve_tracking_uri(uri: str | None, workdir: Path | None = None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if not uri:
-        return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
+    uri = uri or settings.tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # relative SQLite path: pin it, since trials and later commands run elsewhere
         return f"sqlite:///{(workdir or Path.cwd()).resolve() / uri[len('sqlite:///') :]}"
@@ -119,11 +106,12 @@ def git_commit(repo: Path | None = None) -> str:
 @functools.cache
 def environment_tags() -> dict[str, str]:
     """git commit and package versions, for the parent and child runs."""
-    tags = {"amm.git_commit": git_commit(), "amm.python": platform.python_version()}
-    tags["mlflow.source.git.commit"] = tags["amm.git_commit"]
+    commit = git_commit()
+    tags = {names.TAG_GIT_COMMIT: commit, names.TAG_MLFLOW_GIT_COMMIT: commit}
+    tags[names.TAG_PYTHON] = platform.python_version()
     for pkg in ("torch", "ray", "mlflow", "amm-sweeps", "optuna"):
         try:
-            tags[f"amm.version.{pkg}"] = metadata.version(pkg)
+            tags[names.TAG_VERSION + pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
     return tags
@@ -135,7 +123,10 @@ def experiment_id(c, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            return c.create_experiment(name)
+            # MLflow 3's UI opens an experiment of this kind in its "Model training" view
+            return c.create_experiment(
+                name, tags={names.TAG_EXPERIMENT_KIND: "custom_model_development"}
+            )
         except MlflowException:  # another driver created it a moment ago
             exp = c.get_experiment_by_name(name)
             if exp is None:
@@ -154,11 +145,8 @@ def start_parent(
     """Create the sweep's parent run -> (experiment_id, run_id)."""
     c = client(uri)
     exp_id = experiment_id(c, experiment)
-    run = c.create_run(
-        exp_id,
-        run_name=sweep,
-        tags={**environment_tags(), **tags, TAG_SWEEP: sweep, TAG_ROLE: "sweep"},
-    )
+    own = {names.TAG_SWEEP: sweep, names.TAG_ROLE: names.ROLE_SWEEP}
+    run = c.create_run(exp_id, run_name=sweep, tags={**environment_tags(), **tags, **own})
     log_params(c, run.info.run_id, params)
     return exp_id, run.info.run_id
 
@@ -184,8 +172,8 @@ def find_child(c, exp_id: str, sweep: str, trial_id: str, parent_id: str) -> str
     """The child run of this trial under this parent (never another sweep's of the same name)."""
     runs = c.search_runs(
         [exp_id],
-        f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}' "
-        f"and tags.`{TAG_PARENT}` = '{parent_id}'",
+        f"tags.`{names.TAG_SWEEP}` = '{sweep}' and tags.`{names.TAG_TRIAL}` = '{trial_id}' "
+        f"and tags.`{names.TAG_PARENT}` = '{parent_id}'",
         max_results=10,
     )
     return runs[0].info.run_id if runs else None
@@ -204,8 +192,8 @@ def start_child(
     """The child run of a trial: reattached if it exists (resume, retry) -> (run_id, is_new)."""
     run_id = find_child(c, exp_id, sweep, trial_id, parent_id)
     if run_id is not None:
-        if c.get_run(run_id).info.status != "RUNNING":
-            c.update_run(run_id, status="RUNNING")
+        if c.get_run(run_id).info.status != names.RUNNING:
+            c.update_run(run_id, status=names.RUNNING)
         return run_id, False
     run = c.create_run(
         exp_id,
@@ -213,10 +201,10 @@ def start_child(
         tags={
             **environment_tags(),
             **tags,
-            TAG_PARENT: parent_id,
-            TAG_SWEEP: sweep,
-            TAG_TRIAL: trial_id,
-            TAG_ROLE: "trial",
+            names.TAG_PARENT: parent_id,
+            names.TAG_SWEEP: sweep,
+            names.TAG_TRIAL: trial_id,
+            names.TAG_ROLE: names.ROLE_TRIAL,
         },
     )
     log_params(c, run.info.run_id, params)
@@ -226,9 +214,8 @@ def start_child(
 def sweep_runs(uri: str, exp_id: str, sweep: str) -> list:
     """All runs (parent and children) of a sweep."""
     c = client(uri)
-    return c.search_runs([exp_id], f"tags.`{TAG_SWEEP}` = '{sweep}'", max_results=10000)
+    return c.search_runs([exp_id], f"tags.`{names.TAG_SWEEP}` = '{sweep}'", max_results=10000)
 
 
 def reopen_parent(uri: str, parent_id: str) -> None:
-    c = client(uri)
-    c.update_run(parent_id, status="RUNNING")
+    client(uri).update_run(parent_id, status=names.RUNNING)

@@ -15,18 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from amm_core import names
 from sweeps.spec import trial_config
-
-NODE_KEY = "amm_node_id"  # the Ray node a result came from (a tag in MLflow, not a metric)
-RESUMED_KEY = "amm/resumed_from_step"  # 0 for a fresh start, else the checkpoint's step
-RUN_FILES = ("final.json", "config.json", "metrics.jsonl")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # same filesystem: no copy of the weights
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
@@ -37,13 +27,21 @@ def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
     if ckpt_dir is not None:
         for f in Path(ckpt_dir).iterdir():
             if f.is_file():
-                _link_or_copy(f, final / f.name)
-    for name in RUN_FILES:
+                try:
+                    os.link(f, final / f.name)  # same filesystem: no copy of the weights
+                except OSError:
+                    shutil.copy2(f, final / f.name)
+    for name in names.RUN_FILES:
         if (out_dir / name).is_file():
             shutil.copy2(out_dir / name, final / name)
-    if (out_dir / "figures").is_dir():
-        shutil.copytree(out_dir / "figures", final / "figures")
+    if (out_dir / names.FIGURES_DIR).is_dir():
+        shutil.copytree(out_dir / names.FIGURES_DIR, final / names.FIGURES_DIR)
     return final
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a Tune result can hold: numbers and strings."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
 
 
 def train_trial(
@@ -59,7 +57,7 @@ def train_trial(
     import torch
     from ray import tune
 
-    from amm_core import names, train
+    from amm_core import train
 
     torch.set_num_threads(max(1, threads))
     cfg = trial_config(base, params, variants)
@@ -81,38 +79,38 @@ def train_trial(
     # the final report)
     last: dict[str, Any] = dict(meta.get("last", {}))
 
-    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
-        final = any(k.startswith("test/") for k in metrics)
-        folder = _final_folder(out_dir, ckpt_dir) if final else ckpt_dir
-        # the final result repeats the last evaluation's numbers: schedulers and searchers
-        # expect their metric in every result (the driver logs each (key, step) once)
-        out = dict(last) if final else {}
-        out.update({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
-        if not final:
+    def send(result: dict[str, Any], final: bool, checkpoint=None) -> None:
+        bookkeeping = {names.RESULT_NODE: node, names.RESULT_RESUMED: resumed_step}
+        result = {**result, **bookkeeping, names.RESULT_FINAL: int(final)}
+        tune.report(result, checkpoint=checkpoint)
+
+    def report(metrics: dict[str, Any], ckpt_dir: Path | None, final: bool) -> None:
+        if final:
+            # the final result repeats the last evaluation's numbers: schedulers and searchers
+            # expect their metric in every result (the driver logs each (key, step) once)
+            folder, out = _final_folder(out_dir, ckpt_dir), {**last, **_plain(metrics)}
+        else:
+            folder, out = ckpt_dir, _plain(metrics)
             last.clear()
             last.update(out)
-        out.update({NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": int(final)})
         checkpoint = None
         if folder is not None:
             checkpoint = tune.Checkpoint.from_directory(str(folder))
             step = int(metrics.get(names.STEP, 0))
             checkpoint.set_metadata({"step": step, "final": final, "last": last})
-        tune.report(out, checkpoint=checkpoint)
+        send(out, final, checkpoint)
 
     if meta.get("final") and resume_from is not None:
         # it finished before the driver stopped: report its stored result, train nothing
-        final = json.loads((resume_from / "final.json").read_text())
-        out = {**last, **{k: v for k, v in final.items() if isinstance(v, int | float | str)}}
-        out.update({NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": 1})
+        final = json.loads((resume_from / names.FINAL_FILE).read_text())
         checkpoint = tune.Checkpoint.from_directory(str(resume_from))
         checkpoint.set_metadata(meta)
-        tune.report(out, checkpoint=checkpoint)
+        send({**last, **_plain(final)}, True, checkpoint)
         return
     if last and resume_from is not None:
         # the evaluation that wrote this checkpoint may never have reached the driver (a stop
         # or kill between the two): report it again; the driver logs each (key, step) once
-        again = {**last, NODE_KEY: node, RESUMED_KEY: resumed_step, "amm/final": 0}
-        tune.report(again)
+        send(last, False)
     train.run(cfg, out_dir, report=report, resume_from=resume_from)
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any
 
+from amm_core import names
 from amm_core.errors import ConfigError
 from sweeps.spec import SweepSpec, run_name
 from sweeps.storage import join
@@ -124,7 +125,7 @@ def build(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=spec.max_concurrent or None,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            trial_dirname_creator=lambda t: names.trial_dirname(t.trial_id),
             trial_name_creator=lambda t: run_name(t.config),  # = the MLflow run name
         ),
         run_config=tune.RunConfig(

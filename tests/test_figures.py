@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from amm_core.config import Config
-from amm_core.figures import FIGURE_FILES, mosaic, write_run_figures
+from amm_core.figures import mosaic, write_run_figures
 from amm_core.models import build_models
+from amm_core.names import FIGURE_FILES
 
 N = 160  # test images: enough for every figure, few for a fast t-SNE
 

@@ -22,7 +22,6 @@ from helpers import free_port, stop_group
 
 from amm_core import names
 from amm_core.errors import ConfigError
-from amm_core.figures import FIGURE_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -109,8 +108,8 @@ def _children(uri: str, sweep: str):
     c = tracking.client(uri)
     exp = c.get_experiment_by_name("amm-smoke")
     runs = tracking.sweep_runs(uri, exp.experiment_id, sweep)
-    parent = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "sweep"]
-    children = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == "trial"]
+    parent = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "trial"]
     return c, parent, children
 
 
@@ -137,7 +136,6 @@ def _sweep(
 def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_path):
     import ray
 
-    from sweeps import tracking
     from sweeps.spec import load_spec
     from sweeps.status import status as sweep_status
 
@@ -151,14 +149,14 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
     assert sorted(r.info.run_name for r in children) == ["lambda=1,seed=0", "lambda=10,seed=0"]
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
-    assert {r.data.tags[tracking.TAG_NODE] for r in children} == nodes  # one trial per node
+    assert {r.data.tags[names.TAG_NODE] for r in children} == nodes  # one trial per node
     spec = load_spec(SMOKE, {**_overrides(data_root, 40), "train.figures": True})
     for r in children:
         assert r.info.status == "FINISHED"
-        assert r.data.tags[tracking.TAG_PARENT] == parent[0].info.run_id
+        assert r.data.tags[names.TAG_PARENT] == parent[0].info.run_id
         gp = float(r.data.params["loss.gp_weight"])
         cfg = spec.trial_config({"loss.gp_weight": gp, "seed": 0})
-        assert r.data.tags[tracking.TAG_HASH] == cfg.hash()
+        assert r.data.tags[names.TAG_HASH] == cfg.hash()
         assert r.data.params["seed"] == "0" and r.data.params["train.steps"] == "40"
         assert r.data.tags["amm.version.torch"] and r.data.tags["amm.git_commit"]
         hist = c.get_metric_history(r.info.run_id, "val/error_gy")
@@ -170,7 +168,7 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
             a.path for a in c.list_artifacts(r.info.run_id)
         }
         figures = {a.path: a.file_size for a in c.list_artifacts(r.info.run_id, "figures")}
-        assert set(figures) == {f"figures/{f}" for f in FIGURE_FILES}
+        assert set(figures) == {f"figures/{f}" for f in names.FIGURE_FILES}
         assert all(size > 1000 for size in figures.values())
     status = sweep_status("multinode", str(tmp_path))
     assert "2 finished" in status and "missing" not in status
@@ -178,7 +176,6 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
 
 def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root, tmp_path):
     """SIGKILL one trial's worker process mid-run: Tune restarts it from its last checkpoint."""
-    from sweeps import tracking
 
     killed: dict[str, int] = {}
 
@@ -191,13 +188,13 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
             except Exception:  # noqa: BLE001 - the experiment may not exist yet
                 continue
             for r in children:
-                pid = r.data.tags.get(tracking.TAG_PID)
+                pid = r.data.tags.get(names.TAG_PID)
                 # kill once Tune has registered a checkpoint (a worker killed between its
                 # report and that registration restarts from the previous checkpoint)
-                ckpt_step = int(r.data.tags.get(tracking.TAG_CKPT_STEP, 0))
+                ckpt_step = int(r.data.tags.get(names.TAG_CKPT_STEP, 0))
                 if pid and 20 <= ckpt_step < 100:
                     os.kill(int(pid), signal.SIGKILL)
-                    killed[r.data.tags[tracking.TAG_TRIAL]] = ckpt_step
+                    killed[r.data.tags[names.TAG_TRIAL]] = ckpt_step
                     return
 
     t = threading.Thread(target=killer, daemon=True)
@@ -210,8 +207,8 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
     assert [p.info.status for p in parent] == ["FINISHED"]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     ((trial_id, ckpt_step),) = killed.items()
-    victim = next(r for r in children if r.data.tags[tracking.TAG_TRIAL] == trial_id)
-    assert victim.data.tags[tracking.TAG_FAILURES] == "1"
+    victim = next(r for r in children if r.data.tags[names.TAG_TRIAL] == trial_id)
+    assert victim.data.tags[names.TAG_FAILURES] == "1"
     resumed = int(victim.data.tags["amm.resumed_from_step"])  # bookkeeping: a tag
     # from the checkpoint registered before the kill (or one taken just after), not from 0
     assert ckpt_step <= resumed <= ckpt_step + 20
@@ -221,7 +218,6 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
 
 
 def test_optuna_search_with_asha(cluster, mlflow_server, data_root, tmp_path):
-    from sweeps import tracking
 
     body = (
         "search:\n  metric: val/error_gy\n  mode: min\n  num_samples: 3\n  seed: 0\n"
@@ -242,14 +238,12 @@ def test_optuna_search_with_asha(cluster, mlflow_server, data_root, tmp_path):
         steps = [m.step for m in c.get_metric_history(r.info.run_id, "val/error_gy")]
         assert steps and steps == sorted(set(steps)) and steps[-1] <= 60
         assert (steps[-1] == 60) == ("test/error_gy" in r.data.metrics)
-        assert r.info.run_name.startswith("lambda=") and r.data.tags[tracking.TAG_TRIAL]
+        assert r.info.run_name.startswith("lambda=") and r.data.tags[names.TAG_TRIAL]
 
 
 def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_path):
     """gpu: 0.5 per trial: both trials land on the one node with a GPU, side by side."""
     import ray
-
-    from sweeps import tracking
 
     body = "grid: {loss.gp_weight: [1.0, 10.0]}\nresources: {cpu: 0.5, gpu: 0.5}\n"
     _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "gpu", body)
@@ -257,14 +251,13 @@ def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_pa
     _, _, children = _children(mlflow_server, "gpu")
     gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
-    assert {r.data.tags[tracking.TAG_NODE] for r in children} == gpu_nodes
+    assert {r.data.tags[names.TAG_NODE] for r in children} == gpu_nodes
     a, b = sorted(children, key=lambda r: r.info.start_time)
     assert b.info.start_time < a.info.end_time  # they ran at the same time
 
 
 def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path):
     """A trial whose loss turns NaN fails (no number logged as its result); the other finishes."""
-    from sweeps import tracking
     from sweeps.status import status as sweep_status
 
     body = "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
@@ -277,7 +270,7 @@ def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path
     ok, bad = by_name["lr=0.0002,seed=0"], by_name["lr=1e+10,seed=0"]
     assert ok.info.status == "FINISHED" and 0.0 <= ok.data.metrics["test/error_gy"] <= 1.0
     assert bad.info.status == "FAILED" and "test/error_gy" not in bad.data.metrics
-    assert "non-finite loss" in bad.data.tags[tracking.TAG_ERROR]
+    assert "non-finite loss" in bad.data.tags[names.TAG_ERROR]
     status = sweep_status("nan", str(tmp_path))
     assert "1 failed" in status and "1 finished" in status
 

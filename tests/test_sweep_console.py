@@ -105,6 +105,7 @@ def test_parent_run_is_a_summary(sweep):
     proj, _, _ = sweep
     c = MlflowClient(f"sqlite:///{proj / 'track' / 'm.db'}")
     exp = c.get_experiment_by_name("amm-smoke")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # UI: Model training
     runs = c.search_runs([exp.experiment_id], "tags.`amm.sweep` = 'nb'")
     parent = next(r for r in runs if r.data.tags.get("amm.role") == "sweep")
     children = [r for r in runs if r.data.tags.get("amm.role") == "trial"]

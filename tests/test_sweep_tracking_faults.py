@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from amm_core.names import RESULT_RESUMED as RESUMED_KEY
+from amm_core.names import TAG_RESUMED
 from sweeps import tracking
-from sweeps.callback import TAG_RESUMED, MlflowSweepCallback
-from sweeps.trainable import RESUMED_KEY
+from sweeps.callback import MlflowSweepCallback
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -44,9 +44,8 @@ def _lines(path):
 def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
     cfg = fast_config("train.steps=20", "train.keep_checkpoints=1")
     reports = []
-    final = run(
-        cfg, tmp_path / "r", data_root=data_root, report=lambda m, c: reports.append((m, c))
-    )
+    result = run(cfg, tmp_path / "r", data_root=data_root, report=lambda *r: reports.append(r))
+    final = result.final
     out = tmp_path / "r"
     assert json.loads((out / "config.json").read_text())["model"]["arch"] == "tiny"
     rows = _lines(out / "metrics.jsonl")
@@ -60,13 +59,15 @@ def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
     # keep_checkpoints=1: only the newest survives; the reports point at real checkpoint folders
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000020"]
     assert len(reports) == 3 and reports[-1][0][names.TEST_ERROR_GY] == final[names.TEST_ERROR_GY]
-    assert (reports[-1][1] / "state.pt").is_file()
+    assert [r[2] for r in reports] == [False, False, True]  # the final report says so
+    assert (reports[-1][1] / "state.pt").is_file() and result.checkpoint == reports[-1][1]
+    assert not result.stopped and result.step == 20
 
 
 def test_resume_is_exact_on_cpu(tmp_path, data_root):
     k = 20
     cfg = fast_config(f"train.steps={2 * k}")
-    full = run(cfg, tmp_path / "full", data_root=data_root)
+    full = run(cfg, tmp_path / "full", data_root=data_root).final
 
     calls = {"n": 0}
 
@@ -75,9 +76,9 @@ def test_resume_is_exact_on_cpu(tmp_path, data_root):
         return calls["n"] > k  # polled once per step: stop before step k+1
 
     part = run(cfg, tmp_path / "part", data_root=data_root, should_stop=stop_at_k)
-    assert part["stopped"] and part[names.STEP] == k
     ckpt = tmp_path / "part" / "checkpoints" / f"step_{k:07d}"
-    resumed = run(cfg, tmp_path / "part", data_root=data_root, resume_from=ckpt)
+    assert part.stopped and part.step == k and part.checkpoint == ckpt and part.final == {}
+    resumed = run(cfg, tmp_path / "part", data_root=data_root, resume_from=ckpt).final
     for key in names.FINAL_METRICS:
         assert resumed[key] == full[key], key
     assert _lines(tmp_path / "part" / "metrics.jsonl") == _lines(
@@ -97,7 +98,7 @@ def test_resume_rejects_a_different_config(tmp_path, data_root):
         )
     # longer training is a legitimate change on resume
     out = run(fast_config("train.steps=20"), tmp_path / "r", data_root=data_root, resume_from=ckpt)
-    assert out[names.STEP] == 20
+    assert out.step == out.final[names.STEP] == 20
 
 
 def test_nan_loss_fails_the_run(tmp_path, data_root, monkeypatch):

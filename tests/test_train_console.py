@@ -88,13 +88,13 @@ def test_end_of_run_phases_name_the_figures(capsys):
 
     cfg = load_config("configs/smoke.yaml", ["train.steps=300", "train.eval_every=100"])
     console = TrainConsole(cfg, lines=False)
-    console({"step": 100, "epoch": 0.1, "val/error_gy": 0.5}, None)
+    console({"step": 100, "epoch": 0.1, "val/error_gy": 0.5}, None, False)
     assert capsys.readouterr().err == ""  # no lines asked for, not the end yet
-    console({"step": 300, "epoch": 0.3, "val/error_gy": 0.5}, None)
+    console({"step": 300, "epoch": 0.3, "val/error_gy": 0.5}, None, False)
     err = capsys.readouterr().err
     assert "training done at step 300: evaluating on the test set, then writing figures" in err
     # a time budget (train.max_minutes) ends the run off the evaluation grid: also announced
-    console({"step": 123, "epoch": 0.1}, None)
+    console({"step": 123, "epoch": 0.1}, None, False)
     assert "training done at step 123" in capsys.readouterr().err
 
 
