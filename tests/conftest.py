@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The `mlflow server`s the tests start need no job runner (MLflow 3 starts several huey worker
+# processes for it by default, about a core-second each on this 2-core machine); inherited by
+# every subprocess.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @pytest.fixture(scope="session")
