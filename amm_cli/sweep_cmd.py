@@ -81,7 +81,9 @@ def _summary(name: str, storage: str | None, code: int) -> None:
         print(f"amm: {hint}", file=sys.stderr)
     _, meta = load_meta(name, storage)
     print()
-    print(next_commands(name, meta["tracking_uri"], meta.get("experiment", "")))
+    print(
+        next_commands(name, meta["tracking_uri"], meta.get("experiment", ""), meta["experiment_id"])
+    )
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -152,15 +152,17 @@ def mlflow_ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --port 5000"
 
 
-def next_commands(name: str, uri: str, experiment: str) -> str:
+def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "") -> str:
     ui = mlflow_ui_command(uri)
+    # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     lines = [
         "next:",
         f"  amm table {name}                 # mean ± std per grid cell (percent)",
         f"  amm report {name}                # one offline HTML page: tables and figures",
         f"  amm sweep status {name}          # every trial's state and errors",
         f"  {ui}",
-        f"      then http://127.0.0.1:5000 > Model training > Experiments > {experiment}",
+        f"      then {link}  (experiment {experiment})",
     ]
     if uri.startswith(("http://", "https://")):
         lines.pop()

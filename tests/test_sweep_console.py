@@ -71,6 +71,10 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     ]
     uri = f"sqlite:///{proj.resolve() / 'track' / 'm.db'}"
     assert f"mlflow ui --backend-store-uri {uri} --port 5000" in out
+    exp_id = re.search(r"#/experiments/(\w+)/runs\?workflowType=machine_learning", out).group(1)
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(uri).get_experiment(exp_id).name == "amm-smoke"  # the link is that sweep's
     assert "amm table nb" in out and "amm report nb" in out
 
 
