@@ -71,9 +71,11 @@ def _train(args: argparse.Namespace) -> int:
             f"config file '{args.config}' does not exist; shipped presets (by name): "
             f"{', '.join(shipped(presets_dir())) or 'none found'}"
         )
-    cfg = load_config(path, pairs + args.set)
-    if args.download:
-        cfg = cfg.replace(**{"data.download": True})
+    from amm_cli.options import overrides
+
+    # every flag is an override: --data-dir is data.data_dir (absolute), --download data.download
+    flags = overrides(args) | ({"data.download": True} if args.download else {})
+    cfg = load_config(path, pairs).replace(**flags)
 
     from amm_core.checkpoint import latest_checkpoint
     from amm_core.fs import check_out_dir
@@ -106,7 +108,6 @@ def _train(args: argparse.Namespace) -> int:
         out,
         report=console,
         resume_from=resume_from,
-        data_root=args.data_dir,
         progress=bar,
     ).final
     print(json.dumps(rounded(final), indent=2))
