@@ -24,7 +24,7 @@ from amm_core import names
 from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
-from analysis import plots, tables
+from analysis import plots, render, tables
 from analysis.fetch import STATUS, Runs
 
 MAX_PNG_BYTES = 2_000_000  # skip larger images to keep the page small
@@ -203,11 +203,11 @@ def build_report(
             paper if m == paper.metric else None,
             title=f"{runs.name}: {m}",
         )
-        parts.append(tables.to_html(t))
+        parts.append(render.to_html(t))
     for number, pt in paper.tables.items():
         if metric == paper.metric and not pp.select(df, pt.where).empty:
             parts.append(
-                tables.to_html(
+                render.to_html(
                     tables.paper_layout(df, runs.params, number, metric, paper, expected)
                 )
             )

@@ -180,8 +180,8 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     cells = spec.cells() if spec.search is None else [{}]
     steps = [total_steps(spec.trial_config(c)) for c in cells]
     eta = None
-    if spec.steps_per_sec:
-        per_trial = [s / spec.steps_per_sec for s in steps] * (n // len(steps) or 1)
+    if spec.cost.steps_per_sec:
+        per_trial = [s / spec.cost.steps_per_sec for s in steps] * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
     _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri))
     return SweepConsole(name, n, par, max(steps))

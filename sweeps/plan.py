@@ -169,8 +169,8 @@ def plan(
     if measure:
         sps = measure_steps_per_sec(spec)
         source = f"measured now: 10 steps of the base config, {spec.cpu:g} CPU thread(s)"
-    elif spec.steps_per_sec:
-        sps = spec.steps_per_sec
+    elif spec.cost.steps_per_sec:
+        sps = spec.cost.steps_per_sec
         source = f"stored in the spec: {spec.cost.measured_on or 'no note'}"
     else:
         sps, source = None, ""

@@ -93,7 +93,7 @@ def run(
 ) -> tuple[str, int]:
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
     spec = load_spec(spec_path, overrides)
-    name = name or f"{spec.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not sweep_storage.NAME_RE.match(name):
         raise ConfigError(f"sweep name {name!r}: use letters, digits, '_', '-', '.'")
     storage = sweep_storage.resolve_storage(storage)
