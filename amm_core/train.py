@@ -31,15 +31,7 @@ from amm_core.checkpoint import (
     step_dir,
 )
 from amm_core.config import Config, config_from_dict, total_steps
-from amm_core.data import (
-    EpochSampler,
-    LabelledSampler,
-    Splits,
-    derive_seed,
-    generator,
-    load_splits,
-    to_float,
-)
+from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.diagnostics import latent_diagnostics
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
@@ -141,10 +133,9 @@ def run(
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
     if samm:
-        lab_bs = min(cfg.train.labelled_batch_size, len(splits.labelled_idx))
-        lab_sampler = LabelledSampler(
-            splits.labelled_idx, lab_bs, generator(cfg.seed, "labelled_batches"), device
-        )
+        lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, "labelled_batches")
+        lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
+        lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
     steps = total_steps(cfg, n_train)
     step = 0
 

@@ -8,15 +8,15 @@ embedded as base64 data URIs, the CSS is inline; the page references nothing out
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import html
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pandas as pd
 
@@ -89,21 +89,6 @@ def _mlflow_pngs(
     return out
 
 
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """MLflow draws a progress bar per downloaded file; not on a report's stdout."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 class FigureSource:
     """run id -> [(artifact path, PNG bytes)], from a Ray trial folder or MLflow artifacts."""
 
@@ -129,7 +114,8 @@ class FigureSource:
                 self._client = MlflowClient(tracking_uri=self.runs.tracking_uri)
             dst = Path(self._tmp.name) / run_id
             dst.mkdir(exist_ok=True)
-            with _quiet_downloads():
+            # MLflow draws a progress bar per downloaded file; not on a report's stdout
+            with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
                 out = _mlflow_pngs(self._client, run_id, dst)
         return sorted(out, key=lambda t: _order(t[0]))
 

@@ -131,11 +131,13 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
     import os
 
+    import torch
+
     from amm_core.fmt import duration
     from sweeps.console import concurrency, wall_time
 
     cpus = os.cpu_count() or 1
-    gpus = _local_gpus() if spec.gpu > 0 else 0
+    gpus = torch.cuda.device_count() if spec.gpu > 0 else 0
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
     where = f"{cpus} CPUs" + (f", {gpus} GPUs" if spec.gpu > 0 else "")
     if spec.gpu > 0 and gpus == 0:
@@ -148,15 +150,6 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
         f"{duration(wall_time(trial_seconds, par))} of training (evaluation, figures and "
         "Ray start-up come on top)"
     )
-
-
-def _local_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
 
 
 def plan(

@@ -235,7 +235,7 @@ def _resume_locked(
     )
     if not cb.outbox.flush(force=True):  # writes a tracking outage left behind come first
         raise TrackingOutage(cb.outbox.outage_line())
-    tracking.reopen_parent(uri, meta["parent_run_id"])
+    tracking.client(uri).update_run(meta["parent_run_id"], status=names.RUNNING)
     reconcile.before_restore(sweep_dir, cb)
     # the callback was pickled with the tuner; give it the (possibly new) tracking URI
     callbacks = _callbacks(cb, spec, name, uri, verbose)
