@@ -7,6 +7,7 @@ steps of the base config on this machine). No Ray, no MLflow, no training beyond
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,8 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
         }
     )
     with tempfile.TemporaryDirectory() as d:
-        try:
+        with contextlib.suppress(_Done):
             train.run(cfg, Path(d), report=report)
-        except _Done:
-            pass
     if len(seen) < 2:
         raise ConfigError("measuring steps/sec: the trial reported fewer than two evaluations")
     return seen[1] / cfg.train.batch_size

@@ -103,11 +103,8 @@ def run(
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_tracking(uri)
     sweep_storage.check_storage(storage)
-    lock = sweep_lock.acquire(storage, name, "run")  # before anything of the sweep is created
-    try:
+    with sweep_lock.acquire(storage, name, "run"):  # before anything of the sweep is created
         return name, _run_locked(spec, name, storage, address, base_flat, uri, verbose)
-    finally:
-        lock.release()
 
 
 def _run_locked(
@@ -197,11 +194,8 @@ def resume(
     if data_dir:
         base = meta["base_flat"]
         base["data.data_dir"] = _data_root(data_dir, bool(base.get("data.download")))
-    lock = sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume")
-    try:
+    with sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume"):
         return _resume_locked(name, sweep_dir, meta, address, tracking_uri, verbose)
-    finally:
-        lock.release()
 
 
 def _resume_locked(

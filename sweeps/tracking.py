@@ -9,6 +9,7 @@ callback ends its own runs by run id when the sweep ends (`MlflowSweepCallback.c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -110,10 +111,8 @@ def environment_tags() -> dict[str, str]:
     tags = {names.TAG_GIT_COMMIT: commit, names.TAG_MLFLOW_GIT_COMMIT: commit}
     tags[names.TAG_PYTHON] = platform.python_version()
     for pkg in ("torch", "ray", "mlflow", "amm-sweeps", "optuna"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             tags[names.TAG_VERSION + pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
     return tags
 
 
