@@ -171,10 +171,6 @@ def run(
         prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
         return path.parent
 
-    def log_line(metrics: dict[str, Any]) -> None:
-        with open(out_dir / names.METRICS_FILE, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-
     bar = None
     if progress:
         from tqdm import tqdm
@@ -237,7 +233,8 @@ def run(
             )
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
-            log_line(metrics)
+            with open(out_dir / names.METRICS_FILE, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
             if report is not None:
                 report(metrics, ckpt, False)
             t_last = time.perf_counter()  # evaluation time is not training throughput

@@ -45,13 +45,10 @@ figcaption { font-size: 12px; color: #555; }
 """
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def _img(png: bytes, caption: str) -> str:
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     return (
-        f'<figure><img alt="{html.escape(caption)}" src="{data_uri(png)}">'
+        f'<figure><img alt="{html.escape(caption)}" src="{src}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 

@@ -18,6 +18,8 @@ from analysis import aggregate as agg
 from analysis import paper as pp
 
 _CONFIG_KEYS = set(Config().flat())
+# csv columns of a cell compared with the paper (empty for the others)
+PAPER_COLUMNS = ["paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"]
 
 
 @dataclass
@@ -194,14 +196,7 @@ def grid_table(
             )
     data = _numbers(summary, metric)
     for i, (exp, c) in compared.items():
-        data.loc[i, ["paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"]] = [
-            exp.mean,
-            exp.std,
-            exp.n,
-            c.t,
-            c.p,
-            c.verdict,
-        ]
+        data.loc[i, PAPER_COLUMNS] = [exp.mean, exp.std, exp.n, c.t, c.p, c.verdict]
     return Table(title or f"{metric} by {corner}", header, body, best, notes, data)
 
 
@@ -211,7 +206,7 @@ def _numbers(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     for c in ("mean", "std", "ci_low", "ci_high"):
         d[c] = d[c] * scale
     d.insert(0, "metric", metric + (" (%)" if scale == 100.0 else ""))
-    for c in ("paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"):
+    for c in PAPER_COLUMNS:
         d[c] = pd.Series([None] * len(d), index=d.index, dtype=object)
     return d
 

@@ -146,24 +146,17 @@ def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: 
     )
 
 
-def mlflow_ui_command(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} (the tracking server's UI)"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000"
-
-
 def next_commands(name: str, uri: str, experiment: str) -> str:
-    ui = mlflow_ui_command(uri)
     lines = [
         "next:",
         f"  amm table {name}                 # mean ± std per grid cell (percent)",
         f"  amm report {name}                # one offline HTML page: tables and figures",
         f"  amm sweep status {name}          # every trial's state and errors",
-        f"  {ui}",
-        f"      then http://127.0.0.1:5000 > Model training > Experiments > {experiment}",
     ]
     if uri.startswith(("http://", "https://")):
-        lines.pop()
+        return "\n".join([*lines, f"  open {uri} (the tracking server's UI)"])
+    lines.append(f"  mlflow ui --backend-store-uri {uri} --port 5000")
+    lines.append(f"      then http://127.0.0.1:5000 > Model training > Experiments > {experiment}")
     return "\n".join(lines)
 
 

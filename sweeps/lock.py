@@ -111,13 +111,11 @@ class SweepLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
+            with contextlib.suppress(OSError):  # a missed beat; the next one may succeed
                 if "://" in self.path:
                     write_text(self.path, json.dumps({**self.info, "heartbeat": time.time()}))
                 else:
                     os.utime(self.path)
-            except OSError:
-                pass  # a missed beat; the next one may succeed
 
     def release(self) -> None:
         self._stop.set()
