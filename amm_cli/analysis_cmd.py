@@ -139,7 +139,7 @@ def load_runs(args: argparse.Namespace) -> Any:
 
 def table_cmd(args: argparse.Namespace) -> int:
     from analysis import paper as pp
-    from analysis import tables
+    from analysis import render, tables
 
     runs = load_runs(args)
     expected = args.expected if args.expected is not None else runs.expected
@@ -167,7 +167,7 @@ def table_cmd(args: argparse.Namespace) -> int:
             paper if args.paper else None,
             title=f"{runs.name}: {args.metric}",
         )
-    print(tables.RENDERERS[args.format](t), end="")
+    print(render.RENDERERS[args.format](t), end="")
     return 0
 
 

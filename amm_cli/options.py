@@ -18,7 +18,7 @@ def add_data_dir(p: argparse.ArgumentParser, what: str = "data root") -> None:
 
 def overrides(args: argparse.Namespace) -> dict:
     """--set KEY=VALUE items, plus --data-dir as data.data_dir (absolute: trials run elsewhere)."""
-    from amm_core.config import parse_override
+    from amm_core.loader import parse_override
 
     out = dict(parse_override(i) for i in args.set)
     if args.data_dir:

@@ -8,14 +8,13 @@ the final metrics are rounded for reading (final.json keeps full precision).
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from amm_core import names
-from amm_core.config import Config
+from amm_core.config import Config, total_steps
 from amm_core.fmt import duration, percent
 
 
@@ -34,14 +33,11 @@ class TrainConsole:
         self.t0, self.step0 = time.monotonic(), resumed_step
 
     def total(self, metrics: dict[str, Any]) -> int:
-        t = self.cfg.train
-        if t.steps > 0:
-            return t.steps
+        """The run's steps; the train split's size follows from the loop's epoch."""
         step, epoch = metrics.get(names.STEP, 0), metrics.get(names.EPOCH, 0)
-        if not epoch:
-            return 0
-        n_train = step * t.batch_size / epoch
-        return max(1, math.ceil(t.epochs * n_train / t.batch_size))
+        if self.cfg.train.steps > 0 or epoch:
+            return total_steps(self.cfg, step * self.cfg.train.batch_size / epoch if epoch else 0)
+        return 0
 
     def eval_line(self, m: dict[str, Any]) -> str:
         step, total = int(m.get(names.STEP, 0)), self.total(m)

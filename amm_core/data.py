@@ -54,10 +54,6 @@ class Splits:
     class_freqs: torch.Tensor  # label frequencies (labelled subset if any, else train split)
     dataset: str = ""
 
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_x.shape[1:])
-
 
 def draw_labelled(
     labels: torch.Tensor, n: int, n_classes: int, stratified: bool, g: torch.Generator
@@ -147,8 +143,9 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 class EpochSampler:
-    """Index batches over range(n) (or over `indices`): a fresh permutation every epoch, the last
-    incomplete batch dropped. Endless: `next(sampler)` moves into the next epoch by itself.
+    """Index batches over range(n) (or over `indices`, n of them: the SAMM labelled subset), a
+    fresh permutation every epoch, the last incomplete batch dropped. Endless: `next(sampler)`
+    moves into the next epoch by itself.
 
     state_dict() holds epoch, position and generator states, so a resumed run draws exactly the
     batches an uninterrupted one would. Give it its own generator (e.g. generator(seed, "sampler")).
@@ -162,8 +159,6 @@ class EpochSampler:
         device: torch.device | str = "cpu",
         indices: torch.Tensor | None = None,
     ):
-        if indices is not None:
-            n = int(indices.numel())
         if batch_size < 1 or n < batch_size:
             raise DataError(
                 f"a batch of {batch_size} does not fit in {n} examples (batches are drawn "
@@ -195,11 +190,6 @@ class EpochSampler:
             self.epoch, self.position, self._perm = self.epoch + 1, 0, None
         return idx if self.indices is None else self.indices[idx]
 
-    @property
-    def epochs_done(self) -> float:
-        """Fractional number of epochs consumed."""
-        return self.epoch + self.position / self.batches_per_epoch
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
@@ -223,16 +213,3 @@ class EpochSampler:
             self.generator.set_state(state["epoch_start"])
             self._draw()
         self.generator.set_state(state["generator"])
-
-
-class LabelledSampler(EpochSampler):
-    """EpochSampler over the SAMM labelled subset: yields indices into the train split."""
-
-    def __init__(
-        self,
-        labelled_idx: torch.Tensor,
-        batch_size: int,
-        generator: torch.Generator,
-        device: torch.device | str = "cpu",
-    ):
-        super().__init__(0, batch_size, generator, device, indices=labelled_idx)

@@ -9,6 +9,7 @@ Nothing is written under the root unless data.download is true.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 from pathlib import Path
@@ -166,10 +167,8 @@ def _remove_empty_tree(p: Path) -> None:
     """Remove p and the folders under it, deepest first, as far as they are empty."""
     dirs = [c for c in p.rglob("*") if c.is_dir()] if p.is_dir() else []
     for d in sorted(dirs, key=lambda c: len(c.parts), reverse=True) + [p]:
-        try:
+        with contextlib.suppress(OSError):
             d.rmdir()
-        except OSError:
-            pass
 
 
 def load_arrays(dataset: str, root: Path, download: bool = False, svhn_extra: bool = False):

@@ -16,25 +16,16 @@ import urllib.request
 from pathlib import Path
 
 from amm_core import settings
+from amm_core.datasets import IDX_DIRS, TORCHVISION
 from amm_core.errors import DataError
-
-# dataset -> (torchvision class, folder under the data root: torchvision's layout)
-SOURCES = {
-    "mnist": ("MNIST", "mnist/MNIST/raw"),
-    "fashion_mnist": ("FashionMNIST", "fashion_mnist/FashionMNIST/raw"),
-}
 
 
 def resources(dataset: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(mirrors, [(file name, md5)]) of a dataset, from torchvision."""
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, SOURCES[dataset][0])
+    cls = getattr(tvd, TORCHVISION[dataset])
     return list(cls.mirrors), [(f, md5) for f, md5 in cls.resources]
-
-
-def target_dir(dataset: str, root: Path) -> Path:
-    return Path(root) / SOURCES[dataset][1]
 
 
 def _md5(path: Path) -> str:
@@ -67,15 +58,15 @@ def fetch(dataset: str, root: Path, mirror: str | None = None, quiet: bool = Fal
 
     Prints one line when it downloads (none when every file is there already).
     """
-    if dataset not in SOURCES:
+    if dataset not in IDX_DIRS:
         raise DataError(
-            f"dataset {dataset!r} cannot be downloaded here; allowed: {', '.join(SOURCES)}"
+            f"dataset {dataset!r} cannot be downloaded here; allowed: {', '.join(IDX_DIRS)}"
         )
     mirrors, files = resources(dataset)
     mirror = mirror or settings.data_mirror()
     if mirror:
         mirrors = [mirror.rstrip("/") + "/"]
-    folder = target_dir(dataset, root)
+    folder = Path(root) / IDX_DIRS[dataset][0]  # torchvision's layout
     missing = [(f, md5) for f, md5 in files if not (folder / f).is_file()]
     if not missing:
         return folder
@@ -113,5 +104,5 @@ def _offline_message(
         f"Without network: put the files {names} (from {resources(dataset)[0][0]}) into\n"
         f"  {folder}\n"
         f"or point $AMM_DATA_DIR (or --data-dir) at a data root that holds "
-        f"{SOURCES[dataset][1]}/."
+        f"{IDX_DIRS[dataset][0]}/."
     )

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import settings
-from amm_core.config import build, within
 from amm_core.errors import ConfigError
 from amm_core.fs import write_atomic
+from amm_core.loader import build, within
 
 PROJECT_FILE = "amm.toml"
 INDEX = "runs/sweep_index.json"

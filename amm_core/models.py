@@ -7,8 +7,9 @@ import dataclasses
 import torch
 from torch import nn
 
+from amm_core.archs import get_arch
 from amm_core.config import DATASET_SHAPES, Config
-from amm_core.networks import Decoder, Discriminator, Encoder, get_arch
+from amm_core.networks import Decoder, Discriminator, Encoder
 from amm_core.priors import Prior
 
 

@@ -1,148 +1,21 @@
 """Encoder G_y(x)/G_z(x, .), decoder G_x(y, z), discriminator D(x, y, z) and mean net G_z(y).
 
-The architectures of the paper (spec section 3: MNIST = figure 6, SVHN = figure 5) are data: an
-`Arch` table per name, read by generic modules. `tiny` is a few-channel version for tests, for
-1x28x28 and 3x32x32 inputs. Notation: an "(a)" layer is BatchNorm then LeakyReLU(0.2) on the sum
-shown; dropout applies to a conv's output. 1x1 layers on 1x1 maps are `nn.Linear` (the same
-function as a 1x1 conv, without the reshapes).
+Generic modules built from an `Arch` table (`amm_core.archs`). Notation: an "(a)" layer is
+BatchNorm then LeakyReLU(0.2) on the sum shown; dropout applies to a conv's output. 1x1 layers on
+1x1 maps are `nn.Linear` (the same function as a 1x1 conv, without the reshapes).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amm_core.archs import Arch, check_tables
+
 LEAK = 0.2
-
-Conv = tuple[int, int, int]  # (kernel, stride, out channels)
-
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    in_shape: tuple[int, int, int]  # (C, H, W) of the images
-    enc: tuple[Conv, ...]  # each encoder stream (y and z alike): convs down to 1x1
-    enc_dropout: float  # on every encoder conv
-    dec_in: int  # channels of the decoder's first 1x1 layer, on y and on z
-    dec: tuple[Conv, ...]  # decoder transposed convs (both streams); the last gives C channels
-    dec_dropout: float  # on the decoder convs after the first 1x1
-    disc_x: tuple[Conv, ...]  # D's x branch
-    disc_yz: tuple[int, ...]  # D's y and z branches: 1x1 widths
-    disc_joint: tuple[int, ...]  # D after the concatenation: 1x1 widths, then one logit
-    disc_dropout: float  # on every D layer except the logit
-    mean_hidden: tuple[tuple[int, float], ...]  # G_z(y): hidden (width, dropout), BN + Leaky
-    dropout_impl: str = "bytes"  # how masks are drawn (`dropout`); the maths is the same
-
-    def with_dropout(self, p: float) -> Arch:
-        """Every dropout slot of the tables set to p (config `model.dropout` >= 0)."""
-        return dataclasses.replace(
-            self,
-            enc_dropout=p,
-            dec_dropout=p,
-            disc_dropout=p,
-            mean_hidden=tuple((w, p) for w, _ in self.mean_hidden),
-        )
-
-
-MNIST_ENC: tuple[Conv, ...] = ((2, 1, 16), (3, 2, 32), (3, 2, 64), (3, 1, 64), (4, 1, 128))
-SVHN_ENC: tuple[Conv, ...] = (
-    (2, 1, 16), (3, 2, 128), (3, 1, 128), (3, 2, 256), (3, 1, 256), (4, 1, 512),
-)  # fmt: skip
-
-ARCHS: dict[str, Arch] = {
-    # paper figure 6; spatial 28 -> 27 -> 13 -> 6 -> 4 -> 1 and back
-    "mnist": Arch(
-        name="mnist",
-        in_shape=(1, 28, 28),
-        enc=MNIST_ENC,
-        enc_dropout=0.2,
-        dec_in=128,
-        dec=((4, 1, 64), (3, 1, 64), (3, 2, 32), (3, 2, 16), (2, 1, 1)),
-        dec_dropout=0.2,
-        disc_x=MNIST_ENC,
-        disc_yz=(64, 64),
-        disc_joint=(256, 256),  # the figure is cut off here: ALI's D(x, z) join (model.disc_join)
-        disc_dropout=0.2,
-        mean_hidden=((64, 0.0), (64, 0.2)),
-    ),
-    # paper figure 5; spatial 32 -> 31 -> 15 -> 13 -> 6 -> 4 -> 1 and back
-    "svhn": Arch(
-        name="svhn",
-        in_shape=(3, 32, 32),
-        enc=SVHN_ENC,
-        enc_dropout=0.0,
-        dec_in=512,
-        dec=((4, 1, 256), (3, 1, 256), (3, 2, 128), (3, 1, 128), (3, 2, 16), (2, 1, 3)),
-        dec_dropout=0.0,
-        disc_x=SVHN_ENC,
-        disc_yz=(512, 512),
-        disc_joint=(1024, 1024),
-        disc_dropout=0.2,
-        mean_hidden=(),  # a single linear layer y -> mu
-    ),
-    # tests: 28 -> 27 -> 13 -> 6 -> 1
-    "tiny": Arch(
-        name="tiny",
-        in_shape=(1, 28, 28),
-        enc=((2, 1, 8), (3, 2, 16), (3, 2, 16), (6, 1, 32)),
-        enc_dropout=0.0,
-        dec_in=32,
-        dec=((6, 1, 16), (3, 2, 16), (3, 2, 8), (2, 1, 1)),
-        dec_dropout=0.0,
-        disc_x=((2, 1, 8), (3, 2, 16), (3, 2, 16), (6, 1, 32)),
-        disc_yz=(16, 16),
-        disc_joint=(64, 64),
-        disc_dropout=0.2,
-        mean_hidden=((16, 0.0),),
-    ),
-}
-# tiny for 3x32x32 (SVHN-shaped data): 32 -> 31 -> 15 -> 7 -> 1
-_TINY32_ENC: tuple[Conv, ...] = ((2, 1, 8), (3, 2, 16), (3, 2, 16), (7, 1, 32))
-TINY32 = dataclasses.replace(
-    ARCHS["tiny"],
-    in_shape=(3, 32, 32),
-    enc=_TINY32_ENC,
-    dec=((7, 1, 16), (3, 2, 16), (3, 2, 8), (2, 1, 3)),
-    disc_x=_TINY32_ENC,
-)
-
-
-def get_arch(
-    name: str, in_shape: tuple[int, int, int] | None = None, dropout: float = -1.0
-) -> Arch:
-    """The table for `name`; `in_shape` (C, H, W) picks tiny's 3x32x32 variant. Which arch
-    takes which dataset is checked by the config (model.arch against data.dataset).
-
-    dropout -1 keeps the table's rates, anything else replaces every rate (config model.dropout).
-    """
-    arch = ARCHS[name]
-    if name == "tiny" and in_shape is not None and tuple(in_shape) == TINY32.in_shape:
-        arch = TINY32
-    assert in_shape is None or tuple(in_shape) == arch.in_shape, (name, in_shape)
-    return arch if dropout < 0 else arch.with_dropout(dropout)
-
-
-def conv_sizes(size: int, convs: tuple[Conv, ...], transposed: bool = False) -> list[int]:
-    """Spatial sizes along a conv chain (no padding), e.g. MNIST encoder [28, 27, 13, 6, 4, 1]."""
-    out = [size]
-    for k, s, _ in convs:
-        size = (size - 1) * s + k if transposed else (size - k) // s + 1
-        out.append(size)
-    return out
-
-
-def _check_tables(arch: Arch) -> None:
-    hw = arch.in_shape[1]
-    for what, convs in (("enc", arch.enc), ("disc_x", arch.disc_x)):
-        if conv_sizes(hw, convs)[-1] != 1:
-            raise ValueError(f"arch {arch.name!r}: {what} does not end at 1x1 for {hw}x{hw}")
-    if conv_sizes(1, arch.dec, transposed=True)[-1] != hw or arch.dec[-1][2] != arch.in_shape[0]:
-        raise ValueError(f"arch {arch.name!r}: dec does not end at {arch.in_shape}")
 
 
 def init_weights(module: nn.Module) -> None:
@@ -255,7 +128,7 @@ class Encoder(nn.Module):
     ):
         super().__init__()
         self.y_noise, self.gumbel_tau = y_noise, gumbel_tau
-        _check_tables(arch)
+        check_tables(arch)
         self.arch, self.inference = arch, inference
         self.num_components, self.latent_dim = num_components, latent_dim
         c = arch.in_shape[0]
@@ -273,16 +146,6 @@ class Encoder(nn.Module):
         self.z_mu = nn.Linear(zc, latent_dim)
         self.z_logvar = nn.Linear(zc, latent_dim)
         init_weights(self)
-
-    def y_parameters(self) -> list[nn.Parameter]:
-        """G_y(x): the y stream and its heads."""
-        mods = [self.y_convs, self.y_bns, self.y_mu, self.y_logvar]
-        return [p for m in mods for p in m.parameters()]
-
-    def z_parameters(self) -> list[nn.Parameter]:
-        """G_z(x, .): the z stream and its heads."""
-        mods = [self.z_convs, self.z_bns, self.z_mu, self.z_logvar]
-        return [p for m in mods for p in m.parameters()]
 
     def forward(
         self, x: torch.Tensor, y_given: torch.Tensor | None = None, sample: bool = True
@@ -327,7 +190,7 @@ class Decoder(nn.Module):
 
     def __init__(self, arch: Arch, num_components: int, latent_dim: int, out_bias: bool = False):
         super().__init__()
-        _check_tables(arch)
+        check_tables(arch)
         self.arch = arch
         # model.dec_out_bias=logodds: a learnable per-pixel bias before the sigmoid, set from
         # the data's mean image by `set_output_bias` (ALI's decoder does this); else none.
@@ -375,7 +238,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, arch: Arch, num_components: int, latent_dim: int):
         super().__init__()
-        _check_tables(arch)
+        check_tables(arch)
         self.arch = arch
         c = arch.in_shape[0]
         self.x_convs = nn.ModuleList()

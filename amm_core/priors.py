@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from amm_core.archs import Arch, get_arch
 from amm_core.config import Config
 from amm_core.errors import ConfigError
-from amm_core.networks import Arch, MeanNet, get_arch, one_hot
+from amm_core.networks import MeanNet, one_hot
 
 # spec table 3 (SVHN SAMM fixed means) over z_0..z_3; the other dims are 0
 TABLE3 = (

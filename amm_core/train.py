@@ -1,4 +1,4 @@
-"""The training loop: zero, accumulate the loss phases, step, evaluate, checkpoint, report.
+"""The training loop: steps (`amm_core.step`), evaluations, checkpoints, reports.
 
 Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
 lives in `sweeps/`. The loop talks to the outside world through two hooks:
@@ -9,7 +9,6 @@ with the test metrics (final=True), and `should_stop()`. `run` returns a `RunRes
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import time
@@ -32,21 +31,15 @@ from amm_core.checkpoint import (
     step_dir,
 )
 from amm_core.config import Config, config_from_dict, total_steps
-from amm_core.data import (
-    EpochSampler,
-    LabelledSampler,
-    Splits,
-    derive_seed,
-    generator,
-    load_splits,
-    to_float,
-)
+from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.diagnostics import latent_diagnostics
-from amm_core.errors import ConfigError, TrainingError
+from amm_core.errors import ConfigError
+from amm_core.fs import json_lines
 from amm_core.locations import resolve_data_root
 from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models
+from amm_core.step import Stats, make_optimizers, training_step
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
 ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
@@ -80,70 +73,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"key 'train.device': {name!r} requested but CUDA is not available")
     return torch.device(name)
-
-
-def make_optimizers(model: AMM, cfg: Config) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for the generator side and for D (optim.lr_g / optim.lr_d, 0 = optim.lr)."""
-    o = cfg.optim
-    betas = (o.beta1, o.beta2)
-    # capturable: Adam's step counter on the GPU, so that a CUDA graph can hold optimizer.step()
-    on_gpu = next(model.parameters()).is_cuda
-    cap = {"capturable": True} if cfg.train.cuda_graph and on_gpu else {}
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, betas=betas, **cap)
-    opt_d = torch.optim.Adam(
-        model.discriminator_parameters(), lr=o.lr_d or o.lr, betas=betas, **cap
-    )
-    return opt_g, opt_d
-
-
-def training_step(
-    loss: AMMLoss,
-    opt_d: torch.optim.Optimizer,
-    opt_g: torch.optim.Optimizer,
-    x: torch.Tensor,
-    x_l: torch.Tensor | None = None,
-    y_l: torch.Tensor | None = None,
-    use_penalty: bool | list[bool] = True,
-    d_steps: int = 1,
-) -> dict[str, Any]:
-    """`d_steps` discriminator steps (main + penalty, each with fresh prior and encoder noise on
-    the same batch) and one generator step. `use_penalty`: one flag, or one per D step (the
-    loop's lazy-regularisation schedule)."""
-    flags = use_penalty if isinstance(use_penalty, list) else [use_penalty] * d_steps
-    stats: dict[str, Any] = {}
-    for pen in flags:
-        opt_d.zero_grad(set_to_none=True)
-        t = loss.tuples(x, x_l, y_l)  # the last D step's forward also serves the G step
-        stats.update(loss.d_main(t))
-        if pen:
-            stats.update(loss.d_gp(t))
-        opt_d.step()
-    opt_g.zero_grad(set_to_none=True)
-    stats.update(loss.g_main(t))
-    opt_g.step()
-    return stats
-
-
-class _Stats:
-    """Sums loss stats on the device; one host sync per flush instead of one per step."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
-
-    def add(self, stats: dict[str, Any]) -> None:
-        for k, v in stats.items():
-            v = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
-
-    def flush(self, step: int) -> dict[str, float]:
-        out = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
-        self.sums, self.count = {}, 0
-        bad = sorted(k for k, v in out.items() if not math.isfinite(v))
-        if bad:
-            raise TrainingError(f"non-finite loss at step {step}: {', '.join(bad)} (run failed)")
-        return out
 
 
 def _check_resumable(saved: Config, cfg: Config) -> None:
@@ -204,10 +133,9 @@ def run(
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
     if samm:
-        lab_bs = min(cfg.train.labelled_batch_size, len(splits.labelled_idx))
-        lab_sampler = LabelledSampler(
-            splits.labelled_idx, lab_bs, generator(cfg.seed, "labelled_batches"), device
-        )
+        lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, "labelled_batches")
+        lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
+        lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
     steps = total_steps(cfg, n_train)
     step = 0
 
@@ -243,17 +171,13 @@ def run(
         prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
         return path.parent
 
-    def log_line(metrics: dict[str, Any]) -> None:
-        with open(out_dir / names.METRICS_FILE, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
 
-    stats, last_train = _Stats(), {}
+    stats, last_train = Stats(), {}
     val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
     t_last, step_last = time.perf_counter(), step
     use_penalty = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
@@ -309,7 +233,8 @@ def run(
             )
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
-            log_line(metrics)
+            with open(out_dir / names.METRICS_FILE, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
             if report is not None:
                 report(metrics, ckpt, False)
             t_last = time.perf_counter()  # evaluation time is not training throughput
@@ -337,8 +262,7 @@ def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
     try:
         from amm_core.figures import write_run_figures
 
-        lines = (out.parent / names.METRICS_FILE).read_text().splitlines()
-        history = [json.loads(ln) for ln in lines if ln]
+        history = json_lines(out.parent / names.METRICS_FILE)
         write_run_figures(
             model, splits, out, cfg, max_points=cfg.train.tsne_points, history=history
         )

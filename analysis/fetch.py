@@ -24,6 +24,7 @@ from amm_core import names, settings
 from amm_core.config import Config
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
+from amm_core.loader import flatten
 
 VARIANT = "variant"  # the column of the tag names.TAG_VARIANT
 STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
@@ -60,10 +61,6 @@ class Runs:
 def finished(df: pd.DataFrame) -> pd.Series:
     """The runs that ran to the end (MLflow status FINISHED): the only ones with a result."""
     return df[STATUS] == names.FINISHED
-
-
-def default_tracking_uri() -> str:
-    return settings.tracking_uri()
 
 
 def cast_value(key: str, raw: Any) -> Any:
@@ -164,7 +161,7 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
     """
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or settings.tracking_uri()
     client = MlflowClient(tracking_uri=uri)
     exps = _pages(client.search_experiments)
     exp_ids = [e.experiment_id for e in exps]
@@ -204,16 +201,6 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
 # ---------------------------------------------------------------------------- Ray Tune folder
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _last_result(path: Path) -> dict[str, Any]:
     """The last result line holding a test/* metric, else the last line, else {}."""
     rows = json_lines(path)
@@ -241,9 +228,9 @@ def fetch_ray(folder: str | Path) -> Runs:
         # the resolved config the loop wrote (into the trial's final checkpoint), if any
         configs = sorted(t.glob(config)) or sorted(t.glob(f"checkpoint_*/{config}"))
         if configs:
-            p.update(_flatten(json.loads(configs[-1].read_text())))
+            p.update(flatten(json.loads(configs[-1].read_text())))
         if (t / "params.json").is_file():  # a trial that died before starting has none
-            p.update(_flatten(json.loads((t / "params.json").read_text())))
+            p.update(flatten(json.loads((t / "params.json").read_text())))
         p = cast_params({k: v for k, v in p.items() if not isinstance(v, list | tuple)})
         res = _last_result(t / "result.json")
         m = {

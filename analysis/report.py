@@ -8,15 +8,15 @@ embedded as base64 data URIs, the CSS is inline; the page references nothing out
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import html
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pandas as pd
 
@@ -24,7 +24,7 @@ from amm_core import names
 from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
-from analysis import plots, tables
+from analysis import plots, render, tables
 from analysis.fetch import STATUS, Runs
 
 MAX_PNG_BYTES = 2_000_000  # skip larger images to keep the page small
@@ -45,13 +45,10 @@ figcaption { font-size: 12px; color: #555; }
 """
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def _img(png: bytes, caption: str) -> str:
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     return (
-        f'<figure><img alt="{html.escape(caption)}" src="{data_uri(png)}">'
+        f'<figure><img alt="{html.escape(caption)}" src="{src}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
@@ -89,21 +86,6 @@ def _mlflow_pngs(
     return out
 
 
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """MLflow draws a progress bar per downloaded file; not on a report's stdout."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 class FigureSource:
     """run id -> [(artifact path, PNG bytes)], from a Ray trial folder or MLflow artifacts."""
 
@@ -129,7 +111,8 @@ class FigureSource:
                 self._client = MlflowClient(tracking_uri=self.runs.tracking_uri)
             dst = Path(self._tmp.name) / run_id
             dst.mkdir(exist_ok=True)
-            with _quiet_downloads():
+            # MLflow draws a progress bar per downloaded file; not on a report's stdout
+            with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
                 out = _mlflow_pngs(self._client, run_id, dst)
         return sorted(out, key=lambda t: _order(t[0]))
 
@@ -203,11 +186,11 @@ def build_report(
             paper if m == paper.metric else None,
             title=f"{runs.name}: {m}",
         )
-        parts.append(tables.to_html(t))
+        parts.append(render.to_html(t))
     for number, pt in paper.tables.items():
         if metric == paper.metric and not pp.select(df, pt.where).empty:
             parts.append(
-                tables.to_html(
+                render.to_html(
                     tables.paper_layout(df, runs.params, number, metric, paper, expected)
                 )
             )

@@ -1,13 +1,10 @@
 """Summaries -> paper-style tables: cells like `2.91 ± 0.40 (n=5)`, the best cell marked, the
 paper's number and a Welch verdict beside reproduced cells, and the layout of the paper's Tables
-1 and 2. Building a table (`Table`, plain strings) is apart from rendering it (md, latex, html);
-csv is the tidy numbers, one line per cell.
+1 and 2. A `Table` holds plain strings; `analysis.render` turns it into md, latex, html or csv.
 """
 
 from __future__ import annotations
 
-import html
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +18,8 @@ from analysis import aggregate as agg
 from analysis import paper as pp
 
 _CONFIG_KEYS = set(Config().flat())
+# csv columns of a cell compared with the paper (empty for the others)
+PAPER_COLUMNS = ["paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"]
 
 
 @dataclass
@@ -197,14 +196,7 @@ def grid_table(
             )
     data = _numbers(summary, metric)
     for i, (exp, c) in compared.items():
-        data.loc[i, ["paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"]] = [
-            exp.mean,
-            exp.std,
-            exp.n,
-            c.t,
-            c.p,
-            c.verdict,
-        ]
+        data.loc[i, PAPER_COLUMNS] = [exp.mean, exp.std, exp.n, c.t, c.p, c.verdict]
     return Table(title or f"{metric} by {corner}", header, body, best, notes, data)
 
 
@@ -214,7 +206,7 @@ def _numbers(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     for c in ("mean", "std", "ci_low", "ci_high"):
         d[c] = d[c] * scale
     d.insert(0, "metric", metric + (" (%)" if scale == 100.0 else ""))
-    for c in ("paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"):
+    for c in PAPER_COLUMNS:
         d[c] = pd.Series([None] * len(d), index=d.index, dtype=object)
     return d
 
@@ -271,91 +263,3 @@ def paper_layout(
     data = _numbers(summary, metric)
     data.insert(1, "model", [row[0] for row in body[len(t.rows) :]])
     return Table(t.title, header, body, best, notes, data, align="lrll")
-
-
-# ---------------------------------------------------------------------------- renderers
-
-
-def to_markdown(t: Table) -> str:
-    def cell(i: int, j: int, s: str) -> str:
-        s = s.replace("|", "\\|")
-        return f"**{s}**" if (i, j) in t.best else s
-
-    out = [f"{t.title}", "", "| " + " | ".join(t.header) + " |"]
-    out.append("|" + "|".join("---:" if a == "r" else "---" for a in t.aligns()) + "|")
-    out += [
-        "| " + " | ".join(cell(i, j, s) for j, s in enumerate(r)) + " |"
-        for i, r in enumerate(t.rows)
-    ]
-    out += [""] + [f"{n}" for n in t.notes] + ["(best cell in bold)"] * bool(t.best)
-    return "\n".join(out) + "\n"
-
-
-_TEX = {
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "\\": r"\textbackslash{}",
-    "±": r"$\pm$",
-    "μ": r"$\mu$",
-    "—": "---",
-}
-
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-def to_latex(t: Table) -> str:
-    def cell(i: int, j: int, s: str) -> str:
-        return rf"\textbf{{{_tex(s)}}}" if (i, j) in t.best else _tex(s)
-
-    out = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{_tex(t.title)}}}",
-        r"\begin{tabular}{" + t.aligns() + "}",
-        r"\toprule",
-        " & ".join(_tex(h) for h in t.header) + r" \\",
-        r"\midrule",
-    ]
-    out += [
-        " & ".join(cell(i, j, s) for j, s in enumerate(r)) + r" \\" for i, r in enumerate(t.rows)
-    ]
-    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    out += [f"% {n}" for n in t.notes]
-    return "\n".join(out) + "\n"
-
-
-def to_csv(t: Table) -> str:
-    buf = io.StringIO()
-    if t.data is not None:
-        t.data.to_csv(buf, index=False)
-    else:
-        pd.DataFrame(t.rows, columns=t.header).to_csv(buf, index=False)
-    return buf.getvalue()
-
-
-def to_html(t: Table) -> str:
-    esc = html.escape
-    out = [f"<table><caption>{esc(t.title)}</caption>", "<thead><tr>"]
-    out += [f"<th>{esc(h)}</th>" for h in t.header]
-    out.append("</tr></thead><tbody>")
-    for i, r in enumerate(t.rows):
-        tds = [
-            f'<td class="best">{esc(s)}</td>' if (i, j) in t.best else f"<td>{esc(s)}</td>"
-            for j, s in enumerate(r)
-        ]
-        out.append("<tr>" + "".join(tds) + "</tr>")
-    out.append("</tbody></table>")
-    out += [f'<p class="note">{esc(n)}</p>' for n in t.notes]
-    return "\n".join(out)
-
-
-RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv, "html": to_html}

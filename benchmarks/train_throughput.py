@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml \
         --steps 30 --rounds 3
 
-Times the project's step (`amm_core.train.training_step`: the loss phases of `AMMLoss`, with the
+Times the project's step (`amm_core.step.training_step`: the loss phases of `AMMLoss`, with the
 config's settings, i.e. what a user gets) and, beside it, a straightforward PyTorch step of the
 same maths (one encoder/decoder forward shared by the D and G updates, torch's own dropout:
 `model.dropout_impl=torch`), on the CPU and, when present, the GPU, and prints their ratio.
@@ -26,7 +26,7 @@ from amm_core.accel import CudaGraphStep, autocast, compile_networks
 from amm_core.config import DATASET_SHAPES, load_config
 from amm_core.losses import AMMLoss
 from amm_core.models import build_models
-from amm_core.train import make_optimizers, training_step
+from amm_core.step import make_optimizers, training_step
 
 
 def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):

@@ -146,26 +146,19 @@ def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: 
     )
 
 
-def mlflow_ui_command(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} (the tracking server's UI)"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000"
-
-
 def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "") -> str:
-    ui = mlflow_ui_command(uri)
-    # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
-    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     lines = [
         "next:",
         f"  amm table {name}                 # mean ± std per grid cell (percent)",
         f"  amm report {name}                # one offline HTML page: tables and figures",
         f"  amm sweep status {name}          # every trial's state and errors",
-        f"  {ui}",
-        f"      then {link}  (experiment {experiment})",
     ]
     if uri.startswith(("http://", "https://")):
-        lines.pop()
+        return "\n".join([*lines, f"  open {uri} (the tracking server's UI)"])
+    lines.append(f"  mlflow ui --backend-store-uri {uri} --port 5000")
+    # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    lines.append(f"      then {link}  (experiment {experiment})")
     return "\n".join(lines)
 
 
@@ -182,8 +175,8 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     cells = spec.cells() if spec.search is None else [{}]
     steps = [total_steps(spec.trial_config(c)) for c in cells]
     eta = None
-    if spec.steps_per_sec:
-        per_trial = [s / spec.steps_per_sec for s in steps] * (n // len(steps) or 1)
+    if spec.cost.steps_per_sec:
+        per_trial = [s / spec.cost.steps_per_sec for s in steps] * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
     _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri))
     return SweepConsole(name, n, par, max(steps))

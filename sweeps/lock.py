@@ -13,6 +13,7 @@ atomic create; there the lock is checked and written best-effort (docs/reliabili
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -32,10 +33,6 @@ HEARTBEAT_S = 30.0
 
 class SweepLocked(ConfigError):
     """Another live driver holds the sweep (exit 2)."""
-
-
-def stale_after_s() -> float:
-    return settings.lock_stale_s()
 
 
 def lock_path(storage: str, name: str) -> str:
@@ -74,10 +71,8 @@ def _read(path: str) -> dict[str, Any] | None:
 def _age_s(path: str, info: dict[str, Any]) -> float:
     """Seconds since the lock's last heartbeat (file mtime, else the time written in it)."""
     if "://" not in path:
-        try:
+        with contextlib.suppress(OSError):
             return time.time() - os.stat(path).st_mtime
-        except OSError:
-            pass
     return time.time() - float(info.get("heartbeat", 0))
 
 
@@ -93,7 +88,7 @@ def is_live(path: str, info: dict[str, Any]) -> bool:
             pass  # it runs, as another user
         start = _pid_start(pid)
         return not (start and info.get("pid_start") and start != info["pid_start"])
-    return _age_s(path, info) < stale_after_s()
+    return _age_s(path, info) < settings.lock_stale_s()
 
 
 def describe(info: dict[str, Any]) -> str:
@@ -116,13 +111,11 @@ class SweepLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
+            with contextlib.suppress(OSError):  # a missed beat; the next one may succeed
                 if "://" in self.path:
                     write_text(self.path, json.dumps({**self.info, "heartbeat": time.time()}))
                 else:
                     os.utime(self.path)
-            except OSError:
-                pass  # a missed beat; the next one may succeed
 
     def release(self) -> None:
         self._stop.set()
@@ -164,10 +157,8 @@ def _take_over(path: str, stale: dict[str, Any]) -> None:
         return
     moved = _read(aside) or {}
     if moved.get("token") != stale.get("token"):  # another driver took it over meanwhile
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(aside, path)
-        except FileExistsError:
-            pass
     os.unlink(aside)
 
 

@@ -7,6 +7,7 @@ steps of the base config on this machine). No Ray, no MLflow, no training beyond
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,8 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
         }
     )
     with tempfile.TemporaryDirectory() as d:
-        try:
+        with contextlib.suppress(_Done):
             train.run(cfg, Path(d), report=report)
-        except _Done:
-            pass
     if len(seen) < 2:
         raise ConfigError("measuring steps/sec: the trial reported fewer than two evaluations")
     return seen[1] / cfg.train.batch_size
@@ -131,11 +130,13 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
     import os
 
+    import torch
+
     from amm_core.fmt import duration
     from sweeps.console import concurrency, wall_time
 
     cpus = os.cpu_count() or 1
-    gpus = _local_gpus() if spec.gpu > 0 else 0
+    gpus = torch.cuda.device_count() if spec.gpu > 0 else 0
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
     where = f"{cpus} CPUs" + (f", {gpus} GPUs" if spec.gpu > 0 else "")
     if spec.gpu > 0 and gpus == 0:
@@ -150,15 +151,6 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     )
 
 
-def _local_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
-
-
 def plan(
     spec_path: str,
     overrides: dict[str, Any] | None = None,
@@ -169,8 +161,8 @@ def plan(
     if measure:
         sps = measure_steps_per_sec(spec)
         source = f"measured now: 10 steps of the base config, {spec.cpu:g} CPU thread(s)"
-    elif spec.steps_per_sec:
-        sps = spec.steps_per_sec
+    elif spec.cost.steps_per_sec:
+        sps = spec.cost.steps_per_sec
         source = f"stored in the spec: {spec.cost.measured_on or 'no note'}"
     else:
         sps, source = None, ""

@@ -5,7 +5,7 @@ result, so a driver killed with SIGKILL can leave a state that is behind: a tria
 running that had finished, a trial whose newest checkpoint Tune never registered. Before
 `Tuner.restore`, `before_restore` marks every trial whose MLflow run is FINISHED as TERMINATED
 (Tune then does not run it again); the trainable itself continues from the newest complete
-checkpoint in its trial folder (`newest_checkpoint`), whatever Tune registered.
+checkpoint in its trial folder (`checkpoints`), whatever Tune registered.
 """
 
 from __future__ import annotations
@@ -40,20 +40,10 @@ def checkpoints(folder: Path) -> list[tuple[int, Path, dict[str, Any]]]:
     return sorted(out, key=lambda c: (c[0], bool(c[2].get("final")), c[1].name))
 
 
-def newest_checkpoint(folder: Path) -> tuple[int, Path, dict[str, Any]] | None:
-    cps = checkpoints(folder)
-    return cps[-1] if cps else None
-
-
 def finished_on_disk(folder: Path) -> bool:
     """The trial wrote its final checkpoint (test metrics and run files) before the stop."""
-    newest = newest_checkpoint(folder)
-    return bool(newest and newest[2].get("final"))
-
-
-def _last_result(folder: Path) -> dict[str, Any] | None:
-    rows = json_lines(folder / "result.json")  # without a line cut by the kill
-    return rows[-1] if rows else None
+    cps = checkpoints(folder)
+    return bool(cps and cps[-1][2].get("final"))
 
 
 def _finished_in_mlflow(cb) -> set[str]:
@@ -83,10 +73,10 @@ def before_restore(sweep_dir: str, cb) -> list[str]:
             continue
         state["status"] = "TERMINATED"
         entry[0] = json.dumps(state, indent=2)
-        last = _last_result(trial_dir(sweep_dir, tid))
-        if last is not None:
+        results = json_lines(trial_dir(sweep_dir, tid) / "result.json")  # no line cut by a kill
+        if results:
             meta = json.loads(entry[1])
-            meta["last_result"] = last
+            meta["last_result"] = results[-1]
             entry[1] = json.dumps(meta, indent=2)
         changed.append(tid)
     if changed:

@@ -93,7 +93,7 @@ def run(
 ) -> tuple[str, int]:
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
     spec = load_spec(spec_path, overrides)
-    name = name or f"{spec.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not sweep_storage.NAME_RE.match(name):
         raise ConfigError(f"sweep name {name!r}: use letters, digits, '_', '-', '.'")
     storage = sweep_storage.resolve_storage(storage)
@@ -103,11 +103,8 @@ def run(
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_tracking(uri)
     sweep_storage.check_storage(storage)
-    lock = sweep_lock.acquire(storage, name, "run")  # before anything of the sweep is created
-    try:
+    with sweep_lock.acquire(storage, name, "run"):  # before anything of the sweep is created
         return name, _run_locked(spec, name, storage, address, base_flat, uri, verbose)
-    finally:
-        lock.release()
 
 
 def _run_locked(
@@ -197,11 +194,8 @@ def resume(
     if data_dir:
         base = meta["base_flat"]
         base["data.data_dir"] = _data_root(data_dir, bool(base.get("data.download")))
-    lock = sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume")
-    try:
+    with sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume"):
         return _resume_locked(name, sweep_dir, meta, address, tracking_uri, verbose)
-    finally:
-        lock.release()
 
 
 def _resume_locked(
@@ -235,7 +229,7 @@ def _resume_locked(
     )
     if not cb.outbox.flush(force=True):  # writes a tracking outage left behind come first
         raise TrackingOutage(cb.outbox.outage_line())
-    tracking.reopen_parent(uri, meta["parent_run_id"])
+    tracking.client(uri).update_run(meta["parent_run_id"], status=names.RUNNING)
     reconcile.before_restore(sweep_dir, cb)
     # the callback was pickled with the tuner; give it the (possibly new) tracking URI
     callbacks = _callbacks(cb, spec, name, uri, verbose)

@@ -5,7 +5,7 @@ grid axes (dotted config keys -> lists of values, crossed), a seed axis, the res
 trial, and optionally an Optuna search and an ASHA scheduler. Every config a sweep would train
 is built and validated here, before Ray or MLflow is touched, so a bad spec fails with a
 `ConfigError` that names the key and nothing starts. The file's keys are the frozen dataclasses
-below (`SpecFile` and its sections), read by the same loader as `Config` (`config.build`).
+below (`SpecFile` and its sections), read by the same loader as `Config` (`amm_core.loader.build`).
 
     base: ../configs/mnist_amm.yaml     # relative to this file
     experiment: amm-paper               # MLflow experiment (default: amm)
@@ -25,20 +25,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from amm_core.config import (
-    Config,
-    _choice,
-    apply_overrides,
-    build,
-    checked,
-    did_you_mean,
-    field_names,
-    load_config,
-    read_yaml,
-    total_steps,
-    within,
-)
+from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
+from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, within
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
 VARIANT = "variant"  # the axis of named override sets
@@ -62,9 +51,9 @@ class Search:
     metric: str  # what Optuna (TPE) optimises
     num_samples: int = checked(MISSING, lambda n: n >= 1, ">= 1")  # trials
     space: dict[str, dict[str, Any]] = checked(MISSING, bool, "non-empty (one dimension or more)")
-    mode: str = _choice("min", "min", "max")
+    mode: str = choice("min", "min", "max")
     seed: int = 0  # the sampler's seed
-    algorithm: str = _choice("optuna", "optuna")
+    algorithm: str = choice("optuna", "optuna")
 
 
 @dataclass(frozen=True)
@@ -80,8 +69,8 @@ class Dimension:
 @dataclass(frozen=True)
 class Scheduler:
     metric: str  # what ASHA compares
-    type: str = _choice("asha", "asha")
-    mode: str = _choice("min", "min", "max")
+    type: str = choice("asha", "asha")
+    mode: str = choice("min", "min", "max")
     time_attr: str = "step"
     max_t: int = 10000
     grace_period: int = 1000
@@ -117,20 +106,12 @@ class SweepSpec(SpecFile):
     base_config: Config = field(default_factory=Config)  # the base preset alone
 
     @property
-    def stem(self) -> str:
-        return self.path.stem
-
-    @property
     def cpu(self) -> float:
         return self.resources.cpu
 
     @property
     def gpu(self) -> float:
         return self.resources.gpu
-
-    @property
-    def steps_per_sec(self) -> float | None:
-        return self.cost.steps_per_sec
 
     def axes(self) -> dict[str, list[Any]]:
         """Swept keys -> values, the seed axis last (absent with a search)."""

@@ -9,6 +9,7 @@ callback ends its own runs by run id when the sweep ends (`MlflowSweepCallback.c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -110,10 +111,8 @@ def environment_tags() -> dict[str, str]:
     tags = {names.TAG_GIT_COMMIT: commit, names.TAG_MLFLOW_GIT_COMMIT: commit}
     tags[names.TAG_PYTHON] = platform.python_version()
     for pkg in ("torch", "ray", "mlflow", "amm-sweeps", "optuna"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             tags[names.TAG_VERSION + pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
     return tags
 
 
@@ -168,17 +167,6 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int) -> None:
         c.log_batch(run_id, metrics=items[i : i + 1000])
 
 
-def find_child(c, exp_id: str, sweep: str, trial_id: str, parent_id: str) -> str | None:
-    """The child run of this trial under this parent (never another sweep's of the same name)."""
-    runs = c.search_runs(
-        [exp_id],
-        f"tags.`{names.TAG_SWEEP}` = '{sweep}' and tags.`{names.TAG_TRIAL}` = '{trial_id}' "
-        f"and tags.`{names.TAG_PARENT}` = '{parent_id}'",
-        max_results=10,
-    )
-    return runs[0].info.run_id if runs else None
-
-
 def start_child(
     c,
     exp_id: str,
@@ -189,9 +177,16 @@ def start_child(
     params: dict[str, Any],
     tags: dict[str, str],
 ) -> tuple[str, bool]:
-    """The child run of a trial: reattached if it exists (resume, retry) -> (run_id, is_new)."""
-    run_id = find_child(c, exp_id, sweep, trial_id, parent_id)
-    if run_id is not None:
+    """The child run of a trial: reattached if it exists (resume, retry) -> (run_id, is_new).
+    Found under this parent only, never another sweep's of the same name."""
+    runs = c.search_runs(
+        [exp_id],
+        f"tags.`{names.TAG_SWEEP}` = '{sweep}' and tags.`{names.TAG_TRIAL}` = '{trial_id}' "
+        f"and tags.`{names.TAG_PARENT}` = '{parent_id}'",
+        max_results=10,
+    )
+    if runs:
+        run_id = runs[0].info.run_id
         if c.get_run(run_id).info.status != names.RUNNING:
             c.update_run(run_id, status=names.RUNNING)
         return run_id, False
@@ -215,7 +210,3 @@ def sweep_runs(uri: str, exp_id: str, sweep: str) -> list:
     """All runs (parent and children) of a sweep."""
     c = client(uri)
     return c.search_runs([exp_id], f"tags.`{names.TAG_SWEEP}` = '{sweep}'", max_results=10000)
-
-
-def reopen_parent(uri: str, parent_id: str) -> None:
-    client(uri).update_run(parent_id, status=names.RUNNING)

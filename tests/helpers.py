@@ -9,6 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 
 def free_port() -> int:
@@ -48,3 +49,9 @@ def option(tokens: list[str], name: str) -> str:
         if tok.startswith(name + "="):
             return tok.split("=", 1)[1]
     raise AssertionError(f"{name} not in {tokens}")
+
+
+def stream_parameters(encoder: Any, stream: str) -> list[Any]:
+    """The parameters of the encoder's y stream (G_y(x)) or z stream (G_z(x, .)) and its heads."""
+    mods = [getattr(encoder, f"{stream}_{part}") for part in ("convs", "bns", "mu", "logvar")]
+    return [p for m in mods for p in m.parameters()]

@@ -9,7 +9,7 @@ from amm_cli.analysis_cmd import resolve_axes
 from amm_core.config import Config
 from amm_core.errors import ConfigError
 from analysis import paper as pp
-from analysis import tables
+from analysis import render, tables
 from analysis.fetch import cast_params, cast_value
 
 ERR = "test/error_gy"
@@ -56,15 +56,15 @@ def test_grid_cells_best_and_missing():
         ["loss.gp_weight=10", "3.00 ± 1.00 (n=3)", "12.00 ± 2.00 (n=3)"],
     ]
     assert t.best == {(1, 1)}
-    md = tables.to_markdown(t)
+    md = render.to_markdown(t)
     assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) |" in md
-    tex = tables.to_latex(t)
+    tex = render.to_latex(t)
     assert r"\textbf{3.00 $\pm$ 1.00 (n=3)}" in tex and r"loss.gp\_weight" in tex
-    csv = pd.read_csv(io.StringIO(tables.to_csv(t)))
+    csv = pd.read_csv(io.StringIO(render.to_csv(t)))
     row = csv[(csv["loss.gp_weight"] == 10) & (csv["prior.means"] == "learned")].iloc[0]
     assert row["mean"] == pytest.approx(3.0) and row["std"] == pytest.approx(1.0)
     assert bool(row["best"]) and row["n"] == 3
-    html = tables.to_html(t)
+    html = render.to_html(t)
     assert '<td class="best">3.00 ± 1.00 (n=3)</td>' in html
 
 

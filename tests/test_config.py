@@ -11,10 +11,9 @@ from amm_core.config import (
     describe,
     field_names,
     load_config,
-    parse_override,
-    unflatten,
 )
 from amm_core.errors import ConfigError
+from amm_core.loader import parse_override, unflatten
 
 REPO = Path(__file__).resolve().parents[1]
 

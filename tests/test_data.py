@@ -12,13 +12,7 @@ import torch
 from amm_core import data
 from amm_core.checkpoint import load_checkpoint, save_checkpoint
 from amm_core.config import DataConfig
-from amm_core.data import (
-    EpochSampler,
-    LabelledSampler,
-    derive_seed,
-    load_splits,
-    to_float,
-)
+from amm_core.data import EpochSampler, derive_seed, load_splits, to_float
 from amm_core.datasets import load_arrays, read_idx, read_svhn_mat
 from amm_core.errors import DataError
 from amm_core.locations import resolve_data_root
@@ -159,7 +153,7 @@ def test_real_mnist_splits(data_root):
     assert (len(s.train_x), len(s.val_x), len(s.test_x)) == (55000, 5000, 10000)
     assert s.train_x.dtype == torch.uint8 and s.train_y.dtype == torch.int64
     assert s.n_classes == 10 and s.labelled_idx.numel() == 0
-    assert s.image_shape == (1, 28, 28)
+    assert s.train_x.shape[1:] == (1, 28, 28)
     assert abs(float(s.class_freqs.sum()) - 1) < 1e-6 and s.class_freqs[1] > s.class_freqs[5]
 
 
@@ -216,7 +210,7 @@ def test_svhn_mat_files(tmp_path):
     assert lab[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0] and lab.max() == 9
     s = load_splits(DataConfig(dataset="svhn", val_size=10), tmp_path, seed=0)
     assert (len(s.train_x), len(s.val_x), len(s.test_x)) == (50, 10, 20)
-    assert s.image_shape == (3, 32, 32)
+    assert s.train_x.shape[1:] == (3, 32, 32)
     with pytest.raises(DataError, match="extra_32x32.mat"):
         load_splits(DataConfig(dataset="svhn", svhn_extra=True), tmp_path, seed=0)
     write_svhn(tmp_path / "svhn" / "extra_32x32.mat", 30, 2)
@@ -265,7 +259,7 @@ def test_sampler_resumes_exactly(tmp_path, k):
     save_checkpoint(tmp_path / "ck", {"sampler": first.state_dict()})
     second = EpochSampler(103, 10, torch.Generator().manual_seed(999))
     second.load_state_dict(load_checkpoint(tmp_path / "ck")["sampler"])
-    assert second.epochs_done == pytest.approx(k / 10)
+    assert second.epoch + second.position / second.batches_per_epoch == pytest.approx(k / 10)
     got += [next(second) for _ in range(35 - k)]
     assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
     with pytest.raises(DataError, match="batch size changed"):
@@ -274,7 +268,7 @@ def test_sampler_resumes_exactly(tmp_path, k):
 
 def test_labelled_sampler_stays_in_subset():
     idx = torch.tensor([3, 8, 11, 40, 41, 42, 90])
-    s = LabelledSampler(idx, 3, torch.Generator().manual_seed(1))
+    s = EpochSampler(len(idx), 3, torch.Generator().manual_seed(1), indices=idx)
     seen = torch.cat([next(s) for _ in range(6)])
     assert set(seen.tolist()) <= set(idx.tolist())
     assert next(s).unique().numel() == 3

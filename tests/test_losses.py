@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import stream_parameters
 from torch import nn
 
 from amm_core import names
@@ -11,7 +12,7 @@ from amm_core.config import config_from_dict
 from amm_core.data import to_float
 from amm_core.losses import AMMLoss, Tuples
 from amm_core.models import build_models
-from amm_core.train import training_step
+from amm_core.step import training_step
 
 K, L = 10, 8
 
@@ -153,7 +154,7 @@ def test_gy_learns_from_the_unlabelled_game_only(inference):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(5)
         loss.g_main(loss.tuples(x, *((x_l, y_l) if samm else (None, None))))
-        grads[samm] = [p.grad.clone() for p in model.encoder.y_parameters()]
+        grads[samm] = [p.grad.clone() for p in stream_parameters(model.encoder, "y")]
     for a, b in zip(grads[False], grads[True], strict=True):
         torch.testing.assert_close(b, 0.5 * a, rtol=1e-4, atol=1e-7)
     assert any(a.abs().sum() > 0 for a in grads[False])
@@ -166,7 +167,7 @@ def test_labelled_game_alone_gives_gy_no_gradient(inference):
     x_l, y_l = _batch(6), torch.arange(6)
     q = enc(x_l, y_given=y_l)
     nn.functional.softplus(model.disc(x_l, q.y, q.z)).mean().backward()
-    assert all(p.grad is None or not p.grad.any() for p in enc.y_parameters())
+    assert all(p.grad is None or not p.grad.any() for p in stream_parameters(enc, "y"))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.z_convs.parameters())
 
 
