@@ -44,6 +44,8 @@ class TrainConsole:
         done = step - self.step0
         elapsed = time.monotonic() - self.t0
         eta = (total - step) * elapsed / done if done > 0 and total > step else 0.0
+        if self.cfg.train.max_minutes:  # a time budget may end the run first
+            eta = min(eta, max(0.0, 60 * self.cfg.train.max_minutes - elapsed))
         parts = [f"step {step:>{len(str(total))}}/{total}" if total else f"step {step}"]
         for key, label in ((names.LOSS_D, "D"), (names.LOSS_G, "G")):
             if key in m:
@@ -52,7 +54,8 @@ class TrainConsole:
             parts.append(f"val error {percent(m[names.VAL_ERROR_GY])}")
         if names.IMAGES_PER_SEC in m:
             parts.append(f"{m[names.IMAGES_PER_SEC]:,.0f} img/s")
-        parts.append(f"ETA {duration(eta)}" if total > step else f"took {duration(elapsed)}")
+        ended = step >= total or step % self.cfg.train.eval_every != 0  # or the budget ended it
+        parts.append(f"took {duration(elapsed)}" if ended else f"ETA {duration(eta)}")
         return "  ".join(parts)
 
     def __call__(self, metrics: dict[str, Any], _ckpt: Path | None, final: bool) -> None:

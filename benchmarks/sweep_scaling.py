@@ -75,23 +75,13 @@ def main() -> None:
         rows[name] = {"wall_s": wall, "images_per_sec": sum(ips(p) for p in found)}
     for name, row in rows.items():
         print(json.dumps({"run": name, **{k: round(v, 1) for k, v in row.items()}}))
-    a = rows["alone"]
-    print(
-        json.dumps(
-            {
-                "overhead_wall": round(rows["sweep1"]["wall_s"] / a["wall_s"] - 1, 3),
-                "overhead_images_per_sec": round(
-                    1 - rows["sweep1"]["images_per_sec"] / a["images_per_sec"], 3
-                ),
-                "scaling_2_trials": round(
-                    rows["sweep2"]["images_per_sec"] / a["images_per_sec"], 2
-                ),
-                "steps": args.steps,
-                "config": args.config,
-                "out": str(out),
-            }
-        )
-    )
+    a, s1, s2 = rows["alone"], rows["sweep1"], rows["sweep2"]
+    ratios = {
+        "overhead_wall": round(s1["wall_s"] / a["wall_s"] - 1, 3),
+        "overhead_images_per_sec": round(1 - s1["images_per_sec"] / a["images_per_sec"], 3),
+        "scaling_2_trials": round(s2["images_per_sec"] / a["images_per_sec"], 2),
+    }
+    print(json.dumps({**ratios, "steps": args.steps, "config": args.config, "out": str(out)}))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,12 @@ def plan_text(
     return "\n".join(lines)
 
 
+# Ray + MLflow start-up of `amm sweep run` against `amm train` on the same trial, measured by
+# benchmarks/sweep_scaling.py (docs/performance.md); trials ran at their alone speed there, so
+# the wall time of trials in parallel is not scaled down
+START_S = 17.0
+
+
 def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
     import os
@@ -146,8 +152,8 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
         )
     return (
         f"wall time on this machine ({where}, {par} trial(s) at a time): about "
-        f"{duration(wall_time(trial_seconds, par))} of training (evaluation, figures and "
-        "Ray start-up come on top)"
+        f"{duration(wall_time(trial_seconds, par))} of training + about {duration(START_S)} "
+        "of Ray and MLflow start-up (evaluation and figures come on top)"
     )
 
 
