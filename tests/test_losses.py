@@ -264,3 +264,21 @@ def test_generator_phase_reuses_the_last_d_steps_forward(d_steps):
     opt_d = torch.optim.Adam(model.discriminator_parameters())
     training_step(loss, opt_d, opt_g, x, d_steps=d_steps)
     assert forwards() - n0 == 1 + d_steps  # one forward per D step, none for the G step
+
+
+@pytest.mark.parametrize("penalty", ["joint", "per_input"])
+def test_a_bf16_autocast_step_trains(penalty):
+    """train.amp=bf16: the synthesis side comes out of the networks in bf16 and the penalty's
+    interpolates mix it with fp32 data (this once raised a dtype error in torch.lerp)."""
+    from amm_core.accel import autocast
+    from amm_core.step import make_optimizers
+
+    model, loss = _setup(penalty=penalty)
+    cfg = config_from_dict({"model": {"arch": "tiny"}, "train": {"amp": "bf16"}})
+    opt_g, opt_d = make_optimizers(model, cfg)
+    before = [p.detach().clone() for p in model.parameters()]
+    with autocast(cfg, torch.device("cpu")):
+        stats = training_step(loss, opt_d, opt_g, _batch())
+    assert stats[names.LOSS_D_GP].dtype == torch.float32  # the penalty is computed in fp32
+    assert all(torch.isfinite(v) for v in stats.values())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
