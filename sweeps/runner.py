@@ -195,6 +195,10 @@ def resume(
         base = meta["base_flat"]
         base["data.data_dir"] = _data_root(data_dir, bool(base.get("data.download")))
     with sweep_lock.acquire(sweep_storage.resolve_storage(storage), name, "resume"):
+        if data_dir:  # kept: later resumes need no --data-dir again
+            sweep_storage.write_text(
+                sweep_storage.join(sweep_dir, names.SWEEP_FILE), json.dumps(meta)
+            )
         return _resume_locked(name, sweep_dir, meta, address, tracking_uri, verbose)
 
 

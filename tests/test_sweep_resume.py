@@ -8,6 +8,7 @@ store in the working folder) holds exactly one FINISHED child run per trial unde
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -117,9 +118,23 @@ def test_stop_and_resume(tmp_path, data_root):
     }
     assert rows["steps=20,seed=0"] == "finished" and rows["steps=120,seed=0"] != "finished"
 
-    res = amm("sweep", "resume", "rs", "--storage", "sweeps", cwd=tmp_path, env=env)
+    moved = tmp_path / "data-moved"  # the data root moved between the stop and the resume
+    moved.symlink_to(data_root)
+    res = amm(
+        "sweep",
+        "resume",
+        "rs",
+        "--storage",
+        "sweeps",
+        "--data-dir",
+        str(moved),
+        cwd=tmp_path,
+        env={**env, "AMM_DATA_DIR": "/nonexistent"},
+    )
     out, _ = res.communicate(timeout=300)
     assert res.returncode == 0, out[-4000:]
+    meta = json.loads((tmp_path / "sweeps" / "rs" / "amm_sweep.json").read_text())
+    assert meta["base_flat"]["data.data_dir"] == str(moved)  # kept for later resumes
     runs = runs_by_name(uri, "rs")
     assert sorted(runs) == ["rs", "steps=120,seed=0", "steps=20,seed=0"]  # no duplicates
     assert all(r.info.status == "FINISHED" for r in runs.values())
