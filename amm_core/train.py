@@ -145,6 +145,8 @@ def run(
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        for group in opt_g.param_groups + opt_d.param_groups:  # a GPU run may resume on a CPU
+            group["capturable"] = graphed  # saved with the checkpoint; a CPU cannot step it
         sampler.load_state_dict(state["sampler"])
         if lab_sampler is not None:
             lab_sampler.load_state_dict(state["lab_sampler"])

@@ -1,6 +1,7 @@
 """One training run end to end on real MNIST: files, exact resume, NaN handling, CLI exit codes."""
 
 import json
+import math
 import urllib.request
 
 import pytest
@@ -99,6 +100,21 @@ def test_resume_rejects_a_different_config(tmp_path, data_root):
     # longer training is a legitimate change on resume
     out = run(fast_config("train.steps=20"), tmp_path / "r", data_root=data_root, resume_from=ckpt)
     assert out.step == out.final[names.STEP] == 20
+
+
+def test_a_cuda_graph_checkpoint_resumes_on_a_cpu(tmp_path, data_root):
+    """A CUDA-graph run saves Adam with capturable=True, which a CPU optimizer cannot step."""
+    run(fast_config("train.steps=10"), tmp_path / "r", data_root=data_root)
+    path = tmp_path / "r" / "checkpoints" / "step_0000010" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    for opt in ("opt_g", "opt_d"):
+        for group in state[opt]["param_groups"]:
+            group["capturable"] = True  # as a GPU run with train.cuda_graph writes it
+    torch.save(state, path)
+    out = run(
+        fast_config("train.steps=20"), tmp_path / "r", data_root=data_root, resume_from=path.parent
+    )
+    assert out.step == 20 and math.isfinite(out.final[names.TEST_ERROR_GY])
 
 
 def test_nan_loss_fails_the_run(tmp_path, data_root, monkeypatch):
