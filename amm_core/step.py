@@ -14,17 +14,15 @@ from amm_core.losses import AMMLoss
 from amm_core.models import AMM
 
 
-def make_optimizers(model: AMM, cfg: Config) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for the generator side and for D (optim.lr_g / optim.lr_d, 0 = optim.lr)."""
+def make_optimizers(
+    model: AMM, cfg: Config, capturable: bool = False
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for the generator side and for D (optim.lr_g / optim.lr_d, 0 = optim.lr).
+    `capturable`: Adam's step counter on the GPU, so that a CUDA graph can hold its step."""
     o = cfg.optim
-    betas = (o.beta1, o.beta2)
-    # capturable: Adam's step counter on the GPU, so that a CUDA graph can hold optimizer.step()
-    on_gpu = next(model.parameters()).is_cuda
-    cap = {"capturable": True} if cfg.train.cuda_graph and on_gpu else {}
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, betas=betas, **cap)
-    opt_d = torch.optim.Adam(
-        model.discriminator_parameters(), lr=o.lr_d or o.lr, betas=betas, **cap
-    )
+    common = {"betas": (o.beta1, o.beta2), "capturable": capturable}
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, **common)
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=o.lr_d or o.lr, **common)
     return opt_g, opt_d
 
 

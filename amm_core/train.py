@@ -124,9 +124,9 @@ def run(
     loss = AMMLoss(model, cfg)
     if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
         model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
-    opt_g, opt_d = make_optimizers(model, cfg)
+    graphed = cfg.train.cuda_graph and device.type == "cuda"  # the CUDA graph: on CUDA only
+    opt_g, opt_d = make_optimizers(model, cfg, capturable=graphed)
     compile_networks(model, cfg)
-    graphed = cfg.train.cuda_graph and device.type == "cuda"
     step_fn = CudaGraphStep(
         lambda x, x_l, y_l, pen: training_step(loss, opt_d, opt_g, x, x_l, y_l, pen), graphed
     )

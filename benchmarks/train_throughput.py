@@ -75,8 +75,8 @@ class Bench:
         self.model = build_models(cfg).to(device).train()
         self.loss = AMMLoss(self.model, cfg)
         compile_networks(self.model, cfg)
-        self.opt_g, self.opt_d = make_optimizers(self.model, cfg)
         self.graphed = cfg.train.cuda_graph and device.type == "cuda"
+        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, capturable=self.graphed)
         self.project = CudaGraphStep(
             lambda x, x_l, y_l, pen: training_step(
                 self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=len(pen)
