@@ -111,23 +111,17 @@ def sweep_entry(name: str) -> dict[str, Any]:
     return read_index().get(name, {})
 
 
+def _lookup(name: str | None, flag: str | None, env: str, key: str) -> str | None:
+    """flag, else the environment's value, else the sweep index's entry for `key` (when the sweep
+    is named), else amm.toml's `key`; None when none is set."""
+    return flag or env or (name and sweep_entry(name).get(key)) or setting(key) or None
+
+
 def storage_for(name: str | None, flag: str | None) -> str | None:
     """--storage, $AMM_SWEEP_STORAGE, the index's entry for the sweep, amm.toml; else None."""
-    if flag:
-        return flag
-    if settings.sweep_storage(default=""):
-        return settings.sweep_storage()
-    if name and sweep_entry(name).get("storage"):
-        return sweep_entry(name)["storage"]
-    return setting("storage") or None
+    return _lookup(name, flag, settings.sweep_storage(default=""), "storage")
 
 
 def tracking_for(name: str | None, flag: str | None) -> str | None:
     """--tracking-uri, $MLFLOW_TRACKING_URI, the index's entry for the sweep, amm.toml, None."""
-    if flag:
-        return flag
-    if settings.tracking_uri(default=""):
-        return settings.tracking_uri()
-    if name and sweep_entry(name).get("tracking_uri"):
-        return sweep_entry(name)["tracking_uri"]
-    return setting("tracking_uri") or None
+    return _lookup(name, flag, settings.tracking_uri(default=""), "tracking_uri")
