@@ -77,6 +77,10 @@ class SweepConsole(tune.Callback):
         self.__dict__.update(state)
         self.t0, self.started = time.monotonic(), {}
 
+    def _line(self, label: str, text: str) -> None:
+        """One progress line: how many trials are done, the trial's run name, what happened."""
+        _say(f"[{self.done}/{self.n_trials} done] {label:<24} {text}")
+
     def _eta(self, trials: list) -> str:
         now = time.monotonic()
         if self.durations:
@@ -112,10 +116,10 @@ class SweepConsole(tune.Callback):
         if self.best is None or err < self.best[0]:
             self.best = (err, label)
         step = int(result.get(names.STEP, 0))
-        _say(
-            f"[{self.done}/{self.n_trials} done] {label:<24} step {step:>6}/{self.steps}  "
-            f"val error {percent(err)}  best {percent(self.best[0])} ({self.best[1]})  "
-            f"ETA {self._eta(trials)}"
+        self._line(
+            label,
+            f"step {step:>6}/{self.steps}  val error {percent(err)}  "
+            f"best {percent(self.best[0])} ({self.best[1]})  ETA {self._eta(trials)}",
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -123,18 +127,15 @@ class SweepConsole(tune.Callback):
         if trial.trial_id in self.started:
             self.durations.append(time.monotonic() - self.started[trial.trial_id])
         last = trial.last_result or {}
-        _say(
-            f"[{self.done}/{self.n_trials} done] {run_name(trial.config):<24} finished: "
-            f"val error {percent(last.get(OBJECTIVE))}, "
-            f"test error {percent(last.get(names.TEST_ERROR_GY))}"
+        self._line(
+            run_name(trial.config),
+            f"finished: val error {percent(last.get(OBJECTIVE))}, "
+            f"test error {percent(last.get(names.TEST_ERROR_GY))}",
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.done += 1
-        _say(
-            f"[{self.done}/{self.n_trials} done] {run_name(trial.config):<24} FAILED "
-            f"(details: amm sweep status {self.name})"
-        )
+        self._line(run_name(trial.config), f"FAILED (details: amm sweep status {self.name})")
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
