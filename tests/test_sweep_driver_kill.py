@@ -14,28 +14,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_sweep_resume import peek, runs_by_name
+from test_sweep_resume import amm, peek, runs_by_name
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def amm(*args: str, cwd: Path, env: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "amm_cli.main", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
 
 
 def newest_step(trial_dir: Path) -> int:
