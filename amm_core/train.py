@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from amm_core import names
-from amm_core.accel import CudaGraphStep, autocast, compile_networks
+from amm_core.accel import (
+    CudaGraphStep,
+    autocast,
+    compile_networks,
+    keep_freed_memory,
+    memory_format,
+)
 from amm_core.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -39,7 +45,7 @@ from amm_core.locations import resolve_data_root
 from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models
-from amm_core.step import Stats, make_optimizers, training_step
+from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
 ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
@@ -80,7 +86,11 @@ def _check_resumable(saved: Config, cfg: Config) -> None:
     diff = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES)
     if diff:
         detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in diff)
-        raise ConfigError(f"cannot resume: the config differs from the checkpoint's ({detail})")
+        keep = " ".join(f"--set {k}={json.dumps(a[k])}" for k in diff)
+        raise ConfigError(
+            f"cannot resume: the config differs from the checkpoint's ({detail}); to go on "
+            f"with the checkpoint's values (e.g. after a default changed): {keep}"
+        )
 
 
 def _trim_metrics(path: Path, step: int) -> None:
@@ -120,12 +130,16 @@ def run(
     n_train = len(splits.train_x)
     samm = cfg.data.labelled > 0
 
-    model = build_models(cfg, class_freqs=splits.class_freqs).to(device)
+    fmt = memory_format(cfg, device)
+    if device.type == "cpu":
+        keep_freed_memory()
+    model = build_models(cfg, class_freqs=splits.class_freqs).to(device, memory_format=fmt)
     loss = AMMLoss(model, cfg)
     if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
         model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
     graphed = cfg.train.cuda_graph and device.type == "cuda"  # the CUDA graph: on CUDA only
-    opt_g, opt_d = make_optimizers(model, cfg, capturable=graphed)
+    adam = {"capturable": graphed, "fused": device.type == "cpu"}  # per device: see resume
+    opt_g, opt_d = make_optimizers(model, cfg, **adam)
     compile_networks(model, cfg)
     step_fn = CudaGraphStep(
         lambda x, x_l, y_l, pen: training_step(loss, opt_d, opt_g, x, x_l, y_l, pen), graphed
@@ -146,7 +160,7 @@ def run(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         for group in opt_g.param_groups + opt_d.param_groups:  # a GPU run may resume on a CPU
-            group["capturable"] = graphed  # saved with the checkpoint; a CPU cannot step it
+            group.update(adam)  # saved with the checkpoint; a CPU cannot step it
         sampler.load_state_dict(state["sampler"])
         if lab_sampler is not None:
             lab_sampler.load_state_dict(state["lab_sampler"])
@@ -182,7 +196,6 @@ def run(
     stats, last_train = Stats(), {}
     val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
     t_last, step_last = time.perf_counter(), step
-    use_penalty = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
     model.train()
     stopped = False
     t_loop = time.perf_counter()
@@ -191,14 +204,14 @@ def run(
         if should_stop is not None and should_stop():
             stopped = True
             break
-        x = to_float(splits.train_x[next(sampler)])
+        x = to_float(splits.train_x[next(sampler)]).contiguous(memory_format=fmt)
         x_l = y_l = None
         if lab_sampler is not None:
             lidx = next(lab_sampler)  # indices into the train split
-            x_l, y_l = to_float(splits.train_x[lidx]), splits.train_y[lidx]
+            x_l = to_float(splits.train_x[lidx]).contiguous(memory_format=fmt)
+            y_l = splits.train_y[lidx]
 
-        d_steps, every = cfg.train.d_steps, cfg.loss.gp_every
-        pen = [use_penalty and (step * d_steps + j) % every == 0 for j in range(d_steps)]
+        pen = penalty_schedule(cfg, step)
         with autocast(cfg, device, graphed):
             stats.add(step_fn(x, x_l, y_l, pen))
         step += 1

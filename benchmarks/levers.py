@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from amm_core.accel import keep_freed_memory
 from amm_core.config import load_config
 from amm_core.models import build_models
 
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as `amm train` on the CPU
     for name, (over, bf16, cl) in LEVERS.items():
         ms = measure(args.config, over, bf16, cl, args.reps)
         print(json.dumps({"lever": name, "threads": args.threads, "ms_fwd_bwd": ms}), flush=True)

@@ -22,11 +22,17 @@ import time
 import torch
 import torch.nn.functional as F
 
-from amm_core.accel import CudaGraphStep, autocast, compile_networks
+from amm_core.accel import (
+    CudaGraphStep,
+    autocast,
+    compile_networks,
+    keep_freed_memory,
+    memory_format,
+)
 from amm_core.config import DATASET_SHAPES, load_config
 from amm_core.losses import AMMLoss
 from amm_core.models import build_models
-from amm_core.step import make_optimizers, training_step
+from amm_core.step import make_optimizers, penalty_schedule, training_step
 
 
 def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):
@@ -69,14 +75,17 @@ class Bench:
                     "train.amp": "none",
                     "train.compile": False,
                     "train.cuda_graph": False,
+                    "train.memory_format": "contiguous",
                 }
             )
         self.cfg, self.device, self.which = cfg, device, which
-        self.model = build_models(cfg).to(device).train()
+        self.fmt = memory_format(cfg, device)
+        self.model = build_models(cfg).to(device, memory_format=self.fmt).train()
         self.loss = AMMLoss(self.model, cfg)
         compile_networks(self.model, cfg)
         self.graphed = cfg.train.cuda_graph and device.type == "cuda"
-        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, capturable=self.graphed)
+        fused = which == "project" and device.type == "cpu"  # as `amm train`; textbook: not
+        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, self.graphed, fused)
         self.project = CudaGraphStep(
             lambda x, x_l, y_l, pen: training_step(
                 self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=len(pen)
@@ -85,14 +94,16 @@ class Bench:
         )
         shape = (cfg.train.batch_size, *DATASET_SHAPES[cfg.data.dataset])
         self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
-        for i in range(CudaGraphStep.WARMUP + 2):  # warm-up (allocator, cuDNN, graph capture)
+        self.steps = 0
+        # warm-up (allocator, cuDNN, graph capture of both penalty schedules)
+        for i in range(CudaGraphStep.WARMUP + cfg.loss.gp_every + 1):
             self.step(i)
 
     def step(self, i: int) -> None:
-        x = self.data[i % 8].float().div_(255)
+        self.steps += 1
+        x = self.data[i % 8].float().div_(255).contiguous(memory_format=self.fmt)
         if self.which == "project":
-            d, every = self.cfg.train.d_steps, self.cfg.loss.gp_every
-            pen = [(i * d + j) % every == 0 for j in range(d)]
+            pen = penalty_schedule(self.cfg, self.steps - 1)  # as `amm train`, over all rounds
             with autocast(self.cfg, self.device, self.graphed):
                 self.project(x, None, None, pen)
         else:
@@ -128,6 +139,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # process-wide, as `amm train` does on the CPU: both steps below get it alike
+    kept = keep_freed_memory()
     cfg = load_config(args.config, args.overrides)
     cuda = [torch.device("cuda")] if torch.cuda.is_available() else []
     devices = {"cpu": [torch.device("cpu")], "cuda": cuda, "all": [torch.device("cpu"), *cuda]}
@@ -156,7 +169,8 @@ def main() -> None:
         f"config={args.config} arch={cfg.model.arch} batch={cfg.train.batch_size} "
         f"steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()} "
         f"amp={cfg.train.amp} compile={cfg.train.compile} cuda_graph={cfg.train.cuda_graph} "
-        f"dropout={cfg.model.dropout_impl} torch={torch.__version__}"
+        f"dropout={cfg.model.dropout_impl} memory_format={cfg.train.memory_format} "
+        f"keep_freed_memory={kept} torch={torch.__version__}"
     )
 
 

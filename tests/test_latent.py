@@ -45,9 +45,25 @@ def test_byte_dropout_rate_scale_and_gradient():
     a = dropout(torch.ones(1000), 0.5, True)
     torch.manual_seed(3)
     assert torch.equal(a, dropout(torch.ones(1000), 0.5, True))
-    # every byte position is used without bias (int64 words give 7 unbiased bytes of 8)
+    # every byte position is used without bias (full-range int64 words: 8 uniform bytes)
     z = dropout(torch.ones(8 * 40_000), 0.5, True).view(-1, 8)
     assert ((z > 0).float().mean(0) - 0.5).abs().max() < 0.02
+
+
+def test_byte_dropout_keeps_the_memory_layout():
+    # channels-last in, channels-last out (the CPU default, train.memory_format), same maths
+    x = torch.randn(50, 8, 9, 9).to(memory_format=torch.channels_last).requires_grad_(True)
+    y = dropout(x, 0.2, training=True)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    kept = y.detach() != 0
+    assert abs(1 - kept.float().mean().item() - 51 / 256) < 0.01
+    torch.testing.assert_close(y.detach()[kept], x.detach()[kept] * 256 / 205)
+    g = torch.randn(50, 8, 9, 9)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, torch.where(kept, g * 256 / 205, 0.0))
+    # a view that is not dense (a channel slice) takes the contiguous path
+    s = dropout(torch.ones(4, 6, 5, 5)[:, ::2], 0.5, True)
+    assert s.shape == (4, 3, 5, 5) and set(s.unique().tolist()) <= {0.0, 2.0}
 
 
 def test_new_keys_reach_the_networks():
@@ -146,6 +162,23 @@ def test_per_input_penalty_by_hand_and_lazy_weight():
             s[names.GP_NORM], torch.cat([d.a, d.b, d.c]).detach().norm()
         )  # the reported norm stays the joint one
         assert d.b.grad.abs().sum() > 0 and d.c.grad.abs().sum() > 0
+
+
+def test_penalty_schedule():
+    from amm_core.step import penalty_schedule
+
+    def sched(*extra, steps=8):
+        cfg = load_config(None, TINY + list(extra))
+        return [penalty_schedule(cfg, s) for s in range(steps)]
+
+    assert sched("loss.gp_every=1") == [[True]] * 8  # the paper: every D step
+    assert sched("loss.gp_every=4") == [[True], [False], [False], [False]] * 2
+    # with two D steps a step, the count runs over D steps
+    assert (
+        sched("loss.gp_every=4", "train.d_steps=2", steps=4) == [[True, False], [False, False]] * 2
+    )
+    assert sched("loss.penalty=none", "loss.gp_every=1", steps=2) == [[False]] * 2
+    assert sched("loss.gp_weight=0", "loss.gp_every=1", steps=2) == [[False]] * 2
 
 
 @pytest.mark.parametrize("term", ["info_weight", "cluster_weight"])

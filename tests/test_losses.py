@@ -24,7 +24,7 @@ def _setup(penalty="joint", inference="q2", dropout=-1.0, labelled=0, **prior):
     cfg = config_from_dict(
         {
             "model": {"arch": "tiny", "latent_dim": L, "inference": inference, "dropout": dropout},
-            "loss": {"penalty": penalty, "gp_weight": 10.0},
+            "loss": {"penalty": penalty, "gp_weight": 10.0, "gp_every": 1},
             "data": {"labelled": labelled},
             "prior": prior,
         }
@@ -282,3 +282,33 @@ def test_a_bf16_autocast_step_trains(penalty):
     assert stats[names.LOSS_D_GP].dtype == torch.float32  # the penalty is computed in fp32
     assert all(torch.isfinite(v) for v in stats.values())
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_channels_last_changes_no_maths():
+    """train.memory_format: the CPU default lays the convolutions out channels-last; with the
+    same weights and random draws (dropout off: masks follow the memory order) one training
+    step moves every parameter as the contiguous layout does, and Adam's fused CPU kernel takes
+    the same step as the default one."""
+    from amm_core.accel import memory_format
+    from amm_core.step import make_optimizers
+
+    cpu = torch.device("cpu")
+    cfg = config_from_dict({"model": {"arch": "tiny"}})
+    assert memory_format(cfg, cpu) == torch.channels_last
+    assert memory_format(cfg, torch.device("cuda")) == torch.contiguous_format
+    assert memory_format(cfg.replace(**{"train.memory_format": "contiguous"}), cpu) == (
+        torch.contiguous_format
+    )
+    params = []
+    for fmt, fused in ((torch.contiguous_format, False), (torch.channels_last, True)):
+        torch.manual_seed(0)
+        model, loss = _setup(dropout=0.0)
+        model.to(memory_format=fmt)
+        opt_g, opt_d = make_optimizers(model, cfg, fused=fused)
+        torch.manual_seed(1)
+        training_step(loss, opt_d, opt_g, _batch().contiguous(memory_format=fmt))
+        params.append([p.detach().contiguous() for p in model.parameters()])
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(*params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

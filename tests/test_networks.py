@@ -205,3 +205,25 @@ def test_models_arch_dataset_and_param_groups():
     assert m.encoder.arch.in_shape == (1, 28, 28)
     m3 = build_models(cfg.replace(**{"data.dataset": "svhn"}))
     assert m3.decoder(*m3.prior.sample(2)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_strided_convolutions_add_the_bias_after(transposed):
+    """The networks' strided convolutions add their bias as a separate step on the CPU
+    (oneDNN's fused bias is slow there); value and gradients are those of the fused call."""
+    from torch.nn import functional as F
+
+    from amm_core.networks import Conv2d, ConvTranspose2d
+
+    torch.manual_seed(0)
+    m = (ConvTranspose2d if transposed else Conv2d)(8, 4, 3, 2)
+    x = torch.randn(5, 8, 9, 9, requires_grad=True)
+    fused = F.conv_transpose2d if transposed else F.conv2d
+    want = fused(x, m.weight, m.bias, 2)
+    got = m(x)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(got, [x, m.weight, m.bias], g)
+    for a, b in zip(grads, torch.autograd.grad(want, [x, m.weight, m.bias], g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)  # summation order only
+    assert m.state_dict().keys() == {"weight", "bias"}  # checkpoints keep their keys

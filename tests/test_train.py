@@ -90,7 +90,8 @@ def test_resume_is_exact_on_cpu(tmp_path, data_root):
 def test_resume_rejects_a_different_config(tmp_path, data_root):
     run(fast_config("train.steps=10"), tmp_path / "r", data_root=data_root)
     ckpt = tmp_path / "r" / "checkpoints" / "step_0000010"
-    with pytest.raises(ValueError, match="loss.gp_weight"):
+    # the message names the key and how to go on with the checkpoint's value
+    with pytest.raises(ValueError, match=r"loss.gp_weight: 10.0 -> 1.0.*--set loss.gp_weight=10.0"):
         run(
             fast_config("train.steps=20", "loss.gp_weight=1"),
             tmp_path / "r",
