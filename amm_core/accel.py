@@ -30,6 +30,17 @@ def autocast(cfg: Config, device: torch.device, graphed: bool = False):
     )
 
 
+def uses_cuda_graph(cfg: Config, device: torch.device) -> bool:
+    """`train.cuda_graph` acts on CUDA only."""
+    return cfg.train.cuda_graph and device.type == "cuda"
+
+
+def adam_flags(cfg: Config, device: torch.device) -> dict[str, bool]:
+    """Adam's per-device options for `make_optimizers`: capturable under a CUDA graph, fused
+    on the CPU. Also set again on resume: a checkpoint carries the device it was saved on."""
+    return {"capturable": uses_cuda_graph(cfg, device), "fused": device.type == "cpu"}
+
+
 def memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
     """`train.memory_format`; auto is channels-last on the CPU, where oneDNN's convolutions
     otherwise reorder every input and output between layouts (about 20 % of a step), and

@@ -22,10 +22,12 @@ import torch
 from amm_core import names
 from amm_core.accel import (
     CudaGraphStep,
+    adam_flags,
     autocast,
     compile_networks,
     keep_freed_memory,
     memory_format,
+    uses_cuda_graph,
 )
 from amm_core.checkpoint import (
     latest_checkpoint,
@@ -137,8 +139,8 @@ def run(
     loss = AMMLoss(model, cfg)
     if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
         model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
-    graphed = cfg.train.cuda_graph and device.type == "cuda"  # the CUDA graph: on CUDA only
-    adam = {"capturable": graphed, "fused": device.type == "cpu"}  # per device: see resume
+    graphed = uses_cuda_graph(cfg, device)
+    adam = adam_flags(cfg, device)
     opt_g, opt_d = make_optimizers(model, cfg, **adam)
     compile_networks(model, cfg)
     step_fn = CudaGraphStep(

@@ -24,10 +24,12 @@ import torch.nn.functional as F
 
 from amm_core.accel import (
     CudaGraphStep,
+    adam_flags,
     autocast,
     compile_networks,
     keep_freed_memory,
     memory_format,
+    uses_cuda_graph,
 )
 from amm_core.config import DATASET_SHAPES, load_config
 from amm_core.losses import AMMLoss
@@ -83,9 +85,9 @@ class Bench:
         self.model = build_models(cfg).to(device, memory_format=self.fmt).train()
         self.loss = AMMLoss(self.model, cfg)
         compile_networks(self.model, cfg)
-        self.graphed = cfg.train.cuda_graph and device.type == "cuda"
-        fused = which == "project" and device.type == "cpu"  # as `amm train`; textbook: not
-        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, self.graphed, fused)
+        self.graphed = uses_cuda_graph(cfg, device)
+        adam = adam_flags(cfg, device) if which == "project" else {}  # textbook: plain Adam
+        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, **adam)
         self.project = CudaGraphStep(
             lambda x, x_l, y_l, pen: training_step(
                 self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=len(pen)
@@ -94,16 +96,16 @@ class Bench:
         )
         shape = (cfg.train.batch_size, *DATASET_SHAPES[cfg.data.dataset])
         self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
-        self.steps = 0
+        self.steps = 0  # steps taken, warm-up and all rounds: the penalty schedule runs on
         # warm-up (allocator, cuDNN, graph capture of both penalty schedules)
-        for i in range(CudaGraphStep.WARMUP + cfg.loss.gp_every + 1):
-            self.step(i)
+        for _ in range(CudaGraphStep.WARMUP + cfg.loss.gp_every + 1):
+            self.step()
 
-    def step(self, i: int) -> None:
-        self.steps += 1
+    def step(self) -> None:
+        i, self.steps = self.steps, self.steps + 1
         x = self.data[i % 8].float().div_(255).contiguous(memory_format=self.fmt)
         if self.which == "project":
-            pen = penalty_schedule(self.cfg, self.steps - 1)  # as `amm train`, over all rounds
+            pen = penalty_schedule(self.cfg, i)  # as `amm train`
             with autocast(self.cfg, self.device, self.graphed):
                 self.project(x, None, None, pen)
         else:
@@ -115,8 +117,8 @@ class Bench:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        for i in range(steps):
-            self.step(i)
+        for _ in range(steps):
+            self.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return steps * self.cfg.train.batch_size / (time.perf_counter() - t0)
