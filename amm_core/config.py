@@ -55,6 +55,9 @@ class ModelConfig:
     dropout_impl: str = choice("bytes", "bytes", "torch")  # masks from random bytes or bernoulli
     y_noise: str = choice("kendall", "kendall", "none", "gumbel")  # sampled y~ (eq. 8-9 = kendall)
     gumbel_tau: float = 1.0  # temperature of y_noise=gumbel
+    # sampled z~: learned = mu_z + sigma_z * eps (eq. 3, 10); none = mu_z (a deterministic z
+    # encoder, as BiGAN); docs/method.md section 1
+    z_noise: str = choice("learned", "learned", "none")
     dec_out_bias: str = choice("zero", "zero", "logodds")  # decoder output bias at init
     disc_join: str = choice("ali", "ali")  # D joins x/y/z branches by concat + 1x1 layers (ALI)
 
@@ -83,6 +86,8 @@ class LossConfig:
     # beyond the paper (docs/method.md, "extra terms"); 0 turns a term off
     info_weight: float = 0.0  # CE of G_y(G_x(y, z)) against y on synthesis tuples (ClusterGAN)
     cluster_weight: float = 0.0  # augmentation-consistency + balance term on G_y(x) (IMSAT)
+    recon_weight: float = 0.0  # ALICE x-cycle: BCE of G_x(G_y(x), G_z(x)) against x, per pixel
+    latent_weight: float = 0.0  # z-cycle: squared error of G_z(G_x(y, z)) against z, per dim
     cluster_balance: float = 1.0  # weight of -H(mean_batch p(y|x)) inside the cluster term
     cluster_entropy: float = 0.0  # weight of mean H(p(y|x)) inside the cluster term
     aug_shift: int = 2  # cluster term: random translation of x up to N pixels
@@ -118,6 +123,9 @@ class TrainConfig:
     # conv layout; auto = channels_last on the CPU (no oneDNN reorders), contiguous on CUDA
     memory_format: str = choice("auto", "auto", "channels_last", "contiguous")
     figures: bool = True  # write the per-run figures at the end
+    # gen/* metrics at each evaluation and at the end (the evaluation classifier of
+    # amm_core/classifier.py, trained once per dataset and cached; docs/method.md section 8)
+    gen_metrics: bool = True
     tsne_points: int = 1000  # test points in the t-SNE figure (its cost grows with them)
 
 
@@ -193,7 +201,10 @@ def _validate(cfg: Config) -> Config:
     need(m.gumbel_tau > 0, "key 'model.gumbel_tau': must be > 0")
     lo = cfg.loss
     need(lo.gp_every >= 1, "key 'loss.gp_every': must be >= 1")
-    for key in ("info_weight", "cluster_weight", "cluster_balance", "cluster_entropy"):
+    for key in (
+        "info_weight", "cluster_weight", "cluster_balance", "cluster_entropy", "recon_weight",
+        "latent_weight",
+    ):  # fmt: skip
         need(getattr(lo, key) >= 0, f"key 'loss.{key}': must be >= 0")
     need(lo.aug_shift >= 0, "key 'loss.aug_shift': must be >= 0")
     need(0 <= lo.aug_rotate <= 180, "key 'loss.aug_rotate': must be in [0, 180]")

@@ -62,4 +62,81 @@ def _measure(model: AMM, x: torch.Tensor) -> dict[str, float]:
             n, means.shape[1], device=x.device
         )
         out[names.DIAG_DEC_Y_SENS] = float((dec(ya, z) - dec(yb, z)).abs().mean())
+        assign = q.y_mu.argmax(1)
+        out[names.DIAG_Z_TO_MEAN] = z_to_mean(q.z, means, assign, sigma)
+        out[names.DIAG_CENTROID_OFFSET] = centroid_offset(q.z, means, assign, sigma)
     return out
+
+
+# ---- pure measures (tensors in, a float out), tested on constructed cases ------------------
+def z_to_mean(
+    z: torch.Tensor, means: torch.Tensor, assign: torch.Tensor, sigma: torch.Tensor
+) -> float:
+    """Mean ||z_i - mu_(assign_i)|| / sigma_(assign_i). When q(z | k) matches N(mu_k, sigma_k^2 I)
+    this is about sqrt(L); far above it, z~ does not sit on the component G_y picks."""
+    return float(((z - means[assign]).norm(dim=1) / sigma[assign]).mean())
+
+
+def centroid_offset(
+    z: torch.Tensor, means: torch.Tensor, assign: torch.Tensor, sigma: torch.Tensor
+) -> float:
+    """Mean over the components in use of ||mean of z~ assigned to k - mu_k|| / sigma_k: about 0
+    when each component's codes are centred on its mean, whatever their spread."""
+    gaps = [
+        float((z[assign == k].mean(0) - means[k]).norm() / sigma[k])
+        for k in assign.unique().tolist()
+    ]
+    return sum(gaps) / len(gaps)
+
+
+def sample_diversity(samples: torch.Tensor, real: torch.Tensor) -> float:
+    """Per-pixel std across samples, averaged over pixels, relative to the same for real
+    images: about 1 for a generator as varied as the data, 0 for one image drawn always."""
+    return float(samples.float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-8))
+
+
+def component_purity(labels: torch.Tensor, n_classes: int) -> tuple[float, int]:
+    """labels (K, n): the classifier's digit for n samples of each component. Returns the mean
+    share of a component's samples in its majority digit, and how many distinct digits are the
+    majority of some component (all n_classes for a mixture that draws every digit)."""
+    counts = torch.stack([torch.bincount(row, minlength=n_classes) for row in labels])
+    purity = float((counts.max(1).values.float() / labels.shape[1]).mean())
+    return purity, int(counts.argmax(1).unique().numel())
+
+
+@torch.no_grad()
+def generation_metrics(
+    model: AMM,
+    classifier: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    seed: int = 0,
+    per_component: int = 100,
+) -> dict[str, float]:
+    """gen/* metrics (names.GEN_METRICS): samples per component judged by the evaluation
+    classifier, their diversity against the real batch x, and how often the reconstruction
+    G_x(G_y(x), G_z(x)) of x is read as x's label y. Eval mode; own generator (seed)."""
+    was_training = model.training
+    model.eval()
+    try:
+        prior, dec = model.prior, model.decoder
+        k = prior.num_components
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        ys = one_hot(torch.arange(k, device=x.device).repeat_interleave(per_component), k)
+        eps = torch.randn(len(ys), prior.latent_dim, device=x.device, generator=g)
+        zs = prior.mu(ys) + (ys @ prior.sigma()).unsqueeze(1) * eps
+        samples = dec(ys, zs).float()
+        read = classifier(samples).argmax(1).view(k, per_component)
+        purity, covered = component_purity(read.cpu(), n_classes)
+        q = model.encoder(x, sample=False)
+        recon = dec(torch.softmax(q.y_mu, dim=1), q.z_mu).float()
+        agree = (classifier(recon).argmax(1) == y.to(x.device).long()).float().mean()
+        return {
+            names.GEN_DIVERSITY: sample_diversity(samples, x),
+            names.GEN_PURITY: purity,
+            names.GEN_DIGITS: float(covered),
+            names.GEN_RECON_AGREE: float(agree),
+        }
+    finally:
+        model.train(was_training)

@@ -47,10 +47,11 @@ class Tuples(NamedTuple):
     zp: torch.Tensor
     sizes: tuple[int, ...]  # per game batch sizes (unlabelled, then labelled), same for q and p
     y_mu: torch.Tensor | None = None  # encoder logit means on the unlabelled batch (extra terms)
+    z_mu: torch.Tensor | None = None  # encoder z means on the unlabelled batch (extra terms)
 
     def detach(self) -> Tuples:
         """The same tuples cut from the generator graph (what the D phases train on)."""
-        return Tuples(*(v.detach() for v in self[:6]), self.sizes, None)
+        return Tuples(*(v.detach() for v in self[:6]), self.sizes)
 
 
 class AMMLoss:
@@ -89,7 +90,9 @@ class AMMLoss:
             sizes.append(x_l.shape[0])
         yp, zp = prior.sample(sum(sizes))
         xp = dec(yp, zp)
-        return Tuples(torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes), q.y_mu)
+        return Tuples(
+            torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes), q.y_mu, q.z_mu
+        )
 
     def _game_mean(self, v: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         """Mean per game, games weighted equally (1/(2M) per term in SAMM)."""
@@ -191,10 +194,15 @@ class AMMLoss:
             dec = self._game_mean(F.softplus(-d_p), t.sizes)
             enc = self._game_mean(F.softplus(d_q), t.sizes)
             total, extra = dec + enc, {}
-            if self.lc.info_weight > 0:
-                info = self._info_term(t)
-                total = total + self.lc.info_weight * info
+            if self.lc.info_weight > 0 or self.lc.latent_weight > 0:
+                info, latent = self._cycle_terms(t)
+                total = total + self.lc.info_weight * info + self.lc.latent_weight * latent
                 extra[names.LOSS_G_INFO] = info.detach()
+                extra[names.LOSS_G_LATENT] = latent.detach()
+            if self.lc.recon_weight > 0:
+                recon = self._recon_term(t)
+                total = total + self.lc.recon_weight * recon
+                extra[names.LOSS_G_RECON] = recon.detach()
             if self.lc.cluster_weight > 0:
                 cluster, parts = self._cluster_term(t)
                 total = total + self.lc.cluster_weight * cluster
@@ -211,10 +219,20 @@ class AMMLoss:
         }
 
     # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
-    def _info_term(self, t: Tuples) -> torch.Tensor:
-        """ClusterGAN / InfoGAN: G_y must recover y from G_x(y, z): CE(G_y(x~) logits, y)."""
+    def _cycle_terms(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder must recover the synthesis codes from G_x(y, z), one pass for both:
+        info (ClusterGAN / InfoGAN): CE(G_y(x~) logits, y); latent: ||G_z(x~) - z||^2 / L."""
         q = self.model.encoder(t.xp, sample=False)
-        return F.cross_entropy(q.y_mu, t.yp.argmax(1))
+        info = F.cross_entropy(q.y_mu, t.yp.argmax(1))
+        return info, (q.z_mu - t.zp).pow(2).mean()
+
+    def _recon_term(self, t: Tuples) -> torch.Tensor:
+        """ALICE's x-cycle (Li et al. 2017): BCE of G_x(softmax(mu_y), mu_z) against x, mean per
+        pixel, on the unlabelled batch; trains encoder and decoder (docs/method.md section 6)."""
+        assert t.y_mu is not None and t.z_mu is not None, "recon term: tuples without codes"
+        x_u = t.xq[: t.sizes[0]]
+        x_rec = self.model.decoder(torch.softmax(t.y_mu, dim=1), t.z_mu)
+        return F.binary_cross_entropy(x_rec.float().clamp(1e-6, 1 - 1e-6), x_u.float())
 
     def _cluster_term(self, t: Tuples) -> tuple[torch.Tensor, dict]:
         """IMSAT-style: KL(p(y|x) || p(y|T(x))) with p(y|x) as the target, minus

@@ -40,7 +40,15 @@ def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
     arch = dataclasses.replace(arch, dropout_impl=m.dropout_impl)
     K, L = m.num_components, m.latent_dim
     return AMM(
-        Encoder(arch, K, L, m.inference, y_noise=m.y_noise, gumbel_tau=m.gumbel_tau),
+        Encoder(
+            arch,
+            K,
+            L,
+            m.inference,
+            y_noise=m.y_noise,
+            gumbel_tau=m.gumbel_tau,
+            z_noise=m.z_noise,
+        ),  # fmt: skip
         Decoder(arch, K, L, out_bias=m.dec_out_bias == "logodds"),
         Discriminator(arch, K, L),
         Prior(cfg, class_freqs, arch=arch),

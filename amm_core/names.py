@@ -13,6 +13,8 @@ LOSS_G = "loss/G"  # all generator terms
 LOSS_G_DEC = "loss/G_dec"  # decoder side: G_x and G_z(y)
 LOSS_G_ENC = "loss/G_enc"  # encoder side: G_y(x) and G_z(x, .)
 LOSS_G_INFO = "loss/G_info"  # extra term: CE of G_y(G_x(y, z)) against y (loss.info_weight)
+LOSS_G_RECON = "loss/G_recon"  # extra term: BCE of G_x(G_y(x), G_z(x)) against x (recon_weight)
+LOSS_G_LATENT = "loss/G_latent"  # extra term: ||G_z(G_x(y, z)) - z||^2 / L (latent_weight)
 LOSS_CLUSTER_CONSIST = "loss/cluster_consist"  # extra term: KL(p(y|x) || p(y|T(x)))
 LOSS_CLUSTER_HMARG = "loss/cluster_h_marginal"  # entropy of the batch-mean p(y|x)
 LOSS_CLUSTER_HCOND = "loss/cluster_h_cond"  # mean entropy of p(y|x)
@@ -64,6 +66,14 @@ DIAG_MEANS_MIN_DIST = "diag/means_min_dist"  # smallest ||mu_j - mu_k|| in units
 DIAG_DEC_Y_SENS = "diag/dec_y_sensitivity"  # mean |G_x(y, z) - G_x(y', z)| per pixel
 DIAG_ENC_AGREE = "diag/enc_argmax_agree"  # P(argmax sampled y~ == argmax y_mu)
 DIAG_ENC_LOGIT_SIGMA = "diag/enc_logit_sigma"  # mean exp(0.5 y_logvar)
+DIAG_Z_TO_MEAN = "diag/z_to_mean"  # mean ||z~ - mu_(G_y(x))|| / sigma; ~sqrt(L) when matched
+DIAG_CENTROID_OFFSET = "diag/centroid_offset"  # mean ||centroid of z~ in k - mu_k|| / sigma
+# generation, judged by the evaluation classifier (amm_core/classifier.py); fractions in [0, 1]
+GEN_DIVERSITY = "gen/sample_diversity"  # pixel std across prior samples / the data's (~1 good)
+GEN_PURITY = "gen/component_purity"  # mean share of a component's samples in its majority digit
+GEN_DIGITS = "gen/digits_covered"  # how many digits are some component's majority digit
+GEN_RECON_AGREE = "gen/recon_class_agree"  # share of reconstructions read as the input's label
+GEN_METRICS = (GEN_DIVERSITY, GEN_PURITY, GEN_DIGITS, GEN_RECON_AGREE)
 DIAG_METRICS = (
     DIAG_D_GRAD_X,
     DIAG_D_GRAD_Y,
@@ -72,13 +82,16 @@ DIAG_METRICS = (
     DIAG_DEC_Y_SENS,
     DIAG_ENC_AGREE,
     DIAG_ENC_LOGIT_SIGMA,
+    DIAG_Z_TO_MEAN,
+    DIAG_CENTROID_OFFSET,
 )
 
 # every metric a run logs (the val/ and test/ forms of EVAL_METRICS included)
 METRICS = frozenset(
     {LOSS_D, LOSS_D_GP, LOSS_G, LOSS_G_DEC, LOSS_G_ENC, LOSS_G_INFO, GP_NORM, D_REAL, D_FAKE}
+    | {LOSS_G_RECON, LOSS_G_LATENT}
     | {LOSS_CLUSTER_CONSIST, LOSS_CLUSTER_HMARG, LOSS_CLUSTER_HCOND}
-    | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS}
+    | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS, *GEN_METRICS}
     | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}
 )
 # on a sweep's parent run (sweeps/parent.py): best/<objective>, mean/<objective>, trials_finished

@@ -163,9 +163,10 @@ class Encoder(nn.Module):
         inference: str = "q2",
         y_noise: str = "kendall",
         gumbel_tau: float = 1.0,
+        z_noise: str = "learned",
     ):
         super().__init__()
-        self.y_noise, self.gumbel_tau = y_noise, gumbel_tau
+        self.y_noise, self.gumbel_tau, self.z_noise = y_noise, gumbel_tau, z_noise
         check_tables(arch)
         self.arch, self.inference = arch, inference
         self.num_components, self.latent_dim = num_components, latent_dim
@@ -218,7 +219,8 @@ class Encoder(nn.Module):
         if self.inference == "q1":
             hz = torch.cat([hz, y], dim=1)
         z_mu, z_logvar = self.z_mu(hz), self.z_logvar(hz)
-        z = z_mu + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mu) if sample else z_mu
+        noisy = sample and self.z_noise == "learned"  # z_noise=none: a deterministic z~ (BiGAN)
+        z = z_mu + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mu) if noisy else z_mu
         return EncOut(y_mu, y_logvar, y, z_mu, z_logvar, z)
 
 

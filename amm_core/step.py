@@ -65,21 +65,24 @@ def training_step(
 
 
 class Stats:
-    """Sums loss stats on the device; one host sync per flush instead of one per step."""
+    """Sums loss stats on the device; one host sync per flush instead of one per step.
+
+    Each key is averaged over the steps that reported it: the penalty's keys exist on penalty
+    steps only (loss.gp_every), so dividing them by every step would shrink them."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, stats: dict[str, Any]) -> None:
         for k, v in stats.items():
             v = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def flush(self, step: int) -> dict[str, float]:
-        out = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
-        self.sums, self.count = {}, 0
+        out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
         bad = sorted(k for k, v in out.items() if not math.isfinite(v))
         if bad:
             raise TrainingError(f"non-finite loss at step {step}: {', '.join(bad)} (run failed)")

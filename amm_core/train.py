@@ -38,9 +38,10 @@ from amm_core.checkpoint import (
     set_rng_state,
     step_dir,
 )
+from amm_core.classifier import digit_classifier
 from amm_core.config import Config, config_from_dict, total_steps
 from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
-from amm_core.diagnostics import latent_diagnostics
+from amm_core.diagnostics import generation_metrics, latent_diagnostics
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
 from amm_core.locations import resolve_data_root
@@ -195,6 +196,16 @@ def run(
 
         bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
 
+    judge = digit_classifier(cfg.data.dataset, root, device) if cfg.train.gen_metrics else None
+
+    def gen_metrics(x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, float]:
+        if judge is None:
+            return {}
+        n = min(500, cfg.train.eval_batch_size)  # enough for shares to 0.02; cheap per evaluation
+        return generation_metrics(
+            model, judge, to_float(x[:n]), y[:n], splits.n_classes, seed=seed, per_component=50
+        )
+
     stats, last_train = Stats(), {}
     val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
     t_last, step_last = time.perf_counter(), step
@@ -245,9 +256,9 @@ def run(
             metrics.update(last_train)
             metrics.update({names.split_metric("val", k): v for k, v in val.items()})
             diag_x = to_float(splits.val_x[: cfg.train.batch_size])
-            metrics.update(
-                latent_diagnostics(model, diag_x, seed=derive_seed(cfg.seed, f"diag:{step}"))
-            )
+            diag_seed = derive_seed(cfg.seed, f"diag:{step}")
+            metrics.update(latent_diagnostics(model, diag_x, seed=diag_seed))
+            metrics.update(gen_metrics(splits.val_x, splits.val_y, diag_seed))
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
             with open(out_dir / names.METRICS_FILE, "a") as f:
@@ -264,6 +275,7 @@ def run(
     test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
+    final.update(gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test")))
     final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:

@@ -201,8 +201,8 @@ def build_report(
         parts += [_img(plots.png_bytes(f), title) for title, f in figs]
 
     parts.append("<h2>Runs</h2>")
-    # the latent-path diagnostics (last logged values; docs/method.md) beside the results
-    diag = [m for m in names.DIAG_METRICS if m in df.columns]
+    # generation and latent-path diagnostics (last logged values; docs/method.md) beside them
+    diag = [m for m in (*names.GEN_METRICS, *names.DIAG_METRICS) if m in df.columns]
     parts.append(runs_table(df, rows + cols, [m for m in shown if m in df.columns] + diag))
 
     source = figures or FigureSource(runs)

@@ -5,8 +5,9 @@
 
 Trains each seed for `--minutes` (train.max_minutes), on `--threads` torch threads per seed,
 `--parallel` seeds at a time (separate processes), and prints one JSON line per evaluation:
-{"seed", "minutes", "step", "epoch", "val/error_gy", ...} and one per finished seed with its
-test metrics. A benchmark to run, not a test: it asserts nothing. docs/results.md quotes it.
+{"seed", "minutes", "step", "epoch", "val/error_gy", ..., "gen/component_purity", ...} and one
+per finished seed with its test metrics, both with the generation and latent measures. A
+benchmark to run, not a test: it asserts nothing. docs/results.md quotes it.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ def _one(args: tuple[str, list[str], int, float, int, str]) -> None:
 
     def report(metrics: dict, _ckpt, final: bool) -> None:
         row = {"seed": seed, "minutes": round((time.monotonic() - t0) / 60, 2)}
-        if final:
-            row.update({k: v for k, v in metrics.items() if k in names.FINAL_METRICS})
-        else:
-            row.update({k: metrics[k] for k in KEEP if k in metrics})
+        keep = names.FINAL_METRICS if final else KEEP
+        # beside the error: what tells a working mixture from a collapsed one (docs/method.md 8)
+        mixture = (*names.GEN_METRICS, names.DIAG_Z_TO_MEAN, names.DIAG_CENTROID_OFFSET)
+        row.update({k: metrics[k] for k in (*keep, *mixture) if k in metrics})
         print(json.dumps(row), flush=True)
 
     run(cfg, Path(out) / f"seed{seed}", report=report)

@@ -12,7 +12,7 @@ from amm_core.config import config_from_dict
 from amm_core.data import to_float
 from amm_core.losses import AMMLoss, Tuples
 from amm_core.models import build_models
-from amm_core.step import training_step
+from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
 
 K, L = 10, 8
 
@@ -312,3 +312,40 @@ def test_channels_last_changes_no_maths():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(*params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("gp_every", [1, 4])
+def test_logged_gp_norm_is_the_norm_of_the_penalty_steps(gp_every):
+    """loss/gp_grad_norm averages over the steps that ran the penalty, not over all steps (with
+    gp_every=4 it read a quarter of the norm before); the norm on a penalty step is the joint
+    gradient norm at the interpolates, measured again here with the same alphas."""
+    cfg = config_from_dict(
+        {"model": {"arch": "tiny", "latent_dim": L}, "loss": {"gp_every": gp_every}}
+    )
+    torch.manual_seed(0)
+    model = build_models(cfg)
+    loss = AMMLoss(model, cfg)
+    opt_g, opt_d = make_optimizers(model, cfg)
+    stats, seen = Stats(), []
+    for step in range(8):
+        pen = penalty_schedule(cfg, step)
+        out = training_step(loss, opt_d, opt_g, _batch(), use_penalty=pen)
+        stats.add(out)
+        if pen[0]:
+            seen.append(float(out[names.GP_NORM]))
+    assert len(seen) == 8 // gp_every
+    logged = stats.flush(8)[names.GP_NORM]
+    assert logged == pytest.approx(sum(seen) / len(seen), rel=1e-6)
+    # the per-step value is the gradient norm itself: recompute it on fixed tuples and alphas
+    t = loss.tuples(_batch()).detach()
+    torch.manual_seed(5)
+    direct = loss.d_gp(t)[names.GP_NORM]
+    torch.manual_seed(5)
+    n = t.xq.shape[0]
+    a = torch.rand(n)
+    xh = torch.lerp(t.xp, t.xq, a.view(n, 1, 1, 1)).requires_grad_(True)
+    yh = torch.lerp(t.yp, t.yq, a.view(n, 1)).requires_grad_(True)
+    zh = torch.lerp(t.zp, t.zq, a.view(n, 1)).requires_grad_(True)
+    g = torch.autograd.grad(model.disc(xh, yh, zh).sum(), [xh, yh, zh])
+    norm = torch.cat([v.flatten(1) for v in g], 1).norm(dim=1).mean()
+    assert float(direct) == pytest.approx(float(norm), rel=1e-4)
