@@ -26,6 +26,12 @@ EPOCH = "epoch"
 IMAGES_PER_SEC = "perf/images_per_sec"
 EVAL_SECONDS = "perf/eval_seconds"  # the evaluation just done (+ diagnostics, checkpoint)
 TRAIN_SECONDS = "perf/train_seconds"  # final.json: wall time of the loop, evaluations included
+# final.json (and the trial's tag TAG_STOP_REASON): why training ended
+STOP_REASON = "stop_reason"
+STOP_STEPS = "steps"  # train.steps / train.epochs reached
+STOP_TIME_BUDGET = "time_budget"  # train.max_minutes spent
+STOP_PLATEAU = "plateau"  # train.stop_on_plateau: validation error flat
+STOP_REASONS = (STOP_STEPS, STOP_TIME_BUDGET, STOP_PLATEAU)
 
 # evaluation: the split prefix is val/ during training and test/ at the end
 SPLITS = ("val", "test")
@@ -105,6 +111,7 @@ TAG_CKPT_STEP = "amm.checkpoint_step"  # step of the trial's last checkpoint Tun
 TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current attempt began at
 TAG_FAILURES = "amm.failures"
 TAG_ERROR = "amm.error"  # the failed trial's error text
+TAG_STOP_REASON = "amm.stop_reason"  # final.json's STOP_REASON of a finished trial
 # which mapping the error used: "supervised" (SAMM), "hungarian" when K == classes, else
 # "majority"; a key of final.json too
 ERROR_MAPPING_TAG = "error_mapping"

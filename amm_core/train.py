@@ -47,6 +47,7 @@ from amm_core.locations import resolve_data_root
 from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models
+from amm_core.plateau import Plateau
 from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
@@ -72,6 +73,8 @@ RESUMABLE_CHANGES = {
     "train.steps",
     "train.epochs",
     "train.max_minutes",
+    "train.stop_on_plateau",
+    "train.plateau_delta",
 }
 
 
@@ -154,6 +157,8 @@ def run(
         lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
     steps = total_steps(cfg, n_train)
     step = 0
+    plateau = Plateau(cfg.train.stop_on_plateau, cfg.train.plateau_delta)
+    stop_reason = names.STOP_STEPS
 
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -169,6 +174,10 @@ def run(
         set_rng_state(state["rng"])
         step = int(state["step"])
         _trim_metrics(out_dir / names.METRICS_FILE, step)
+        if "plateau" in state:  # checkpoints from before the plateau stop lack it
+            plateau.load_state_dict(state["plateau"])
+        if plateau.done:  # saved by the evaluation that ended it: go straight to the test
+            steps, stop_reason = step, names.STOP_PLATEAU
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / names.CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -184,6 +193,7 @@ def run(
             "sampler": sampler.state_dict(),
             "lab_sampler": lab_sampler.state_dict() if lab_sampler is not None else {},
             "rng": rng_state(),
+            "plateau": plateau.state_dict(),
         }
         path = save_checkpoint(step_dir(ckpt_root, step), state)
         prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
@@ -217,8 +227,9 @@ def run(
         with autocast(cfg, device, graphed):
             stats.add(step_fn(x, x_l, y_l, pen))
         step += 1
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline and step < steps:
             steps = step  # the time budget is spent: this step is the last (evaluated below)
+            stop_reason = names.STOP_TIME_BUDGET
 
         is_eval = step % cfg.train.eval_every == 0 or step == steps
         if step % cfg.train.log_every == 0 or is_eval:
@@ -248,6 +259,8 @@ def run(
             metrics.update(
                 latent_diagnostics(model, diag_x, seed=derive_seed(cfg.seed, f"diag:{step}"))
             )
+            if plateau.update(val[names.ERROR_GY]) and step < steps:  # before the checkpoint
+                steps, stop_reason = step, names.STOP_PLATEAU
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
             with open(out_dir / names.METRICS_FILE, "a") as f:
@@ -265,6 +278,7 @@ def run(
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
+    final[names.STOP_REASON] = stop_reason
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)

@@ -114,6 +114,25 @@ def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
     assert "stored in the spec: test box" in out
 
 
+def test_plan_cost_with_a_time_budget_and_the_plateau_stop(tmp_path, capsys):
+    p = write_spec(
+        tmp_path,
+        "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\nresources: {cpu: 2}\n"
+        "overrides: {train.steps: 6000, train.max_minutes: 5, train.stop_on_plateau: 4}\n"
+        "cost: {steps_per_sec: 10, measured_on: test box}\n",
+    )
+    assert amm(["sweep", "plan", str(p)]) == 0
+    out = capsys.readouterr().out
+    # 6000 steps at 10/s would take 600 s; the 5-minute budget caps each of 6 trials at 300 s:
+    # 1800 s = 0.5 trial-hours; the plateau stop may end trials sooner
+    assert "time budget per trial: 5 min (train.max_minutes)" in out
+    assert "plateau stop: after 4 evaluations without improvement" in out
+    assert (
+        "estimated cost: 0.50 trial-hours (1.00 CPU-hours, 0.00 GPU-hours) "
+        "(an upper bound with the plateau stop)" in out
+    )
+
+
 def test_set_seed_replaces_the_seed_axis(tmp_path, capsys):
     p = write_spec(tmp_path, "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\n")
     assert load_spec(p).num_trials() == 6
