@@ -35,8 +35,10 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         sorted(SWEEPS.glob("*.yaml"))
         + sorted(SWEEPS.glob("paper/*.yaml"))
         + sorted(SWEEPS.glob("ablations/*.yaml"))
+        + sorted(SWEEPS.glob("studies/*.yaml"))
+        + sorted(SWEEPS.glob("studies/paper/*.yaml"))
     )
-    assert len(specs) == 12
+    assert len(specs) == 18
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
@@ -88,6 +90,59 @@ def test_ablation_specs():
     assert opt.search is not None and opt.scheduler is not None
     assert set(opt.search.space) == {"loss.gp_weight", "optim.lr"}
     assert {d["type"] for d in opt.search.space.values()} == {"loguniform"}
+
+
+STUDIES = ("lambda", "mean_placement", "learned_vs_fixed")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_specs_and_their_gpu_versions(name, capsys):
+    """sweeps/studies (issue 20): 3 seeds per cell, a budget with the plateau stop, the plus
+    preset; the GPU version on the paper's preset has the same cells."""
+    cpu = load_spec(SWEEPS / "studies" / f"{name}.yaml")
+    gpu = load_spec(SWEEPS / "studies" / "paper" / f"{name}.yaml")
+    assert cpu.seeds == gpu.seeds == [0, 1, 2]
+    assert cpu.axes() == gpu.axes() and cpu.variants == gpu.variants
+    assert cpu.base.endswith("mnist_amm_plus.yaml") and gpu.base.endswith("mnist_amm.yaml")
+    for spec in (cpu, gpu):
+        for cell in spec.cells():
+            t = spec.trial_config(cell).train
+            assert t.stop_on_plateau > 0 and spec.cost.steps_per_sec
+    assert {cpu.trial_config(c).train.max_minutes for c in cpu.cells()} == {100}
+    assert gpu.gpu > 0
+    assert amm(["sweep", "plan", str(SWEEPS / "studies" / f"{name}.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"trials: {cpu.num_trials()}" in out and "an upper bound with the plateau stop" in out
+
+
+def test_study_cells():
+    lam = load_spec(SWEEPS / "studies" / "lambda.yaml")
+    assert lam.grid == {"loss.gp_weight": [0.01, 0.1, 1.0, 10.0, 100.0]}
+    assert lam.num_trials() == 15
+
+    def placements(spec):
+        out = {}
+        for v in spec.variants:
+            p = spec.trial_config({"variant": v, "seed": 0}).prior
+            out[v] = (p.means, p.init_means) + ((p.random_scale,) if "random" in v else ())
+        return out
+
+    mp = load_spec(SWEEPS / "studies" / "mean_placement.yaml")
+    assert placements(mp) == {
+        "learned": ("learned", "none"),
+        "learned_random": ("learned", "random", 3.0),
+        "fixed_random_1": ("random", "none", 1.0),
+        "fixed_random_5": ("random", "none", 5.0),
+        "table3": ("table3", "none"),
+    }
+    lvf = load_spec(SWEEPS / "studies" / "learned_vs_fixed.yaml")
+    assert placements(lvf) == {
+        "learned_random3": ("learned", "random", 3.0),
+        "fixed_random3": ("random", "none", 3.0),
+        "learned_table3": ("learned", "table3"),
+        "fixed_table3": ("table3", "none"),
+    }
+    assert (mp.num_trials(), lvf.num_trials()) == (15, 12)
 
 
 def test_plan_prints_the_mnist_paper_trials(capsys):
