@@ -1,8 +1,9 @@
 """`amm report`: one self-contained HTML page of a sweep, readable offline.
 
 Tables (every final metric, the paper's layouts where the sweep has matching runs), the sweep's
-plots, a list of runs and the figures of a few runs (the best run of each cell first). Images are
-embedded as base64 data URIs, the CSS is inline; the page references nothing outside itself.
+plots, the validation curves of every cell (mean over seeds), a list of runs and the figures of
+a few runs (the best run of each cell first). Images are embedded as base64 data URIs, the CSS
+is inline; the page references nothing outside itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from analysis import aggregate as agg
 from analysis import paper as pp
 from analysis import plots, render, tables
 from analysis.fetch import STATUS, Runs
+from analysis.history import fetch_history
 
 MAX_PNG_BYTES = 2_000_000  # skip larger images to keep the page small
 
@@ -156,9 +158,11 @@ def build_report(
     expected: int | None = None,
     max_runs: int = 4,
     figures: Callable[[str], list[tuple[str, bytes]]] | None = None,
+    history: pd.DataFrame | None = None,
 ) -> str:
     """The page as a string. `figures(run_id)` gives a run's PNGs (default: FigureSource);
-    each cell shows its best run that has figures, at most max_runs cells, best cell first."""
+    each cell shows its best run that has figures, at most max_runs cells, best cell first.
+    `history`: val/error_gy over the steps (analysis.history; default: fetched from the runs)."""
     df, esc = runs.df, html.escape
     expected = expected if expected is not None else runs.expected
     paper = pp.load_paper()
@@ -199,6 +203,12 @@ def build_report(
     if figs:
         parts.append("<h2>Sweep plots</h2>")
         parts += [_img(plots.png_bytes(f), title) for title, f in figs]
+
+    curves = history if history is not None else fetch_history(runs, names.VAL_ERROR_GY)
+    if not curves.empty:
+        title = f"{names.VAL_ERROR_GY} over training, mean over seeds per cell"
+        fig = plots.validation_curves(curves, df, rows + cols, names.VAL_ERROR_GY, title)
+        parts += ["<h2>Validation curves</h2>", _img(plots.png_bytes(fig), title)]
 
     parts.append("<h2>Runs</h2>")
     # the latent-path diagnostics (last logged values; docs/method.md) beside the results
