@@ -261,6 +261,8 @@ def run(
             )
             if plateau.update(val[names.ERROR_GY]) and step < steps:  # before the checkpoint
                 steps, stop_reason = step, names.STOP_PLATEAU
+            if step == steps:  # the last evaluation says why training ends (the console tells)
+                metrics[names.STOP_REASON] = stop_reason
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
             with open(out_dir / names.METRICS_FILE, "a") as f:

@@ -78,6 +78,24 @@ def test_plateau_stop_ends_the_run_like_a_finish(tmp_path, data_root):
     assert (out / names.FIGURES_DIR / "training.png").is_file()
 
 
+def test_the_console_says_the_plateau_ended_training(tmp_path, data_root, capsys):
+    from amm_cli.progress import TrainConsole
+
+    cfg = load_config(
+        "configs/smoke.yaml", [*FAST, "train.stop_on_plateau=1", "train.plateau_delta=0.99"]
+    )
+    run(cfg, tmp_path / "r", data_root=data_root, report=TrainConsole(cfg, lines=True))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and "ETA" in lines[0] and "took" in lines[1], lines
+    assert lines[2] == (
+        "training done at step 20 (plateau stop: val error not improved for 1 evaluations): "
+        "evaluating on the test set ..."
+    )
+    # the last evaluation's metrics line says why training ended there
+    last = json.loads((tmp_path / "r" / names.METRICS_FILE).read_text().splitlines()[-1])
+    assert last[names.STOP_REASON] == names.STOP_PLATEAU
+
+
 def test_a_run_that_reaches_its_steps_says_so(tmp_path, data_root):
     cfg = load_config("configs/smoke.yaml", [*FAST, "train.steps=20", "train.stop_on_plateau=5"])
     final = run(cfg, tmp_path / "r", data_root=data_root).final
