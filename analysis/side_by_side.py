@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analysis import significance as sig
 from analysis import tables
 from analysis.tables import Table
 
@@ -67,6 +68,7 @@ def side_by_side(parts: list[Part], rows: list[str], cols: list[str], title: str
                 best |= {(ri, col + j - 1) for (bi, j) in t.best if bi == i}
         notes += [n for n in t.notes if n not in notes]
         col += width
+    notes.sort(key=lambda n: n == sig.note())  # the metrics first, then the test (stable)
     if len(parts) > 1:
         notes.append(
             "each column group (" + "; ".join(names) + ") has its own best cell and p-values"

@@ -52,6 +52,7 @@ def test_two_metrics_each_with_its_own_best():
     assert "| loss.gp_weight=1 | 12.00 ± 2.00 (n=3) p=0.006* | **5.00 ± 1.00 (n=3)** |" in md
     assert "each column group (test/error_gy; test/error_bayes) has its own best cell" in md
     assert sum("Welch's t-test" in n for n in t.notes) == 1  # the test named once
+    assert [n.split(" ")[0] for n in t.notes] == [GY, BAYES, "p:", "each"]
     csv = pd.read_csv(io.StringIO(render.to_csv(t)))
     assert list(csv["metric"]) == [f"{GY} (%)"] * 2 + [f"{BAYES} (%)"] * 2
 

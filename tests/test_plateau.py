@@ -127,3 +127,22 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path, data_root
     again = run(cfg, tmp_path / "again", data_root=data_root, resume_from=ckpt)
     assert again.step == 30 and again.final[names.STOP_REASON] == names.STOP_PLATEAU
     assert again.final[names.TEST_ERROR_GY] == full.final[names.TEST_ERROR_GY]
+
+
+def test_the_sweep_console_says_a_trial_ended_on_the_plateau(capsys):
+    from types import SimpleNamespace
+
+    from sweeps.console import SweepConsole
+
+    console = SweepConsole("s", n_trials=2, parallel=1, steps=100)
+    last = {names.VAL_ERROR_GY: 0.5, names.TEST_ERROR_GY: 0.25, names.STEP: 20}
+    for reason in (names.STOP_PLATEAU, names.STOP_STEPS):
+        trial = SimpleNamespace(
+            trial_id=reason, config={"seed": 0}, last_result={**last, names.STOP_REASON: reason}
+        )
+        console.on_trial_complete(0, [], trial)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith(
+        "finished: val error 50.00 %, test error 25.00 % (plateau stop at step 20)"
+    )
+    assert lines[1].endswith("finished: val error 50.00 %, test error 25.00 %")  # ran its steps
