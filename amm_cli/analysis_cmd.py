@@ -96,6 +96,12 @@ def register(sub: Any) -> None:
         default=4,
         help="runs whose figures are embedded (the best run of each cell first)",
     )
+    r.add_argument(
+        "--save-plots",
+        metavar="DIR",
+        default=None,
+        help="also write the sweep plots and the validation curves as PNG files into DIR",
+    )
     r.set_defaults(func=report_cmd)
 
 
@@ -257,6 +263,9 @@ def report_cmd(args: argparse.Namespace) -> int:
         cols=cols,
         expected=args.expected,
         max_runs=args.max_runs,
+        plots_dir=args.save_plots,
     )
     print(f"amm: report written to {out}")
+    if args.save_plots:
+        print(f"amm: plots written to {args.save_plots}")
     return 0

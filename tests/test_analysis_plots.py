@@ -160,8 +160,15 @@ def test_history_from_mlflow(store):
 
 
 def test_report_has_the_table_the_sweep_plot_and_the_curves(store, tmp_path, capsys):
-    out = tmp_path / "r.html"
-    assert main(["report", "lam", "--tracking-uri", store, "--out", str(out)]) == 0
+    out, pngs = tmp_path / "r.html", tmp_path / "plots"
+    argv = ["report", "lam", "--tracking-uri", store, "--out", str(out), "--save-plots", str(pngs)]
+    assert main(argv) == 0
+    # the same plots as files, for docs/results.md to link
+    assert sorted(p.name for p in pngs.iterdir()) == [
+        "lam-test_error_gy_against_loss.gp_weight.png",
+        "lam-val_error_gy_over_training_mean_over_seeds_per_cell.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs.iterdir())
     page = out.read_text()
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
     assert imgs == [f"{ERR} against {LAM}", f"{VAL} over training, mean over seeds per cell"]
