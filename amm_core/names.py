@@ -129,7 +129,9 @@ TAG_VERSION = "amm.version."  # + package name
 # every tag key above (tests/test_contract.py: every tag written is one of these); analysis
 # reads READ_TAGS, the others are bookkeeping for the sweep driver, the MLflow UI and people
 TAGS = frozenset({ERROR_MAPPING_TAG, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")})
-READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT})
+READ_TAGS = frozenset(
+    {TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT, TAG_STOP_REASON}
+)
 
 # ---------------------------------------------------------------- Tune results
 # keys the trainable adds to each result: bookkeeping, never logged as metrics

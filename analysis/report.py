@@ -27,7 +27,7 @@ from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
 from analysis import plots, render, tables
-from analysis.fetch import STATUS, Runs
+from analysis.fetch import STATUS, STOP_REASON, Runs
 from analysis.history import fetch_history
 
 MAX_PNG_BYTES = 2_000_000  # skip larger images to keep the page small
@@ -124,6 +124,8 @@ class FigureSource:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.4g}"
     return str(v)
@@ -131,6 +133,8 @@ def _fmt(v: Any) -> str:
 
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     cols = ["run_name", STATUS] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
+    if STOP_REASON in runs.columns and runs[STOP_REASON].notna().any():
+        cols.insert(2, STOP_REASON)  # a plateau stop or a time budget ended the run
     d = runs[cols].sort_values([c for c in [*axes, "seed"] if c in runs.columns] or ["run_name"])
     pct = {c for c in metrics if agg.is_error(c)}  # errors in percent, as in the tables
 

@@ -113,10 +113,13 @@ def test_history_from_a_ray_results_folder(tmp_path):
     lines = [
         {VAL: 0.5, "step": 10},
         {VAL: 0.3, "step": 20},
-        {VAL: 0.3, "step": 20, ERR: 0.31},  # the final result repeats the last evaluation
+        # the final result repeats the last evaluation, with the test metrics and the reason
+        {VAL: 0.3, "step": 20, ERR: 0.31, "stop_reason": "plateau"},
     ]
     (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    h = fetch_history(fetch_ray(tmp_path / "exp"), VAL)
+    runs = fetch_ray(tmp_path / "exp")
+    assert list(runs.df["stop_reason"]) == ["plateau"]
+    h = fetch_history(runs, VAL)
     assert h.values.tolist() == [["t0", 10, 0.5], ["t0", 20, 0.3]]
 
 
@@ -144,6 +147,8 @@ def store(tmp_path_factory):
                 for k in range(3)
             ]
             c.log_batch(rid, metrics=[*curve, Metric(ERR, 0.2 - 0.05 * i + 0.01 * seed, 0, 1500)])
+            # lambda 0.1 ended on the plateau stop; the others ran their steps
+            c.set_tag(rid, "amm.stop_reason", "plateau" if i == 0 else "steps")
             c.set_terminated(rid, "FINISHED")
     c.set_terminated(parent.info.run_id, "FINISHED")
     return uri
@@ -151,6 +156,8 @@ def store(tmp_path_factory):
 
 def test_history_from_mlflow(store):
     runs = fetch_mlflow("lam", store)
+    reasons = runs.df.groupby(LAM)["stop_reason"].agg(set).to_dict()
+    assert reasons == {0.1: {"plateau"}, 1.0: {"steps"}, 10.0: {"steps"}}
     h = fetch_history(runs, VAL)
     assert len(h) == 6 * 3 and sorted(set(h["step"])) == [500, 1000, 1500]
     fig = plots.validation_curves(h, runs.df, [LAM], VAL)
@@ -173,6 +180,7 @@ def test_report_has_the_table_the_sweep_plot_and_the_curves(store, tmp_path, cap
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
     assert imgs == [f"{ERR} against {LAM}", f"{VAL} over training, mean over seeds per cell"]
     assert "<h2>Validation curves</h2>" in page
+    assert "<th>stop_reason</th>" in page and page.count("<td>plateau</td>") == 2
     # the table with the best cell and Welch's p of the others
     assert '<td class="best">10.50 ± 0.71 (n=2)' in page and "Welch&#x27;s t-test" in page
     # lambda 0.1 against lambda 10: [0.20, 0.21] vs [0.10, 0.11]
