@@ -17,14 +17,28 @@ KNOWN_METRICS = {names.split_metric(s, m) for s in names.SPLITS for m in names.E
 SWEEP_HELP = "sweep name (its parent run), MLflow experiment name, or a Ray Tune results folder"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+def _common(p: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        p.add_argument(
+            "sweep",
+            metavar="SWEEP",
+            nargs="+",
+            help=SWEEP_HELP + "; several: side by side, one column group each (same axes)",
+        )
+    else:
+        p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
     p.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
-    p.add_argument("--metric", default=names.TEST_ERROR_GY, help="default: %(default)s")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help=f"default: {names.TEST_ERROR_GY}"
+        + ("; repeat for metrics side by side, e.g. --metric test/error_bayes" if several else ""),
+    )
     p.add_argument(
         "--rows",
         default=None,
@@ -49,9 +63,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "table",
         help="mean ± std table of a sweep's runs over seeds (optionally beside the paper)",
-        description="Print a sweep's metric as mean ± std (n) per cell; errors in percent.",
+        description="Print a sweep's metric as mean ± std (n) per cell; errors in percent. "
+        "The best cell is bold, the others carry Welch's p against it. Several sweeps or "
+        "metrics: side by side, one column group each.",
     )
-    _common(p)
+    _common(p, several=True)
     p.add_argument("--format", choices=("md", "latex", "csv"), default="md")
     p.add_argument(
         "--paper",
@@ -79,6 +95,12 @@ def register(sub: Any) -> None:
         type=int,
         default=4,
         help="runs whose figures are embedded (the best run of each cell first)",
+    )
+    r.add_argument(
+        "--save-plots",
+        metavar="DIR",
+        default=None,
+        help="also write the sweep plots and the validation curves as PNG files into DIR",
     )
     r.set_defaults(func=report_cmd)
 
@@ -121,19 +143,25 @@ def _fixed_within(df: Any, keys: list[str], key: str) -> bool:
     return bool((d.groupby(keys)[key].nunique() <= 1).all())
 
 
-def load_runs(args: argparse.Namespace) -> Any:
+def metrics_of(args: argparse.Namespace) -> list[str]:
+    """--metric, repeatable; default test/error_gy."""
+    return list(dict.fromkeys(args.metric or [names.TEST_ERROR_GY]))
+
+
+def load_runs(sweep: str, tracking_uri: str | None, metrics: list[str]) -> Any:
     from amm_core.locations import tracking_for
     from analysis.fetch import fetch
     from analysis.tables import check_metric
 
-    runs = fetch(args.sweep, tracking_for(args.sweep, args.tracking_uri))
+    runs = fetch(sweep, tracking_for(sweep, tracking_uri))
     if runs.df.empty:
-        raise ConfigError(f"'{args.sweep}' has no runs ({runs.source})")
-    if args.metric not in runs.metrics and args.metric in KNOWN_METRICS:
-        # a metric of the contract that no run logged (every run failed): cells say n=0 of m
-        runs.df[args.metric] = float("nan")
-        runs.metrics.append(args.metric)
-    check_metric(runs.metrics, args.metric)
+        raise ConfigError(f"'{sweep}' has no runs ({runs.source})")
+    for metric in metrics:
+        if metric not in runs.metrics and metric in KNOWN_METRICS:
+            # a metric of the contract that no run logged (every run failed): cells say n=0 of m
+            runs.df[metric] = float("nan")
+            runs.metrics.append(metric)
+        check_metric(runs.metrics, metric)
     return runs
 
 
@@ -141,7 +169,11 @@ def table_cmd(args: argparse.Namespace) -> int:
     from analysis import paper as pp
     from analysis import render, tables
 
-    runs = load_runs(args)
+    metrics, sweeps = metrics_of(args), list(dict.fromkeys(args.sweep))
+    if len(metrics) > 1 or len(sweeps) > 1:
+        return _side_by_side(args, sweeps, metrics)
+    args.metric = metrics[0]
+    runs = load_runs(sweeps[0], args.tracking_uri, metrics)
     expected = args.expected if args.expected is not None else runs.expected
     paper = pp.load_paper()
     if args.paper_table is not None:
@@ -171,10 +203,55 @@ def table_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _side_by_side(args: argparse.Namespace, sweeps: list[str], metrics: list[str]) -> int:
+    """`amm table A B` / `--metric M1 --metric M2`: one column group per (sweep, metric)."""
+    from analysis import paper as pp
+    from analysis import render, tables
+    from analysis.side_by_side import Part, side_by_side
+
+    if args.paper_table is not None:
+        raise ConfigError("--paper-table lays out one sweep and one metric; give one of each")
+    paper = pp.load_paper()
+    if args.paper and any(m != paper.metric for m in metrics):
+        raise ConfigError(
+            f"--paper compares {paper.metric} (the paper's number); got --metric "
+            + ", ".join(metrics)
+        )
+    parts, axes, first = [], None, sweeps[0]
+    for sweep in sweeps:
+        runs = load_runs(sweep, args.tracking_uri, metrics)
+        rows, cols, extra = resolve_axes(
+            runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
+        )
+        if extra:
+            print(
+                f"amm: note: {sweep}: {', '.join(extra)} also vary; added to the rows",
+                file=sys.stderr,
+            )
+        if axes is not None and (rows, cols) != axes:
+            raise ConfigError(
+                f"sweeps '{first}' and '{sweep}' do not share their axes (rows {axes[0]}, cols "
+                f"{axes[1]} against rows {rows}, cols {cols}); side by side needs the same swept "
+                "keys: give --rows/--cols that both vary"
+            )
+        axes = (rows, cols)
+        expected = args.expected if args.expected is not None else runs.expected
+        for m in metrics:
+            t = tables.grid_table(runs.df, rows, cols, m, expected, paper if args.paper else None)
+            parts.append(Part(sweep, m, t))
+    assert axes is not None
+    print(render.RENDERERS[args.format](side_by_side(parts, *axes)), end="")
+    return 0
+
+
 def report_cmd(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    runs = load_runs(args)
+    metrics = metrics_of(args)
+    if len(metrics) > 1:
+        raise ConfigError("amm report takes one --metric (its tables show every final metric)")
+    args.metric = metrics[0]
+    runs = load_runs(args.sweep, args.tracking_uri, metrics)
     rows, cols, _ = resolve_axes(
         runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
     )
@@ -186,6 +263,9 @@ def report_cmd(args: argparse.Namespace) -> int:
         cols=cols,
         expected=args.expected,
         max_runs=args.max_runs,
+        plots_dir=args.save_plots,
     )
     print(f"amm: report written to {out}")
+    if args.save_plots:
+        print(f"amm: plots written to {args.save_plots}")
     return 0

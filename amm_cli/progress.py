@@ -17,6 +17,8 @@ from amm_core import names
 from amm_core.config import Config, total_steps
 from amm_core.fmt import duration, percent
 
+PLATEAU_NOTE = "plateau stop: val error not improved for {n} evaluations"
+
 
 def _write(line: str) -> None:
     from tqdm import tqdm
@@ -54,7 +56,8 @@ class TrainConsole:
             parts.append(f"val error {percent(m[names.VAL_ERROR_GY])}")
         if names.IMAGES_PER_SEC in m:
             parts.append(f"{m[names.IMAGES_PER_SEC]:,.0f} img/s")
-        ended = step >= total or step % self.cfg.train.eval_every != 0  # or the budget ended it
+        # or the budget or the plateau stop ended it
+        ended = step >= total or step % self.cfg.train.eval_every != 0 or names.STOP_REASON in m
         parts.append(f"took {duration(elapsed)}" if ended else f"ETA {duration(eta)}")
         return "  ".join(parts)
 
@@ -65,11 +68,16 @@ class TrainConsole:
             _write(self.eval_line(metrics))
         step, total = int(metrics.get(names.STEP, 0)), self.total(metrics)
         last = step >= total or step % self.cfg.train.eval_every != 0  # a time budget ends early
-        if last:
+        reason = metrics.get(names.STOP_REASON)
+        if last or reason:
             what = "evaluating on the test set"
             if self.cfg.train.figures:
                 what += f", then writing figures (t-SNE of {self.cfg.train.tsne_points} points)"
-            _write(f"training done at step {step}: {what} ...")
+            why = f" ({PLATEAU_NOTE.format(n=self.cfg.train.stop_on_plateau)})"
+            _write(
+                f"training done at step {step}{why if reason == names.STOP_PLATEAU else ''}: "
+                f"{what} ..."
+            )
 
 
 def rounded(final: dict[str, Any], digits: int = 4) -> dict[str, Any]:

@@ -111,6 +111,10 @@ class TrainConfig:
     epochs: float = 25.0  # passes over the training split when steps = 0
     max_minutes: float = 0.0  # wall-clock budget: then evaluate on test and end (0 = none)
     eval_every: int = 500  # validation every N steps (also a checkpoint)
+    # end the run after N evaluations without val/error_gy improving on its best by at least
+    # plateau_delta (absolute fraction; 0 = any drop), as a finished run (0 = off)
+    stop_on_plateau: int = 0
+    plateau_delta: float = 0.0
     d_steps: int = 1  # discriminator updates per generator update (each on the step's batch)
     eval_batch_size: int = 1000  # batch for evaluation forward passes
     log_every: int = 50  # training-loss report every N steps
@@ -216,6 +220,8 @@ def _validate(cfg: Config) -> Config:
     need(t.steps >= 0, "key 'train.steps': must be >= 0")
     need(t.max_minutes >= 0, "key 'train.max_minutes': must be >= 0 (0 = no budget)")
     need(t.eval_every >= 1, "key 'train.eval_every': must be >= 1")
+    need(t.stop_on_plateau >= 0, "key 'train.stop_on_plateau': must be >= 0 (0 = off)")
+    need(0 <= t.plateau_delta < 1, "key 'train.plateau_delta': must be in [0, 1)")
     need(t.log_every >= 1, "key 'train.log_every': must be >= 1")
     need(t.keep_checkpoints >= 1, "key 'train.keep_checkpoints': must be >= 1")
     need(t.tsne_points >= 50, "key 'train.tsne_points': must be >= 50")

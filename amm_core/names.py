@@ -28,6 +28,12 @@ EPOCH = "epoch"
 IMAGES_PER_SEC = "perf/images_per_sec"
 EVAL_SECONDS = "perf/eval_seconds"  # the evaluation just done (+ diagnostics, checkpoint)
 TRAIN_SECONDS = "perf/train_seconds"  # final.json: wall time of the loop, evaluations included
+# final.json (and the trial's tag TAG_STOP_REASON): why training ended
+STOP_REASON = "stop_reason"
+STOP_STEPS = "steps"  # train.steps / train.epochs reached
+STOP_TIME_BUDGET = "time_budget"  # train.max_minutes spent
+STOP_PLATEAU = "plateau"  # train.stop_on_plateau: validation error flat
+STOP_REASONS = (STOP_STEPS, STOP_TIME_BUDGET, STOP_PLATEAU)
 
 # evaluation: the split prefix is val/ during training and test/ at the end
 SPLITS = ("val", "test")
@@ -118,6 +124,7 @@ TAG_CKPT_STEP = "amm.checkpoint_step"  # step of the trial's last checkpoint Tun
 TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current attempt began at
 TAG_FAILURES = "amm.failures"
 TAG_ERROR = "amm.error"  # the failed trial's error text
+TAG_STOP_REASON = "amm.stop_reason"  # final.json's STOP_REASON of a finished trial
 # which mapping the error used: "supervised" (SAMM), "hungarian" when K == classes, else
 # "majority"; a key of final.json too
 ERROR_MAPPING_TAG = "error_mapping"
@@ -135,7 +142,9 @@ TAG_VERSION = "amm.version."  # + package name
 # every tag key above (tests/test_contract.py: every tag written is one of these); analysis
 # reads READ_TAGS, the others are bookkeeping for the sweep driver, the MLflow UI and people
 TAGS = frozenset({ERROR_MAPPING_TAG, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")})
-READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT})
+READ_TAGS = frozenset(
+    {TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT, TAG_STOP_REASON}
+)
 
 # ---------------------------------------------------------------- Tune results
 # keys the trainable adds to each result: bookkeeping, never logged as metrics

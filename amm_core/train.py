@@ -48,6 +48,7 @@ from amm_core.locations import resolve_data_root
 from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM, build_models
+from amm_core.plateau import Plateau
 from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
@@ -73,6 +74,8 @@ RESUMABLE_CHANGES = {
     "train.steps",
     "train.epochs",
     "train.max_minutes",
+    "train.stop_on_plateau",
+    "train.plateau_delta",
 }
 
 
@@ -155,6 +158,8 @@ def run(
         lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
     steps = total_steps(cfg, n_train)
     step = 0
+    plateau = Plateau(cfg.train.stop_on_plateau, cfg.train.plateau_delta)
+    stop_reason = names.STOP_STEPS
 
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -170,6 +175,10 @@ def run(
         set_rng_state(state["rng"])
         step = int(state["step"])
         _trim_metrics(out_dir / names.METRICS_FILE, step)
+        if "plateau" in state:  # checkpoints from before the plateau stop lack it
+            plateau.load_state_dict(state["plateau"])
+        if plateau.done:  # saved by the evaluation that ended it: go straight to the test
+            steps, stop_reason = step, names.STOP_PLATEAU
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / names.CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -185,6 +194,7 @@ def run(
             "sampler": sampler.state_dict(),
             "lab_sampler": lab_sampler.state_dict() if lab_sampler is not None else {},
             "rng": rng_state(),
+            "plateau": plateau.state_dict(),
         }
         path = save_checkpoint(step_dir(ckpt_root, step), state)
         prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
@@ -228,8 +238,9 @@ def run(
         with autocast(cfg, device, graphed):
             stats.add(step_fn(x, x_l, y_l, pen))
         step += 1
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline and step < steps:
             steps = step  # the time budget is spent: this step is the last (evaluated below)
+            stop_reason = names.STOP_TIME_BUDGET
 
         is_eval = step % cfg.train.eval_every == 0 or step == steps
         if step % cfg.train.log_every == 0 or is_eval:
@@ -259,6 +270,10 @@ def run(
             diag_seed = derive_seed(cfg.seed, f"diag:{step}")
             metrics.update(latent_diagnostics(model, diag_x, seed=diag_seed))
             metrics.update(gen_metrics(splits.val_x, splits.val_y, diag_seed))
+            if plateau.update(val[names.ERROR_GY]) and step < steps:  # before the checkpoint
+                steps, stop_reason = step, names.STOP_PLATEAU
+            if step == steps:  # the last evaluation says why training ends (the console tells)
+                metrics[names.STOP_REASON] = stop_reason
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
             with open(out_dir / names.METRICS_FILE, "a") as f:
@@ -277,6 +292,7 @@ def run(
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     final.update(gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test")))
     final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
+    final[names.STOP_REASON] = stop_reason
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)

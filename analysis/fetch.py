@@ -5,6 +5,7 @@ experiment) and, as a fallback, a Ray Tune results folder. Params come back from
 strings; `cast_params` turns them back into the types of `amm_core.config.Config`.
 
 Columns of `Runs.df`: `run_id`, `run_name`, `status` (FINISHED / FAILED / KILLED / RUNNING ...),
+`stop_reason` (why a finished run ended: steps, time_budget, plateau; None when not recorded),
 one column per param (dotted config keys, typed), one per metric (`test/error_gy`, ...; the last
 logged value). `finished(df)` says which runs ran to the end; only those, with a finite metric,
 count as a result (see aggregate.py). Tag keys and statuses: `amm_core.names`.
@@ -28,7 +29,8 @@ from amm_core.loader import flatten
 
 VARIANT = "variant"  # the column of the tag names.TAG_VARIANT
 STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
-BASE_COLUMNS = ("run_id", "run_name", STATUS)
+STOP_REASON = names.STOP_REASON  # why a finished run ended (steps, time_budget, plateau)
+BASE_COLUMNS = ("run_id", "run_name", STATUS, STOP_REASON)
 # keys of a Ray result line that are bookkeeping, not metrics (sweeps/trainable.py)
 RESULT_BOOKKEEPING = (names.RESULT_NODE, names.RESULT_RESUMED, names.RESULT_FINAL)
 
@@ -138,6 +140,7 @@ def _runs_frame(runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
             "run_id": r.info.run_id,
             "run_name": r.data.tags.get(names.TAG_RUN_NAME, r.info.run_name),
             STATUS: r.info.status,
+            STOP_REASON: r.data.tags.get(names.TAG_STOP_REASON),
         }
         row.update(p)
         row.update(r.data.metrics)
@@ -244,7 +247,8 @@ def fetch_ray(folder: str | Path) -> Runs:
         failed = any((t / f).exists() for f in ("error.txt", "error.pkl"))
         status = names.FAILED if failed else names.UNFINISHED
         status = names.FINISHED if names.has_test_metrics(m) else status
-        row = {"run_id": t.name, "run_name": t.name, STATUS: status}
+        reason = res.get(names.STOP_REASON)
+        row = {"run_id": t.name, "run_name": t.name, STATUS: status, STOP_REASON: reason}
         row.update(p)
         row.update(m)
         rows.append(row)

@@ -1,5 +1,7 @@
 """Sweep-level plots: a metric against one config axis (error against lambda) with std error
-bars, one line per value of another axis (the placement of the means, `prior.means`).
+bars, one line per value of another axis (the placement of the means, `prior.means`); against a
+categorical axis (a sweep's variants) as points with error bars; and the validation curves of
+every cell on one figure (the mean over its seeds at each step).
 
 Uses matplotlib's object API (`Figure`, no pyplot state), so it works headless and in threads.
 """
@@ -61,6 +63,73 @@ def metric_vs_axis(
     return fig
 
 
+def metric_vs_category(
+    summary: pd.DataFrame, x: str, metric: str, line: str | None = None, title: str = ""
+) -> Figure:
+    """Like `metric_vs_axis` for a categorical axis (variants, placements): one point with a std
+    error bar per value of x, in the summary's order, side by side per value of `line`."""
+    scale = 100.0 if agg.is_error(metric) else 1.0
+    cats = list(dict.fromkeys(summary[x].astype(str)))
+    fig = Figure(figsize=(max(6, 1.2 * len(cats)), 4), dpi=100)
+    ax = fig.add_subplot()
+    groups = summary.groupby(line, dropna=False, sort=True) if line else [(None, summary)]
+    groups = list(groups)
+    for gi, (key, g) in enumerate(groups):
+        g = g[g["n"] > 0]
+        if g.empty:
+            continue
+        shift = (gi - (len(groups) - 1) / 2) * 0.15  # lines side by side, not on top
+        xs = np.array([cats.index(str(v)) for v in g[x]], dtype=float) + shift
+        ys = g["mean"].to_numpy(dtype=float) * scale
+        err = np.nan_to_num(g["std"].to_numpy(dtype=float) * scale)
+        k = key[0] if isinstance(key, tuple) else key
+        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=f"{line}={k}" if line else None)
+    ax.set_xticks(range(len(cats)), cats, rotation=20 if len(cats) > 4 else 0)
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
+    ax.set_title(title or f"{metric} by {x} (mean ± std over seeds)")
+    ax.grid(True, axis="y", alpha=0.3)
+    if line:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def cell_label(by: list[str], key: tuple) -> str:
+    return ", ".join(
+        f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in zip(by, key, strict=True)
+    )
+
+
+def validation_curves(
+    history: pd.DataFrame, runs: pd.DataFrame, by: list[str], metric: str, title: str = ""
+) -> Figure:
+    """One line per cell of `by`: the mean of `metric` over the cell's seeds at each step.
+
+    `history` has columns run_id, step, value (analysis.history); `runs` maps run_id to the cell.
+    A seed that stopped early (plateau stop, time budget) leaves the mean of the later steps to
+    the seeds that went on; the legend gives each cell's seed count."""
+    scale = 100.0 if agg.is_error(metric) else 1.0
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    h = history.merge(runs[["run_id", *by]], on="run_id", how="inner")
+    groups = h.groupby(by, dropna=False, sort=True) if by else [((), h)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        curve = g.groupby("step", sort=True)["value"].mean()
+        seeds = g["run_id"].nunique()
+        label = (cell_label(by, key) if by else "all runs") + f" ({seeds} seeds)"
+        ax.plot(curve.index.to_numpy(), curve.to_numpy(dtype=float) * scale, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
+    ax.set_title(title or f"{metric} over training, mean over seeds per cell")
+    ax.grid(True, alpha=0.3)
+    if len(ax.lines):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -81,9 +150,20 @@ def sweep_plots(
 ) -> list[tuple[str, Figure]]:
     """The sweep's plots: error against lambda per placement when lambda varies, else against
     each numeric axis that varies (lines: the placement if it varies, else the first other
-    varying axis)."""
+    varying axis); with only categorical axes (variants), against the first of them."""
     xs = [LAMBDA] if LAMBDA in varying else numeric_axes(runs, varying)
     out = []
+    if not xs and varying:
+        x = varying[0]
+        line = varying[1] if len(varying) > 1 else None
+        s = agg.summarize(runs, [x] + ([line] if line else []), metric, expected)
+        if (s["n"] > 0).any():
+            title = f"{metric} by {x}" + (f", per {line}" if line else "")
+            pooled = varying[2:]
+            if pooled:
+                title += f" (pooled over {', '.join(pooled)})"
+            out.append((title, metric_vs_category(s, x, metric, line, title)))
+        return out
     for x in xs:
         others = [a for a in varying if a != x]
         line = PLACEMENT if PLACEMENT in others else (others[0] if others else None)

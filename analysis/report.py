@@ -1,8 +1,9 @@
 """`amm report`: one self-contained HTML page of a sweep, readable offline.
 
 Tables (every final metric, the paper's layouts where the sweep has matching runs), the sweep's
-plots, a list of runs and the figures of a few runs (the best run of each cell first). Images are
-embedded as base64 data URIs, the CSS is inline; the page references nothing outside itself.
+plots, the validation curves of every cell (mean over seeds), a list of runs and the figures of
+a few runs (the best run of each cell first). Images are embedded as base64 data URIs, the CSS
+is inline; the page references nothing outside itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import html
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +27,8 @@ from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
 from analysis import plots, render, tables
-from analysis.fetch import STATUS, Runs
+from analysis.fetch import STATUS, STOP_REASON, Runs
+from analysis.history import fetch_history
 
 MAX_PNG_BYTES = 2_000_000  # skip larger images to keep the page small
 
@@ -121,6 +124,8 @@ class FigureSource:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.4g}"
     return str(v)
@@ -128,6 +133,8 @@ def _fmt(v: Any) -> str:
 
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     cols = ["run_name", STATUS] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
+    if STOP_REASON in runs.columns and runs[STOP_REASON].notna().any():
+        cols.insert(2, STOP_REASON)  # a plateau stop or a time budget ended the run
     d = runs[cols].sort_values([c for c in [*axes, "seed"] if c in runs.columns] or ["run_name"])
     pct = {c for c in metrics if agg.is_error(c)}  # errors in percent, as in the tables
 
@@ -156,9 +163,14 @@ def build_report(
     expected: int | None = None,
     max_runs: int = 4,
     figures: Callable[[str], list[tuple[str, bytes]]] | None = None,
+    history: pd.DataFrame | None = None,
+    plots_out: dict[str, bytes] | None = None,
 ) -> str:
     """The page as a string. `figures(run_id)` gives a run's PNGs (default: FigureSource);
-    each cell shows its best run that has figures, at most max_runs cells, best cell first."""
+    each cell shows its best run that has figures, at most max_runs cells, best cell first.
+    `history`: val/error_gy over the steps (analysis.history; default: fetched from the runs).
+    `plots_out`, if given, receives the sweep plots and the curves as PNG bytes by title."""
+    pngs: dict[str, bytes] = plots_out if plots_out is not None else {}
     df, esc = runs.df, html.escape
     expected = expected if expected is not None else runs.expected
     paper = pp.load_paper()
@@ -198,7 +210,16 @@ def build_report(
     figs = plots.sweep_plots(df, runs.varying(), metric, expected)
     if figs:
         parts.append("<h2>Sweep plots</h2>")
-        parts += [_img(plots.png_bytes(f), title) for title, f in figs]
+        for title, f in figs:
+            pngs[title] = plots.png_bytes(f)
+            parts.append(_img(pngs[title], title))
+
+    curves = history if history is not None else fetch_history(runs, names.VAL_ERROR_GY)
+    if not curves.empty:
+        title = f"{names.VAL_ERROR_GY} over training, mean over seeds per cell"
+        fig = plots.validation_curves(curves, df, rows + cols, names.VAL_ERROR_GY, title)
+        pngs[title] = plots.png_bytes(fig)
+        parts += ["<h2>Validation curves</h2>", _img(pngs[title], title)]
 
     parts.append("<h2>Runs</h2>")
     # generation and latent-path diagnostics (last logged values; docs/method.md) beside them
@@ -248,9 +269,23 @@ def write_report(
     cols: list[str],
     expected: int | None = None,
     max_runs: int = 4,
+    plots_dir: str | Path | None = None,
 ) -> Path:
-    page = build_report(runs, metric, rows, cols, expected, max_runs)
+    """Write the page; with `plots_dir`, also the sweep plots and the validation curves as PNG
+    files there (`<sweep>-<title>.png`), for a results page to link."""
+    pngs: dict[str, bytes] = {}
+    page = build_report(runs, metric, rows, cols, expected, max_runs, plots_out=pngs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, page)  # never leave a half-written page
+    if plots_dir is not None:
+        folder = Path(plots_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for title, png in pngs.items():
+            write_atomic(folder / plot_file(runs.name, title), png)
     return out
+
+
+def plot_file(sweep: str, title: str) -> str:
+    """A plot's file name: sweep and title with anything but letters, digits, '.', '-' as '_'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", f"{sweep}-{title}").strip("_") + ".png"

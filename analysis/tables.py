@@ -16,6 +16,7 @@ from amm_core.config import Config
 from amm_core.errors import ConfigError
 from analysis import aggregate as agg
 from analysis import paper as pp
+from analysis import significance as sig
 
 _CONFIG_KEYS = set(Config().flat())
 # csv columns of a cell compared with the paper (empty for the others)
@@ -151,11 +152,15 @@ def grid_table(
     expected: int | None = None,
     paper: pp.Paper | None = None,
     title: str = "",
+    significance: bool = True,
 ) -> Table:
-    """Rows x columns of `metric` over seeds; every combination of the axes gets a cell."""
+    """Rows x columns of `metric` over seeds; every combination of the axes gets a cell, the
+    best in bold, the others with Welch's p against it (`significance`: analysis/significance.py).
+    """
     by = rows + cols
     summary = agg.summarize(runs, by, metric, expected)
     summary["best"] = agg.mark_best(summary, metric)
+    p_best = sig.vs_best(runs, by, metric, summary) if significance else None
     scale, digits = scale_of(metric)
     exp_all = int(summary["expected"].max()) if len(summary) else (expected or 0)
     compared = compare_cells(runs, by, metric, summary, paper) if paper else {}
@@ -179,6 +184,8 @@ def grid_table(
                 continue
             r = summary.loc[i]
             text = format_cell(r["mean"], r["std"], int(r["n"]), int(r["expected"]), scale, digits)
+            if p_best is not None:
+                text += sig.suffix(p_best[i], int(r["n"]), bool(r["best"]))
             if i in compared:
                 text += " [" + comparison_text(*compared[i]) + "]"
             if r["best"]:
@@ -187,6 +194,8 @@ def grid_table(
         body.append(line)
     unit = " in percent" if scale == 100.0 else ""
     notes.append(f"{metric}{unit}: mean ± std (ddof=1) over seeds; n = finished seeds of expected")
+    if p_best is not None:
+        notes.append(sig.note())
     if paper is not None and not compared:
         exp, diff = pp.closest(runs, paper)
         if exp is not None:
@@ -195,6 +204,8 @@ def grid_table(
                 f"({exp.key}), which differs in {pp.describe_diff(diff)}"
             )
     data = _numbers(summary, metric)
+    # the csv: p against the best cell; NaN for the best, n < 2 and a table of one cell
+    data["p_vs_best"] = p_best if p_best is not None else math.nan
     for i, (exp, c) in compared.items():
         data.loc[i, PAPER_COLUMNS] = [exp.mean, exp.std, exp.n, c.t, c.p, c.verdict]
     return Table(title or f"{metric} by {corner}", header, body, best, notes, data)

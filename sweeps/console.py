@@ -58,6 +58,9 @@ def wall_time(trial_seconds: list[float], parallel: int) -> float:
     return max(slots, default=0.0)
 
 
+STOPPED = {names.STOP_PLATEAU: "plateau stop", names.STOP_TIME_BUDGET: "time budget"}
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -127,10 +130,12 @@ class SweepConsole(tune.Callback):
         if trial.trial_id in self.started:
             self.durations.append(time.monotonic() - self.started[trial.trial_id])
         last = trial.last_result or {}
+        why = last.get(names.STOP_REASON)  # a plateau stop or a time budget ended it early
+        early = f" ({STOPPED[why]} at step {last.get(names.STEP)})" if why in STOPPED else ""
         self._line(
             run_name(trial.config),
             f"finished: val error {percent(last.get(OBJECTIVE))}, "
-            f"test error {percent(last.get(names.TEST_ERROR_GY))}",
+            f"test error {percent(last.get(names.TEST_ERROR_GY))}{early}",
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:

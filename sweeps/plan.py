@@ -68,7 +68,7 @@ def plan_text(
         lines.append(f"description: {spec.description}")
     if spec.overrides:
         lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
-    steps = []
+    steps, budgets, plateau = [], [], []  # per trial: steps, train.max_minutes, stop_on_plateau
     if spec.search is None:
         for k, vals in spec.axes().items():
             lines.append(f"axis {k}: {vals}")
@@ -79,6 +79,8 @@ def plan_text(
         for i, cell in enumerate(cells):
             cfg = spec.trial_config(cell)
             steps.append(total_steps(cfg))
+            budgets.append(cfg.train.max_minutes)
+            plateau.append(cfg.train.stop_on_plateau)
             if i < shown:
                 lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
         if shown < len(cells):
@@ -89,7 +91,10 @@ def plan_text(
         for k, dim in s.space.items():
             rng = dim["values"] if dim["type"] == "choice" else f"[{dim['low']}, {dim['high']}]"
             lines.append(f"  {k}: {dim['type']} {rng}")
-        steps = [total_steps(spec.trial_config({}))] * s.num_samples
+        cfg = spec.trial_config({})
+        steps = [total_steps(cfg)] * s.num_samples
+        budgets = [cfg.train.max_minutes] * s.num_samples
+        plateau = [cfg.train.stop_on_plateau] * s.num_samples
     if spec.scheduler:
         sc = spec.scheduler
         lines.append(
@@ -108,22 +113,53 @@ def plan_text(
     lines.append(
         f"steps per trial: {min(steps)}" + (f" to {max(steps)}" if len(set(steps)) > 1 else "")
     )
+    if any(budgets):
+        lines.append(f"time budget per trial: {_minutes(budgets)} (train.max_minutes)")
+    if any(plateau):
+        lines.append(
+            f"plateau stop: after {_counts(plateau)} evaluations without improvement "
+            "(train.stop_on_plateau)"
+        )
     if steps_per_sec:
-        total_s = sum(steps) / steps_per_sec
+        seconds = trial_seconds(steps, budgets, steps_per_sec)
+        total_s = sum(seconds)
+        bound = [
+            why for why, on in (("ASHA", spec.scheduler), ("the plateau stop", any(plateau))) if on
+        ]
         lines.append(f"steps/sec per trial: {steps_per_sec:.2f} ({source})")
         lines.append(
             f"estimated cost: {total_s / 3600:.2f} trial-hours "
             f"({total_s / 3600 * spec.cpu:.2f} CPU-hours, "
             f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
-            + (" (an upper bound with ASHA)" if spec.scheduler else "")
+            + (f" (an upper bound with {' and '.join(bound)})" if bound else "")
         )
-        lines.append(_wall_line(spec, [s / steps_per_sec for s in steps], n))
+        lines.append(_wall_line(spec, seconds, n))
     else:
         lines.append(
             "estimated cost: unknown (no steps/sec stored in the spec's cost: "
             "section; run `amm sweep plan SPEC --measure`)"
         )
     return "\n".join(lines)
+
+
+def trial_seconds(steps: list[int], budgets: list[float], steps_per_sec: float) -> list[float]:
+    """Training seconds of each trial: its steps at steps_per_sec, at most its time budget."""
+    return [
+        min(s / steps_per_sec, 60 * b) if b else s / steps_per_sec
+        for s, b in zip(steps, budgets, strict=True)
+    ]
+
+
+def _minutes(budgets: list[float]) -> str:
+    on = sorted({b for b in budgets if b})
+    rest = " (some trials: none)" if 0 in budgets else ""
+    return (f"{on[0]:g}" if len(on) == 1 else f"{on[0]:g} to {on[-1]:g}") + " min" + rest
+
+
+def _counts(values: list[int]) -> str:
+    on = sorted({v for v in values if v})
+    rest = " (some trials: off)" if 0 in values else ""
+    return (f"{on[0]}" if len(on) == 1 else f"{on[0]} to {on[-1]}") + rest
 
 
 # Ray + MLflow start-up of `amm sweep run` against `amm train` on the same trial, measured by

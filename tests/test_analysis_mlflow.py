@@ -110,8 +110,10 @@ def test_fetch_unknown_lists_what_exists(store):
 def test_table_cli(store, capsys):
     rc, out, _ = amm(capsys, "table", "smoke", "--tracking-uri", store)
     assert rc == 0
-    assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) |" in out
-    assert "| loss.gp_weight=1 | 6.00 ± 1.41 (n=2 of 3) | 30.00 ± 10.00 (n=3) |" in out
+    assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) p=0.006* |" in out
+    lam1 = "| loss.gp_weight=1 | 6.00 ± 1.41 (n=2 of 3) p=0.144 | 30.00 ± 10.00 (n=3) p=0.042* |"
+    assert lam1 in out
+    assert "Welch's t-test" in out
     rc, out, _ = amm(
         capsys,
         "table",
@@ -198,7 +200,7 @@ def test_ray_results_folder(tmp_path, capsys):
     rc, out, _ = amm(capsys, "table", str(tmp_path / "exp"))
     assert rc == 0
     assert "| loss.gp_weight=10 | **15.00 ± 7.07 (n=2 of 3)** |" in out
-    assert "| loss.gp_weight=1 | 40.00 (n=1 of 3) |" in out
+    assert "| loss.gp_weight=1 | 40.00 (n=1 of 3) p=n/a |" in out  # one seed: no test
 
 
 def test_all_trials_failed_says_n_0(tmp_path, capsys):

@@ -51,13 +51,14 @@ def test_grid_cells_best_and_missing():
         "prior.means=learned",
         "prior.means=random",
     ]
+    # Welch's p against the best cell (tests/test_analysis_significance.py checks the numbers)
     assert t.rows == [
-        ["loss.gp_weight=1", "6.00 ± 1.41 (n=2 of 3)", "— (n=0 of 3)"],  # random x 1: no run
-        ["loss.gp_weight=10", "3.00 ± 1.00 (n=3)", "12.00 ± 2.00 (n=3)"],
+        ["loss.gp_weight=1", "6.00 ± 1.41 (n=2 of 3) p=0.144", "— (n=0 of 3)"],  # no random x 1
+        ["loss.gp_weight=10", "3.00 ± 1.00 (n=3)", "12.00 ± 2.00 (n=3) p=0.006*"],
     ]
     assert t.best == {(1, 1)}
     md = render.to_markdown(t)
-    assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) |" in md
+    assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) p=0.006* |" in md
     tex = render.to_latex(t)
     assert r"\textbf{3.00 $\pm$ 1.00 (n=3)}" in tex and r"loss.gp\_weight" in tex
     csv = pd.read_csv(io.StringIO(render.to_csv(t)))

@@ -35,8 +35,10 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         sorted(SWEEPS.glob("*.yaml"))
         + sorted(SWEEPS.glob("paper/*.yaml"))
         + sorted(SWEEPS.glob("ablations/*.yaml"))
+        + sorted(SWEEPS.glob("studies/*.yaml"))
+        + sorted(SWEEPS.glob("studies/paper/*.yaml"))
     )
-    assert len(specs) == 12
+    assert len(specs) == 18
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
@@ -90,6 +92,59 @@ def test_ablation_specs():
     assert {d["type"] for d in opt.search.space.values()} == {"loguniform"}
 
 
+STUDIES = ("lambda", "mean_placement", "learned_vs_fixed")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_specs_and_their_gpu_versions(name, capsys):
+    """sweeps/studies (issue 20): 3 seeds per cell, a budget with the plateau stop, the plus
+    preset; the GPU version on the paper's preset has the same cells."""
+    cpu = load_spec(SWEEPS / "studies" / f"{name}.yaml")
+    gpu = load_spec(SWEEPS / "studies" / "paper" / f"{name}.yaml")
+    assert cpu.seeds == gpu.seeds == [0, 1, 2]
+    assert cpu.axes() == gpu.axes() and cpu.variants == gpu.variants
+    assert cpu.base.endswith("mnist_amm_plus.yaml") and gpu.base.endswith("mnist_amm.yaml")
+    for spec in (cpu, gpu):
+        for cell in spec.cells():
+            t = spec.trial_config(cell).train
+            assert t.stop_on_plateau > 0 and spec.cost.steps_per_sec
+    assert {cpu.trial_config(c).train.max_minutes for c in cpu.cells()} == {100}
+    assert gpu.gpu > 0
+    assert amm(["sweep", "plan", str(SWEEPS / "studies" / f"{name}.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"trials: {cpu.num_trials()}" in out and "an upper bound with the plateau stop" in out
+
+
+def test_study_cells():
+    lam = load_spec(SWEEPS / "studies" / "lambda.yaml")
+    assert lam.grid == {"loss.gp_weight": [0.01, 0.1, 1.0, 10.0, 100.0]}
+    assert lam.num_trials() == 15
+
+    def placements(spec):
+        out = {}
+        for v in spec.variants:
+            p = spec.trial_config({"variant": v, "seed": 0}).prior
+            out[v] = (p.means, p.init_means) + ((p.random_scale,) if "random" in v else ())
+        return out
+
+    mp = load_spec(SWEEPS / "studies" / "mean_placement.yaml")
+    assert placements(mp) == {
+        "learned": ("learned", "none"),
+        "learned_random": ("learned", "random", 3.0),
+        "fixed_random_1": ("random", "none", 1.0),
+        "fixed_random_5": ("random", "none", 5.0),
+        "table3": ("table3", "none"),
+    }
+    lvf = load_spec(SWEEPS / "studies" / "learned_vs_fixed.yaml")
+    assert placements(lvf) == {
+        "learned_random3": ("learned", "random", 3.0),
+        "fixed_random3": ("random", "none", 3.0),
+        "learned_table3": ("learned", "table3"),
+        "fixed_table3": ("table3", "none"),
+    }
+    assert (mp.num_trials(), lvf.num_trials()) == (15, 12)
+
+
 def test_plan_prints_the_mnist_paper_trials(capsys):
     assert amm(["sweep", "plan", str(SWEEPS / "paper" / "mnist_amm.yaml")]) == 0
     out = capsys.readouterr().out
@@ -112,6 +167,25 @@ def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
     assert "trials: 6" in out and "steps per trial: 600" in out
     assert "estimated cost: 0.10 trial-hours (0.20 CPU-hours, 0.00 GPU-hours)" in out
     assert "stored in the spec: test box" in out
+
+
+def test_plan_cost_with_a_time_budget_and_the_plateau_stop(tmp_path, capsys):
+    p = write_spec(
+        tmp_path,
+        "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\nresources: {cpu: 2}\n"
+        "overrides: {train.steps: 6000, train.max_minutes: 5, train.stop_on_plateau: 4}\n"
+        "cost: {steps_per_sec: 10, measured_on: test box}\n",
+    )
+    assert amm(["sweep", "plan", str(p)]) == 0
+    out = capsys.readouterr().out
+    # 6000 steps at 10/s would take 600 s; the 5-minute budget caps each of 6 trials at 300 s:
+    # 1800 s = 0.5 trial-hours; the plateau stop may end trials sooner
+    assert "time budget per trial: 5 min (train.max_minutes)" in out
+    assert "plateau stop: after 4 evaluations without improvement" in out
+    assert (
+        "estimated cost: 0.50 trial-hours (1.00 CPU-hours, 0.00 GPU-hours) "
+        "(an upper bound with the plateau stop)" in out
+    )
 
 
 def test_set_seed_replaces_the_seed_axis(tmp_path, capsys):

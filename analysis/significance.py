@@ -1,0 +1,92 @@
+"""Which cells of a table differ from its best cell: Welch's t-test on the seeds.
+
+Pure functions on the runs frame (analysis.fetch) and a summary (aggregate.summarize): the best
+cell is the one `aggregate.mark_best` marks (lowest error, highest NMI/ARI); every other cell's
+finished seeds are tested against the best cell's with Welch's two-sided t-test
+(`scipy.stats.ttest_ind(equal_var=False)`), and the cell gets `p=0.004*` (`*`: p < ALPHA) or
+`p=n/a` when either cell has fewer than 2 seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis import aggregate as agg
+
+ALPHA = 0.05
+NOTE = (
+    "p: Welch's t-test (two-sided, unequal variances: scipy.stats.ttest_ind equal_var=False) of "
+    "each cell's seeds against the best cell's (in bold); * p < {alpha:g}; n/a: fewer than 2 "
+    "seeds in the cell or in the best cell"
+)
+
+
+def cell_values(runs: pd.DataFrame, by: list[str], metric: str) -> dict[tuple, np.ndarray]:
+    """Cell key (a tuple of the `by` values) -> the metric of its finished seeds."""
+    d = runs[agg.ok_mask(runs, metric)]
+    if not by:
+        return {(): d[metric].to_numpy(dtype=float)}
+    out = {}
+    for key, g in d.groupby(by, dropna=False, sort=True):
+        out[_key(key if isinstance(key, tuple) else (key,))] = g[metric].to_numpy(dtype=float)
+    return out
+
+
+def _key(key: tuple) -> tuple:
+    """NaN (a run without that param) never equals itself: one stand-in for it."""
+    return tuple("<missing>" if isinstance(v, float) and math.isnan(v) else v for v in key)
+
+
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p of Welch's t-test; NaN when either sample has fewer than 2 values or
+    neither has any spread."""
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan  # without spread in either the test is undefined (scipy: 0 or NaN)
+    with warnings.catch_warnings():  # e.g. a precision-loss warning on near-equal values
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def vs_best(
+    runs: pd.DataFrame, by: list[str], metric: str, summary: pd.DataFrame
+) -> pd.Series | None:
+    """p-value of each summary row against the best row (NaN: the best itself, a cell without
+    results, or n < 2); None when fewer than two cells have a result (nothing to compare)."""
+    if int((summary["n"] > 0).sum()) < 2:
+        return None
+    best = agg.mark_best(summary, metric)
+    ref = summary.index[best.to_numpy()][0]
+    values = cell_values(runs, by, metric)
+
+    def of(i: int) -> np.ndarray:
+        return values.get(_key(tuple(summary.loc[i, a] for a in by)), np.empty(0))
+
+    base = of(ref)
+    return pd.Series(
+        [math.nan if best[i] else welch_p(of(i), base) for i in summary.index],
+        index=summary.index,
+        dtype=float,
+    )
+
+
+def format_p(p: float) -> str:
+    """`p=0.004*` (significant at ALPHA), `p=0.210`, `p<0.001*`, `p=n/a`."""
+    if not math.isfinite(p):
+        return "p=n/a"
+    star = "*" if p < ALPHA else ""
+    return f"p<0.001{star}" if p < 0.001 else f"p={p:.3f}{star}"
+
+
+def suffix(p: float, n: int, best: bool) -> str:
+    """What a cell gets after its mean ± std: nothing for the best cell and a cell without
+    results, else ` p=...`."""
+    return "" if best or n == 0 else " " + format_p(p)
+
+
+def note() -> str:
+    return NOTE.format(alpha=ALPHA)
