@@ -99,6 +99,7 @@ METRICS = frozenset(
     | {LOSS_CLUSTER_CONSIST, LOSS_CLUSTER_HMARG, LOSS_CLUSTER_HCOND}
     | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS, *GEN_METRICS}
     | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}
+    | {split_metric("test", m) for m in GEN_METRICS}  # final.json: gen/* on test images
 )
 # on a sweep's parent run (sweeps/parent.py): best/<objective>, mean/<objective>, trials_finished
 OBJECTIVES = (TEST_ERROR_GY, VAL_ERROR_GY)  # lower is better

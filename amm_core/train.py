@@ -290,7 +290,8 @@ def run(
     test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
-    final.update(gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test")))
+    gen = gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test"))
+    final.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
     final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
     final[names.STOP_REASON] = stop_reason
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")

@@ -161,8 +161,11 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
         assert r.data.tags["amm.version.torch"] and r.data.tags["amm.git_commit"]
         hist = c.get_metric_history(r.info.run_id, "val/error_gy")
         assert [m.step for m in hist] == [20, 40]
-        for key in names.DIAG_METRICS:  # the latent-path diagnostics reach MLflow per evaluation
+        # the latent-path and generation diagnostics reach MLflow per evaluation, and at the end
+        for key in (*names.DIAG_METRICS, *names.GEN_METRICS):
             assert [m.step for m in c.get_metric_history(r.info.run_id, key)] == [20, 40], key
+        for key in names.GEN_METRICS:  # at the end, on test images
+            assert 0.0 <= r.data.metrics[names.split_metric("test", key)] <= 10.0, key
         assert 0.0 <= r.data.metrics["test/error_gy"] <= 1.0
         assert {"config.json", "final.json", "metrics.jsonl", "figures"} <= {
             a.path for a in c.list_artifacts(r.info.run_id)
