@@ -114,3 +114,27 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     steps = [m.step for m in c.get_metric_history(long.info.run_id, "val/error_gy")]
     assert steps == list(range(20, 161, 20))  # each evaluation once
     assert 0.0 <= long.data.metrics["test/error_gy"] <= 1.0
+
+
+def test_resume_of_trials_without_tune_state_is_refused_in_one_line(tmp_path, capsys):
+    """A driver killed (-9) after its trials started but before Tune saved any state: neither
+    a restore nor a fresh grid would be the same sweep, so `resume` refuses before Ray starts."""
+    from amm_cli.main import main
+
+    sweep = tmp_path / "st" / "early-kill"
+    (sweep / "trial_abc12_00000" / "checkpoint_000000").mkdir(parents=True)
+    (sweep / "tuner.pkl").write_bytes(b"\x80")
+    meta = {
+        "name": "early-kill", "spec_path": "/specs/smoke.yaml", "tracking_uri": "sqlite:///x.db",
+        "parent_run_id": "0" * 32, "experiment_id": "1", "storage": str(tmp_path / "st"),
+        "base_flat": {}, "overrides": {}, "spec_text": "", "cells": [],
+    }  # fmt: skip
+    (sweep / "amm_sweep.json").write_text(json.dumps(meta))
+    assert main(["sweep", "resume", "early-kill", "--storage", str(tmp_path / "st")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "stopped before Ray Tune saved the state of its trials" in err
+    assert "start it again with `amm sweep run /specs/smoke.yaml --name NEW_NAME`" in err
+    assert not (tmp_path / "st" / "early-kill.lock").exists()
+    assert sorted(p.name for p in sweep.iterdir()) == ["amm_sweep.json", "trial_abc12_00000",
+                                                        "tuner.pkl"]  # fmt: skip

@@ -107,6 +107,7 @@ def test_long_tracking_outage_stops_in_time_and_resume_sends_the_outbox(tmp_path
         lines = [ln for ln in err.splitlines() if ln.startswith("amm: tracking outage")]
         assert len(lines) == 1 and "amm sweep resume out" in lines[0], err[-4000:]
         assert "Traceback" not in err
+        assert "View run" not in out + err  # MLflow's links stay out of the quiet console
         outbox = sweep_dir / "amm_outbox.jsonl"
         assert outbox.is_file() and outbox.read_text().count('"op": "metrics"') >= 1
         (trial,) = sweep_dir.glob("trial_*")
@@ -128,6 +129,7 @@ def test_long_tracking_outage_stops_in_time_and_resume_sends_the_outbox(tmp_path
         os.kill(resumed.pid, signal.SIGINT)  # Ctrl+C while the resumed trial trains
         out, _ = resumed.communicate(timeout=300)
         assert resumed.returncode == 130, out[-4000:]
+        assert "Traceback" not in out and "View run" not in out, out[-4000:]
         assert not (tmp_path / "sweeps" / "out.lock").exists()
         from mlflow.tracking import MlflowClient
 
