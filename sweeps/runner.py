@@ -43,6 +43,7 @@ def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
             raise KeyboardInterrupt
         stopping.phase(stopping.TUNE)
         t.fit()
+        stopping.phase(stopping.CLEANUP)
         states = list(trial_states(sweep_dir).values())
         if any(s in ("running", "pending") for s in states) or not states:
             status = names.KILLED
@@ -239,8 +240,9 @@ def _resume_locked(
         )
     if state == reconcile.NO_STATE and "://" in sweep_dir:
         raise ConfigError(
-            f"sweep '{name}' at {sweep_dir} has no Tune state to resume "
-            "(it stopped before its first trial started)"
+            f"sweep '{name}' at {sweep_dir} has no Tune state to resume (it stopped before its "
+            f"first trial started); start it again with `amm sweep run {meta['spec_path']} "
+            f"--name NEW_NAME`"
         )
     uri = tracking.resolve_tracking_uri(tracking_uri or meta["tracking_uri"])
     tracking.check_tracking(uri)
