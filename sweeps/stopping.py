@@ -88,6 +88,7 @@ def rearm() -> None:
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """SIGINT and SIGTERM stop the driver gracefully inside; the old handlers come back after."""
+    tune_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     _state.update(phase=SETUP, signals=0, stop="", sent=False, armed=True)
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -98,3 +99,7 @@ def handled() -> Iterator[None]:
         for s, h in old.items():
             signal.signal(s, h)
         _state.update(phase=SETUP, signals=0, stop="", sent=False, armed=False)
+        if tune_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_env

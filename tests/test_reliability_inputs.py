@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from amm_cli.main import main as amm
+from amm_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PRESET = REPO / "configs" / "smoke.yaml"
@@ -200,17 +201,24 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(tmp_path, data_root):
+def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(
+    tmp_path, capsys, monkeypatch, data_root
+):
+    import pickle
+    import warnings
+
     import torch
 
+    from amm_core.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("AMM_DATA_DIR", str(data_root))
     out = tmp_path / "run"
     ckpt = out / "checkpoints" / "step_0000010"
     ckpt.mkdir(parents=True)
     marker = tmp_path / "pwned"
     torch.save({"step": 10, "model": Payload(marker)}, ckpt / "state.pt")
-    res = _amm_train(["--out", str(out), "--resume"], data_root)
-    assert res.returncode == 2, res.stderr[-3000:]
-    (line,) = res.stderr.strip().splitlines()  # torch's own warnings and advice not shown
+    assert amm(["train", str(SMOKE_PRESET), "--out", str(out), "--resume", *FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"amm: error: checkpoint '{ckpt / 'state.pt'}' refused: ")
     assert "would import posix.system" in line and "weights_only" not in line
     assert not marker.exists()
@@ -218,7 +226,14 @@ def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(tmp_path
     torch.save({"step": 10, "x": torch.zeros(1000)}, ckpt / "state.pt")
     blob = (ckpt / "state.pt").read_bytes()
     (ckpt / "state.pt").write_bytes(blob[: len(blob) // 2])
-    res = _amm_train(["--out", str(out), "--resume"], data_root)
-    assert res.returncode == 2, res.stderr[-3000:]
-    (line,) = res.stderr.strip().splitlines()
+    assert amm(["train", str(SMOKE_PRESET), "--out", str(out), "--resume", *FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.endswith("is corrupt or not a checkpoint (it is truncated or damaged)"), line
+
+    # a plain pickle (protocol 4): torch warns about the protocol before it refuses; not shown
+    (ckpt / "state.pt").write_bytes(pickle.dumps({"model": Payload(marker)}, protocol=4))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigError, match="corrupt or not a checkpoint") as e:
+            load_checkpoint(ckpt)
+    assert not shown and "\n" not in str(e.value) and not marker.exists()
