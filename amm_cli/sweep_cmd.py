@@ -6,7 +6,9 @@ Handlers import Ray and MLflow lazily so that `amm --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from amm_cli.options import add_data_dir, add_set, overrides
 from amm_core.errors import ConfigError
@@ -40,21 +42,37 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from amm_core import locations
-    from sweeps import runner
+    from sweeps import runner, stopping
 
-    _quiet(args)
-    storage = locations.storage_for(None, args.storage)
-    name, code = runner.run(
-        _spec(args.spec),
-        name=args.name,
-        storage=storage,
-        address=args.address,
-        tracking_uri=locations.tracking_for(None, args.tracking_uri),
-        overrides=overrides(args),
-        verbose=args.verbose,
-    )
-    _summary(name, storage, code)
-    return code
+    with stopping.handled(), _ray_stopped_after():  # Ctrl+C / SIGTERM: sweeps/stopping.py
+        _quiet(args)
+        storage = locations.storage_for(None, args.storage)
+        name, code = runner.run(
+            _spec(args.spec),
+            name=args.name,
+            storage=storage,
+            address=args.address,
+            tracking_uri=locations.tracking_for(None, args.tracking_uri),
+            overrides=overrides(args),
+            verbose=args.verbose,
+        )
+        _summary(name, storage, code)
+        return code
+
+
+@contextlib.contextmanager
+def _ray_stopped_after() -> Iterator[None]:
+    """Stop the Ray this command started while the signal handlers still wait for it (Ray's
+    own exit hook would run after them, where a signal cuts the driver short)."""
+    from sweeps import stopping
+
+    try:
+        yield
+    finally:
+        from sweeps import tuner
+
+        stopping.phase(stopping.CLEANUP)
+        tuner.shutdown()
 
 
 def _quiet(args: argparse.Namespace) -> None:
@@ -88,20 +106,21 @@ def _summary(name: str, storage: str | None, code: int) -> None:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from amm_core import locations
-    from sweeps import runner
+    from sweeps import runner, stopping
 
-    _quiet(args)
-    storage = locations.storage_for(args.name, args.storage)
-    code = runner.resume(
-        args.name,
-        storage=storage,
-        address=args.address,
-        tracking_uri=args.tracking_uri,
-        data_dir=args.data_dir,
-        verbose=args.verbose,
-    )
-    _summary(args.name, storage, code)
-    return code
+    with stopping.handled(), _ray_stopped_after():
+        _quiet(args)
+        storage = locations.storage_for(args.name, args.storage)
+        code = runner.resume(
+            args.name,
+            storage=storage,
+            address=args.address,
+            tracking_uri=args.tracking_uri,
+            data_dir=args.data_dir,
+            verbose=args.verbose,
+        )
+        _summary(args.name, storage, code)
+        return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:

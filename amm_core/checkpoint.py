@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import uuid
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,38 @@ def load_checkpoint(directory_or_file: Path | str) -> dict:
     if not f.is_file():
         raise ConfigError(f"checkpoint '{p}' not found (expected a folder holding {STATE_FILE})")
     try:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about the file: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip / EOF errors differ by how the file is damaged
-        raise ConfigError(f"checkpoint '{f}' is corrupt or not a checkpoint: {e}") from None
+        raise ConfigError(_load_problem(f, e)) from None
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint '{f}' holds a {type(state).__name__}, not a state dict")
     return state
+
+
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_problem(f: Path, e: Exception) -> str:
+    """One line for a state.pt torch.load(weights_only=True) refused. Never torch's own text:
+    it is many lines and advises loading with weights_only=False, which would run the code a
+    malicious file holds."""
+    text = str(e)
+    found = _GLOBAL_RE.search(text)
+    if found:
+        return (
+            f"checkpoint '{f}' refused: loading it would import {found.group(1)}, and a "
+            f"checkpoint holds only tensors and plain values; it was not loaded (delete it, or "
+            f"use one this project wrote)"
+        )
+    if isinstance(e, EOFError) or "zip archive" in text or "central directory" in text:
+        why = "it is truncated or damaged"
+    elif "Unsupported operand" in text or "invalid load key" in text:
+        why = "it is not a torch file"
+    else:
+        why = f"{type(e).__name__}: {(text.splitlines() or [''])[0][:200]}"
+    return f"checkpoint '{f}' is corrupt or not a checkpoint ({why})"
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:

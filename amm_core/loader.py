@@ -153,6 +153,26 @@ def describe(cls: type, prefix: str = "") -> list[str]:
     return lines
 
 
+_TAG_RE = re.compile(r"constructor for the tag '(?:tag:yaml\.org,2002:)?([^']*)'")
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A PyYAML error as one line: where (line, column) and what, without its position marker
+    (the copied text and a caret, over several lines); a tag that would build a Python object
+    (`!!python/object/apply:...`) is named and refused, never constructed."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+    tag = _TAG_RE.search(problem)
+    if tag:
+        shown = ("!!" if "tag:yaml.org,2002:" in problem else "") + tag.group(1)
+        return f"{where}tag {shown} is not allowed (plain YAML only: no tags that build objects)"
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and cmark and (not mark or (cmark.line, cmark.column) != (mark.line, mark.column)):
+        problem += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
+    return where + problem
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """'loss.gp_weight=10' -> ('loss.gp_weight', 10). Values are parsed as YAML scalars."""
     if "=" not in item:
@@ -161,7 +181,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+        raise ConfigError(
+            f"override {item!r}: value is not valid YAML ({yaml_problem(e)})"
+        ) from None
     return key.strip(), "" if value is None else value
 
 
@@ -172,7 +194,7 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(read_text_file(path, what)) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} '{path}': not valid YAML ({e})") from None
+        raise ConfigError(f"{what} '{path}': not valid YAML at {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} '{path}': expected a mapping at the top level")
     return data

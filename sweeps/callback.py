@@ -20,7 +20,7 @@ from ray import tune
 
 from amm_core import names
 from amm_core.fs import write_atomic
-from sweeps import tracking
+from sweeps import stopping, tracking
 from sweeps.outbox import OUTBOX_FILE, Outbox, is_outage
 from sweeps.spec import VARIANT, run_name
 from sweeps.trainable import trial_config
@@ -53,11 +53,13 @@ class MlflowSweepCallback(tune.Callback):
         self._last_step: dict[tuple[str, str], int] = {}
         self._tags: dict[tuple[str, str], str] = {}  # (trial, key) -> value sent this session
         self._started: set[str] = set()
+        self._gave_up = False
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: no client, no outbox
         state = self.__dict__.copy()
         state["_client"] = None
         state["_out"] = None
+        state["_gave_up"] = False
         return state
 
     @property
@@ -181,12 +183,13 @@ class MlflowSweepCallback(tune.Callback):
 
     # ---------------------------------------------------------------- Tune hooks
 
-    def on_step(self, iteration: int, trials: list, **info) -> None:
-        out = self.outbox
-        if out.items:
-            out.flush()
-            if out.gave_up:  # stop like Ctrl+C: Tune saves its state, resume continues
-                signal.raise_signal(signal.SIGUSR1)
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        # Tune calls this on every turn of its loop (at least every 0.1 s while trials train):
+        # the outbox's retries and outage limit, and a stop asked for by a signal, run here
+        if self.outbox.tick() and not self._gave_up:  # stop like Ctrl+C: Tune saves its state
+            self._gave_up = True
+            signal.raise_signal(signal.SIGUSR1)
+        stopping.poll()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)

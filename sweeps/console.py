@@ -24,11 +24,13 @@ OBJECTIVE = names.VAL_ERROR_GY  # lower is better
 
 def quiet_logs() -> None:
     """Silence Ray's and MLflow's chatter: Tune's tables and headings (the legacy reporter at
-    verbose=0 prints nothing), INFO lines (database set-up, result files, token set-up) and the
-    experiment-snapshot warning. Call before Ray starts; `--verbose` skips it."""
+    verbose=0 prints nothing), INFO lines (database set-up, result files, token set-up), the
+    experiment-snapshot warning and the tracking server's "View run ..." links. Call before Ray
+    starts; `--verbose` skips it."""
     import mlflow  # noqa: F401  (it sets its logger's level on import: import first, then quiet)
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run ..."
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     for logger in ("mlflow", "alembic"):
         logging.getLogger(logger).setLevel(logging.WARNING)

@@ -6,7 +6,9 @@ not (server down, network gone, 5xx after MLflow's own retries), the write and e
 wait in `<sweep folder>/amm_outbox.jsonl`, in order, and training goes on; the outbox retries
 after 2, 4, 8, ... 60 s. When the outage lasts longer than `$AMM_TRACKING_OUTAGE_S` (default
 900 s) or the outbox holds more than `MAX_ITEMS` writes, `gave_up` turns true and the driver
-stops the sweep cleanly (exit 4); `amm sweep resume` sends what is left first.
+stops the sweep cleanly (exit 4); `amm sweep resume` sends what is left first. The retries and
+the limit run on `tick()`, which the driver calls on every turn of Tune's loop: a new write is
+not needed for either.
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ class Outbox:
     def send(self, item: dict[str, Any]) -> None:
         self.items.append(item)
         self.flush()
+
+    def tick(self) -> bool:
+        """Retry when the back-off has passed, check the limits; True once the driver gives up."""
+        if self.items:
+            now = time.monotonic()
+            if now >= self.next_try:
+                self.flush()
+            else:
+                self._check_limits(now)
+        return self.gave_up
 
     def flush(self, force: bool = False) -> bool:
         """Make the waiting writes in order; True when none is left."""

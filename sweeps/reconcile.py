@@ -19,6 +19,11 @@ from amm_core import names
 from amm_core.fs import json_lines, write_atomic
 
 META = ".metadata.json"  # a Tune checkpoint's metadata (ours: step, final, last)
+# what Tune's saved state of a sweep folder allows `resume` to do (tune_state)
+HAS_TRIALS, NO_STATE, NO_STATE_LEFT_TRIALS = "trials", "none", "none, trials ran"
+# Tune's own files in the experiment folder (amm's are amm_*, trials' trial_*)
+TUNE_FILES = ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*.json",
+              "basic-variant-state-*.json", ".validate_storage_marker")  # fmt: skip
 
 
 def trial_dir(sweep_dir: str, trial_id: str) -> Path:
@@ -44,6 +49,35 @@ def finished_on_disk(folder: Path) -> bool:
     """The trial wrote its final checkpoint (test metrics and run files) before the stop."""
     cps = checkpoints(folder)
     return bool(cps and cps[-1][2].get("final"))
+
+
+def tune_state(sweep_dir: str) -> str:
+    """HAS_TRIALS: Tune saved trials to restore. NO_STATE: no trial was ever saved or started
+    (a stop before Tune's loop, or in its first turn): the sweep can run its spec's trials
+    afresh. NO_STATE_LEFT_TRIALS: trials ran but Tune saved none of them (a kill -9 before
+    Tune's first save): neither restore nor a fresh start would be the same sweep."""
+    if "://" in sweep_dir:  # remote storage: what Tune itself can restore
+        from ray import tune
+
+        return HAS_TRIALS if tune.Tuner.can_restore(sweep_dir) else NO_STATE
+    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
+    if states:
+        try:
+            if json.loads(states[-1].read_text()).get("trial_data"):
+                return HAS_TRIALS
+        except (OSError, ValueError):
+            pass
+    runs = Path(sweep_dir) / names.RUNS_FILE
+    has_runs = runs.is_file() and runs.read_text().strip() not in ("", "{}")
+    ran = has_runs or any(Path(sweep_dir).glob("trial_*"))
+    return NO_STATE_LEFT_TRIALS if ran else NO_STATE
+
+
+def forget_tune_files(sweep_dir: str) -> None:
+    """Remove Tune's files of a sweep folder without trials (see tune_state), keep amm's."""
+    for pattern in TUNE_FILES:
+        for p in Path(sweep_dir).glob(pattern):
+            p.unlink()
 
 
 def _finished_in_mlflow(cb) -> set[str]:

@@ -6,7 +6,7 @@ starts or anything is written, and a bad input raises `ConfigError` (exit 2).
 from __future__ import annotations
 
 import json
-import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from amm_core import locations, names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.locations import resolve_data_root
 from sweeps import lock as sweep_lock
-from sweeps import reconcile, tracking, tuner
+from sweeps import reconcile, stopping, tracking, tuner
 from sweeps import storage as sweep_storage
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.status import trial_states
@@ -34,12 +34,16 @@ def _data_root(configured: str | None, download: bool) -> str:
 
 
 def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
-    """Run the Tuner; end the MLflow runs whatever happens; 0 ok, 1 failed trials, 130 stopped."""
-    # SIGTERM (e.g. `ray job stop`, a scheduler) stops the sweep like Ctrl+C: Tune saves state
-    old = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGUSR1))
+    """Run the Tuner `t` (None: stopped while it was built); end the MLflow runs whatever happens;
+    0 ok, 1 failed trials, 130 stopped (a signal: sweeps/stopping.py)."""
     status = names.FAILED
     try:
+        stopping.check()  # a stop asked for while the driver set up: Tune never starts
+        if t is None:
+            raise KeyboardInterrupt
+        stopping.phase(stopping.TUNE)
         t.fit()
+        stopping.phase(stopping.CLEANUP)
         states = list(trial_states(sweep_dir).values())
         if any(s in ("running", "pending") for s in states) or not states:
             status = names.KILLED
@@ -47,12 +51,12 @@ def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
             status = names.FAILED
         else:
             status = names.FINISHED
-    except KeyboardInterrupt:  # a second Ctrl+C skips Tune's graceful stop
+    except KeyboardInterrupt:  # before Tune's loop, or a second signal (no graceful stop)
         status = names.KILLED
-        raise
     finally:
-        signal.signal(signal.SIGTERM, old)
-        _summarize_parent(meta)
+        stopping.phase(stopping.CLEANUP)  # signals from here on wait for the clean-up
+        if cb.outbox.down_since is None:  # else it would wait for MLflow's retries; resume does it
+            _summarize_parent(meta)
         cb.close(status)  # this sweep's own runs, by run id
     if cb.outbox.items:  # the tracking store is down: all is on disk; resume sends it
         raise TrackingOutage(
@@ -74,11 +78,19 @@ def _summarize_parent(meta: dict[str, Any]) -> None:
         print(f"amm: warning: sweep summary not logged to MLflow ({e})")
 
 
-def _callbacks(cb, spec: SweepSpec, name: str, uri: str, verbose: bool) -> list:
-    """The MLflow callback, and the short console unless Ray's own output is asked for."""
+def _callbacks(
+    cb, spec: SweepSpec, name: str, uri: str, verbose: bool, resumed_from: str | None = None
+) -> list:
+    """The MLflow callback, and the short console unless Ray's own output is asked for; a
+    resumed sweep's console counts the trials that finished before."""
     from sweeps import console
 
-    return [cb] if verbose else [cb, console.start(spec, name, uri)]
+    if verbose:
+        return [cb]
+    short = console.start(spec, name, uri)
+    if resumed_from:
+        short.done = sum(s == "finished" for s in trial_states(resumed_from).values())
+    return [cb, short]
 
 
 def run(
@@ -125,11 +137,14 @@ def _run_locked(
             f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
             f"with `amm sweep resume {name}` or choose another --name"
         )
+    stopping.check()
     tracking.short_retries()
     tracking.init_store(uri)  # a fresh SQLite store, set up under the locks
     tuner.ray_init(address, verbose)
     tuner.check_cluster(spec)
+    stopping.check()  # the last point where a stop leaves nothing behind
 
+    # from the parent run on, a stop ends in _fit: the parent KILLED, the folder resumable
     exp_id, parent_id = tracking.start_parent(
         uri,
         spec.experiment,
@@ -168,10 +183,14 @@ def _run_locked(
     )
     locations.remember_sweep(name, sweep_dir, storage, uri)  # found by name from now on
     cb = MlflowSweepCallback(uri, exp_id, parent_id, name, sweep_dir, base_flat, spec.variants)
+    new = None
     try:
         callbacks = _callbacks(cb, spec, name, uri, verbose)
         new = tuner.build(spec, name, storage, base_flat, callbacks, verbose)
+    except KeyboardInterrupt:  # a second signal: _fit ends the parent run KILLED
+        pass
     except BaseException:  # nothing ran: leave the name free and no run RUNNING
+        stopping.phase(stopping.CLEANUP)
         tracking.client(uri).set_terminated(parent_id, names.FAILED)
         sweep_storage.forget(sweep_dir)
         raise
@@ -210,14 +229,20 @@ def _resume_locked(
     tracking_uri: str | None,
     verbose: bool,
 ) -> int:
-    from ray import tune
-
     from sweeps.callback import MlflowSweepCallback
 
-    if not tune.Tuner.can_restore(sweep_dir):
+    state = reconcile.tune_state(sweep_dir)
+    if state == reconcile.NO_STATE_LEFT_TRIALS:
         raise ConfigError(
-            f"sweep '{name}' at {sweep_dir} has no Tune state to resume "
-            "(it stopped before its first trial started)"
+            f"sweep '{name}' at {sweep_dir} stopped before Ray Tune saved the state of its "
+            f"trials, so it cannot be resumed; start it again with `amm sweep run "
+            f"{meta['spec_path']} --name NEW_NAME`"
+        )
+    if state == reconcile.NO_STATE and "://" in sweep_dir:
+        raise ConfigError(
+            f"sweep '{name}' at {sweep_dir} has no Tune state to resume (it stopped before its "
+            f"first trial started); start it again with `amm sweep run {meta['spec_path']} "
+            f"--name NEW_NAME`"
         )
     uri = tracking.resolve_tracking_uri(tracking_uri or meta["tracking_uri"])
     tracking.check_tracking(uri)
@@ -225,8 +250,10 @@ def _resume_locked(
     tracking.init_store(uri)
     meta["tracking_uri"] = uri
     spec = load_spec_from_meta(meta)
+    stopping.check()
     tuner.ray_init(address, verbose)
     tuner.check_cluster(spec)
+    stopping.check()
     base_flat = meta["base_flat"]
     cb = MlflowSweepCallback(
         uri, meta["experiment_id"], meta["parent_run_id"], name, sweep_dir, base_flat, spec.variants
@@ -234,11 +261,25 @@ def _resume_locked(
     if not cb.outbox.flush(force=True):  # writes a tracking outage left behind come first
         raise TrackingOutage(cb.outbox.outage_line())
     tracking.client(uri).update_run(meta["parent_run_id"], status=names.RUNNING)
-    reconcile.before_restore(sweep_dir, cb)
-    # the callback was pickled with the tuner; give it the (possibly new) tracking URI
-    callbacks = _callbacks(cb, spec, name, uri, verbose)
-    restored = tuner.restore(sweep_dir, spec, base_flat, callbacks, verbose)
-    return _fit(restored, meta, sweep_dir, cb)
+    t = None
+    try:  # from here on a stop ends in _fit: the parent run KILLED again
+        if state == reconcile.NO_STATE:  # stopped before any trial: the spec's trials afresh
+            reconcile.forget_tune_files(sweep_dir)
+            print(
+                f"amm: sweep '{name}' stopped before its first trial started; "
+                f"running its {spec.num_trials()} trials from the start",
+                file=sys.stderr,
+            )
+            callbacks = _callbacks(cb, spec, name, uri, verbose)
+            t = tuner.build(spec, name, meta["storage"], base_flat, callbacks, verbose)
+        else:
+            reconcile.before_restore(sweep_dir, cb)
+            # the callback was pickled with the tuner; give it the (possibly new) tracking URI
+            callbacks = _callbacks(cb, spec, name, uri, verbose, sweep_dir)
+            t = tuner.restore(sweep_dir, spec, base_flat, callbacks, verbose)
+    except KeyboardInterrupt:
+        pass
+    return _fit(t, meta, sweep_dir, cb)
 
 
 def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:

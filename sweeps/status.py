@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from amm_core import names
@@ -10,6 +11,7 @@ from sweeps import lock as sweep_lock
 from sweeps.spec import run_name
 from sweeps.storage import load_meta, resolve_storage
 
+RESULTS = "result.json"  # a trial's results, written by its worker as they come
 # Tune trial status -> what `amm sweep status` calls it
 STATES = {
     "TERMINATED": "finished",
@@ -24,10 +26,17 @@ def trials(sweep_dir: str) -> list:
     """Tune's trials of a sweep folder; none when Tune has written no experiment state yet."""
     from ray.tune import ExperimentAnalysis
 
+    # it also reads every trial's results, and warns about trials that have none yet (a live
+    # or stopped sweep): not news for `amm sweep status`
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         return ExperimentAnalysis(sweep_dir).trials
     except (ValueError, FileNotFoundError, OSError):
         return []
+    finally:
+        quiet.setLevel(level)
 
 
 def trial_states(sweep_dir: str) -> dict[str, str]:
@@ -37,10 +46,18 @@ def trial_states(sweep_dir: str) -> dict[str, str]:
 
 def _state(trial, sweep_dir: str, live: bool) -> str:
     """Tune's state of a trial; without a live driver, running/pending ones are 'stopped', and
-    one whose final checkpoint is on disk is 'finished' (Tune's saved state may lag a kill)."""
+    one whose final checkpoint is on disk is 'finished' (Tune's saved state may lag a kill).
+    Tune saves a running trial as PENDING (to restart it on restore): with a live driver, one
+    that has started (it reported, or its folder holds results) is 'running'."""
     from sweeps.reconcile import finished_on_disk, trial_dir
 
     state = STATES.get(trial.status, trial.status.lower())
+    if live and state == "pending" and trial.status == "PENDING":
+        local = "://" not in sweep_dir
+        if trial.last_result or (
+            local and (trial_dir(sweep_dir, trial.trial_id) / RESULTS).is_file()
+        ):
+            return "running"
     if live or state not in ("running", "pending"):
         return state
     if "://" not in sweep_dir and finished_on_disk(trial_dir(sweep_dir, trial.trial_id)):

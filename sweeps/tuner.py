@@ -17,11 +17,15 @@ from sweeps.storage import join
 RAY_TESTED = ((2, 52), (2, 61))
 
 
+_STARTED = []  # ray_init connected or started Ray in this process (not a caller, not a test)
+
+
 def ray_init(address: str | None, verbose: bool = True) -> None:
     import ray
 
     if ray.is_initialized():
         return
+    _STARTED.append(True)
     # quiet: no worker log lines on the driver, Ray's own logging at WARNING
     kw: dict[str, Any] = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
@@ -33,6 +37,18 @@ def ray_init(address: str | None, verbose: bool = True) -> None:
             ray.init(address="local", include_dashboard=False, **kw)
     except ConnectionError as e:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    from sweeps import stopping
+
+    stopping.rearm()  # ray.init replaced the driver's SIGTERM handler
+
+
+def shutdown() -> None:
+    """Disconnect from (or stop the local) Ray that ray_init started; nothing otherwise."""
+    if _STARTED:
+        import ray
+
+        _STARTED.clear()
+        ray.shutdown()
 
 
 def check_cluster(spec: SweepSpec) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from amm_cli.main import main as amm
+from amm_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PRESET = REPO / "configs" / "smoke.yaml"
@@ -163,3 +164,76 @@ def test_full_disk_while_checkpointing_exits_3_and_keeps_the_last_checkpoint(tmp
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [10]
     assert load_checkpoint(out / "checkpoints" / "step_0000010")["step"] == 10
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("seeds: !!python/object/apply:os.system ['touch pwned']\n",
+         "line 2, column 8: tag !!python/object/apply:os.system is not allowed"),
+        ("grid: {loss.gp_weight: [1.0, 10.0}\n",
+         "line 2, column 34: expected ',' or ']', but got '}'"),
+        ("seeds: 2\n  max_failures: 1\n", "line 3, column 15: mapping values are not allowed here"),
+    ],
+)  # fmt: skip
+def test_yaml_errors_and_hostile_tags_are_one_line(tmp_path, capsys, monkeypatch, body, words):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, body)
+    assert amm(["sweep", "plan", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"sweep spec '{spec}': not valid YAML at {words}" in err, err
+    assert len(err.splitlines()) == 1 and "^" not in err
+    config = tmp_path / "c.yaml"
+    config.write_text(body)
+    assert amm(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"config file '{config}': not valid YAML at line" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+class Payload:
+    """Runs a command when unpickled: what a malicious state.pt holds."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(
+    tmp_path, capsys, monkeypatch, data_root
+):
+    import pickle
+    import warnings
+
+    import torch
+
+    from amm_core.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("AMM_DATA_DIR", str(data_root))
+    out = tmp_path / "run"
+    ckpt = out / "checkpoints" / "step_0000010"
+    ckpt.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    torch.save({"step": 10, "model": Payload(marker)}, ckpt / "state.pt")
+    assert amm(["train", str(SMOKE_PRESET), "--out", str(out), "--resume", *FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"amm: error: checkpoint '{ckpt / 'state.pt'}' refused: ")
+    assert "would import posix.system" in line and "weights_only" not in line
+    assert not marker.exists()
+
+    torch.save({"step": 10, "x": torch.zeros(1000)}, ckpt / "state.pt")
+    blob = (ckpt / "state.pt").read_bytes()
+    (ckpt / "state.pt").write_bytes(blob[: len(blob) // 2])
+    assert amm(["train", str(SMOKE_PRESET), "--out", str(out), "--resume", *FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("is corrupt or not a checkpoint (it is truncated or damaged)"), line
+
+    # a plain pickle (protocol 4): torch warns about the protocol before it refuses; not shown
+    (ckpt / "state.pt").write_bytes(pickle.dumps({"model": Payload(marker)}, protocol=4))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigError, match="corrupt or not a checkpoint") as e:
+            load_checkpoint(ckpt)
+    assert not shown and "\n" not in str(e.value) and not marker.exists()

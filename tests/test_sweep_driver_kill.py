@@ -50,15 +50,12 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     sweep_dir = tmp_path / "sweeps" / "kd"
     try:
         deadline = time.time() + 600  # Ray and a fresh store start slowly on a busy machine
-        while True:  # the short trial finished, the long one has checkpoints past step 40
+        while not (sweep_dir / "amm_sweep.json").exists():
             assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.time() < deadline, "the sweep did not reach the kill point"
-            time.sleep(1)
-            runs = peek(tmp_path / "mlflow.db")
-            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 60]
-            if runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED" and long_dirs:
-                break
-        # a live driver: a second run and a resume of the sweep are refused
+            assert time.time() < deadline, "the sweep did not start"
+            time.sleep(0.2)
+        # a live driver: a second run and a resume of the sweep are refused (checked first: the
+        # long trial must not finish before the kill)
         second = amm("sweep", "run", str(spec), "--name", "kd", *where, cwd=tmp_path, env=env)
         out2, _ = second.communicate(timeout=120)
         assert second.returncode == 2, out2[-3000:]
@@ -66,6 +63,14 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
         res = amm("sweep", "resume", "kd", *where, cwd=tmp_path, env=env)
         out3, _ = res.communicate(timeout=120)
         assert res.returncode == 2 and f"live driver: pid {proc.pid}" in out3, out3[-3000:]
+        while True:  # the short trial finished, the long one has checkpoints past step 40
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.time() < deadline, "the sweep did not reach the kill point"
+            time.sleep(0.2)
+            runs = peek(tmp_path / "mlflow.db")
+            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 60]
+            if runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED" and long_dirs:
+                break
 
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait(timeout=60)
@@ -114,3 +119,27 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     steps = [m.step for m in c.get_metric_history(long.info.run_id, "val/error_gy")]
     assert steps == list(range(20, 161, 20))  # each evaluation once
     assert 0.0 <= long.data.metrics["test/error_gy"] <= 1.0
+
+
+def test_resume_of_trials_without_tune_state_is_refused_in_one_line(tmp_path, capsys):
+    """A driver killed (-9) after its trials started but before Tune saved any state: neither
+    a restore nor a fresh grid would be the same sweep, so `resume` refuses before Ray starts."""
+    from amm_cli.main import main
+
+    sweep = tmp_path / "st" / "early-kill"
+    (sweep / "trial_abc12_00000" / "checkpoint_000000").mkdir(parents=True)
+    (sweep / "tuner.pkl").write_bytes(b"\x80")
+    meta = {
+        "name": "early-kill", "spec_path": "/specs/smoke.yaml", "tracking_uri": "sqlite:///x.db",
+        "parent_run_id": "0" * 32, "experiment_id": "1", "storage": str(tmp_path / "st"),
+        "base_flat": {}, "overrides": {}, "spec_text": "", "cells": [],
+    }  # fmt: skip
+    (sweep / "amm_sweep.json").write_text(json.dumps(meta))
+    assert main(["sweep", "resume", "early-kill", "--storage", str(tmp_path / "st")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "stopped before Ray Tune saved the state of its trials" in err
+    assert "start it again with `amm sweep run /specs/smoke.yaml --name NEW_NAME`" in err
+    assert not (tmp_path / "st" / "early-kill.lock").exists()
+    assert sorted(p.name for p in sweep.iterdir()) == ["amm_sweep.json", "trial_abc12_00000",
+                                                        "tuner.pkl"]  # fmt: skip

@@ -1,15 +1,20 @@
-"""`amm sweep run` on a local Ray, stopped with Ctrl+C (SIGINT) mid-sweep, then `amm sweep resume`.
+"""`amm sweep run` and `resume` stopped by SIGINT / SIGTERM at several moments, then resumed
+(issue #24: the drivers share one Ray head started for the module).
 
-Two trials of the smoke preset: a short one (20 steps) that finishes before the stop, and a
-longer one (120 steps) that is stopped after its first checkpoint. After the resume the short
-trial is not rerun, the long one continues from its checkpoint, and MLflow (the default SQLite
-store in the working folder) holds exactly one FINISHED child run per trial under one parent.
+SIGINT while a driver sets up leaves nothing; SIGTERM in the first moment of a sweep and Ctrl+C
+mid-sweep end the driver with 130, no run RUNNING and the lock gone. Two trials of the smoke
+preset: a short one (20 steps) that finishes before the Ctrl+C, and a longer one (120 steps)
+stopped after its first checkpoint; `amm sweep status` calls it `running` while the resumed
+driver lives. After the last resume the short trial is not rerun, the long one continues from
+its checkpoint, and MLflow (the default SQLite store in the working folder) holds exactly one
+FINISHED child run per trial of the grid under one parent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -59,7 +64,50 @@ def runs_by_name(uri: str, sweep: str) -> dict:
     return {r.info.run_name: r for r in runs}
 
 
-def test_stop_and_resume(tmp_path, data_root):
+@pytest.fixture(scope="module")
+def ray_head():
+    """One Ray head for the drivers of this module (`--address`): each starts in seconds."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        yield c.address
+    finally:
+        c.shutdown()
+
+
+def wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}: " + proc.stdout.read()[-4000:]
+        assert time.time() < deadline, f"not reached: {what}"
+        time.sleep(0.02)
+
+
+def stopped(proc: subprocess.Popen, signum: int) -> str:
+    """Send the signal; the driver's whole output once it ended with 130."""
+    proc.send_signal(signum)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-4000:]
+    assert "Traceback" not in out and "User defined signal" not in out, out[-4000:]
+    return out
+
+
+def status_rows(tmp_path: Path, env: dict, name: str) -> tuple[dict[str, str], str]:
+    res = subprocess.run(
+        [sys.executable, "-m", "amm_cli.main", "sweep", "status", name, "--storage", "sweeps"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = {ln.split()[0]: ln.split()[1] for ln in res.stdout.splitlines() if ",seed=" in ln}
+    return rows, res.stdout + res.stderr
+
+
+def test_stop_and_resume(tmp_path, data_root, ray_head):
     spec = tmp_path / "resume.yaml"
     spec.write_text(
         f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-resume-test\n"
@@ -69,74 +117,80 @@ def test_stop_and_resume(tmp_path, data_root):
     env.pop("MLFLOW_TRACKING_URI", None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the default: mlflow.db in the working folder
     sets = ["--set", "train.eval_every=20", "--set", "train.figures=false"]
-    proc = amm(
-        "sweep",
-        "run",
-        str(spec),
-        "--name",
-        "rs",
-        "--storage",
-        "sweeps",
-        *sets,
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 240
-        while True:  # stop once the short trial finished and the long one has a checkpoint
-            assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.time() < deadline, "the sweep did not reach the stop point"
-            time.sleep(1)
-            runs = peek(tmp_path / "mlflow.db")
-            if (
-                runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED"
-                and runs.get("steps=120,seed=0", ("", 0))[1]
-            ):
-                break
-        os.kill(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, out[-4000:]
+    where = ["--storage", "sweeps", "--address", ray_head]
+    lock, sweep_dir = tmp_path / "sweeps" / "rs.lock", tmp_path / "sweeps" / "rs"
+
+    def run(name: str) -> subprocess.Popen:
+        return amm(
+            "sweep", "run", str(spec), "--name", name, *where, *sets,
+            cwd=tmp_path, env=env, start_new_session=True,
+        )  # fmt: skip
+
+    # SIGINT while the driver sets up, before anything of the sweep exists: nothing is left
+    early = run("early")
+    wait_for(early, (tmp_path / "sweeps" / "early.lock").exists, "the lock")
+    stopped(early, signal.SIGINT)
+    assert not (tmp_path / "sweeps" / "early").exists()
+    assert not (tmp_path / "sweeps" / "early.lock").exists()
+    assert "early" not in peek(tmp_path / "mlflow.db")
+
+    # SIGTERM in the first moment of the sweep (its folder and parent run were just made)
+    proc = run("rs")
+    wait_for(proc, (sweep_dir / "amm_sweep.json").exists, "the sweep folder")
+    stopped(proc, signal.SIGTERM)
+    assert not lock.exists()
+    runs = peek(tmp_path / "mlflow.db")
+    assert runs["rs"][0] == "KILLED" and all(s != "RUNNING" for s, _ in runs.values()), runs
+
+    # resume it; Ctrl+C once the short trial finished and the long one has a checkpoint
+    proc = amm("sweep", "resume", "rs", *where, cwd=tmp_path, env=env, start_new_session=True)
+    seen: list[str] = []
+
+    def stop_point() -> bool:
+        runs = peek(tmp_path / "mlflow.db")
+        if runs.get("steps=120,seed=0", ("", 0))[1] and len(seen) < 3:
+            rows, text = status_rows(tmp_path, env, "rs")  # the live sweep, as status sees it
+            if rows.get("steps=120,seed=0") == "running":
+                seen.append(text)
+        return (
+            runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED"
+            and runs.get("steps=120,seed=0", ("", 0))[1]
+            and seen
+        )
+
+    wait_for(proc, stop_point, "a finished short trial and a running long one")
+    for text in seen:  # Ray's "Failed to fetch metrics ..." and other warnings are not shown
+        assert "driver: running" in text and "WARNING" not in text and "Failed" not in text, text
+    stopped(proc, signal.SIGINT)
+    assert not lock.exists()
 
     runs = runs_by_name(uri, "rs")
     assert runs["rs"].info.status == "KILLED"
     assert runs["steps=20,seed=0"].info.status == "FINISHED"
     assert runs["steps=120,seed=0"].info.status == "KILLED"  # none is left RUNNING
     short_id = runs["steps=20,seed=0"].data.tags["amm.trial_id"]
-    short_results = tmp_path / "sweeps" / "rs" / f"trial_{short_id}" / "result.json"
+    short_results = sweep_dir / f"trial_{short_id}" / "result.json"
     results_before = short_results.read_text()
     assert len(results_before.splitlines()) == 2  # one evaluation + the final result
 
-    st = amm("sweep", "status", "rs", "--storage", "sweeps", cwd=tmp_path, env=env)
-    status_out, _ = st.communicate(timeout=120)
-    assert st.returncode == 0, status_out
-    rows = {
-        ln.split()[0]: ln.split()[1] for ln in status_out.splitlines() if ln.startswith("steps=")
-    }
-    assert rows["steps=20,seed=0"] == "finished" and rows["steps=120,seed=0"] != "finished"
+    rows, status_out = status_rows(tmp_path, env, "rs")
+    assert rows["steps=20,seed=0"] == "finished" and rows["steps=120,seed=0"] == "stopped"
+    assert "Failed" not in status_out and "WARNING" not in status_out, status_out
 
     moved = tmp_path / "data-moved"  # the data root moved between the stop and the resume
     moved.symlink_to(data_root)
     res = amm(
-        "sweep",
-        "resume",
-        "rs",
-        "--storage",
-        "sweeps",
-        "--data-dir",
-        str(moved),
-        cwd=tmp_path,
-        env={**env, "AMM_DATA_DIR": "/nonexistent"},
-    )
+        "sweep", "resume", "rs", *where, "--data-dir", str(moved),
+        cwd=tmp_path, env={**env, "AMM_DATA_DIR": "/nonexistent"},
+    )  # fmt: skip
     out, _ = res.communicate(timeout=300)
     assert res.returncode == 0, out[-4000:]
-    meta = json.loads((tmp_path / "sweeps" / "rs" / "amm_sweep.json").read_text())
+    # the console counts the trial that finished before: from 1, not from 0
+    assert re.findall(r"^\[(\d)/2 done\]", out, re.MULTILINE)[0] == "1", out[-4000:]
+    meta = json.loads((sweep_dir / "amm_sweep.json").read_text())
     assert meta["base_flat"]["data.data_dir"] == str(moved)  # kept for later resumes
     runs = runs_by_name(uri, "rs")
-    assert sorted(runs) == ["rs", "steps=120,seed=0", "steps=20,seed=0"]  # no duplicates
+    assert sorted(runs) == ["rs", "steps=120,seed=0", "steps=20,seed=0"]  # exactly the grid
     assert all(r.info.status == "FINISHED" for r in runs.values())
     from mlflow.tracking import MlflowClient
 
