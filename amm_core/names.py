@@ -108,6 +108,13 @@ TAG_ERROR = "amm.error"  # the failed trial's error text
 # which mapping the error used: "supervised" (SAMM), "hungarian" when K == classes, else
 # "majority"; a key of final.json too
 ERROR_MAPPING_TAG = "error_mapping"
+# why training ended: one of the STOP_* values ("signal SIGINT": STOP_SIGNAL and the signal's
+# name); a key of final.json and a tag of the trial's MLflow run
+STOP_REASON = "stop_reason"
+STOP_STEPS = "train.steps done"
+STOP_EPOCHS = "train.epochs done"
+STOP_BUDGET = "train.max_minutes spent"  # the time budget ended the run before its steps
+STOP_SIGNAL = "signal"
 TAG_TRIAL_NAME = "amm.trial_name"
 TAG_ARTIFACTS_ERROR = "amm.artifacts_error"  # the run's files could not be logged
 TAG_SPEC_PATH = "amm.spec_path"
@@ -121,7 +128,9 @@ TAG_PYTHON = "amm.python"
 TAG_VERSION = "amm.version."  # + package name
 # every tag key above (tests/test_contract.py: every tag written is one of these); analysis
 # reads READ_TAGS, the others are bookkeeping for the sweep driver, the MLflow UI and people
-TAGS = frozenset({ERROR_MAPPING_TAG, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")})
+TAGS = frozenset(
+    {ERROR_MAPPING_TAG, STOP_REASON, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")}
+)
 READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT})
 
 # ---------------------------------------------------------------- Tune results

@@ -3,7 +3,8 @@
 Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
 lives in `sweeps/`. The loop talks to the outside world through two hooks:
 `report(metrics, checkpoint_dir, final)` after each evaluation (final=False) and once at the end
-with the test metrics (final=True), and `should_stop()`. `run` returns a `RunResult`.
+with the test metrics (final=True), `should_stop()`, and `tick(step, steps)` after every step
+(the console's first line). `run` returns a `RunResult`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class RunResult:
     step: int  # the step training reached
     checkpoint: Path | None  # the newest checkpoint folder
     stopped: bool = False  # should_stop() ended the run: no test evaluation, `final` is empty
+    # why training ended: names.STOP_STEPS, STOP_EPOCHS or STOP_BUDGET ("" when `stopped`)
+    stop_reason: str = ""
     final: dict[str, Any] = field(default_factory=dict)  # final.json: test/* and bookkeeping
 
 
@@ -112,6 +115,7 @@ def run(
     resume_from: str | Path | None = None,
     data_root: str | Path | None = None,
     progress: bool = False,
+    tick: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
 
@@ -202,6 +206,7 @@ def run(
     stopped = False
     t_loop = time.perf_counter()
     deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
+    stop_reason = names.STOP_STEPS if cfg.train.steps > 0 else names.STOP_EPOCHS
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -217,8 +222,11 @@ def run(
         with autocast(cfg, device, graphed):
             stats.add(step_fn(x, x_l, y_l, pen))
         step += 1
-        if deadline is not None and time.monotonic() > deadline:
+        if tick is not None:
+            tick(step, steps)
+        if deadline is not None and time.monotonic() > deadline and step < steps:
             steps = step  # the time budget is spent: this step is the last (evaluated below)
+            stop_reason = names.STOP_BUDGET
 
         is_eval = step % cfg.train.eval_every == 0 or step == steps
         if step % cfg.train.log_every == 0 or is_eval:
@@ -265,13 +273,14 @@ def run(
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
+    final[names.STOP_REASON] = stop_reason
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
     ckpt = latest_checkpoint(ckpt_root)
     if report is not None:
         report(dict(final), ckpt, True)
-    return RunResult(step, ckpt, final=final)
+    return RunResult(step, ckpt, final=final, stop_reason=stop_reason)
 
 
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:

@@ -208,12 +208,14 @@ class MlflowSweepCallback(tune.Callback):
         if metrics:
             self._send("metrics", trial.trial_id, metrics=metrics, step=step)
         # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
-        # trial restarts elsewhere), the step its current attempt began at, the error mapping
+        # trial restarts elsewhere), the step its current attempt began at, the error mapping,
+        # why training stopped (steps done, time budget)
         for key, field in (
             (names.TAG_NODE, names.RESULT_NODE),
             (names.TAG_PID, "pid"),
             (names.TAG_RESUMED, names.RESULT_RESUMED),
             (names.ERROR_MAPPING_TAG, names.ERROR_MAPPING_TAG),
+            (names.STOP_REASON, names.STOP_REASON),
         ):
             value, seen = str(result.get(field, "")), (trial.trial_id, key)
             if value and self._tags.get(seen) != value:

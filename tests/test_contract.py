@@ -101,6 +101,7 @@ def test_every_tag_and_metric_written_is_declared_and_read_back(tmp_path, data_r
     assert child.data.tags[names.TAG_PARENT] == parent_id
     assert child.data.tags[names.TAG_RESUMED] == "0" and child.data.tags[names.TAG_NODE] == "node-1"
     assert child.data.tags[names.TAG_CKPT_STEP] == "20"
+    assert child.data.tags[names.STOP_REASON] == names.STOP_STEPS  # why training ended
 
     # every metric written is declared; bookkeeping is never a metric
     assert set(child.data.metrics) <= names.METRICS, set(child.data.metrics) - names.METRICS
