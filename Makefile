@@ -2,6 +2,7 @@
 # Both create .venv and install through scripts/install.sh, the same script CI and the image use.
 PY := .venv/bin/python
 AMM := .venv/bin/amm
+MLFLOW := .venv/bin/mlflow
 # Data root: $AMM_DATA_DIR, else ../shared/data when it exists (this project's checkout), else ./data
 AMM_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export AMM_DATA_DIR
@@ -30,9 +31,9 @@ demo: install
 	$(AMM) sweep run sweeps/smoke.yaml --name $$name --tracking-uri $(DEMO_DB); \
 	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
 	$(AMM) report $$name --tracking-uri $(DEMO_DB) --out runs/reports/$$name.html; \
-	echo; echo "Results of sweep $$name:"; \
-	echo "  sweep folder:  runs/sweeps/$$name  (amm sweep status $$name)"; \
-	echo "  MLflow runs:   ./mlflow.db  (.venv/bin/mlflow ui --backend-store-uri $(DEMO_DB))"; \
+	echo; echo "Results of sweep $$name; commands run from this folder as shown, or plain amm/mlflow after: source .venv/bin/activate"; \
+	echo "  sweep folder:  runs/sweeps/$$name  ($(AMM) sweep status $$name)"; \
+	echo "  MLflow runs:   ./mlflow.db  ($(MLFLOW) ui --backend-store-uri $(DEMO_DB))"; \
 	echo "  report:        runs/reports/$$name.html"
 
 lint: install

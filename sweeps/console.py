@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from ray import tune
 
 from amm_core import names
 from amm_core.fmt import duration, percent
+from amm_core.shell import amm, script
 from sweeps.spec import run_name
 
 OBJECTIVE = names.VAL_ERROR_GY  # lower is better
@@ -135,7 +137,7 @@ class SweepConsole(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.done += 1
-        self._line(run_name(trial.config), f"FAILED (details: amm sweep status {self.name})")
+        self._line(run_name(trial.config), f"FAILED (details: {amm()} sweep status {self.name})")
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
@@ -148,15 +150,18 @@ def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: 
 
 
 def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "") -> str:
-    lines = [
-        "next:",
-        f"  amm table {name}                 # mean ± std per grid cell (percent)",
-        f"  amm report {name}                # one offline HTML page: tables and figures",
-        f"  amm sweep status {name}          # every trial's state and errors",
+    """What to run next, each command as it runs when pasted into the shell that ran the sweep
+    (`.venv/bin/amm ...` where `amm` is not on PATH; amm_core/shell.py)."""
+    cmds = [
+        (f"{amm()} table {name}", "mean ± std per grid cell (percent)"),
+        (f"{amm()} report {name}", "one offline HTML page: tables and figures"),
+        (f"{amm()} sweep status {name}", "every trial's state and errors"),
     ]
+    width = max(len(c) for c, _ in cmds)
+    lines = ["next:", *(f"  {c:<{width}}  # {why}" for c, why in cmds)]
     if uri.startswith(("http://", "https://")):
         return "\n".join([*lines, f"  open {uri} (the tracking server's UI)"])
-    lines.append(f"  mlflow ui --backend-store-uri {uri} --port 5000")
+    lines.append(f"  {script('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000")
     # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
     link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     lines.append(f"      then {link}  (experiment {experiment})")

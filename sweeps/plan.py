@@ -13,6 +13,7 @@ from typing import Any
 
 from amm_core.config import total_steps
 from amm_core.errors import ConfigError
+from amm_core.shell import amm
 from sweeps.spec import SweepSpec, load_spec, run_name
 
 LIST_MAX = 50  # grids up to this many trials are listed in full
@@ -102,7 +103,7 @@ def plan_text(
     if n > WARN_TRIALS:
         lines.append(
             f"warning: {n:,} trials is a large sweep (over {WARN_TRIALS:,}); check the axes "
-            "and the estimated cost below before `amm sweep run`"
+            f"and the estimated cost below before `{amm()} sweep run`"
         )
     lines.append(f"resources per trial: {spec.cpu:g} CPU, {spec.gpu:g} GPU")
     lines.append(
@@ -121,7 +122,7 @@ def plan_text(
     else:
         lines.append(
             "estimated cost: unknown (no steps/sec stored in the spec's cost: "
-            "section; run `amm sweep plan SPEC --measure`)"
+            f"section; run `{amm()} sweep plan SPEC --measure`)"
         )
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ from typing import Any
 from amm_core import locations, names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.locations import resolve_data_root
+from amm_core.shell import amm
 from sweeps import lock as sweep_lock
 from sweeps import reconcile, tracking, tuner
 from sweeps import storage as sweep_storage
@@ -27,7 +28,7 @@ def _data_root(configured: str | None, download: bool) -> str:
     root = resolve_data_root(configured)
     if not download and not root.is_dir():
         raise ConfigError(
-            f"data root {root} does not exist (fetch MNIST with `amm data get mnist`, "
+            f"data root {root} does not exist (fetch MNIST with `{amm()} data get mnist`, "
             "or set --data-dir, data.data_dir in the preset or $AMM_DATA_DIR)"
         )
     return str(root)
@@ -57,7 +58,7 @@ def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
     if cb.outbox.items:  # the tracking store is down: all is on disk; resume sends it
         raise TrackingOutage(
             f"{cb.outbox.outage_line()}; sweep '{meta['name']}' stopped; continue it with "
-            f"`amm sweep resume {meta['name']}` once the tracking store answers"
+            f"`{amm()} sweep resume {meta['name']}` once the tracking store answers"
         )
     return {names.FINISHED: 0, names.FAILED: 1, names.KILLED: 130}[status]
 
@@ -123,7 +124,7 @@ def _run_locked(
     if sweep_storage.exists(sweep_dir):
         raise ConfigError(
             f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
-            f"with `amm sweep resume {name}` or choose another --name"
+            f"with `{amm()} sweep resume {name}` or choose another --name"
         )
     tracking.short_retries()
     tracking.init_store(uri)  # a fresh SQLite store, set up under the locks

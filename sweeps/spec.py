@@ -28,6 +28,7 @@ from typing import Any
 from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
 from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, within
+from amm_core.shell import amm
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
 VARIANT = "variant"  # the axis of named override sets
@@ -168,7 +169,7 @@ def _check_config_key(where: str, key: str) -> None:
     if key not in names:
         raise ConfigError(
             f"{where}: '{key}' is not a config key{did_you_mean(key, names)}; "
-            "see `amm train --help-config`"
+            f"see `{amm()} train --help-config`"
         )
 
 

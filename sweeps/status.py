@@ -6,6 +6,7 @@ from collections import Counter
 
 from amm_core import names
 from amm_core.fmt import percent
+from amm_core.shell import amm
 from sweeps import lock as sweep_lock
 from sweeps.spec import run_name
 from sweeps.storage import load_meta, resolve_storage
@@ -71,7 +72,7 @@ def status(name: str, storage: str | None = None) -> str:
         + (
             f"running ({sweep_lock.describe(driver)})"
             if driver
-            else "none (trials not finished are 'stopped': `amm sweep resume` continues them)"
+            else f"none (trials not finished are 'stopped': `{amm()} sweep resume` continues them)"
         ),
         "",
         f"{'run name':<32} {'state':<9} {'step':>7} {'val error':>10} {'test error':>10}  trial",

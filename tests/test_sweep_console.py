@@ -50,7 +50,7 @@ def sweep(tmp_path_factory, data_root):
 
 
 def test_console_is_quiet_and_talks_in_percent(sweep):
-    proj, _, r = sweep
+    proj, env, r = sweep
     err, out = r.stderr, r.stdout
     plan = err.splitlines()[0]
     assert re.match(r"sweep nb: 4 trials, 2 at a time \(1 CPU each, 2 CPUs\), ETA ~\d+s", plan), err
@@ -76,6 +76,13 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
 
     assert MlflowClient(uri).get_experiment(exp_id).name == "amm-smoke"  # the link is that sweep's
     assert "amm table nb" in out and "amm report nb" in out
+    # the printed commands run as pasted into a shell in the same folder, venv not on PATH
+    printed = re.findall(r"^  (\S*amm (?:table|sweep status) nb)  ", out, re.M)
+    assert len(printed) == 2, out
+    plain = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    for cmd in printed:
+        run = subprocess.run(cmd, shell=True, cwd=proj, env=plain, capture_output=True, text=True)
+        assert run.returncode == 0 and "nb" in run.stdout, (cmd, run.stderr[-2000:])
 
 
 def test_trial_names_are_run_names(sweep):
