@@ -114,8 +114,9 @@ def _train(args: argparse.Namespace) -> int:
             progress=bar,
             tick=console.tick,
         )
+    from amm_core import names
+
     if result.stopped:  # a signal: checkpoint saved, no test evaluation
-        from amm_core import names
         from amm_core.shell import amm
 
         reason = f"{names.STOP_SIGNAL} {signalled[0]}"
@@ -129,6 +130,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"checkpoint saved; continue with: {amm()} {again}", file=sys.stderr)
         return 130
     final = result.final
+    print(f"final metrics (errors in percent; {out / names.FINAL_FILE} keeps fractions):")
     print(json.dumps(rounded(final), indent=2))
     print(summary(final))
     print(stop_line(result.stop_reason, result.step, cfg))

@@ -29,8 +29,10 @@ TRAIN_SECONDS = "perf/train_seconds"  # final.json: wall time of the loop, evalu
 
 # evaluation: the split prefix is val/ during training and test/ at the end
 SPLITS = ("val", "test")
-ERROR_GY = "error_gy"  # cluster / classification error from argmax G_y(x)
-ERROR_BAYES = "error_bayes"  # error from the Bayes rule of eq. 18 on z
+# errors are stored as fractions in [0, 1] (final.json, metrics.jsonl, MLflow); everything a
+# person reads shows them in percent (amm_core/fmt.percent, `amm table`, the report)
+ERROR_GY = "error_gy"  # cluster / classification error from argmax G_y(x), a fraction
+ERROR_BAYES = "error_bayes"  # error from the Bayes rule of eq. 18 on z, a fraction
 NMI = "nmi"
 ARI = "ari"
 CLUSTERS_USED = "clusters_used"  # distinct components assigned (collapse detector)

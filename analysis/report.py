@@ -21,6 +21,7 @@ from unittest import mock
 import pandas as pd
 
 from amm_core import names
+from amm_core.fmt import percent
 from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
@@ -126,6 +127,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def value_text(metric: str, v: Any) -> str:
+    """A metric as a person reads it: errors in percent ('69.25 %'), others as stored."""
+    return percent(v) if agg.is_error(metric) else _fmt(v)
+
+
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     cols = ["run_name", STATUS] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
     d = runs[cols].sort_values([c for c in [*axes, "seed"] if c in runs.columns] or ["run_name"])
@@ -229,7 +235,7 @@ def build_report(
         label = ", ".join(f"{a}={_fmt(r[a])}" for a in [*rows, *cols, "seed"] if a in df.columns)
         parts.append(
             f"<h3>{esc(str(r['run_name']))} ({esc(label)}): {esc(metric)} = "
-            f"{esc(_fmt(r[metric]))}</h3>"
+            f"{esc(value_text(metric, r[metric]))}</h3>"
         )
         parts += [_img(png, Path(path).name) for path, png in pngs]
 

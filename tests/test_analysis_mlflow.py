@@ -174,6 +174,10 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     assert imgs[0].startswith("test/error_gy against loss.gp_weight, per prior.means")
     assert imgs[1:] == ["tsne.png", "cluster_matrix.png"]
     assert "learned-10.0-s1" in page
+    # errors in percent wherever a person reads them: the run's heading and the runs table
+    assert re.search(r"<h3>learned-10\.0-s1 \([^)]*\): test/error_gy = 3\.00 %</h3>", page)
+    assert "<th>test/error_gy (%)</th>" in page and "<td>3.00</td>" in page
+    assert "= 0.03<" not in page
     assert not list(tmp_path.glob("sub/*.tmp"))
 
 

@@ -125,6 +125,8 @@ def test_parent_run_is_a_summary(sweep):
     assert m["best/test/error_gy"] == pytest.approx(min(errs))
     assert m["mean/test/error_gy"] == pytest.approx(sum(errs) / 4)
     assert "best/val/error_gy" in m and m["trials_finished"] == 4
+    # stored errors are fractions, and the run's description says so
+    assert "stored as fractions: 0.25 = 25 %" in parent.data.tags["mlflow.note.content"]
     assert "smoke test" in parent.data.tags["mlflow.note.content"]
     assert [a.path for a in c.list_artifacts(parent.info.run_id, "spec")] == ["spec/smoke.yaml"]
     for r in children:  # bookkeeping as tags, not metrics

@@ -51,15 +51,18 @@ def test_without_a_terminal_one_line_per_evaluation(tmp_path, data_root):
     assert re.fullmatch(line.format(s=40) + r"took \d+s", lines[1]), lines
     assert lines[2] == "training done at step 40: evaluating on the test set ...", lines
     out = r.stdout
-    final = json.loads(out[: out.index("}") + 1])
+    assert out.startswith("final metrics (errors in percent; "), out
+    final = json.loads(out[out.index("{") : out.index("}") + 1])
     for v in final.values():
         if isinstance(v, float):
             assert len(f"{v:g}".lstrip("-0.").replace(".", "")) <= 4, final
     assert re.search(r"^test error \d+\.\d\d %  \(Bayes rule: \d+\.\d\d %\)", out, re.M), out
     assert out.splitlines()[-2] == "stopped at step 40: train.steps=40 done", out
-    # final.json keeps full precision
+    # the console shows errors in percent; final.json keeps fractions at full precision
     saved = json.loads((tmp_path / "run" / "final.json").read_text())
-    assert saved["test/error_gy"] != final["test/error_gy"] or len(str(saved["test/error_gy"])) < 7
+    assert 0 <= saved["test/error_gy"] <= 1 and "test/error_gy" not in final
+    assert final["test/error_gy (%)"] == round(100 * saved["test/error_gy"], 2)
+    assert final["test/nmi"] == float(f"{saved['test/nmi']:.4g}")
 
 
 def test_on_a_terminal_the_bar_shows_the_validation_error(tmp_path, data_root):
