@@ -38,6 +38,7 @@ caption { text-align: left; font-weight: 600; padding-bottom: .4em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.best { font-weight: 700; background: #e8f4e8; }
+.scroll { max-width: 100%; overflow-x: auto; }  /* a wide table scrolls, the page does not */
 p.note { color: #555; font-size: 13px; margin: .2em 0; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 520px; border: 1px solid #ddd; }
@@ -150,7 +151,8 @@ def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
         for row in d.itertuples(index=False, name=None)
     )
     return (
-        f"<table><caption>Runs</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        '<div class="scroll"><table><caption>Runs</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from amm_core.config import total_steps
 from amm_core.errors import ConfigError
 from amm_core.shell import amm
-from sweeps.spec import SweepSpec, load_spec, run_name
+from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
 
 LIST_MAX = 50  # grids up to this many trials are listed in full
 LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)
@@ -149,7 +149,11 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     if spec.gpu > 0 and gpus == 0:
         return (
             f"wall time here: no GPU on this machine ({where}); on a cluster that runs "
-            f"P trials at once: about {duration(sum(trial_seconds))} / P of training"
+            f"P trials at once: about {duration(sum(trial_seconds))} / P of training\n"
+            f"to run it on this machine's CPUs instead ({max(spec.cpu, 1):g} CPU per trial):\n"
+            f"  {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}\n"
+            f"  (its time on CPUs: {amm()} sweep plan {spec_arg(spec)} {cpu_route(spec)} "
+            "--measure)"
         )
     return (
         f"wall time on this machine ({where}, {par} trial(s) at a time): about "

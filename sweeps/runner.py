@@ -155,6 +155,7 @@ def _run_locked(
         "spec_path": str(spec.path),
         "spec_text": spec.path.read_text(),
         "overrides": spec.overrides,
+        "resources": {"cpu": spec.cpu, "gpu": spec.gpu},
         "tracking_uri": uri,
         "experiment": spec.experiment,
         "experiment_id": exp_id,
@@ -250,4 +251,6 @@ def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
 
     data = yaml.safe_load(meta["spec_text"])
     data.pop("overrides", None)
+    if "resources" in meta:  # as run (`--set resources.gpu=0` changes the file's)
+        data["resources"] = meta["resources"]
     return parse_spec({**data, "overrides": meta["overrides"]}, Path(meta["spec_path"]))

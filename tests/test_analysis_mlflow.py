@@ -178,6 +178,9 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     assert re.search(r"<h3>learned-10\.0-s1 \([^)]*\): test/error_gy = 3\.00 %</h3>", page)
     assert "<th>test/error_gy (%)</th>" in page and "<td>3.00</td>" in page
     assert "= 0.03<" not in page
+    # the runs table scrolls inside its own box: the page never scrolls sideways
+    assert '<div class="scroll"><table><caption>Runs</caption>' in page
+    assert ".scroll { max-width: 100%; overflow-x: auto; }" in page
     assert not list(tmp_path.glob("sub/*.tmp"))
 
 

@@ -102,6 +102,9 @@ def test_found_by_name_alone(sweep):
     proj, env, _ = sweep
     st = amm("sweep", "status", "nb", cwd=proj, env=env)
     assert st.returncode == 0 and "4 finished" in st.stdout, st.stderr
+    # nothing is stopped: the driver line says the sweep ended, not how to resume
+    assert "driver: none (the sweep has ended: every trial finished)" in st.stdout
+    assert "stopped" not in st.stdout and "resume" not in st.stdout
     assert re.search(r"lambda=1,seed=0 +finished +20 +\d+\.\d\d % +\d+\.\d\d %", st.stdout)
     table = amm("table", "nb", cwd=proj, env=env)
     assert table.returncode == 0 and "(n=2)" in table.stdout, table.stderr

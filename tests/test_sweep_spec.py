@@ -100,6 +100,33 @@ def test_plan_prints_the_mnist_paper_trials(capsys):
     ] == [f"seed={i}" for i in range(5)]
 
 
+def test_plan_offers_the_cpu_route_where_no_gpu_is(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # this machine, or a GPU-less one
+    spec = str(SWEEPS / "paper" / "mnist_amm.yaml")
+    assert amm(["sweep", "plan", spec]) == 0
+    out = capsys.readouterr().out
+    assert "no GPU on this machine" in out
+    (line,) = [ln.strip() for ln in out.splitlines() if " sweep run " in ln]
+    assert line.endswith(" --set resources.gpu=0"), out
+    # the flags as printed: plan (and run) take them, and the trials then ask for no GPU
+    argv = shlex.split(line)[1:]
+    assert argv[:3] == ["sweep", "run", spec] or argv[2].endswith("paper/mnist_amm.yaml")
+    assert amm(["sweep", "plan", *argv[2:]]) == 0
+    out = capsys.readouterr().out
+    assert "resources per trial: 2 CPU, 0 GPU" in out and "wall time on this machine" in out
+    assert load_spec(spec, {"resources.gpu": 0}).gpu == 0
+    # a spec that asks for a GPU and no CPU: the route also gives each trial a CPU
+    p = write_spec(tmp_path, "resources: {cpu: 0, gpu: 1}\ncost: {steps_per_sec: 10}\n")
+    assert amm(["sweep", "plan", str(p)]) == 0
+    assert "--set resources.gpu=0 --set resources.cpu=1" in capsys.readouterr().out
+    assert amm(["sweep", "plan", str(p), "--set", "resources.gpu=many"]) == 2
+    assert "resources.gpu: expected a number, got 'many'" in capsys.readouterr().err
+
+
 def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
     p = write_spec(
         tmp_path,
