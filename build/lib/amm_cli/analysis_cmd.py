@@ -1,0 +1,191 @@
+"""`amm table` and `amm report`.
+
+Handlers import mlflow (through analysis.fetch) and matplotlib lazily. Bad input raises
+ConfigError naming what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from amm_core import names
+from amm_core.errors import ConfigError
+
+KNOWN_METRICS = {names.split_metric(s, m) for s in names.SPLITS for m in names.EVAL_METRICS}
+SWEEP_HELP = "sweep name (its parent run), MLflow experiment name, or a Ray Tune results folder"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    p.add_argument("--metric", default=names.TEST_ERROR_GY, help="default: %(default)s")
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="config axes for rows, comma-separated "
+        "(default: the axes that vary, all but the last)",
+    )
+    p.add_argument(
+        "--cols",
+        default=None,
+        help="config axes for columns, comma-separated (default: the last axis that varies)",
+    )
+    p.add_argument(
+        "--expected",
+        type=int,
+        default=None,
+        help="seeds each cell should have "
+        "(default: the sweep's amm.num_seeds tag, else the most runs in any cell)",
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "table",
+        help="mean ± std table of a sweep's runs over seeds (optionally beside the paper)",
+        description="Print a sweep's metric as mean ± std (n) per cell; errors in percent.",
+    )
+    _common(p)
+    p.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="put the paper's number and a Welch t-test beside reproduced cells",
+    )
+    p.add_argument(
+        "--paper-table",
+        type=int,
+        default=None,
+        metavar="N",
+        help="lay the result out like the paper's Table N (1: MNIST, 2: SVHN-1000)",
+    )
+    p.set_defaults(func=table_cmd)
+
+    r = sub.add_parser(
+        "report",
+        help="one self-contained HTML page: tables, sweep plots, run figures",
+        description="Write an offline HTML report of a sweep (images embedded).",
+    )
+    _common(r)
+    r.add_argument("--out", default="report.html", help="default: %(default)s")
+    r.add_argument(
+        "--max-runs",
+        type=int,
+        default=4,
+        help="runs whose figures are embedded (the best run of each cell first)",
+    )
+    r.set_defaults(func=report_cmd)
+
+
+def _split(s: str | None) -> list[str] | None:
+    return None if s is None else [a.strip() for a in s.split(",") if a.strip()]
+
+
+def resolve_axes(
+    params: list[str],
+    varying: list[str],
+    rows: list[str] | None,
+    cols: list[str] | None,
+    df: Any = None,
+) -> tuple[list[str], list[str], list[str]]:
+    """(rows, cols, pooled-into-rows). Defaults use the axes that vary (a sweep's `variant`
+    alone when it has one); an axis that varies but was not asked for is added to the rows, so
+    no cell silently pools different configs, unless `df` shows it is fixed within every cell
+    (a key that a variant sets)."""
+    from analysis.fetch import VARIANT
+    from analysis.tables import check_axes
+
+    check_axes(params, (rows or []) + (cols or []), varying)
+    if rows is None and cols is None:
+        if VARIANT in varying:
+            rows, cols = [VARIANT], []
+        else:
+            rows, cols = (varying[:-1], varying[-1:]) if len(varying) > 1 else (varying, [])
+    rows, cols = list(rows or []), list(cols or [])
+    chosen = rows + cols
+    extra = [a for a in varying if a not in chosen and not _fixed_within(df, chosen, a)]
+    return rows + extra, cols, extra
+
+
+def _fixed_within(df: Any, keys: list[str], key: str) -> bool:
+    """True when `key` takes one value in each group of `keys` (a function of them)."""
+    if df is None or not keys or key not in df.columns:
+        return False
+    d = df[[*keys, key]].astype(str)
+    return bool((d.groupby(keys)[key].nunique() <= 1).all())
+
+
+def load_runs(args: argparse.Namespace) -> Any:
+    from amm_core.locations import tracking_for
+    from analysis.fetch import fetch
+    from analysis.tables import check_metric
+
+    runs = fetch(args.sweep, tracking_for(args.sweep, args.tracking_uri))
+    if runs.df.empty:
+        raise ConfigError(f"'{args.sweep}' has no runs ({runs.source})")
+    if args.metric not in runs.metrics and args.metric in KNOWN_METRICS:
+        # a metric of the contract that no run logged (every run failed): cells say n=0 of m
+        runs.df[args.metric] = float("nan")
+        runs.metrics.append(args.metric)
+    check_metric(runs.metrics, args.metric)
+    return runs
+
+
+def table_cmd(args: argparse.Namespace) -> int:
+    from analysis import paper as pp
+    from analysis import render, tables
+
+    runs = load_runs(args)
+    expected = args.expected if args.expected is not None else runs.expected
+    paper = pp.load_paper()
+    if args.paper_table is not None:
+        t = tables.paper_layout(
+            runs.df, runs.params, args.paper_table, args.metric, paper, expected
+        )
+    else:
+        if args.paper and args.metric != paper.metric:
+            raise ConfigError(
+                f"--paper compares {paper.metric} (the paper's number); got --metric {args.metric}"
+            )
+        rows, cols, extra = resolve_axes(
+            runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
+        )
+        if extra:
+            print(f"amm: note: {', '.join(extra)} also vary; added to the rows", file=sys.stderr)
+        t = tables.grid_table(
+            runs.df,
+            rows,
+            cols,
+            args.metric,
+            expected,
+            paper if args.paper else None,
+            title=f"{runs.name}: {args.metric}",
+        )
+    print(render.RENDERERS[args.format](t), end="")
+    return 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    runs = load_runs(args)
+    rows, cols, _ = resolve_axes(
+        runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
+    )
+    out = write_report(
+        runs,
+        args.out,
+        metric=args.metric,
+        rows=rows,
+        cols=cols,
+        expected=args.expected,
+        max_runs=args.max_runs,
+    )
+    print(f"amm: report written to {out}")
+    return 0

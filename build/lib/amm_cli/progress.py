@@ -1,0 +1,161 @@
+"""What `amm train` prints while it trains, through the loop's `report` hook.
+
+On a terminal the loop's tqdm bar shows progress; without one (Slurm, nohup, CI logs) this prints
+a first line after FIRST_LINE_STEPS steps (or FIRST_LINE_SECONDS) with steps/s and ETA, then one
+plain line per evaluation: step, losses, validation error in percent, images/s and ETA.
+Either way the end-of-run phases (test evaluation, figures) are announced when training ends,
+the final metrics are rounded for reading (final.json keeps full precision), and the last line
+says why training stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from amm_core import names
+from amm_core.config import Config, total_steps
+from amm_core.fmt import duration, percent
+
+# the first plain line comes after this many steps, or this long after the first step (a slow
+# model), whichever is first, unless an evaluation line came before: a long run is not silent
+# until its first evaluation
+FIRST_LINE_STEPS = 20
+FIRST_LINE_SECONDS = 15.0
+
+
+def _write(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)  # above a live bar, if there is one
+    sys.stderr.flush()
+
+
+class TrainConsole:
+    """A `report` hook for `amm_core.train.run`: plain lines when `lines`, phase notes always."""
+
+    def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0) -> None:
+        self.cfg, self.lines = cfg, lines
+        self.t0, self.step0 = time.monotonic(), resumed_step
+        self.first: tuple[int, float] | None = None  # (step, time) of the first step done
+        self.spoke = False  # a plain line was printed already
+
+    def tick(self, step: int, total: int) -> None:
+        """After each step (the loop's `tick` hook): the first line, once, in line mode."""
+        if not self.lines or self.spoke or step % self.cfg.train.eval_every == 0 or step >= total:
+            return  # on an evaluation step its own line comes now
+        now = time.monotonic()
+        if self.first is None:  # the first step pays for warm-up: the rate starts after it
+            self.first = (step, now)
+            return
+        done, took = step - self.first[0], now - self.first[1]
+        if step - self.step0 < FIRST_LINE_STEPS and took < FIRST_LINE_SECONDS:
+            return
+        _write(self.first_line(step, total, done / max(took, 1e-9)))
+
+    def first_line(self, step: int, total: int, rate: float) -> str:
+        """'step 20/27500  1.95 steps/s  ETA 3h55m  (next evaluation at step 500)'."""
+        self.spoke = True
+        eta = (total - step) / rate if rate > 0 else 0.0
+        budget = ""
+        if self.cfg.train.max_minutes:
+            left = max(0.0, 60 * self.cfg.train.max_minutes - (time.monotonic() - self.t0))
+            if left < eta:
+                eta, budget = (
+                    left,
+                    f" (time budget train.max_minutes={self.cfg.train.max_minutes:g})",
+                )
+        every = self.cfg.train.eval_every
+        nxt = min(total, (step // every + 1) * every)
+        return (
+            f"step {step:>{len(str(total))}}/{total}  {rate:.2f} steps/s  ETA {duration(eta)}"
+            f"{budget}  (next evaluation at step {nxt})"
+        )
+
+    def total(self, metrics: dict[str, Any]) -> int:
+        """The run's steps; the train split's size follows from the loop's epoch."""
+        step, epoch = metrics.get(names.STEP, 0), metrics.get(names.EPOCH, 0)
+        if self.cfg.train.steps > 0 or epoch:
+            return total_steps(self.cfg, step * self.cfg.train.batch_size / epoch if epoch else 0)
+        return 0
+
+    def eval_line(self, m: dict[str, Any]) -> str:
+        step, total = int(m.get(names.STEP, 0)), self.total(m)
+        done = step - self.step0
+        elapsed = time.monotonic() - self.t0
+        eta = (total - step) * elapsed / done if done > 0 and total > step else 0.0
+        if self.cfg.train.max_minutes:  # a time budget may end the run first
+            eta = min(eta, max(0.0, 60 * self.cfg.train.max_minutes - elapsed))
+        parts = [f"step {step:>{len(str(total))}}/{total}" if total else f"step {step}"]
+        for key, label in ((names.LOSS_D, "D"), (names.LOSS_G, "G")):
+            if key in m:
+                parts.append(f"{label} {m[key]:.3f}")
+        if names.VAL_ERROR_GY in m:
+            parts.append(f"val error {percent(m[names.VAL_ERROR_GY])}")
+        if names.IMAGES_PER_SEC in m:
+            parts.append(f"{m[names.IMAGES_PER_SEC]:,.0f} img/s")
+        ended = step >= total or step % self.cfg.train.eval_every != 0  # or the budget ended it
+        parts.append(f"took {duration(elapsed)}" if ended else f"ETA {duration(eta)}")
+        return "  ".join(parts)
+
+    def __call__(self, metrics: dict[str, Any], _ckpt: Path | None, final: bool) -> None:
+        if final:
+            return  # the CLI prints the summary
+        if self.lines:
+            _write(self.eval_line(metrics))
+            self.spoke = True
+        step, total = int(metrics.get(names.STEP, 0)), self.total(metrics)
+        last = step >= total or step % self.cfg.train.eval_every != 0  # a time budget ends early
+        if last:
+            what = "evaluating on the test set"
+            if self.cfg.train.figures:
+                what += f", then writing figures (t-SNE of {self.cfg.train.tsne_points} points)"
+            _write(f"training done at step {step}: {what} ...")
+
+
+def stop_line(reason: str, step: int, cfg: Config) -> str:
+    """Why training stopped, naming the config key: the console's last word on a run."""
+    t = cfg.train
+    if reason == names.STOP_BUDGET:
+        why = f"the time budget train.max_minutes={t.max_minutes:g} was spent"
+    elif reason == names.STOP_EPOCHS:
+        why = f"train.epochs={t.epochs:g} done"
+    elif reason == names.STOP_STEPS:
+        why = f"train.steps={t.steps} done"
+    else:
+        why = reason
+    return f"stopped at step {step}: {why}"
+
+
+def rounded(final: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """For the console: errors in percent under 'KEY (%)', other floats to `digits` significant
+    digits (final.json keeps fractions at full precision)."""
+    out: dict[str, Any] = {}
+    for k, v in final.items():
+        if is_error(k) and isinstance(v, int | float):
+            out[f"{k} (%)"] = round(100 * v, 2)
+        else:
+            out[k] = float(f"{v:.{digits}g}") if isinstance(v, float) else v
+    return out
+
+
+def is_error(key: str) -> bool:
+    """An error metric ('test/error_gy', 'val/error_bayes'): a fraction, shown in percent."""
+    return key.rsplit("/", 1)[-1] in (names.ERROR_GY, names.ERROR_BAYES)
+
+
+def summary(final: dict[str, Any]) -> str:
+    """One line a researcher reads: test errors in percent, NMI, ARI, clusters used."""
+    parts = []
+    if names.TEST_ERROR_GY in final:
+        parts.append(f"test error {percent(final[names.TEST_ERROR_GY])}")
+    if names.TEST_ERROR_BAYES in final:
+        parts.append(f"(Bayes rule: {percent(final[names.TEST_ERROR_BAYES])})")
+    for key, label in ((names.TEST_NMI, "NMI"), (names.TEST_ARI, "ARI")):
+        if key in final:
+            parts.append(f"{label} {final[key]:.3f}")
+    if names.TEST_CLUSTERS_USED in final:
+        parts.append(f"clusters used {final[names.TEST_CLUSTERS_USED]:g}")
+    return "  ".join(parts)

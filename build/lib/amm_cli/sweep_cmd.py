@@ -1,0 +1,173 @@
+"""`amm sweep plan|run|resume|status`.
+
+Handlers import Ray and MLflow lazily so that `amm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from amm_cli.options import add_data_dir, add_set, overrides
+from amm_core.errors import ConfigError
+
+STORAGE_HELP = (
+    "sweep folders live under this path: a local folder, a shared path or s3://... "
+    "(default: $AMM_SWEEP_STORAGE, where the sweep ran (runs/sweep_index.json), amm.toml's "
+    "storage, else ./runs/sweeps)"
+)
+
+
+def _spec(name: str) -> str:
+    """A spec path, or a shipped spec's name (smoke, paper/mnist_amm), also from a wheel."""
+    from amm_core.presets import find_spec, shipped, specs_dir
+
+    path = find_spec(name)
+    if not path.is_file():
+        raise ConfigError(
+            f"sweep spec '{name}' does not exist; shipped specs (by name): "
+            f"{', '.join(s for s in shipped(specs_dir()) if not s.startswith('cluster')) or 'none'}"
+        )
+    return str(path)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sweeps.plan import plan
+
+    print(plan(_spec(args.spec), overrides(args), measure=args.measure, list_all=args.all))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from amm_core import locations
+    from sweeps import runner
+
+    _quiet(args)
+    storage = locations.storage_for(None, args.storage)
+    name, code = runner.run(
+        _spec(args.spec),
+        name=args.name,
+        storage=storage,
+        address=args.address,
+        tracking_uri=locations.tracking_for(None, args.tracking_uri),
+        overrides=overrides(args),
+        verbose=args.verbose,
+    )
+    _summary(name, storage, code)
+    return code
+
+
+def _quiet(args: argparse.Namespace) -> None:
+    if not args.verbose:
+        from sweeps.console import quiet_logs
+
+        quiet_logs()
+
+
+def _summary(name: str, storage: str | None, code: int) -> None:
+    """The end of run/resume: the status table, then what to run next."""
+    from sweeps.console import next_commands
+    from sweeps.status import status
+    from sweeps.storage import load_meta
+
+    print()
+    print(status(name, storage))
+    from amm_core.shell import amm
+
+    where = f" --storage {storage}" if storage else ""
+    hint = {
+        130: f"sweep stopped; continue it with `{amm()} sweep resume {name}{where}`",
+        1: f"some trials of sweep {name} failed (see `{amm()} sweep status {name}`)",
+    }.get(code)
+    if hint:
+        print(f"amm: {hint}", file=sys.stderr)
+    _, meta = load_meta(name, storage)
+    print()
+    print(
+        next_commands(name, meta["tracking_uri"], meta.get("experiment", ""), meta["experiment_id"])
+    )
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from amm_core import locations
+    from sweeps import runner
+
+    _quiet(args)
+    storage = locations.storage_for(args.name, args.storage)
+    code = runner.resume(
+        args.name,
+        storage=storage,
+        address=args.address,
+        tracking_uri=args.tracking_uri,
+        data_dir=args.data_dir,
+        verbose=args.verbose,
+    )
+    _summary(args.name, storage, code)
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from amm_core import locations
+    from sweeps.status import status
+
+    print(status(args.name, locations.storage_for(args.name, args.storage)))
+    return 0
+
+
+def _trial_options(p: argparse.ArgumentParser) -> None:
+    add_set(p, "fixed config override for every trial (repeatable)")
+    add_data_dir(p, "data root for every trial")
+
+
+def _cluster_options(p: argparse.ArgumentParser, tracking_help: str) -> None:
+    """--address, --tracking-uri, --storage: where a sweep runs, is tracked and is stored."""
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    p.add_argument("--tracking-uri", help=tracking_help)
+    p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray Tune's own output (trial tables, worker logs) instead of the short console",
+    )
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="Ray Tune sweeps tracked in MLflow",
+        description="Plan, run, resume and inspect sweeps (specs in sweeps/)",
+    )
+    sub = p.add_subparsers(dest="sweep_command", required=True, metavar="SUBCOMMAND")
+
+    pp = sub.add_parser("plan", help="print the trial grid, count, resources, estimated cost")
+    pp.add_argument("spec", help="sweep spec YAML, e.g. sweeps/paper/mnist_amm.yaml")
+    pp.add_argument(
+        "--measure",
+        action="store_true",
+        help="time a few training steps of the base config on this machine",
+    )
+    pp.add_argument("--all", action="store_true", help="list every trial of a large grid")
+    _trial_options(pp)
+    pp.set_defaults(func=cmd_plan)
+
+    pr = sub.add_parser("run", help="start a sweep (local Ray by default)")
+    pr.add_argument("spec", help="sweep spec YAML")
+    pr.add_argument("--name", help="sweep name (default: <spec stem>-<timestamp>)")
+    _cluster_options(
+        pr, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)"
+    )
+    _trial_options(pr)
+    pr.set_defaults(func=cmd_run)
+
+    pm = sub.add_parser("resume", help="continue a stopped sweep (Tuner.restore)")
+    pm.add_argument("name", help="sweep name")
+    _cluster_options(pm, "MLflow tracking URI (default: the sweep's own)")
+    pm.add_argument(
+        "--data-dir", help="a new data root for the trials this resume runs (default: the sweep's)"
+    )
+    pm.set_defaults(func=cmd_resume)
+
+    ps = sub.add_parser("status", help="finished / failed / running / missing cells of a sweep")
+    ps.add_argument("name", help="sweep name")
+    ps.add_argument("--storage", help=STORAGE_HELP)
+    ps.set_defaults(func=cmd_status)

@@ -1,0 +1,172 @@
+"""`amm train CONFIG.yaml [key=value ...] [--set key=value ...] [--data-dir D] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from amm_cli.options import add_data_dir, add_set
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one model (no Ray)",
+        description="Train one AMM/SAMM model from a preset and overrides. Writes DIR/config.json, "
+        "DIR/metrics.jsonl, DIR/final.json, DIR/checkpoints/ and DIR/figures/.",
+    )
+    p.add_argument("config", nargs="?", help="YAML preset, e.g. configs/mnist_amm.yaml")
+    p.add_argument(
+        "pairs",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides, as with --set: amm train CONFIG loss.gp_weight=10 seed=3",
+    )
+    add_set(p, "override a config key (dotted), e.g. --set loss.gp_weight=10; repeatable")
+    add_data_dir(p)
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a missing dataset through torchvision into the data root "
+        "(data.download=true; needs network)",
+    )
+    p.add_argument("--out", help="output folder (default: runs/train/<config>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: one plain line per evaluation (the default without a terminal)",
+    )
+    p.add_argument("--help-config", action="store_true", help="list every config key and exit")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from amm_core.config import describe, load_config
+    from amm_core.errors import ConfigError
+
+    if args.help_config:
+        print(describe())
+        return 0
+    pairs = list(args.pairs)
+    if args.config and "=" in args.config and not Path(args.config).is_file():
+        pairs.insert(0, args.config)  # `amm train key=value`: no preset given
+        args.config = None
+    if not args.config:
+        raise ConfigError("missing CONFIG: give a YAML preset, e.g. configs/mnist_amm.yaml")
+    for item in pairs:
+        if "=" not in item:
+            raise ConfigError(
+                f"unexpected argument {item!r}: after CONFIG come overrides KEY=VALUE, "
+                "e.g. loss.gp_weight=10 (or --set loss.gp_weight=10)"
+            )
+    from amm_core.presets import find_preset, presets_dir, shipped
+
+    path = find_preset(args.config)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file '{args.config}' does not exist; shipped presets (by name): "
+            f"{', '.join(shipped(presets_dir())) or 'none found'}"
+        )
+    from amm_cli.options import overrides
+
+    # every flag is an override: --data-dir is data.data_dir (absolute), --download data.download
+    flags = overrides(args) | ({"data.download": True} if args.download else {})
+    cfg = load_config(path, pairs).replace(**flags)
+
+    from amm_core.checkpoint import latest_checkpoint
+    from amm_core.fs import check_out_dir
+    from amm_core.train import run
+
+    if args.out:
+        out = Path(args.out)
+    else:
+        if args.resume:
+            raise ConfigError("--resume needs --out DIR: the folder of the run to continue")
+        out = Path("runs/train") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resume_from = None
+    if args.resume:
+        resume_from = latest_checkpoint(out / "checkpoints")
+        if resume_from is None:
+            raise ConfigError(f"--resume: no checkpoint under '{out / 'checkpoints'}'")
+    elif (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+        # Never overwrite a run: the user either resumes it or picks a new folder.
+        raise ConfigError(
+            f"--out '{out}' already holds a run; use --resume to continue it or another --out"
+        )
+    check_out_dir(out, "--out")  # a file in the way or a read-only disk: now, not after the data
+    from amm_cli.progress import TrainConsole, rounded, stop_line, summary
+
+    bar = not args.no_progress and sys.stderr.isatty()
+    step0 = int(resume_from.name.split("_")[-1]) if resume_from is not None else 0
+    console = TrainConsole(cfg, lines=not bar, resumed_step=step0)
+    with _StopOnSignal() as signalled:
+        result = run(
+            cfg,
+            out,
+            report=console,
+            should_stop=lambda: bool(signalled),
+            resume_from=resume_from,
+            progress=bar,
+            tick=console.tick,
+        )
+    from amm_core import names
+
+    if result.stopped:  # a signal: checkpoint saved, no test evaluation
+        from amm_core.shell import amm
+
+        reason = f"{names.STOP_SIGNAL} {signalled[0]}"
+        final = {names.STEP: result.step, names.STOP_REASON: reason}
+        (out / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
+        print(stop_line(reason, result.step, cfg), file=sys.stderr)
+        again = " ".join(_quoted(args.argv))
+        again = again if "--resume" in args.argv else f"{again} --resume"
+        if not any(a == "--out" or a.startswith("--out=") for a in args.argv):
+            again += f" --out {_quoted([str(out)])[0]}"
+        print(f"checkpoint saved; continue with: {amm()} {again}", file=sys.stderr)
+        return 130
+    final = result.final
+    print(f"final metrics (errors in percent; {out / names.FINAL_FILE} keeps fractions):")
+    print(json.dumps(rounded(final), indent=2))
+    print(summary(final))
+    print(stop_line(result.stop_reason, result.step, cfg))
+    print(f"results: {out.resolve()}")
+    return 0
+
+
+def _quoted(argv: list[str]) -> list[str]:
+    import shlex
+
+    return [shlex.quote(a) for a in argv]
+
+
+class _StopOnSignal(list):
+    """While active, the first SIGINT or SIGTERM is recorded by name (the list is then truthy):
+    the loop stops after its step and saves a checkpoint. A second SIGINT interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _StopOnSignal:
+        import threading
+
+        self.saved = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self  # handlers can only be set from the main thread: signals act as before
+        self.saved = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s in self.SIGNALS:
+            signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self:
+            raise KeyboardInterrupt
+        self.append(signal.Signals(signum).name)
+        print(f"amm: {self[0]}: stopping after this step (again to interrupt now)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)

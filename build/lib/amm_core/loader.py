@@ -1,0 +1,178 @@
+"""The one loader of every input file (configs, sweep specs, `amm.toml`): a mapping -> a frozen
+dataclass, each bad key or value named by its dotted key and what is allowed (`ConfigError`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from amm_core.errors import ConfigError
+from amm_core.fs import read_text_file
+
+
+def choice(default: str, *choices: str) -> Any:
+    """A field whose value must be one of `choices`."""
+    assert default in choices
+    return dataclasses.field(default=default, metadata={"choices": choices})
+
+
+def checked(default: Any, ok: Any, allowed: str) -> Any:
+    """A field whose given value must pass `ok` ("key 'k' must be <allowed>, got v" if not)."""
+    return dataclasses.field(default=default, metadata={"check": (ok, allowed)})
+
+
+@contextlib.contextmanager
+def within(where: str) -> Iterator[None]:
+    """Prefix a ConfigError raised inside with where the input came from ("config file 'x': ")."""
+    try:
+        yield
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key '{key}': '{p}' is both a value and a section")
+        node[parts[-1]] = v
+    return out
+
+
+def did_you_mean(key: str, known: list[str], prefix: str = "") -> str:
+    """' (did you mean loss.gp_weight?)' for a close match (difflib), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+    return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
+
+
+# numbers in exponent form without a dot ('1e-4', '2E5'), which YAML 1.1 leaves as strings
+_YAML11_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_WORDS |= {list: "a list", dict: "a mapping"}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """value checked against a field type (scalars, list[T], dict[str, T], unions, dataclasses)."""
+    origin, args = typing.get_origin(typ) or typ, typing.get_args(typ)
+    if typ is Any:
+        return value
+    if dataclasses.is_dataclass(typ):
+        return build(typ, value, key + ".")
+    if origin is types.UnionType:
+        arms = [a for a in args if a is not type(None)]
+        if value is None and len(arms) < len(args):
+            return None
+        if len(arms) == 1:
+            return _coerce(key, value, arms[0])
+        for arm in arms:
+            with contextlib.suppress(ConfigError):
+                return _coerce(key, value, arm)
+        words = " or ".join(_WORDS[typing.get_origin(a) or a] for a in arms)
+        raise ConfigError(f"key '{key}': expected {words}, got {value!r}")
+    if typ is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if typ is float and isinstance(value, str) and _YAML11_FLOAT.match(value):
+        value = float(value)  # '1e-4': YAML 1.1 (PyYAML) reads it as a string
+    allowed = (int, float) if typ is float else origin
+    if isinstance(value, bool) is not (typ is bool) or not isinstance(value, allowed):
+        raise ConfigError(f"key '{key}': expected {_WORDS[origin]}, got {value!r}")
+    if origin is list and args:
+        return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict and args:
+        return {k: _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    return float(value) if typ is float else value
+
+
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """A mapping -> a frozen dataclass: unknown keys (with "did you mean"), missing required
+    keys, wrong types, values outside a field's choices or checks, each named by dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"key '{prefix.rstrip('.') or '<root>'}': expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(data) - set(fields))
+    if unknown:
+        hint = did_you_mean(unknown[0], list(fields), prefix)
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}'{hint}; "
+            f"allowed under '{prefix.rstrip('.') or '<root>'}': {', '.join(fields)}"
+        )
+    for name, f in fields.items():
+        if name not in data and f.default is f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"key '{prefix}{name}' is required")
+    kwargs = {}
+    for name, value in data.items():
+        key, meta = prefix + name, fields[name].metadata
+        value = kwargs[name] = _coerce(key, value, hints[name])
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"key '{key}': {value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
+            )
+        ok, allowed = meta.get("check", (None, ""))
+        if ok and value is not None and not ok(value):
+            raise ConfigError(f"key '{key}' must be {allowed}, got {value!r}")
+    return cls(**kwargs)
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """Every key of a dataclass with its default (and choices), one line each."""
+    lines, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines += describe(hints[f.name], prefix + f.name + ".")
+            continue
+        choices = f.metadata.get("choices")
+        extra = f"  (one of: {', '.join(choices)})" if choices else ""
+        lines.append(f"{prefix}{f.name} = {f.default!r}{extra}")
+    return lines
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'loss.gp_weight=10' -> ('loss.gp_weight', 10). Values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. loss.gp_weight=10")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+    return key.strip(), "" if value is None else value
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file: {}), else a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        data = yaml.safe_load(read_text_file(path, what)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level")
+    return data

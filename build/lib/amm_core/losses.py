@@ -1,0 +1,238 @@
+"""AMM / SAMM losses (Algorithms 1 and 2) and the gradient penalty of eq. 17, in phases.
+
+As stylegan2-ada's loss: each phase runs its forward pass and calls backward(); the loop zeroes
+the gradients and steps the optimisers. The phases keep no state: the loop draws the tuples once
+per D step and hands them to each phase, so the last D step's encoder/decoder forward also serves
+the generator phase (D steps change no generator weight, so its graph stays valid):
+
+    opt_d.zero_grad(); t = loss.tuples(x); loss.d_main(t); loss.d_gp(t); opt_d.step()
+    opt_g.zero_grad(); loss.g_main(t); opt_g.step()
+
+D labels inference tuples (x, y~, z~) real and synthesis tuples (x~, y, z) fake; with d the logit,
+-log sigmoid(d) = softplus(-d) and -log(1 - sigmoid(d)) = softplus(d).
+  L_D   = softplus(-d_q) + softplus(d_p)      (means over the batch)
+  L_dec = softplus(-d_p)                      G_x(y, z) and G_z(y)
+  L_enc = softplus(d_q)                       G_y(x) and G_z(x, .)
+SAMM adds the labelled game, (x_l, y_l, z~_l = G_z(x_l, y_l)) against a fresh synthesis batch;
+each game's terms are scaled 1/(2M), i.e. 0.5 * (mean + mean) per game. G_y(x) learns from the
+unlabelled game only: the labelled game passes y_l as `y_given`, and the encoder keeps the y
+stream out of that game's graph in every inference order.
+
+Randomness (prior samples, encoder noise, penalty alphas) uses the global torch RNG, which the
+loop seeds and checkpoints. Stats are detached 0-dim tensors (no host sync per step).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from amm_core import names
+from amm_core.augment import random_affine
+from amm_core.config import Config
+from amm_core.models import AMM
+from amm_core.networks import one_hot
+
+
+class Tuples(NamedTuple):
+    """Inference tuples (x, y~, z~) and synthesis tuples (x~, y, z), games concatenated."""
+
+    xq: torch.Tensor
+    yq: torch.Tensor
+    zq: torch.Tensor
+    xp: torch.Tensor
+    yp: torch.Tensor
+    zp: torch.Tensor
+    sizes: tuple[int, ...]  # per game batch sizes (unlabelled, then labelled), same for q and p
+    y_mu: torch.Tensor | None = None  # encoder logit means on the unlabelled batch (extra terms)
+
+    def detach(self) -> Tuples:
+        """The same tuples cut from the generator graph (what the D phases train on)."""
+        return Tuples(*(v.detach() for v in self[:6]), self.sizes, None)
+
+
+class AMMLoss:
+    """The phases of one training step; `loss.penalty` was checked by the config."""
+
+    def __init__(self, model: AMM, cfg: Config):
+        self.model = model
+        self.penalty = cfg.loss.penalty
+        # lazy regularisation: the loop runs D_gp on every gp_every-th D step, weighted gp_every
+        self.gp_weight = cfg.loss.gp_weight * cfg.loss.gp_every
+        self.lc = cfg.loss
+
+    # ---- forward pass --------------------------------------------------------------------
+    def tuples(
+        self,
+        x_u: torch.Tensor,
+        x_l: torch.Tensor | None = None,
+        y_l: torch.Tensor | None = None,
+    ) -> Tuples:
+        """Encoder on the float images (sampled y~, z~), decoder on prior samples, for one or two
+        games, with the generator graph (g_main backpropagates through it).
+
+        The synthesis batches of both games are drawn in one prior + decoder call (i.i.d.
+        samples either way)."""
+        enc, dec, prior = self.model.encoder, self.model.decoder, self.model.prior
+        q = enc(x_u, sample=True)
+        xq, yq, zq = [x_u], [q.y], [q.z]
+        sizes = [x_u.shape[0]]
+        if x_l is not None:
+            assert y_l is not None, "SAMM step: x_l given without its labels y_l"
+            y1 = one_hot(y_l, prior.num_components).to(x_l.device)
+            ql = enc(x_l, y_given=y1, sample=True)
+            xq.append(x_l)
+            yq.append(y1)
+            zq.append(ql.z)
+            sizes.append(x_l.shape[0])
+        yp, zp = prior.sample(sum(sizes))
+        xp = dec(yp, zp)
+        return Tuples(torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes), q.y_mu)
+
+    def _game_mean(self, v: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        """Mean per game, games weighted equally (1/(2M) per term in SAMM)."""
+        if len(sizes) == 1:
+            return v.mean()
+        return torch.stack([c.mean() for c in v.split(list(sizes))]).mean()
+
+    def _logits(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
+        # Two D passes, not one on torch.cat([q, p]): D has no BatchNorm, so the maths is the
+        # same, and on the CPU the two smaller passes measured 6-10 % faster per training step
+        # (no concatenation copies; benchmarks/train_throughput.py, MNIST architecture).
+        return self.model.disc(t.xq, t.yq, t.zq), self.model.disc(t.xp, t.yp, t.zp)
+
+    # ---- phases: forward + backward, detached 0-dim stats by metric name -------------------
+    def d_main(self, tuples: Tuples) -> dict[str, torch.Tensor]:
+        """L_D on the tuples, cut from the generator graph."""
+        t = tuples.detach()
+        d_q, d_p = self._logits(t)
+        loss = self._game_mean(F.softplus(-d_q), t.sizes) + self._game_mean(
+            F.softplus(d_p), t.sizes
+        )
+        loss.backward()
+        return {
+            names.LOSS_D: loss.detach(),
+            names.D_REAL: torch.sigmoid(d_q.detach()).mean(),
+            names.D_FAKE: torch.sigmoid(d_p.detach()).mean(),
+        }
+
+    def d_gp(self, tuples: Tuples) -> dict[str, torch.Tensor]:
+        """The gradient penalty (loss.penalty) on the tuples of the same D step."""
+        if self.penalty == "none" or self.gp_weight == 0:
+            zero = torch.zeros((), device=tuples.xq.device)
+            return {names.LOSS_D_GP: zero, names.GP_NORM: zero}
+        t = tuples.detach()
+        if self.penalty == "roth":
+            loss, norm = self._roth(t)
+        else:
+            loss, norm = self._interpolate_penalty(t, self.penalty)
+        loss = self.gp_weight * loss
+        if loss.requires_grad:  # False only when D ignores every penalised input
+            loss.backward()
+        return {names.LOSS_D_GP: loss.detach(), names.GP_NORM: norm.detach().mean()}
+
+    def _input_grads(self, d: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Per-sample gradients of D w.r.t. `inputs`, flattened and concatenated: (N, dims).
+        D has no BatchNorm, so grad of sum(d) gives each sample's own gradient."""
+        grads = torch.autograd.grad(d.sum(), inputs, create_graph=True, allow_unused=True)
+        grads = [
+            torch.zeros_like(i) if g is None else g for g, i in zip(grads, inputs, strict=True)
+        ]
+        return torch.cat([g.flatten(1) for g in grads], dim=1)
+
+    def _interpolate_penalty(self, t: Tuples, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 17: mean (||grad_(x^, y^, z^) D||_2 - 1)^2 on straight lines between inference and
+        synthesis tuples, one alpha ~ U(0, 1) per sample shared by x, y, z (mode "joint").
+        "per_input": sum over v in (x, y, z) of (||grad_v D||_2 - 1)^2, section 4.1's reading
+        (docs/method.md); "x_only": the x norm of public ALI code (a known bug; for ablations).
+        The returned norm is the joint one in every mode (comparable across modes)."""
+        n = t.xq.shape[0]
+        a = torch.rand(n, device=t.xq.device)
+        # fp32 interpolates: under bf16 autocast the synthesis side comes out of the nets in bf16
+        xh = torch.lerp(t.xp.float(), t.xq.float(), a.view(n, 1, 1, 1)).requires_grad_(True)
+        yh = torch.lerp(t.yp.float(), t.yq.float(), a.view(n, 1)).requires_grad_(True)
+        zh = torch.lerp(t.zp.float(), t.zq.float(), a.view(n, 1)).requires_grad_(True)
+        d = self.model.disc(xh, yh, zh)
+        if mode == "x_only":
+            norm = self._input_grads(d, [xh]).norm(2, dim=1)
+            return (norm - 1.0).pow(2).mean(), norm
+        g = self._input_grads(d, [xh, yh, zh])
+        if mode == "joint":
+            norm = g.norm(2, dim=1)
+            return (norm - 1.0).pow(2).mean(), norm
+        parts = g.split([xh[0].numel(), yh.shape[1], zh.shape[1]], dim=1)
+        loss = sum((p.norm(2, dim=1) - 1.0).pow(2) for p in parts).mean()
+        return loss, g.norm(2, dim=1).detach()
+
+    def _roth(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roth et al. 2017 JS regulariser (their eq. 22/Algorithm 1), gradients over (x, y, z):
+        0.5 * (E_q[(1 - D)^2 ||grad d||^2] + E_p[D^2 ||grad d||^2]), D = sigmoid(d), with
+        inference tuples as their 'real' P; lambda = loss.gp_weight plays gamma."""
+        n = t.xq.shape[0]
+        x = torch.cat([t.xq, t.xp]).requires_grad_(True)
+        y = torch.cat([t.yq, t.yp]).requires_grad_(True)
+        z = torch.cat([t.zq, t.zp]).requires_grad_(True)
+        d = self.model.disc(x, y, z)
+        g2 = self._input_grads(d, [x, y, z]).pow(2).sum(1)
+        s = torch.sigmoid(d)
+        reg = ((1 - s[:n]).pow(2) * g2[:n]).mean() + (s[n:].pow(2) * g2[n:]).mean()
+        return 0.5 * reg, g2.sqrt()
+
+    def g_main(self, t: Tuples) -> dict[str, torch.Tensor]:
+        """L_dec + L_enc (+ extra terms) through the tuples' generator graph; D gets no grads."""
+        disc_params = self.model.discriminator_parameters()
+        flags = [p.requires_grad for p in disc_params]
+        for p in disc_params:  # no D gradients in the generator phase (saves the work)
+            p.requires_grad_(False)
+        try:
+            d_q, d_p = self._logits(t)
+            dec = self._game_mean(F.softplus(-d_p), t.sizes)
+            enc = self._game_mean(F.softplus(d_q), t.sizes)
+            total, extra = dec + enc, {}
+            if self.lc.info_weight > 0:
+                info = self._info_term(t)
+                total = total + self.lc.info_weight * info
+                extra[names.LOSS_G_INFO] = info.detach()
+            if self.lc.cluster_weight > 0:
+                cluster, parts = self._cluster_term(t)
+                total = total + self.lc.cluster_weight * cluster
+                extra.update(parts)
+            total.backward()
+        finally:
+            for p, f in zip(disc_params, flags, strict=True):
+                p.requires_grad_(f)
+        return {
+            names.LOSS_G: (dec + enc).detach(),
+            names.LOSS_G_DEC: dec.detach(),
+            names.LOSS_G_ENC: enc.detach(),
+            **extra,
+        }
+
+    # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
+    def _info_term(self, t: Tuples) -> torch.Tensor:
+        """ClusterGAN / InfoGAN: G_y must recover y from G_x(y, z): CE(G_y(x~) logits, y)."""
+        q = self.model.encoder(t.xp, sample=False)
+        return F.cross_entropy(q.y_mu, t.yp.argmax(1))
+
+    def _cluster_term(self, t: Tuples) -> tuple[torch.Tensor, dict]:
+        """IMSAT-style: KL(p(y|x) || p(y|T(x))) with p(y|x) as the target, minus
+        cluster_balance * H(mean_batch p(y|x)), plus cluster_entropy * mean H(p(y|x)).
+        p(y|x) = softmax of the encoder's logit means; T a small random affine transform."""
+        assert t.y_mu is not None, "cluster term: tuples without the encoder's logit means"
+        logp = F.log_softmax(t.y_mu, dim=1)
+        p = logp.exp()
+        x_u = t.xq[: t.sizes[0]]  # the unlabelled batch
+        xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate)
+        logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu, dim=1)
+        consist = (p.detach() * (logp.detach() - logp_a)).sum(1).mean()
+        mean_p = p.mean(0)
+        h_marg = -(mean_p * torch.log(mean_p + 1e-8)).sum()
+        h_cond = -(p * logp).sum(1).mean()
+        total = consist - self.lc.cluster_balance * h_marg + self.lc.cluster_entropy * h_cond
+        return total, {
+            names.LOSS_CLUSTER_CONSIST: consist.detach(),
+            names.LOSS_CLUSTER_HMARG: h_marg.detach(),
+            names.LOSS_CLUSTER_HCOND: h_cond.detach(),
+        }

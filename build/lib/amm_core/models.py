@@ -1,0 +1,47 @@
+"""AMM = encoder + decoder + discriminator + prior, built from a Config; parameter groups."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from amm_core.archs import get_arch
+from amm_core.config import DATASET_SHAPES, Config
+from amm_core.networks import Decoder, Discriminator, Encoder
+from amm_core.priors import Prior
+
+
+class AMM(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: Decoder, disc: Discriminator, prior: Prior):
+        super().__init__()
+        self.encoder, self.decoder, self.disc, self.prior = encoder, decoder, disc, prior
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """G_y(x), G_z(x, .), G_x(y, z) and the prior's learned parts (G_z(y), offsets, sigma)."""
+        return [
+            *self.encoder.parameters(),
+            *self.decoder.parameters(),
+            *self.prior.parameters(),
+        ]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return list(self.disc.parameters())
+
+
+def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
+    """All networks of a run from its config (weights from the global torch RNG)."""
+    m = cfg.model
+    arch = get_arch(m.arch, DATASET_SHAPES[cfg.data.dataset], dropout=m.dropout)
+    for key in ("dec_dropout", "enc_dropout", "disc_dropout"):  # -1: keep model.dropout's
+        if getattr(m, key) >= 0:
+            arch = dataclasses.replace(arch, **{key: getattr(m, key)})
+    arch = dataclasses.replace(arch, dropout_impl=m.dropout_impl)
+    K, L = m.num_components, m.latent_dim
+    return AMM(
+        Encoder(arch, K, L, m.inference, y_noise=m.y_noise, gumbel_tau=m.gumbel_tau),
+        Decoder(arch, K, L, out_bias=m.dec_out_bias == "logodds"),
+        Discriminator(arch, K, L),
+        Prior(cfg, class_freqs, arch=arch),
+    )

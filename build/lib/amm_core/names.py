@@ -1,0 +1,176 @@
+"""The frozen contract between the trainer, the sweep tracking and the analysis: metric names,
+MLflow tag keys and run statuses, the files a run writes, checkpoint-folder names.
+
+Defined once here; everything that writes or reads one imports the constant. The values are
+what tracked runs hold: renaming one is a breaking change for every stored run (`amm table`
+must still read a sweep tracked before). Strings only: no ray or mlflow here.
+"""
+
+# training losses (reported every train.log_every steps)
+LOSS_D = "loss/D"  # discriminator main term (both games in SAMM)
+LOSS_D_GP = "loss/D_gp"  # lambda-weighted penalty term
+LOSS_G = "loss/G"  # all generator terms
+LOSS_G_DEC = "loss/G_dec"  # decoder side: G_x and G_z(y)
+LOSS_G_ENC = "loss/G_enc"  # encoder side: G_y(x) and G_z(x, .)
+LOSS_G_INFO = "loss/G_info"  # extra term: CE of G_y(G_x(y, z)) against y (loss.info_weight)
+LOSS_CLUSTER_CONSIST = "loss/cluster_consist"  # extra term: KL(p(y|x) || p(y|T(x)))
+LOSS_CLUSTER_HMARG = "loss/cluster_h_marginal"  # entropy of the batch-mean p(y|x)
+LOSS_CLUSTER_HCOND = "loss/cluster_h_cond"  # mean entropy of p(y|x)
+GP_NORM = "loss/gp_grad_norm"  # mean per-sample gradient norm at the interpolates
+D_REAL = "D/real_prob"  # mean sigmoid(D) on inference tuples
+D_FAKE = "D/fake_prob"  # mean sigmoid(D) on synthesis tuples
+
+# throughput and bookkeeping
+STEP = "step"  # training step the metrics belong to
+EPOCH = "epoch"
+IMAGES_PER_SEC = "perf/images_per_sec"
+EVAL_SECONDS = "perf/eval_seconds"  # the evaluation just done (+ diagnostics, checkpoint)
+TRAIN_SECONDS = "perf/train_seconds"  # final.json: wall time of the loop, evaluations included
+
+# evaluation: the split prefix is val/ during training and test/ at the end
+SPLITS = ("val", "test")
+# errors are stored as fractions in [0, 1] (final.json, metrics.jsonl, MLflow); everything a
+# person reads shows them in percent (amm_core/fmt.percent, `amm table`, the report)
+ERROR_GY = "error_gy"  # cluster / classification error from argmax G_y(x), a fraction
+ERROR_BAYES = "error_bayes"  # error from the Bayes rule of eq. 18 on z, a fraction
+NMI = "nmi"
+ARI = "ari"
+CLUSTERS_USED = "clusters_used"  # distinct components assigned (collapse detector)
+EVAL_METRICS = (ERROR_GY, ERROR_BAYES, NMI, ARI, CLUSTERS_USED)
+
+
+def split_metric(split: str, name: str) -> str:
+    """('val', 'error_gy') -> 'val/error_gy'."""
+    assert split in SPLITS, split
+    return f"{split}/{name}"
+
+
+def has_test_metrics(result: dict) -> bool:
+    """A stored result (final.json, a Ray result line) that holds the final test/* metrics."""
+    return any(str(k).startswith("test/") for k in result)
+
+
+VAL_ERROR_GY = split_metric("val", ERROR_GY)
+TEST_ERROR_GY = split_metric("test", ERROR_GY)
+TEST_ERROR_BAYES = split_metric("test", ERROR_BAYES)
+TEST_NMI = split_metric("test", NMI)
+TEST_ARI = split_metric("test", ARI)
+TEST_CLUSTERS_USED = split_metric("test", CLUSTERS_USED)
+FINAL_METRICS = (TEST_ERROR_GY, TEST_ERROR_BAYES, TEST_NMI, TEST_ARI, TEST_CLUSTERS_USED)
+
+# diagnostics of the latent path (one batch at each evaluation; docs/method.md, "diagnostics")
+DIAG_D_GRAD_X = "diag/d_grad_x"  # mean per-sample ||dD/dx|| at inference tuples
+DIAG_D_GRAD_Y = "diag/d_grad_y"  # mean per-sample ||dD/dy||
+DIAG_D_GRAD_Z = "diag/d_grad_z"  # mean per-sample ||dD/dz||
+DIAG_MEANS_MIN_DIST = "diag/means_min_dist"  # smallest ||mu_j - mu_k|| in units of sigma
+DIAG_DEC_Y_SENS = "diag/dec_y_sensitivity"  # mean |G_x(y, z) - G_x(y', z)| per pixel
+DIAG_ENC_AGREE = "diag/enc_argmax_agree"  # P(argmax sampled y~ == argmax y_mu)
+DIAG_ENC_LOGIT_SIGMA = "diag/enc_logit_sigma"  # mean exp(0.5 y_logvar)
+DIAG_METRICS = (
+    DIAG_D_GRAD_X,
+    DIAG_D_GRAD_Y,
+    DIAG_D_GRAD_Z,
+    DIAG_MEANS_MIN_DIST,
+    DIAG_DEC_Y_SENS,
+    DIAG_ENC_AGREE,
+    DIAG_ENC_LOGIT_SIGMA,
+)
+
+# every metric a run logs (the val/ and test/ forms of EVAL_METRICS included)
+METRICS = frozenset(
+    {LOSS_D, LOSS_D_GP, LOSS_G, LOSS_G_DEC, LOSS_G_ENC, LOSS_G_INFO, GP_NORM, D_REAL, D_FAKE}
+    | {LOSS_CLUSTER_CONSIST, LOSS_CLUSTER_HMARG, LOSS_CLUSTER_HCOND}
+    | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS}
+    | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}
+)
+# on a sweep's parent run (sweeps/parent.py): best/<objective>, mean/<objective>, trials_finished
+OBJECTIVES = (TEST_ERROR_GY, VAL_ERROR_GY)  # lower is better
+TRIALS_FINISHED = "trials_finished"
+
+# ---------------------------------------------------------------- MLflow run statuses
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+UNFINISHED = "UNFINISHED"  # analysis only: a Ray trial folder with neither a result nor an error
+
+# ---------------------------------------------------------------- MLflow tags
+TAG_ROLE = "amm.role"  # ROLE_SWEEP (parent) or ROLE_TRIAL (child)
+ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
+TAG_SWEEP = "amm.sweep"  # the sweep's name, on the parent and its children
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: a child's parent run
+TAG_RUN_NAME = "mlflow.runName"  # MLflow's own
+TAG_NUM_SEEDS = "amm.num_seeds"  # parent: seeds per cell the sweep asked for ("n=3 of 5")
+TAG_TRIAL = "amm.trial_id"
+TAG_VARIANT = "amm.variant"  # a trial's named override set (spec `variants`)
+TAG_HASH = "amm.config_hash"
+TAG_NODE = "amm.node_id"  # the Ray node the trial runs on (changes after a restart elsewhere)
+TAG_PID = "amm.pid"  # the trial's worker process (changes after a restart)
+TAG_CKPT_STEP = "amm.checkpoint_step"  # step of the trial's last checkpoint Tune registered
+TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current attempt began at
+TAG_FAILURES = "amm.failures"
+TAG_ERROR = "amm.error"  # the failed trial's error text
+# which mapping the error used: "supervised" (SAMM), "hungarian" when K == classes, else
+# "majority"; a key of final.json too
+ERROR_MAPPING_TAG = "error_mapping"
+# why training ended: one of the STOP_* values ("signal SIGINT": STOP_SIGNAL and the signal's
+# name); a key of final.json and a tag of the trial's MLflow run
+STOP_REASON = "stop_reason"
+STOP_STEPS = "train.steps done"
+STOP_EPOCHS = "train.epochs done"
+STOP_BUDGET = "train.max_minutes spent"  # the time budget ended the run before its steps
+STOP_SIGNAL = "signal"
+TAG_TRIAL_NAME = "amm.trial_name"
+TAG_ARTIFACTS_ERROR = "amm.artifacts_error"  # the run's files could not be logged
+TAG_SPEC_PATH = "amm.spec_path"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: its view in MLflow 3's UI
+TAG_STORAGE = "amm.storage"
+TAG_BEST_RUN = "amm.best_run"  # parent: run name of the best trial
+TAG_NOTE = "mlflow.note.content"  # MLflow's own: the run's description in the UI
+TAG_GIT_COMMIT = "amm.git_commit"
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_PYTHON = "amm.python"
+TAG_VERSION = "amm.version."  # + package name
+# every tag key above (tests/test_contract.py: every tag written is one of these); analysis
+# reads READ_TAGS, the others are bookkeeping for the sweep driver, the MLflow UI and people
+TAGS = frozenset(
+    {ERROR_MAPPING_TAG, STOP_REASON, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")}
+)
+READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT})
+
+# ---------------------------------------------------------------- Tune results
+# keys the trainable adds to each result: bookkeeping, never logged as metrics
+RESULT_NODE = "amm_node_id"  # logged as the tag TAG_NODE
+RESULT_RESUMED = "amm/resumed_from_step"  # logged as the tag TAG_RESUMED
+RESULT_FINAL = "amm/final"  # 1 on the result that carries the final test/* metrics
+
+# ---------------------------------------------------------------- files and artifacts
+CONFIG_FILE = "config.json"  # the resolved config
+METRICS_FILE = "metrics.jsonl"  # one line per evaluation
+FINAL_FILE = "final.json"  # the final metrics
+RUN_FILES = (FINAL_FILE, CONFIG_FILE, METRICS_FILE)  # logged as artifacts, in this order
+FIGURES_DIR = "figures"  # artifact folder of the per-run figures (amm_core/figures.py)
+# in the order the paper shows them; training.png last
+FIGURE_FILES = (
+    "samples_per_component.png",
+    "test_by_component.png",
+    "reconstructions.png",
+    "interpolations.png",
+    "tsne.png",
+    "cluster_matrix.png",
+    "confusion_gy.png",
+    "confusion_bayes.png",
+    "training.png",
+)
+SPEC_DIR = "spec"  # parent: the sweep spec file as artifact spec/<file>
+CHECKPOINTS_DIR = "checkpoints"  # of a run's folder
+STATE_FILE = "state.pt"  # in a checkpoint folder
+SWEEP_FILE = "amm_sweep.json"  # in the sweep folder: spec, tracking URI, parent run
+RUNS_FILE = "amm_runs.json"  # in the sweep folder: trial id -> MLflow run id
+
+
+def checkpoint_dirname(step: int) -> str:
+    """step_NNNNNNN (7 digits, so that names sort by step)."""
+    return f"step_{int(step):07d}"
+
+
+def trial_dirname(trial_id: str) -> str:
+    """A trial's folder in the sweep folder (Tune's trial_dirname_creator)."""
+    return f"trial_{trial_id}"

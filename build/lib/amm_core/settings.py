@@ -1,0 +1,51 @@
+"""Every environment variable amm reads, with its default, in one place.
+
+Where a command has a flag, the flag wins; the order of flag, environment, sweep index and
+`amm.toml` is `amm_core.locations`'. A variable set but empty counts as unset; one that must be
+a number and is not is a `ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from amm_core.errors import ConfigError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the working folder's mlflow.db
+DEFAULT_STORAGE = "runs/sweeps"  # sweep folders, relative to the working folder
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected seconds") from None
+
+
+def data_dir(default: str = "") -> str:  # the data root
+    return os.environ.get("AMM_DATA_DIR") or default
+
+
+def data_mirror() -> str:  # a mirror tried first for MNIST / Fashion-MNIST downloads
+    return os.environ.get("AMM_DATA_MIRROR", "")
+
+
+def download_timeout_s() -> float:  # seconds a download may stall
+    return _seconds("AMM_DOWNLOAD_TIMEOUT", 30.0)
+
+
+def sweep_storage(default: str = DEFAULT_STORAGE) -> str:  # folder or URI of the sweep folders
+    return os.environ.get("AMM_SWEEP_STORAGE") or default
+
+
+def tracking_uri(default: str = DEFAULT_TRACKING_URI) -> str:  # the MLflow tracking store
+    return os.environ.get("MLFLOW_TRACKING_URI") or default
+
+
+def lock_stale_s() -> float:  # a sweep lock without a heartbeat this long is stale
+    return _seconds("AMM_LOCK_STALE_S", 300.0)
+
+
+def tracking_outage_s() -> float:  # a sweep stops after the tracking store is down this long
+    return _seconds("AMM_TRACKING_OUTAGE_S", 900.0)

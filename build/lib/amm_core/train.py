@@ -1,0 +1,296 @@
+"""The training loop: steps (`amm_core.step`), evaluations, checkpoints, reports.
+
+Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
+lives in `sweeps/`. The loop talks to the outside world through two hooks:
+`report(metrics, checkpoint_dir, final)` after each evaluation (final=False) and once at the end
+with the test metrics (final=True), `should_stop()`, and `tick(step, steps)` after every step
+(the console's first line). `run` returns a `RunResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from amm_core import names
+from amm_core.accel import (
+    CudaGraphStep,
+    adam_flags,
+    autocast,
+    compile_networks,
+    keep_freed_memory,
+    memory_format,
+    uses_cuda_graph,
+)
+from amm_core.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_dir,
+)
+from amm_core.config import Config, config_from_dict, total_steps
+from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
+from amm_core.diagnostics import latent_diagnostics
+from amm_core.errors import ConfigError
+from amm_core.fs import json_lines
+from amm_core.locations import resolve_data_root
+from amm_core.losses import AMMLoss
+from amm_core.metrics import evaluate, mapping_for
+from amm_core.models import AMM, build_models
+from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
+
+# report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
+ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `run` returns, finished or stopped."""
+
+    step: int  # the step training reached
+    checkpoint: Path | None  # the newest checkpoint folder
+    stopped: bool = False  # should_stop() ended the run: no test evaluation, `final` is empty
+    # why training ended: names.STOP_STEPS, STOP_EPOCHS or STOP_BUDGET ("" when `stopped`)
+    stop_reason: str = ""
+    final: dict[str, Any] = field(default_factory=dict)  # final.json: test/* and bookkeeping
+
+
+# Keys that may differ between a checkpoint and the run that resumes it: where things live and
+# how long to train, not what is trained.
+RESUMABLE_CHANGES = {
+    "data.data_dir",
+    "data.download",
+    "train.device",
+    "train.steps",
+    "train.epochs",
+    "train.max_minutes",
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"key 'train.device': {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _check_resumable(saved: Config, cfg: Config) -> None:
+    a, b = saved.flat(), cfg.flat()
+    diff = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES)
+    if diff:
+        detail = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in diff)
+        keep = " ".join(f"--set {k}={json.dumps(a[k])}" for k in diff)
+        raise ConfigError(
+            f"cannot resume: the config differs from the checkpoint's ({detail}); to go on "
+            f"with the checkpoint's values (e.g. after a default changed): {keep}"
+        )
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def run(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    report: ReportFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    progress: bool = False,
+    tick: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
+
+    Writes out_dir/config.json, metrics.jsonl, final.json, checkpoints/step_*/state.pt and,
+    when cfg.train.figures, figures/*.png.
+    """
+    out_dir = Path(out_dir).resolve()
+    ckpt_root = out_dir / names.CHECKPOINTS_DIR
+    device = resolve_device(cfg.train.device)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    # One seed; every RNG derives from it (data split and batch order have their own streams).
+    random.seed(derive_seed(cfg.seed, "python"))
+    torch.manual_seed(derive_seed(cfg.seed, "torch"))
+    root = resolve_data_root(str(data_root) if data_root else None, cfg.data.data_dir)
+    splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
+    n_train = len(splits.train_x)
+    samm = cfg.data.labelled > 0
+
+    fmt = memory_format(cfg, device)
+    if device.type == "cpu":
+        keep_freed_memory()
+    model = build_models(cfg, class_freqs=splits.class_freqs).to(device, memory_format=fmt)
+    loss = AMMLoss(model, cfg)
+    if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
+        model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
+    graphed = uses_cuda_graph(cfg, device)
+    adam = adam_flags(cfg, device)
+    opt_g, opt_d = make_optimizers(model, cfg, **adam)
+    compile_networks(model, cfg)
+    step_fn = CudaGraphStep(
+        lambda x, x_l, y_l, pen: training_step(loss, opt_d, opt_g, x, x_l, y_l, pen), graphed
+    )
+    sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
+    lab_sampler = None
+    if samm:
+        lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, "labelled_batches")
+        lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
+        lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
+    steps = total_steps(cfg, n_train)
+    step = 0
+
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        _check_resumable(config_from_dict(json.loads(state["config"])), cfg)
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        for group in opt_g.param_groups + opt_d.param_groups:  # a GPU run may resume on a CPU
+            group.update(adam)  # saved with the checkpoint; a CPU cannot step it
+        sampler.load_state_dict(state["sampler"])
+        if lab_sampler is not None:
+            lab_sampler.load_state_dict(state["lab_sampler"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+        _trim_metrics(out_dir / names.METRICS_FILE, step)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / names.CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    def checkpoint() -> Path:
+        state = {
+            "step": step,
+            "config": json.dumps(cfg.to_dict()),
+            "config_hash": cfg.hash(),
+            "model": model.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "sampler": sampler.state_dict(),
+            "lab_sampler": lab_sampler.state_dict() if lab_sampler is not None else {},
+            "rng": rng_state(),
+        }
+        path = save_checkpoint(step_dir(ckpt_root, step), state)
+        prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
+        return path.parent
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    stats, last_train = Stats(), {}
+    val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
+    t_last, step_last = time.perf_counter(), step
+    model.train()
+    stopped = False
+    t_loop = time.perf_counter()
+    deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
+    stop_reason = names.STOP_STEPS if cfg.train.steps > 0 else names.STOP_EPOCHS
+    while step < steps:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        x = to_float(splits.train_x[next(sampler)]).contiguous(memory_format=fmt)
+        x_l = y_l = None
+        if lab_sampler is not None:
+            lidx = next(lab_sampler)  # indices into the train split
+            x_l = to_float(splits.train_x[lidx]).contiguous(memory_format=fmt)
+            y_l = splits.train_y[lidx]
+
+        pen = penalty_schedule(cfg, step)
+        with autocast(cfg, device, graphed):
+            stats.add(step_fn(x, x_l, y_l, pen))
+        step += 1
+        if tick is not None:
+            tick(step, steps)
+        if deadline is not None and time.monotonic() > deadline and step < steps:
+            steps = step  # the time budget is spent: this step is the last (evaluated below)
+            stop_reason = names.STOP_BUDGET
+
+        is_eval = step % cfg.train.eval_every == 0 or step == steps
+        if step % cfg.train.log_every == 0 or is_eval:
+            now = time.perf_counter()
+            last_train = stats.flush(step)
+            last_train[names.IMAGES_PER_SEC] = (
+                (step - step_last) * cfg.train.batch_size / max(now - t_last, 1e-9)
+            )
+            t_last, step_last = now, step
+            if bar is not None:
+                bar.set_postfix(
+                    D=f"{last_train.get(names.LOSS_D, float('nan')):.3f}",
+                    G=f"{last_train.get(names.LOSS_G, float('nan')):.3f}",
+                    img_s=f"{last_train[names.IMAGES_PER_SEC]:.0f}",
+                    val_err=val_err,
+                )
+        if bar is not None:
+            bar.update(1)
+        if is_eval:
+            t_eval = time.perf_counter()
+            val = evaluate(model, splits.val_x, splits.val_y, cfg, splits.n_classes)
+            val_err = f"{100 * val[names.ERROR_GY]:.2f}%"
+            metrics = {names.STEP: step, names.EPOCH: step * cfg.train.batch_size / n_train}
+            metrics.update(last_train)
+            metrics.update({names.split_metric("val", k): v for k, v in val.items()})
+            diag_x = to_float(splits.val_x[: cfg.train.batch_size])
+            metrics.update(
+                latent_diagnostics(model, diag_x, seed=derive_seed(cfg.seed, f"diag:{step}"))
+            )
+            ckpt = checkpoint()
+            metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
+            with open(out_dir / names.METRICS_FILE, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if report is not None:
+                report(metrics, ckpt, False)
+            t_last = time.perf_counter()  # evaluation time is not training throughput
+    if bar is not None:
+        bar.close()
+
+    if stopped:
+        return RunResult(step, checkpoint(), stopped=True)
+
+    test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
+    final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
+    final.update({names.split_metric("test", k): v for k, v in test.items()})
+    final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
+    final[names.STOP_REASON] = stop_reason
+    (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
+    if cfg.train.figures:
+        _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
+    ckpt = latest_checkpoint(ckpt_root)
+    if report is not None:
+        report(dict(final), ckpt, True)
+    return RunResult(step, ckpt, final=final, stop_reason=stop_reason)
+
+
+def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
+    """Figures are a by-product: a plotting failure is reported, and the run still counts."""
+    try:
+        from amm_core.figures import write_run_figures
+
+        history = json_lines(out.parent / names.METRICS_FILE)
+        write_run_figures(
+            model, splits, out, cfg, max_points=cfg.train.tsne_points, history=history
+        )
+    except Exception as e:  # noqa: BLE001 - any plotting error must not fail a finished run
+        print(f"amm: warning: figures not written ({type(e).__name__}: {e})", file=sys.stderr)

@@ -1,0 +1,188 @@
+"""What `amm sweep run/resume` prints: a researcher's view instead of Ray Tune's tables.
+
+Quiet by default (`--verbose` gives Ray's own output back): one plan line at the start (trials,
+concurrency, ETA), one line per evaluation with the validation error and the best so far, one line
+per finished or failed trial, and at the end the next commands to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from typing import Any
+
+from ray import tune
+
+from amm_core import names
+from amm_core.fmt import duration, percent
+from amm_core.shell import amm, script
+from sweeps.spec import run_name
+
+OBJECTIVE = names.VAL_ERROR_GY  # lower is better
+
+
+def quiet_logs() -> None:
+    """Silence Ray's and MLflow's chatter: Tune's tables and headings (the legacy reporter at
+    verbose=0 prints nothing), INFO lines (database set-up, result files, token set-up) and the
+    experiment-snapshot warning. Call before Ray starts; `--verbose` skips it."""
+    import mlflow  # noqa: F401  (it sets its logger's level on import: import first, then quiet)
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for logger in ("mlflow", "alembic"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    for logger in ("ray", "ray.tune"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+
+
+def concurrency(n_trials: int, cpu: float, gpu: float, max_concurrent: int, cpus: float,
+                gpus: float) -> int:  # fmt: skip
+    """How many trials run at once: the spec's cap and what the machine or cluster fits."""
+    fit = [n_trials]
+    if max_concurrent:
+        fit.append(max_concurrent)
+    if cpu > 0:
+        fit.append(int(cpus // cpu))
+    if gpu > 0:
+        fit.append(int(gpus // gpu))
+    return max(1, min(fit))
+
+
+def wall_time(trial_seconds: list[float], parallel: int) -> float:
+    """Wall time of trials run `parallel` at a time, longest first into the first free slot."""
+    slots = [0.0] * max(1, parallel)
+    for d in sorted(trial_seconds, reverse=True):
+        i = slots.index(min(slots))
+        slots[i] += d
+    return max(slots, default=0.0)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class SweepConsole(tune.Callback):
+    """Driver-side Tune callback printing progress lines (pickled with the tuner: no handles)."""
+
+    def __init__(self, name: str, n_trials: int, parallel: int, steps: int) -> None:
+        self.name, self.n_trials, self.parallel, self.steps = name, n_trials, parallel, steps
+        self.t0 = time.monotonic()
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.best: tuple[float, str] | None = None
+        self.done = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a resumed sweep: a fresh clock
+        self.__dict__.update(state)
+        self.t0, self.started = time.monotonic(), {}
+
+    def _line(self, label: str, text: str) -> None:
+        """One progress line: how many trials are done, the trial's run name, what happened."""
+        _say(f"[{self.done}/{self.n_trials} done] {label:<24} {text}")
+
+    def _eta(self, trials: list) -> str:
+        now = time.monotonic()
+        if self.durations:
+            per = sum(self.durations) / len(self.durations)
+        else:
+            rates = []
+            for t in trials:
+                step = (t.last_result or {}).get(names.STEP, 0)
+                if step:
+                    began = self.started.get(t.trial_id, self.t0)
+                    rates.append((now - began) / step * self.steps)
+            if not rates:
+                return "-"
+            per = sum(rates) / len(rates)
+        left = []
+        for t in trials:
+            if t.status in ("RUNNING", "PENDING", "PAUSED"):
+                ran = now - self.started.get(t.trial_id, now)
+                left.append(max(per - ran, 0.0))
+        left += [per] * max(0, self.n_trials - len(trials))  # not created yet (searchers)
+        return duration(wall_time(left, self.parallel))
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.started.setdefault(trial.trial_id, time.monotonic())
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        err = result.get(OBJECTIVE)
+        if not isinstance(err, int | float) or result.get(names.RESULT_FINAL):
+            return
+        label = run_name(trial.config)
+        if self.best is None or err < self.best[0]:
+            self.best = (err, label)
+        step = int(result.get(names.STEP, 0))
+        self._line(
+            label,
+            f"step {step:>6}/{self.steps}  val error {percent(err)}  "
+            f"best {percent(self.best[0])} ({self.best[1]})  ETA {self._eta(trials)}",
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.done += 1
+        if trial.trial_id in self.started:
+            self.durations.append(time.monotonic() - self.started[trial.trial_id])
+        last = trial.last_result or {}
+        self._line(
+            run_name(trial.config),
+            f"finished: val error {percent(last.get(OBJECTIVE))}, "
+            f"test error {percent(last.get(names.TEST_ERROR_GY))}",
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.done += 1
+        self._line(run_name(trial.config), f"FAILED (details: {amm()} sweep status {self.name})")
+
+
+def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
+              uri: str) -> str:  # fmt: skip
+    eta = f"ETA ~{duration(eta_s)} of training" if eta_s else "ETA after the first evaluations"
+    return (
+        f"sweep {name}: {n} trials, {parallel} at a time ({cpu:g} CPU each, {cpus:g} CPUs), "
+        f"{eta}; tracking {uri}; Ray's output: --verbose"
+    )
+
+
+def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "") -> str:
+    """What to run next, each command as it runs when pasted into the shell that ran the sweep
+    (`.venv/bin/amm ...` where `amm` is not on PATH; amm_core/shell.py)."""
+    cmds = [
+        (f"{amm()} table {name}", "mean ± std per grid cell (percent)"),
+        (f"{amm()} report {name}", "one offline HTML page: tables and figures"),
+        (f"{amm()} sweep status {name}", "every trial's state and errors"),
+    ]
+    width = max(len(c) for c, _ in cmds)
+    lines = ["next:", *(f"  {c:<{width}}  # {why}" for c, why in cmds)]
+    if uri.startswith(("http://", "https://")):
+        return "\n".join([*lines, f"  open {uri} (the tracking server's UI)"])
+    lines.append(f"  {script('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000")
+    # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    lines.append(f"      then {link}  (experiment {experiment})")
+    return "\n".join(lines)
+
+
+def start(spec, name: str, uri: str) -> SweepConsole:
+    """Print the plan line of a sweep about to run on the connected Ray -> its console callback."""
+    import ray
+
+    from amm_core.config import total_steps
+
+    res = ray.cluster_resources()
+    cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
+    n = spec.num_trials()
+    par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
+    cells = spec.cells() if spec.search is None else [{}]
+    steps = [total_steps(spec.trial_config(c)) for c in cells]
+    eta = None
+    if spec.cost.steps_per_sec:
+        per_trial = [s / spec.cost.steps_per_sec for s in steps] * (n // len(steps) or 1)
+        eta = wall_time(per_trial[:n], par)
+    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri))
+    return SweepConsole(name, n, par, max(steps))

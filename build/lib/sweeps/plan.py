@@ -1,0 +1,180 @@
+"""`amm sweep plan`: the trial grid, the trial count, resources and an estimated cost.
+
+The cost comes from a steps-per-second figure that is either stored in the spec (`cost:`
+section, with a note on where it was measured) or measured now (`--measure`: a few training
+steps of the base config on this machine). No Ray, no MLflow, no training beyond that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from amm_core.config import total_steps
+from amm_core.errors import ConfigError
+from amm_core.shell import amm
+from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
+
+LIST_MAX = 50  # grids up to this many trials are listed in full
+LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)
+WARN_TRIALS = 1000  # above this many trials, plan prints a warning
+
+
+def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
+    """Time a few training steps of the base config here (after `steps` warm-up steps)."""
+    import tempfile
+
+    import torch
+
+    from amm_core import names, train
+
+    class _Done(Exception):
+        pass
+
+    seen: list[float] = []
+
+    def report(metrics: dict[str, Any], _ckpt: Path | None, _final: bool) -> None:
+        seen.append(metrics.get(names.IMAGES_PER_SEC, 0.0))
+        if len(seen) == 2:
+            raise _Done
+
+    torch.set_num_threads(max(1, int(spec.cpu)))
+    cfg = spec.trial_config({}).replace(
+        **{
+            "train.steps": 2 * steps,
+            "train.eval_every": steps,
+            "train.log_every": steps,
+            "train.figures": False,
+            "data.val_size": min(spec.base_config.data.val_size, 500),
+        }
+    )
+    with tempfile.TemporaryDirectory() as d:
+        with contextlib.suppress(_Done):
+            train.run(cfg, Path(d), report=report)
+    if len(seen) < 2:
+        raise ConfigError("measuring steps/sec: the trial reported fewer than two evaluations")
+    return seen[1] / cfg.train.batch_size
+
+
+def plan_text(
+    spec: SweepSpec, steps_per_sec: float | None = None, source: str = "", list_all: bool = False
+) -> str:
+    lines = [
+        f"sweep spec: {spec.path}",
+        f"base preset: {spec.base}",
+        f"MLflow experiment: {spec.experiment}",
+    ]
+    if spec.description:
+        lines.append(f"description: {spec.description}")
+    if spec.overrides:
+        lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
+    steps = []
+    if spec.search is None:
+        for k, vals in spec.axes().items():
+            lines.append(f"axis {k}: {vals}")
+        lines.append("")
+        lines.append(f"{'#':>4}  {'run name':<48} {'steps':>8}  config hash")
+        cells = spec.cells()
+        shown = len(cells) if list_all or len(cells) <= LIST_MAX else LIST_HEAD
+        for i, cell in enumerate(cells):
+            cfg = spec.trial_config(cell)
+            steps.append(total_steps(cfg))
+            if i < shown:
+                lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
+        if shown < len(cells):
+            lines.append(f"   ... {len(cells) - shown} more trials (--all lists every trial)")
+    else:
+        s = spec.search
+        lines.append(f"Optuna search: {s.num_samples} samples, {s.mode} {s.metric}, seed {s.seed}")
+        for k, dim in s.space.items():
+            rng = dim["values"] if dim["type"] == "choice" else f"[{dim['low']}, {dim['high']}]"
+            lines.append(f"  {k}: {dim['type']} {rng}")
+        steps = [total_steps(spec.trial_config({}))] * s.num_samples
+    if spec.scheduler:
+        sc = spec.scheduler
+        lines.append(
+            f"ASHA: {sc.mode} {sc.metric} by {sc.time_attr}, grace {sc.grace_period}, "
+            f"max_t {sc.max_t}, reduction {sc.reduction_factor:g}"
+        )
+    n = spec.num_trials()
+    lines.append("")
+    lines.append(f"trials: {n}")
+    if n > WARN_TRIALS:
+        lines.append(
+            f"warning: {n:,} trials is a large sweep (over {WARN_TRIALS:,}); check the axes "
+            f"and the estimated cost below before `{amm()} sweep run`"
+        )
+    lines.append(f"resources per trial: {spec.cpu:g} CPU, {spec.gpu:g} GPU")
+    lines.append(
+        f"steps per trial: {min(steps)}" + (f" to {max(steps)}" if len(set(steps)) > 1 else "")
+    )
+    if steps_per_sec:
+        total_s = sum(steps) / steps_per_sec
+        lines.append(f"steps/sec per trial: {steps_per_sec:.2f} ({source})")
+        lines.append(
+            f"estimated cost: {total_s / 3600:.2f} trial-hours "
+            f"({total_s / 3600 * spec.cpu:.2f} CPU-hours, "
+            f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
+            + (" (an upper bound with ASHA)" if spec.scheduler else "")
+        )
+        lines.append(_wall_line(spec, [s / steps_per_sec for s in steps], n))
+    else:
+        lines.append(
+            "estimated cost: unknown (no steps/sec stored in the spec's cost: "
+            f"section; run `{amm()} sweep plan SPEC --measure`)"
+        )
+    return "\n".join(lines)
+
+
+# Ray + MLflow start-up of `amm sweep run` against `amm train` on the same trial, measured by
+# benchmarks/sweep_scaling.py (docs/performance.md); trials ran at their alone speed there, so
+# the wall time of trials in parallel is not scaled down
+START_S = 17.0
+
+
+def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
+    """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
+    import os
+
+    import torch
+
+    from amm_core.fmt import duration
+    from sweeps.console import concurrency, wall_time
+
+    cpus = os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if spec.gpu > 0 else 0
+    par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
+    where = f"{cpus} CPUs" + (f", {gpus} GPUs" if spec.gpu > 0 else "")
+    if spec.gpu > 0 and gpus == 0:
+        return (
+            f"wall time here: no GPU on this machine ({where}); on a cluster that runs "
+            f"P trials at once: about {duration(sum(trial_seconds))} / P of training\n"
+            f"to run it on this machine's CPUs instead ({max(spec.cpu, 1):g} CPU per trial):\n"
+            f"  {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}\n"
+            f"  (its time on CPUs: {amm()} sweep plan {spec_arg(spec)} {cpu_route(spec)} "
+            "--measure)"
+        )
+    return (
+        f"wall time on this machine ({where}, {par} trial(s) at a time): about "
+        f"{duration(wall_time(trial_seconds, par))} of training + about {duration(START_S)} "
+        "of Ray and MLflow start-up (evaluation and figures come on top)"
+    )
+
+
+def plan(
+    spec_path: str,
+    overrides: dict[str, Any] | None = None,
+    measure: bool = False,
+    list_all: bool = False,
+) -> str:
+    spec = load_spec(spec_path, overrides)
+    if measure:
+        sps = measure_steps_per_sec(spec)
+        source = f"measured now: 10 steps of the base config, {spec.cpu:g} CPU thread(s)"
+    elif spec.cost.steps_per_sec:
+        sps = spec.cost.steps_per_sec
+        source = f"stored in the spec: {spec.cost.measured_on or 'no note'}"
+    else:
+        sps, source = None, ""
+    return plan_text(spec, sps, source, list_all)

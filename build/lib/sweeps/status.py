@@ -1,0 +1,88 @@
+"""`amm sweep status`: every cell's state and errors, from Tune's experiment state on disk."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from amm_core import names
+from amm_core.fmt import percent
+from amm_core.shell import amm
+from sweeps import lock as sweep_lock
+from sweeps.spec import run_name
+from sweeps.storage import load_meta, resolve_storage
+
+# Tune trial status -> what `amm sweep status` calls it
+STATES = {
+    "TERMINATED": "finished",
+    "ERROR": "failed",
+    "RUNNING": "running",
+    "PENDING": "pending",
+    "PAUSED": "pending",
+}
+
+
+def trials(sweep_dir: str) -> list:
+    """Tune's trials of a sweep folder; none when Tune has written no experiment state yet."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return ExperimentAnalysis(sweep_dir).trials
+    except (ValueError, FileNotFoundError, OSError):
+        return []
+
+
+def trial_states(sweep_dir: str) -> dict[str, str]:
+    """trial id -> finished / failed / running / pending, from Tune's experiment state."""
+    return {t.trial_id: STATES.get(t.status, t.status.lower()) for t in trials(sweep_dir)}
+
+
+def _state(trial, sweep_dir: str, live: bool) -> str:
+    """Tune's state of a trial; without a live driver, running/pending ones are 'stopped', and
+    one whose final checkpoint is on disk is 'finished' (Tune's saved state may lag a kill)."""
+    from sweeps.reconcile import finished_on_disk, trial_dir
+
+    state = STATES.get(trial.status, trial.status.lower())
+    if live or state not in ("running", "pending"):
+        return state
+    if "://" not in sweep_dir and finished_on_disk(trial_dir(sweep_dir, trial.trial_id)):
+        return "finished"
+    return "stopped"
+
+
+def status(name: str, storage: str | None = None) -> str:
+    """Which config x seed cells are finished, failed, running or missing; errors in percent."""
+    sweep_dir, meta = load_meta(name, storage)
+    driver = sweep_lock.holder(resolve_storage(storage), name)
+    rows: dict[str, tuple[str, ...]] = {}
+    for cell in meta.get("cells", []):  # the spec's order first
+        rows[run_name(cell)] = ("missing", "", "-", "-", "")
+    for t in trials(sweep_dir):
+        last = t.last_result or {}
+        rows[run_name(t.config)] = (
+            _state(t, sweep_dir, driver is not None),
+            str(last.get(names.STEP, "")),
+            percent(last.get(names.VAL_ERROR_GY)),
+            percent(last.get(names.TEST_ERROR_GY)),
+            t.trial_id,
+        )
+    counts = Counter(row[0] for row in rows.values())
+    open_ = counts["stopped"] + counts["missing"]
+    if driver:
+        drv = f"running ({sweep_lock.describe(driver)})"
+    elif open_:
+        drv = f"none ({open_} trial(s) not finished: `{amm()} sweep resume {name}` continues them)"
+    else:
+        done = set(counts) == {"finished"}
+        drv = "none (the sweep has ended" + (": every trial finished)" if done else ")")
+    lines = [
+        f"sweep {name} ({sweep_dir})",
+        f"tracking: {meta['tracking_uri']} (parent run {meta['parent_run_id']})",
+        f"driver: {drv}",
+        "",
+        f"{'run name':<32} {'state':<9} {'step':>7} {'val error':>10} {'test error':>10}  trial",
+    ]
+    for label, (state, step, val, test, tid) in rows.items():
+        lines.append(f"{label:<32} {state:<9} {step:>7} {val:>10} {test:>10}  {tid}")
+    lines.append("")
+    lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)

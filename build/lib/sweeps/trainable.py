@@ -1,0 +1,137 @@
+"""The Ray Tune function trainable: a thin adapter around `amm_core.train.run`.
+
+Everything about the method is in `amm_core`; this file only connects the loop's hooks to Tune:
+each evaluation's checkpoint folder goes to `tune.report(..., checkpoint=...)`, a restarted trial
+continues from `tune.get_checkpoint()`, and the final checkpoint also carries the run's files
+(final.json, config.json, metrics.jsonl, figures/) so the driver can log them to MLflow even when
+the trial ran on another node. Trials never talk to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from amm_core import names
+from sweeps.spec import trial_config
+
+
+def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
+    """The last checkpoint plus the run's files, as one folder for the final report."""
+    final = out_dir / "final_checkpoint"
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir(parents=True)
+    if ckpt_dir is not None:
+        for f in Path(ckpt_dir).iterdir():
+            if f.is_file():
+                try:
+                    os.link(f, final / f.name)  # same filesystem: no copy of the weights
+                except OSError:
+                    shutil.copy2(f, final / f.name)
+    for name in names.RUN_FILES:
+        if (out_dir / name).is_file():
+            shutil.copy2(out_dir / name, final / name)
+    if (out_dir / names.FIGURES_DIR).is_dir():
+        shutil.copytree(out_dir / names.FIGURES_DIR, final / names.FIGURES_DIR)
+    return final
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a Tune result can hold: numbers and strings."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+
+
+def train_trial(
+    params: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    variants: dict[str, dict[str, Any]] | None = None,
+    threads: int = 1,
+    sweep_dir: str | None = None,
+) -> None:
+    """Tune entry point: `params` are the swept values of this trial (dotted keys)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from amm_core import train
+
+    torch.set_num_threads(max(1, threads))
+    cfg = trial_config(base, params, variants)
+    out_dir = Path.cwd() / "run"  # the trial's working folder on the node that runs it
+    node = ray.get_runtime_context().get_node_id()
+
+    resume_from = None
+    ckpt = _newest(tune.get_checkpoint(), sweep_dir, tune.get_context().get_trial_id())
+    if ckpt is not None:
+        # as_directory() may hand out a temporary folder: copy to a folder the trial owns
+        local = out_dir / "resume_checkpoint"
+        shutil.rmtree(local, ignore_errors=True)
+        with ckpt.as_directory() as d:
+            shutil.copytree(d, local)
+        resume_from = local
+    meta = (ckpt.get_metadata() or {}) if ckpt is not None else {}
+    resumed_step = int(meta.get("step", 0))
+    # the last evaluation's result (kept in checkpoint metadata, for a restart right before
+    # the final report)
+    last: dict[str, Any] = dict(meta.get("last", {}))
+
+    def send(result: dict[str, Any], final: bool, checkpoint=None) -> None:
+        bookkeeping = {names.RESULT_NODE: node, names.RESULT_RESUMED: resumed_step}
+        result = {**result, **bookkeeping, names.RESULT_FINAL: int(final)}
+        tune.report(result, checkpoint=checkpoint)
+
+    def report(metrics: dict[str, Any], ckpt_dir: Path | None, final: bool) -> None:
+        if final:
+            # the final result repeats the last evaluation's numbers: schedulers and searchers
+            # expect their metric in every result (the driver logs each (key, step) once)
+            folder, out = _final_folder(out_dir, ckpt_dir), {**last, **_plain(metrics)}
+        else:
+            folder, out = ckpt_dir, _plain(metrics)
+            last.clear()
+            last.update(out)
+        checkpoint = None
+        if folder is not None:
+            checkpoint = tune.Checkpoint.from_directory(str(folder))
+            step = int(metrics.get(names.STEP, 0))
+            checkpoint.set_metadata({"step": step, "final": final, "last": last})
+        send(out, final, checkpoint)
+
+    if meta.get("final") and resume_from is not None:
+        # it finished before the driver stopped: report its stored result, train nothing
+        final = json.loads((resume_from / names.FINAL_FILE).read_text())
+        checkpoint = tune.Checkpoint.from_directory(str(resume_from))
+        checkpoint.set_metadata(meta)
+        send({**last, **_plain(final)}, True, checkpoint)
+        return
+    if last and resume_from is not None:
+        # the evaluation that wrote this checkpoint may never have reached the driver (a stop
+        # or kill between the two): report it again; the driver logs each (key, step) once
+        send(last, False)
+    train.run(cfg, out_dir, report=report, resume_from=resume_from)
+
+
+def _newest(ckpt, sweep_dir: str | None, trial_id: str):
+    """Tune's checkpoint of this trial, or a newer complete one in its storage folder: after a
+    driver kill Tune's saved state can lag behind the checkpoints the trial wrote."""
+    from ray import tune
+
+    from amm_core.checkpoint import load_checkpoint
+    from amm_core.errors import ConfigError
+    from sweeps.reconcile import checkpoints, trial_dir
+
+    if sweep_dir is None or "://" in sweep_dir:
+        return ckpt
+    known = int((ckpt.get_metadata() or {}).get("step", -1)) if ckpt is not None else -1
+    for step, folder, _ in reversed(checkpoints(trial_dir(sweep_dir, trial_id))):
+        if step <= known:
+            break
+        try:
+            load_checkpoint(folder)  # complete? (a kill can cut a copy short)
+        except ConfigError:
+            continue
+        return tune.Checkpoint(str(folder))
+    return ckpt
