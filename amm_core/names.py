@@ -121,6 +121,9 @@ TAG_TRIAL_NAME = "amm.trial_name"
 TAG_ARTIFACTS_ERROR = "amm.artifacts_error"  # the run's files could not be logged
 TAG_SPEC_PATH = "amm.spec_path"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: its view in MLflow 3's UI
+# on the experiment, + a key: a view of its runs table that MLflow 3's UI opens from the URL
+# parameter viewStateShareKey=<key> (filter, sort, columns; sweeps/tracking.share_trials_view)
+TAG_SHARED_VIEW = "mlflow.sharedViewState."
 TAG_STORAGE = "amm.storage"
 TAG_BEST_RUN = "amm.best_run"  # parent: run name of the best trial
 TAG_NOTE = "mlflow.note.content"  # MLflow's own: the run's description in the UI

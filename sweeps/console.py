@@ -20,6 +20,7 @@ from amm_core import names
 from amm_core.fmt import duration, percent
 from amm_core.shell import amm, script
 from sweeps.spec import run_name
+from sweeps.tracking import view_key
 
 OBJECTIVE = names.VAL_ERROR_GY  # lower is better
 
@@ -141,8 +142,11 @@ class SweepConsole(tune.Callback):
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
-              uri: str) -> str:  # fmt: skip
-    eta = f"ETA ~{duration(eta_s)} of training" if eta_s else "ETA after the first evaluations"
+              uri: str, whole: bool = False) -> str:  # fmt: skip
+    """`whole`: the ETA counts evaluations and figures too (the spec's cost.trial_overhead_s)."""
+    eta = "ETA after the first evaluations"
+    if eta_s:
+        eta = f"ETA ~{duration(eta_s)}" + ("" if whole else " of training")
     return (
         f"sweep {name}: {n} trials, {parallel} at a time ({cpu:g} CPU each, {cpus:g} CPUs), "
         f"{eta}; tracking {uri}; Ray's output: --verbose"
@@ -159,12 +163,17 @@ def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "")
     ]
     width = max(len(c) for c, _ in cmds)
     lines = ["next:", *(f"  {c:<{width}}  # {why}" for c, why in cmds)]
+    # the sweep's trials as a flat table sorted by test/error_gy, in MLflow 3's "Model training"
+    # view: the shared view the sweep stored on its experiment (tracking.share_trials_view)
+    page = (
+        f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={view_key(name)}"
+    )
     if uri.startswith(("http://", "https://")):
-        return "\n".join([*lines, f"  open {uri} (the tracking server's UI)"])
+        return "\n".join([*lines, f"  open {uri.rstrip('/')}{page}  (the tracking server's UI)"])
     lines.append(f"  {script('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000")
-    # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
-    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    lines.append(f"      then {link}  (experiment {experiment})")
+    lines.append(f"      then open http://127.0.0.1:5000{page}")
+    lines.append(f"      (experiment {experiment}: the sweep's trials, sorted by test/error_gy)")
     return "\n".join(lines)
 
 
@@ -182,7 +191,9 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     steps = [total_steps(spec.trial_config(c)) for c in cells]
     eta = None
     if spec.cost.steps_per_sec:
-        per_trial = [s / spec.cost.steps_per_sec for s in steps] * (n // len(steps) or 1)
+        from sweeps.plan import trial_seconds
+
+        per_trial = trial_seconds(spec, steps, spec.cost.steps_per_sec) * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
-    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri))
+    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, spec.cost.trial_overhead_s > 0))
     return SweepConsole(name, n, par, max(steps))

@@ -118,7 +118,7 @@ def plan_text(
             f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
             + (" (an upper bound with ASHA)" if spec.scheduler else "")
         )
-        lines.append(_wall_line(spec, [s / steps_per_sec for s in steps], n))
+        lines.append(_wall_line(spec, trial_seconds(spec, steps, steps_per_sec), n))
     else:
         lines.append(
             "estimated cost: unknown (no steps/sec stored in the spec's cost: "
@@ -131,6 +131,13 @@ def plan_text(
 # benchmarks/sweep_scaling.py (docs/performance.md); trials ran at their alone speed there, so
 # the wall time of trials in parallel is not scaled down
 START_S = 17.0
+
+
+def trial_seconds(spec: SweepSpec, steps: list[int], steps_per_sec: float) -> list[float]:
+    """Each trial's wall time: its steps at `steps_per_sec` (at most the time budget
+    train.max_minutes), plus the spec's measured overhead per trial (cost.trial_overhead_s)."""
+    budget = 60 * spec.trial_config({}).train.max_minutes or float("inf")
+    return [min(s / steps_per_sec, budget) + spec.cost.trial_overhead_s for s in steps]
 
 
 def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
@@ -154,6 +161,13 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
             f"  {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}\n"
             f"  (its time on CPUs: {amm()} sweep plan {spec_arg(spec)} {cpu_route(spec)} "
             "--measure)"
+        )
+    if spec.cost.trial_overhead_s:
+        total = wall_time(trial_seconds, par) + START_S
+        return (
+            f"wall time on this machine ({where}, {par} trial(s) at a time): about "
+            f"{duration(total)} (training, evaluations and figures, and about "
+            f"{duration(START_S)} of Ray and MLflow start-up)"
         )
     return (
         f"wall time on this machine ({where}, {par} trial(s) at a time): about "

@@ -18,7 +18,7 @@ from amm_core.shell import amm
 from sweeps import lock as sweep_lock
 from sweeps import reconcile, tracking, tuner
 from sweeps import storage as sweep_storage
-from sweeps.spec import SweepSpec, load_spec
+from sweeps.spec import VARIANT, SweepSpec, load_spec
 from sweeps.status import trial_states
 
 
@@ -150,6 +150,7 @@ def _run_locked(
         },
     )
     parent.describe(uri, parent_id, spec, name)
+    _share_view(uri, exp_id, name, spec)
     meta = {
         "name": name,
         "spec_path": str(spec.path),
@@ -236,11 +237,18 @@ def _resume_locked(
     if not cb.outbox.flush(force=True):  # writes a tracking outage left behind come first
         raise TrackingOutage(cb.outbox.outage_line())
     tracking.client(uri).update_run(meta["parent_run_id"], status=names.RUNNING)
+    _share_view(uri, meta["experiment_id"], name, spec)  # a sweep from before the shared view
     reconcile.before_restore(sweep_dir, cb)
     # the callback was pickled with the tuner; give it the (possibly new) tracking URI
     callbacks = _callbacks(cb, spec, name, uri, verbose)
     restored = tuner.restore(sweep_dir, spec, base_flat, callbacks, verbose)
     return _fit(restored, meta, sweep_dir, cb)
+
+
+def _share_view(uri: str, exp_id: str, name: str, spec: SweepSpec) -> None:
+    """The MLflow UI's view of this sweep's trials, which the printed link opens."""
+    swept = [k for k in spec.axes() if k != VARIANT]  # variants are a tag, not a param
+    tracking.share_trials_view(tracking.client(uri), exp_id, name, swept)
 
 
 def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:

@@ -49,6 +49,9 @@ class Resources:
 class Cost:
     steps_per_sec: float | None = checked(None, lambda v: v > 0, "> 0")  # one trial's speed
     measured_on: str = ""  # where that speed was measured (shown by `amm sweep plan`)
+    # seconds a trial spends beyond its training steps (evaluations, test set, figures, its
+    # start in Ray), measured on a whole sweep; with it the plan's wall time is the sweep's
+    trial_overhead_s: float = checked(0.0, lambda v: v >= 0, ">= 0")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def test_next_commands_run_as_pasted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = next_commands("nb", f"sqlite:///{tmp_path}/m.db", "amm-smoke", "1")
     cmds = [ln.split("  #")[0].strip() for ln in text.splitlines()[1:] if ln.startswith("  ")]
-    cmds = [c for c in cmds if not c.startswith(("then ", "open "))]
+    cmds = [c for c in cmds if not c.startswith(("then ", "open ", "("))]
     assert len(cmds) == 4, text
     for cmd in cmds:  # the program each names exists where the shell looks; --help runs it
         program = shlex.split(cmd)[0]

@@ -4,6 +4,7 @@ sweep found by name alone afterwards (index under runs/); the MLflow parent run 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -74,7 +75,16 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     exp_id = re.search(r"#/experiments/(\w+)/runs\?workflowType=machine_learning", out).group(1)
     from mlflow.tracking import MlflowClient
 
-    assert MlflowClient(uri).get_experiment(exp_id).name == "amm-smoke"  # the link is that sweep's
+    exp = MlflowClient(uri).get_experiment(exp_id)
+    assert exp.name == "amm-smoke"  # the link is that sweep's
+    # ... and opens the view the sweep stored: its trials, flat, sorted by the objective, which
+    # is a column (MLflow 3's shared views; checked in Chromium for docs/mlflow-runs.png)
+    assert re.search(r"/runs\?workflowType=machine_learning&viewStateShareKey=amm-nb\s", out)
+    view = json.loads(exp.tags["mlflow.sharedViewState.amm-nb"])
+    assert view["searchFilter"] == "tags.`amm.sweep` = 'nb' and tags.`amm.role` = 'trial'"
+    assert view["orderByKey"] == "metrics.`test/error_gy`" and view["orderByAsc"] is True
+    assert view["selectedColumns"][0] == "metrics.`test/error_gy`"
+    assert {"params.`loss.gp_weight`", "params.`seed`"} <= set(view["selectedColumns"])
     assert "amm table nb" in out and "amm report nb" in out
     # the printed commands run as pasted into a shell in the same folder, venv not on PATH
     printed = re.findall(r"^  (\S*amm (?:table|sweep status) nb)  ", out, re.M)

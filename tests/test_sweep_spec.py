@@ -141,6 +141,22 @@ def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
     assert "stored in the spec: test box" in out
 
 
+def test_plan_wall_time_counts_the_measured_overhead_and_the_time_budget(tmp_path, capsys):
+    p = write_spec(
+        tmp_path,
+        "seeds: 4\nmax_concurrent: 1\n"
+        "cost: {steps_per_sec: 10, trial_overhead_s: 20, measured_on: a whole sweep}\n",
+    )
+    # 4 trials one at a time, each 600 steps / 10 steps/s + 20 s, + 17 s of start-up = 337 s
+    assert amm(["sweep", "plan", str(p), "--set", "train.steps=600"]) == 0
+    out = capsys.readouterr().out
+    assert "1 trial(s) at a time): about 5m37s (training, evaluations and figures" in out, out
+    # a time budget of 30 s caps each trial's training: 4 x (30 + 20) + 17 = 217 s
+    sets = ["--set", "train.steps=600", "--set", "train.max_minutes=0.5"]
+    assert amm(["sweep", "plan", str(p), *sets]) == 0
+    assert "about 3m37s (training" in capsys.readouterr().out
+
+
 def test_set_seed_replaces_the_seed_axis(tmp_path, capsys):
     p = write_spec(tmp_path, "grid: {loss.gp_weight: [1, 10]}\nseeds: 3\n")
     assert load_spec(p).num_trials() == 6
