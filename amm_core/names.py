@@ -136,7 +136,7 @@ TAG_VERSION = "amm.version."  # + package name
 TAGS = frozenset(
     {ERROR_MAPPING_TAG, STOP_REASON, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")}
 )
-READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT})
+READ_TAGS = frozenset({TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT, TAG_NOTE})
 
 # ---------------------------------------------------------------- Tune results
 # keys the trainable adds to each result: bookkeeping, never logged as metrics

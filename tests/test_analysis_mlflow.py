@@ -68,7 +68,9 @@ def store(tmp_path_factory):
     c = MlflowClient(tracking_uri=uri)
     exp = c.create_experiment("amm-smoke", artifact_location=str(root / "artifacts"))
     base = {"model.arch": "tiny"}
-    ids = log_sweep(c, exp, "smoke", SMOKE, base, tags={"amm.num_seeds": "3"})
+    note = "**Demo budget: not a result (docs/results.md)**\n\nsweep `smoke`, 12 trials"
+    tags = {"amm.num_seeds": "3", "mlflow.note.content": note}
+    ids = log_sweep(c, exp, "smoke", SMOKE, base, tags=tags)
     figs = root / "figs"
     figs.mkdir()
     for name in ("tsne.png", "cluster_matrix.png"):
@@ -178,6 +180,8 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     assert re.search(r"<h3>learned-10\.0-s1 \([^)]*\): test/error_gy = 3\.00 %</h3>", page)
     assert "<th>test/error_gy (%)</th>" in page and "<td>3.00</td>" in page
     assert "= 0.03<" not in page
+    # the spec's description (the parent run's note) heads the page: the demo says what it is
+    assert '<p class="description">Demo budget: not a result (docs/results.md)</p>' in page
     # the runs table scrolls inside its own box: the page never scrolls sideways
     assert '<div class="scroll"><table><caption>Runs</caption>' in page
     assert ".scroll { max-width: 100%; overflow-x: auto; }" in page

@@ -60,7 +60,9 @@ def test_make_demo_prints_commands_that_run_without_the_venv_on_path():
     r = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     echoed = re.findall(r'echo "([^"]*)"', r.stdout)
-    commands = [c for e in echoed for c in re.findall(r"\(([^()]*)\)", e) if " " in c]
+    # the commands in parentheses: "(.venv/bin/amm sweep status NAME)"
+    found = [c for e in echoed for c in re.findall(r"\(([^()]*)\)", e)]
+    commands = [c for c in found if re.match(r"\S*(amm|mlflow) ", c)]
     assert len(commands) >= 2, echoed
     for c in commands:
         assert c.startswith(".venv/bin/"), c
