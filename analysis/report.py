@@ -38,8 +38,8 @@ caption { text-align: left; font-weight: 600; padding-bottom: .4em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.best { font-weight: 700; background: #e8f4e8; }
-.scroll { max-width: 100%; overflow-x: auto; }
-p.description { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }  /* a wide table scrolls, the page does not */
+.scroll { max-width: 100%; overflow-x: auto; }  /* a wide table scrolls, the page does not */
+p.description { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
 p.note { color: #555; font-size: 13px; margin: .2em 0; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 520px; border: 1px solid #ddd; }
