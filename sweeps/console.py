@@ -68,8 +68,12 @@ def _say(line: str) -> None:
 class SweepConsole(tune.Callback):
     """Driver-side Tune callback printing progress lines (pickled with the tuner: no handles)."""
 
-    def __init__(self, name: str, n_trials: int, parallel: int, steps: int) -> None:
+    def __init__(
+        self, name: str, n_trials: int, parallel: int, steps: int, longest_s: float = 0.0
+    ) -> None:
         self.name, self.n_trials, self.parallel, self.steps = name, n_trials, parallel, steps
+        # a trial's longest run when a time budget (train.max_minutes) ends it: the ETA's cap
+        self.longest_s = longest_s
         self.t0 = time.monotonic()
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
@@ -94,7 +98,8 @@ class SweepConsole(tune.Callback):
                 step = (t.last_result or {}).get(names.STEP, 0)
                 if step:
                     began = self.started.get(t.trial_id, self.t0)
-                    rates.append((now - began) / step * self.steps)
+                    est = (now - began) / step * self.steps
+                    rates.append(min(est, self.longest_s) if self.longest_s else est)
             if not rates:
                 return "-"
             per = sum(rates) / len(rates)
@@ -196,4 +201,6 @@ def start(spec, name: str, uri: str) -> SweepConsole:
         per_trial = trial_seconds(spec, steps, spec.cost.steps_per_sec) * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
     _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, spec.cost.trial_overhead_s > 0))
-    return SweepConsole(name, n, par, max(steps))
+    budget = 60 * spec.trial_config({}).train.max_minutes
+    longest = budget + spec.cost.trial_overhead_s if budget else 0.0
+    return SweepConsole(name, n, par, max(steps), longest)
