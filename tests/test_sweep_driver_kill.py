@@ -50,15 +50,12 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     sweep_dir = tmp_path / "sweeps" / "kd"
     try:
         deadline = time.time() + 600  # Ray and a fresh store start slowly on a busy machine
-        while True:  # the short trial finished, the long one has checkpoints past step 40
+        while not (sweep_dir / "amm_sweep.json").exists():  # the sweep exists, its driver lives
             assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.time() < deadline, "the sweep did not reach the kill point"
-            time.sleep(1)
-            runs = peek(tmp_path / "mlflow.db")
-            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 60]
-            if runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED" and long_dirs:
-                break
-        # a live driver: a second run and a resume of the sweep are refused
+            assert time.time() < deadline, "the sweep did not start"
+            time.sleep(0.2)
+        # a live driver: a second run and a resume of the sweep are refused (before the kill
+        # point: these take seconds, in which the long trial could otherwise finish)
         second = amm("sweep", "run", str(spec), "--name", "kd", *where, cwd=tmp_path, env=env)
         out2, _ = second.communicate(timeout=120)
         assert second.returncode == 2, out2[-3000:]
@@ -66,6 +63,14 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
         res = amm("sweep", "resume", "kd", *where, cwd=tmp_path, env=env)
         out3, _ = res.communicate(timeout=120)
         assert res.returncode == 2 and f"live driver: pid {proc.pid}" in out3, out3[-3000:]
+        while True:  # the short trial finished, the long one has checkpoints past step 40
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.time() < deadline, "the sweep did not reach the kill point"
+            time.sleep(0.5)
+            runs = peek(tmp_path / "mlflow.db")
+            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 60]
+            if runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED" and long_dirs:
+                break
 
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait(timeout=60)
