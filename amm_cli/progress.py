@@ -1,9 +1,11 @@
 """What `amm train` prints while it trains, through the loop's `report` hook.
 
 On a terminal the loop's tqdm bar shows progress; without one (Slurm, nohup, CI logs) this prints
-one plain line per evaluation: step, losses, validation error in percent, images/s and ETA.
-Either way the end-of-run phases (test evaluation, figures) are announced when training ends, and
-the final metrics are rounded for reading (final.json keeps full precision).
+a first line after FIRST_LINE_STEPS steps (or FIRST_LINE_SECONDS) with steps/s and ETA, then one
+plain line per evaluation: step, losses, validation error in percent, images/s and ETA.
+Either way the end-of-run phases (test evaluation, figures) are announced when training ends,
+the final metrics are rounded for reading (final.json keeps full precision), and the last line
+says why training stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from amm_core import names
 from amm_core.config import Config, total_steps
 from amm_core.fmt import duration, percent
 
-PLATEAU_NOTE = "plateau stop: val error not improved for {n} evaluations"
+# the first plain line comes after this many steps, or this long after the first step (a slow
+# model), whichever is first, unless an evaluation line came before: a long run is not silent
+# until its first evaluation
+FIRST_LINE_STEPS = 20
+FIRST_LINE_SECONDS = 15.0
 
 
 def _write(line: str) -> None:
@@ -33,6 +39,40 @@ class TrainConsole:
     def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0) -> None:
         self.cfg, self.lines = cfg, lines
         self.t0, self.step0 = time.monotonic(), resumed_step
+        self.first: tuple[int, float] | None = None  # (step, time) of the first step done
+        self.spoke = False  # a plain line was printed already
+
+    def tick(self, step: int, total: int) -> None:
+        """After each step (the loop's `tick` hook): the first line, once, in line mode."""
+        if not self.lines or self.spoke or step % self.cfg.train.eval_every == 0 or step >= total:
+            return  # on an evaluation step its own line comes now
+        now = time.monotonic()
+        if self.first is None:  # the first step pays for warm-up: the rate starts after it
+            self.first = (step, now)
+            return
+        done, took = step - self.first[0], now - self.first[1]
+        if step - self.step0 < FIRST_LINE_STEPS and took < FIRST_LINE_SECONDS:
+            return
+        _write(self.first_line(step, total, done / max(took, 1e-9)))
+
+    def first_line(self, step: int, total: int, rate: float) -> str:
+        """'step 20/27500  1.95 steps/s  ETA 3h55m  (next evaluation at step 500)'."""
+        self.spoke = True
+        eta = (total - step) / rate if rate > 0 else 0.0
+        budget = ""
+        if self.cfg.train.max_minutes:
+            left = max(0.0, 60 * self.cfg.train.max_minutes - (time.monotonic() - self.t0))
+            if left < eta:
+                eta, budget = (
+                    left,
+                    f" (time budget train.max_minutes={self.cfg.train.max_minutes:g})",
+                )
+        every = self.cfg.train.eval_every
+        nxt = min(total, (step // every + 1) * every)
+        return (
+            f"step {step:>{len(str(total))}}/{total}  {rate:.2f} steps/s  ETA {duration(eta)}"
+            f"{budget}  (next evaluation at step {nxt})"
+        )
 
     def total(self, metrics: dict[str, Any]) -> int:
         """The run's steps; the train split's size follows from the loop's epoch."""
@@ -66,6 +106,7 @@ class TrainConsole:
             return  # the CLI prints the summary
         if self.lines:
             _write(self.eval_line(metrics))
+            self.spoke = True
         step, total = int(metrics.get(names.STEP, 0)), self.total(metrics)
         last = step >= total or step % self.cfg.train.eval_every != 0  # a time budget ends early
         reason = metrics.get(names.STOP_REASON)
@@ -73,16 +114,47 @@ class TrainConsole:
             what = "evaluating on the test set"
             if self.cfg.train.figures:
                 what += f", then writing figures (t-SNE of {self.cfg.train.tsne_points} points)"
-            why = f" ({PLATEAU_NOTE.format(n=self.cfg.train.stop_on_plateau)})"
+            why = f" ({stop_words(reason, self.cfg)})"
             _write(
                 f"training done at step {step}{why if reason == names.STOP_PLATEAU else ''}: "
                 f"{what} ..."
             )
 
 
+def stop_words(reason: str, cfg: Config, signal: str = "") -> str:
+    """The human words for a machine stop reason (names.STOP_*), naming the config key."""
+    t = cfg.train
+    if reason == names.STOP_STEPS:
+        return f"train.steps={t.steps} done" if t.steps > 0 else f"train.epochs={t.epochs:g} done"
+    if reason == names.STOP_TIME_BUDGET:
+        return f"the time budget train.max_minutes={t.max_minutes:g} was spent"
+    if reason == names.STOP_PLATEAU:
+        return f"plateau stop: val error not improved for {t.stop_on_plateau} evaluations"
+    if reason == names.STOP_SIGNAL:
+        return f"signal {signal}".strip()
+    return reason
+
+
+def stop_line(reason: str, step: int, cfg: Config, signal: str = "") -> str:
+    """Why training stopped, naming the config key: the console's last word on a run."""
+    return f"stopped at step {step}: {stop_words(reason, cfg, signal)}"
+
+
 def rounded(final: dict[str, Any], digits: int = 4) -> dict[str, Any]:
-    """Floats to `digits` significant digits, for the console (final.json keeps them all)."""
-    return {k: float(f"{v:.{digits}g}") if isinstance(v, float) else v for k, v in final.items()}
+    """For the console: errors in percent under 'KEY (%)', other floats to `digits` significant
+    digits (final.json keeps fractions at full precision)."""
+    out: dict[str, Any] = {}
+    for k, v in final.items():
+        if is_error(k) and isinstance(v, int | float):
+            out[f"{k} (%)"] = round(100 * v, 2)
+        else:
+            out[k] = float(f"{v:.{digits}g}") if isinstance(v, float) else v
+    return out
+
+
+def is_error(key: str) -> bool:
+    """An error metric ('test/error_gy', 'val/error_bayes'): a fraction, shown in percent."""
+    return key.rsplit("/", 1)[-1] in (names.ERROR_GY, names.ERROR_BAYES)
 
 
 def summary(final: dict[str, Any]) -> str:

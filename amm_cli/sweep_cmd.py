@@ -90,10 +90,12 @@ def _summary(name: str, storage: str | None, code: int) -> None:
 
     print()
     print(status(name, storage))
+    from amm_core.shell import amm
+
     where = f" --storage {storage}" if storage else ""
     hint = {
-        130: f"sweep stopped; continue it with `amm sweep resume {name}{where}`",
-        1: f"some trials of sweep {name} failed (see `amm sweep status {name}`)",
+        130: f"sweep stopped; continue it with `{amm()} sweep resume {name}{where}`",
+        1: f"some trials of sweep {name} failed (see `{amm()} sweep status {name}`)",
     }.get(code)
     if hint:
         print(f"amm: {hint}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -98,19 +99,77 @@ def _train(args: argparse.Namespace) -> int:
             f"--out '{out}' already holds a run; use --resume to continue it or another --out"
         )
     check_out_dir(out, "--out")  # a file in the way or a read-only disk: now, not after the data
-    from amm_cli.progress import TrainConsole, rounded, summary
+    from amm_cli.progress import TrainConsole, rounded, stop_line, summary
 
     bar = not args.no_progress and sys.stderr.isatty()
     step0 = int(resume_from.name.split("_")[-1]) if resume_from is not None else 0
     console = TrainConsole(cfg, lines=not bar, resumed_step=step0)
-    final = run(
-        cfg,
-        out,
-        report=console,
-        resume_from=resume_from,
-        progress=bar,
-    ).final
+    with _StopOnSignal() as signalled:
+        result = run(
+            cfg,
+            out,
+            report=console,
+            should_stop=lambda: bool(signalled),
+            resume_from=resume_from,
+            progress=bar,
+            tick=console.tick,
+        )
+    from amm_core import names
+
+    if result.stopped:  # a signal: checkpoint saved, no test evaluation
+        from amm_core.shell import amm
+
+        final = {
+            names.STEP: result.step,
+            names.STOP_REASON: names.STOP_SIGNAL,
+            names.SIGNAL_NAME: signalled[0],
+        }
+        (out / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
+        print(stop_line(names.STOP_SIGNAL, result.step, cfg, signalled[0]), file=sys.stderr)
+        again = " ".join(_quoted(args.argv))
+        again = again if "--resume" in args.argv else f"{again} --resume"
+        if not any(a == "--out" or a.startswith("--out=") for a in args.argv):
+            again += f" --out {_quoted([str(out)])[0]}"
+        print(f"checkpoint saved; continue with: {amm()} {again}", file=sys.stderr)
+        return 130
+    final = result.final
+    print(f"final metrics (errors in percent; {out / names.FINAL_FILE} keeps fractions):")
     print(json.dumps(rounded(final), indent=2))
     print(summary(final))
+    print(stop_line(result.stop_reason, result.step, cfg))
     print(f"results: {out.resolve()}")
     return 0
+
+
+def _quoted(argv: list[str]) -> list[str]:
+    import shlex
+
+    return [shlex.quote(a) for a in argv]
+
+
+class _StopOnSignal(list):
+    """While active, the first SIGINT or SIGTERM is recorded by name (the list is then truthy):
+    the loop stops after its step and saves a checkpoint. A second SIGINT interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _StopOnSignal:
+        import threading
+
+        self.saved = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self  # handlers can only be set from the main thread: signals act as before
+        self.saved = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s in self.SIGNALS:
+            signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self:
+            raise KeyboardInterrupt
+        self.append(signal.Signals(signum).name)
+        print(f"amm: {self[0]}: stopping after this step (again to interrupt now)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)

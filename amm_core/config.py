@@ -19,6 +19,7 @@ from typing import Any
 from amm_core import loader
 from amm_core.errors import ConfigError
 from amm_core.loader import choice, did_you_mean
+from amm_core.shell import amm
 
 # C x H x W of each data.dataset's images, and the shapes each model.arch takes (its tables in
 # amm_core/archs.py; tiny has a variant for each)
@@ -264,7 +265,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
         if key not in known:
             close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
             hint = f" (did you mean {', '.join(close)}?)" if close else did_you_mean(key, known)
-            raise ConfigError(f"unknown key '{key}'{hint}; see `amm train --help-config`")
+            raise ConfigError(f"unknown key '{key}'{hint}; see `{amm()} train --help-config`")
     flat = cfg.flat()
     flat.update(overrides)
     return config_from_dict(loader.unflatten(flat))

@@ -33,12 +33,17 @@ STOP_REASON = "stop_reason"
 STOP_STEPS = "steps"  # train.steps / train.epochs reached
 STOP_TIME_BUDGET = "time_budget"  # train.max_minutes spent
 STOP_PLATEAU = "plateau"  # train.stop_on_plateau: validation error flat
-STOP_REASONS = (STOP_STEPS, STOP_TIME_BUDGET, STOP_PLATEAU)
+STOP_SIGNAL = "signal"  # `amm train` got SIGINT/SIGTERM: stopped after its step, checkpoint saved
+STOP_REASONS = (STOP_STEPS, STOP_TIME_BUDGET, STOP_PLATEAU, STOP_SIGNAL)
+SIGNAL_NAME = "signal"  # final.json of a run a signal stopped: which one (SIGINT, SIGTERM)
+# the words a person reads for each reason: amm_cli/progress.stop_words
 
 # evaluation: the split prefix is val/ during training and test/ at the end
 SPLITS = ("val", "test")
-ERROR_GY = "error_gy"  # cluster / classification error from argmax G_y(x)
-ERROR_BAYES = "error_bayes"  # error from the Bayes rule of eq. 18 on z
+# errors are stored as fractions in [0, 1] (final.json, metrics.jsonl, MLflow); everything a
+# person reads shows them in percent (amm_core/fmt.percent, `amm table`, the report)
+ERROR_GY = "error_gy"  # cluster / classification error from argmax G_y(x), a fraction
+ERROR_BAYES = "error_bayes"  # error from the Bayes rule of eq. 18 on z, a fraction
 NMI = "nmi"
 ARI = "ari"
 CLUSTERS_USED = "clusters_used"  # distinct components assigned (collapse detector)
@@ -133,6 +138,9 @@ TAG_TRIAL_NAME = "amm.trial_name"
 TAG_ARTIFACTS_ERROR = "amm.artifacts_error"  # the run's files could not be logged
 TAG_SPEC_PATH = "amm.spec_path"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: its view in MLflow 3's UI
+# on the experiment, + a key: a view of its runs table that MLflow 3's UI opens from the URL
+# parameter viewStateShareKey=<key> (filter, sort, columns; sweeps/tracking.share_trials_view)
+TAG_SHARED_VIEW = "mlflow.sharedViewState."
 TAG_STORAGE = "amm.storage"
 TAG_BEST_RUN = "amm.best_run"  # parent: run name of the best trial
 TAG_NOTE = "mlflow.note.content"  # MLflow's own: the run's description in the UI
@@ -144,7 +152,7 @@ TAG_VERSION = "amm.version."  # + package name
 # reads READ_TAGS, the others are bookkeeping for the sweep driver, the MLflow UI and people
 TAGS = frozenset({ERROR_MAPPING_TAG, *(v for k, v in dict(globals()).items() if k[:4] == "TAG_")})
 READ_TAGS = frozenset(
-    {TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT, TAG_STOP_REASON}
+    {TAG_SWEEP, TAG_PARENT, TAG_RUN_NAME, TAG_NUM_SEEDS, TAG_VARIANT, TAG_STOP_REASON, TAG_NOTE}
 )
 
 # ---------------------------------------------------------------- Tune results

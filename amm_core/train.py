@@ -3,7 +3,8 @@
 Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
 lives in `sweeps/`. The loop talks to the outside world through two hooks:
 `report(metrics, checkpoint_dir, final)` after each evaluation (final=False) and once at the end
-with the test metrics (final=True), and `should_stop()`. `run` returns a `RunResult`.
+with the test metrics (final=True), `should_stop()`, and `tick(step, steps)` after every step
+(the console's first line). `run` returns a `RunResult`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class RunResult:
     step: int  # the step training reached
     checkpoint: Path | None  # the newest checkpoint folder
     stopped: bool = False  # should_stop() ended the run: no test evaluation, `final` is empty
+    # why training ended: names.STOP_STEPS, STOP_TIME_BUDGET or STOP_PLATEAU ("" when `stopped`)
+    stop_reason: str = ""
     final: dict[str, Any] = field(default_factory=dict)  # final.json: test/* and bookkeeping
 
 
@@ -116,6 +119,7 @@ def run(
     resume_from: str | Path | None = None,
     data_root: str | Path | None = None,
     progress: bool = False,
+    tick: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
 
@@ -238,6 +242,8 @@ def run(
         with autocast(cfg, device, graphed):
             stats.add(step_fn(x, x_l, y_l, pen))
         step += 1
+        if tick is not None:
+            tick(step, steps)
         if deadline is not None and time.monotonic() > deadline and step < steps:
             steps = step  # the time budget is spent: this step is the last (evaluated below)
             stop_reason = names.STOP_TIME_BUDGET
@@ -300,7 +306,7 @@ def run(
     ckpt = latest_checkpoint(ckpt_root)
     if report is not None:
         report(dict(final), ckpt, True)
-    return RunResult(step, ckpt, final=final)
+    return RunResult(step, ckpt, final=final, stop_reason=stop_reason)
 
 
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:

@@ -50,6 +50,7 @@ class Runs:
     expected: int | None = None  # seeds per cell the sweep declared, if it did
     parent_run_id: str | None = None
     tracking_uri: str | None = None
+    description: str = ""  # the sweep's description (its spec's), from the parent run's note
     artifact_dirs: dict[str, str] = field(default_factory=dict)  # Ray: run_id -> trial folder
 
     def varying(self) -> list[str]:
@@ -198,7 +199,14 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
         expected=_expected_from(parent) if parent else None,
         parent_run_id=parent.info.run_id if parent else None,
         tracking_uri=uri,
+        description=_description(parent) if parent else "",
     )
+
+
+def _description(run: Any) -> str:
+    """The first line of the parent run's note (sweeps/parent.describe writes it in bold)."""
+    note = run.data.tags.get(names.TAG_NOTE, "")
+    return note.splitlines()[0].strip().strip("*").strip() if note else ""
 
 
 # ---------------------------------------------------------------------------- Ray Tune folder

@@ -7,6 +7,7 @@ experiment names (paper_results.yaml `config`). Pure functions on DataFrames of 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class Experiment:
     mean: float | None  # percent
     std: float | None
     n: int | None
+    preset: str = ""  # our full preset for it (configs/): its training length is the reference
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
             mean=v.get("mean"),
             std=v.get("std"),
             n=v.get("n"),
+            preset=v.get("preset", ""),
         )
         for k, v in data["experiments"].items()
     }
@@ -152,6 +155,30 @@ def describe_diff(diff: dict[str, tuple[list, Any]]) -> str:
         return "/".join(map(str, v)) if isinstance(v, list) else str(v)
 
     return ", ".join(f"{k}={show(ours)} (paper: {show(w)})" for k, (ours, w) in diff.items())
+
+
+def training_diff(runs: pd.DataFrame, exp: Experiment) -> str:
+    """How long these runs trained against the full preset of `exp` (the paper does not publish
+    its training length): '150 steps (full preset mnist_amm: 27,500 steps)'; '' when the same."""
+    if not exp.preset:
+        return ""
+    from amm_core.config import load_config, total_steps
+    from amm_core.presets import find_preset
+
+    full = total_steps(load_config(find_preset(exp.preset)))
+    steps = set(_values(runs, "train.steps"))
+    if steps and all(isinstance(s, numbers.Real) and s > 0 for s in steps):
+        if steps == {full}:
+            return ""
+        ours = "/".join(f"{int(s):,}" for s in sorted(steps)) + " steps"
+    else:
+        ours = "/".join(f"{e:g}" for e in sorted(set(_values(runs, "train.epochs")))) + " epochs"
+    return f"{ours} (full preset {exp.preset}: {full:,} steps; the paper's is not published)"
+
+
+def differences_text(runs: pd.DataFrame, exp: Experiment, diff: dict) -> str:
+    """The training length first (the largest difference of a short run), then the keys."""
+    return ", ".join(filter(None, [training_diff(runs, exp), describe_diff(diff)]))
 
 
 def table_or_error(paper: Paper, number: int) -> Table:

@@ -23,6 +23,7 @@ from unittest import mock
 import pandas as pd
 
 from amm_core import names
+from amm_core.fmt import percent
 from amm_core.fs import write_atomic
 from analysis import aggregate as agg
 from analysis import paper as pp
@@ -40,6 +41,8 @@ caption { text-align: left; font-weight: 600; padding-bottom: .4em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.best { font-weight: 700; background: #e8f4e8; }
+.scroll { max-width: 100%; overflow-x: auto; }  /* a wide table scrolls, the page does not */
+p.description { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
 p.note { color: #555; font-size: 13px; margin: .2em 0; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 520px; border: 1px solid #ddd; }
@@ -131,6 +134,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def value_text(metric: str, v: Any) -> str:
+    """A metric as a person reads it: errors in percent ('69.25 %'), others as stored."""
+    return percent(v) if agg.is_error(metric) else _fmt(v)
+
+
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     cols = ["run_name", STATUS] + [a for a in ["seed", *axes] if a in runs.columns] + metrics
     if STOP_REASON in runs.columns and runs[STOP_REASON].notna().any():
@@ -151,7 +159,8 @@ def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
         for row in d.itertuples(index=False, name=None)
     )
     return (
-        f"<table><caption>Runs</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        '<div class="scroll"><table><caption>Runs</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
 
 
@@ -179,6 +188,8 @@ def build_report(
         f'<p class="meta">{esc(runs.source)}<br>generated '
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC</p>",
     ]
+    if runs.description:  # the spec's word on what the sweep is (the demo: a demo budget)
+        parts.append(f'<p class="description">{esc(runs.description)}</p>')
     counts = df[STATUS].value_counts().sort_index()
     parts.append(
         '<p class="meta">'
@@ -250,7 +261,7 @@ def build_report(
         label = ", ".join(f"{a}={_fmt(r[a])}" for a in [*rows, *cols, "seed"] if a in df.columns)
         parts.append(
             f"<h3>{esc(str(r['run_name']))} ({esc(label)}): {esc(metric)} = "
-            f"{esc(_fmt(r[metric]))}</h3>"
+            f"{esc(value_text(metric, r[metric]))}</h3>"
         )
         parts += [_img(png, Path(path).name) for path, png in pngs]
 

@@ -201,7 +201,7 @@ def grid_table(
         if exp is not None:
             notes.append(
                 f"no cell reproduces a paper experiment; closest is {exp.label} "
-                f"({exp.key}), which differs in {pp.describe_diff(diff)}"
+                f"({exp.key}), which differs in {pp.differences_text(runs, exp, diff)}"
             )
     data = _numbers(summary, metric)
     # the csv: p against the best cell; NaN for the best, n < 2 and a table of one cell
@@ -257,7 +257,8 @@ def paper_layout(
         else:
             cell = groups[key_of(key)]
             exp, diff = pp.closest(cell, paper, number)
-            note = f"not the paper's setup: vs {exp.label}, {pp.describe_diff(diff)}" if exp else ""
+            how = pp.differences_text(cell, exp, diff) if exp else ""
+            note = f"not the paper's setup: vs {exp.label}, {how}" if exp else ""
         cell_text = format_cell(r["mean"], r["std"], int(r["n"]), int(r["expected"]), scale, digits)
         body.append([label, cell_text, "measured", note])
         means.append(r["mean"] * scale if r["n"] else math.nan)

@@ -212,7 +212,7 @@ class MlflowSweepCallback(tune.Callback):
             self._send("metrics", trial.trial_id, metrics=metrics, step=step)
         # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
         # trial restarts elsewhere), the step its current attempt began at, the error mapping,
-        # why training ended
+        # why training ended (names.STOP_*: steps done, time budget, plateau)
         for key, field in (
             (names.TAG_NODE, names.RESULT_NODE),
             (names.TAG_PID, "pid"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -17,7 +18,9 @@ from ray import tune
 
 from amm_core import names
 from amm_core.fmt import duration, percent
+from amm_core.shell import amm, script
 from sweeps.spec import run_name
+from sweeps.tracking import view_key
 
 OBJECTIVE = names.VAL_ERROR_GY  # lower is better
 
@@ -70,8 +73,12 @@ def _say(line: str) -> None:
 class SweepConsole(tune.Callback):
     """Driver-side Tune callback printing progress lines (pickled with the tuner: no handles)."""
 
-    def __init__(self, name: str, n_trials: int, parallel: int, steps: int) -> None:
+    def __init__(
+        self, name: str, n_trials: int, parallel: int, steps: int, longest_s: float = 0.0
+    ) -> None:
         self.name, self.n_trials, self.parallel, self.steps = name, n_trials, parallel, steps
+        # a trial's longest run when a time budget (train.max_minutes) ends it: the ETA's cap
+        self.longest_s = longest_s
         self.t0 = time.monotonic()
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
@@ -96,7 +103,8 @@ class SweepConsole(tune.Callback):
                 step = (t.last_result or {}).get(names.STEP, 0)
                 if step:
                     began = self.started.get(t.trial_id, self.t0)
-                    rates.append((now - began) / step * self.steps)
+                    est = (now - began) / step * self.steps
+                    rates.append(min(est, self.longest_s) if self.longest_s else est)
             if not rates:
                 return "-"
             per = sum(rates) / len(rates)
@@ -142,12 +150,15 @@ class SweepConsole(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.done += 1
-        self._line(run_name(trial.config), f"FAILED (details: amm sweep status {self.name})")
+        self._line(run_name(trial.config), f"FAILED (details: {amm()} sweep status {self.name})")
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
-              uri: str) -> str:  # fmt: skip
-    eta = f"ETA ~{duration(eta_s)} of training" if eta_s else "ETA after the first evaluations"
+              uri: str, whole: bool = False) -> str:  # fmt: skip
+    """`whole`: the ETA counts evaluations and figures too (the spec's cost.trial_overhead_s)."""
+    eta = "ETA after the first evaluations"
+    if eta_s:
+        eta = f"ETA ~{duration(eta_s)}" + ("" if whole else " of training")
     return (
         f"sweep {name}: {n} trials, {parallel} at a time ({cpu:g} CPU each, {cpus:g} CPUs), "
         f"{eta}; tracking {uri}; Ray's output: --verbose"
@@ -155,18 +166,26 @@ def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: 
 
 
 def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "") -> str:
-    lines = [
-        "next:",
-        f"  amm table {name}                 # mean ± std per grid cell (percent)",
-        f"  amm report {name}                # one offline HTML page: tables and figures",
-        f"  amm sweep status {name}          # every trial's state and errors",
+    """What to run next, each command as it runs when pasted into the shell that ran the sweep
+    (`.venv/bin/amm ...` where `amm` is not on PATH; amm_core/shell.py)."""
+    cmds = [
+        (f"{amm()} table {name}", "mean ± std per grid cell (percent)"),
+        (f"{amm()} report {name}", "one offline HTML page: tables and figures"),
+        (f"{amm()} sweep status {name}", "every trial's state and errors"),
     ]
+    width = max(len(c) for c, _ in cmds)
+    lines = ["next:", *(f"  {c:<{width}}  # {why}" for c, why in cmds)]
+    # the sweep's trials as a flat table sorted by test/error_gy, in MLflow 3's "Model training"
+    # view: the shared view the sweep stored on its experiment (tracking.share_trials_view)
+    page = (
+        f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={view_key(name)}"
+    )
     if uri.startswith(("http://", "https://")):
-        return "\n".join([*lines, f"  open {uri} (the tracking server's UI)"])
-    lines.append(f"  mlflow ui --backend-store-uri {uri} --port 5000")
-    # the experiment's runs table, in MLflow 3's "Model training" view (docs/sweeps.md)
-    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    lines.append(f"      then {link}  (experiment {experiment})")
+        return "\n".join([*lines, f"  open {uri.rstrip('/')}{page}  (the tracking server's UI)"])
+    lines.append(f"  {script('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000")
+    lines.append(f"      then open http://127.0.0.1:5000{page}")
+    lines.append(f"      (experiment {experiment}: the sweep's trials, sorted by test/error_gy)")
     return "\n".join(lines)
 
 
@@ -181,10 +200,17 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     n = spec.num_trials()
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
     cells = spec.cells() if spec.search is None else [{}]
-    steps = [total_steps(spec.trial_config(c)) for c in cells]
+    cfgs = [spec.trial_config(c) for c in cells]
+    steps = [total_steps(c) for c in cfgs]
     eta = None
     if spec.cost.steps_per_sec:
-        per_trial = [s / spec.cost.steps_per_sec for s in steps] * (n // len(steps) or 1)
+        from sweeps.plan import trial_seconds
+
+        budgets = [c.train.max_minutes for c in cfgs]
+        sps, overhead = spec.cost.steps_per_sec, spec.cost.trial_overhead_s
+        per_trial = trial_seconds(steps, budgets, sps, overhead) * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
-    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri))
-    return SweepConsole(name, n, par, max(steps))
+    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, spec.cost.trial_overhead_s > 0))
+    budget = 60 * spec.trial_config({}).train.max_minutes
+    longest = budget + spec.cost.trial_overhead_s if budget else 0.0
+    return SweepConsole(name, n, par, max(steps), longest)

@@ -26,6 +26,7 @@ def describe(uri: str, run_id: str, spec: Any, name: str) -> None:
         note.append(f"grid: {axes}")
     if spec.overrides:
         note.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
+    note += ["", "errors (`*/error_gy`, `*/error_bayes`) are stored as fractions: 0.25 = 25 %"]
     c.set_tag(run_id, names.TAG_NOTE, "\n".join(note))
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from amm_core.config import total_steps
 from amm_core.errors import ConfigError
-from sweeps.spec import SweepSpec, load_spec, run_name
+from amm_core.shell import amm
+from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
 
 LIST_MAX = 50  # grids up to this many trials are listed in full
 LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)
@@ -107,7 +108,7 @@ def plan_text(
     if n > WARN_TRIALS:
         lines.append(
             f"warning: {n:,} trials is a large sweep (over {WARN_TRIALS:,}); check the axes "
-            "and the estimated cost below before `amm sweep run`"
+            f"and the estimated cost below before `{amm()} sweep run`"
         )
     lines.append(f"resources per trial: {spec.cpu:g} CPU, {spec.gpu:g} GPU")
     lines.append(
@@ -133,19 +134,23 @@ def plan_text(
             f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
             + (f" (an upper bound with {' and '.join(bound)})" if bound else "")
         )
-        lines.append(_wall_line(spec, seconds, n))
+        overhead = spec.cost.trial_overhead_s  # evaluations, figures, the trial's start
+        lines.append(_wall_line(spec, [t + overhead for t in seconds], n))
     else:
         lines.append(
             "estimated cost: unknown (no steps/sec stored in the spec's cost: "
-            "section; run `amm sweep plan SPEC --measure`)"
+            f"section; run `{amm()} sweep plan SPEC --measure`)"
         )
     return "\n".join(lines)
 
 
-def trial_seconds(steps: list[int], budgets: list[float], steps_per_sec: float) -> list[float]:
-    """Training seconds of each trial: its steps at steps_per_sec, at most its time budget."""
+def trial_seconds(
+    steps: list[int], budgets: list[float], steps_per_sec: float, overhead: float = 0.0
+) -> list[float]:
+    """Seconds of each trial: its steps at steps_per_sec, at most its time budget
+    (train.max_minutes), plus `overhead` (the spec's measured cost.trial_overhead_s)."""
     return [
-        min(s / steps_per_sec, 60 * b) if b else s / steps_per_sec
+        (min(s / steps_per_sec, 60 * b) if b else s / steps_per_sec) + overhead
         for s, b in zip(steps, budgets, strict=True)
     ]
 
@@ -184,7 +189,18 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
     if spec.gpu > 0 and gpus == 0:
         return (
             f"wall time here: no GPU on this machine ({where}); on a cluster that runs "
-            f"P trials at once: about {duration(sum(trial_seconds))} / P of training"
+            f"P trials at once: about {duration(sum(trial_seconds))} / P of training\n"
+            f"to run it on this machine's CPUs instead ({max(spec.cpu, 1):g} CPU per trial):\n"
+            f"  {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}\n"
+            f"  (its time on CPUs: {amm()} sweep plan {spec_arg(spec)} {cpu_route(spec)} "
+            "--measure)"
+        )
+    if spec.cost.trial_overhead_s:
+        total = wall_time(trial_seconds, par) + START_S
+        return (
+            f"wall time on this machine ({where}, {par} trial(s) at a time): about "
+            f"{duration(total)} (training, evaluations and figures, and about "
+            f"{duration(START_S)} of Ray and MLflow start-up)"
         )
     return (
         f"wall time on this machine ({where}, {par} trial(s) at a time): about "

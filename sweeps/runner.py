@@ -14,10 +14,11 @@ from typing import Any
 from amm_core import locations, names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.locations import resolve_data_root
+from amm_core.shell import amm
 from sweeps import lock as sweep_lock
 from sweeps import reconcile, stopping, tracking, tuner
 from sweeps import storage as sweep_storage
-from sweeps.spec import SweepSpec, load_spec
+from sweeps.spec import VARIANT, SweepSpec, load_spec
 from sweeps.status import trial_states
 
 
@@ -27,7 +28,7 @@ def _data_root(configured: str | None, download: bool) -> str:
     root = resolve_data_root(configured)
     if not download and not root.is_dir():
         raise ConfigError(
-            f"data root {root} does not exist (fetch MNIST with `amm data get mnist`, "
+            f"data root {root} does not exist (fetch MNIST with `{amm()} data get mnist`, "
             "or set --data-dir, data.data_dir in the preset or $AMM_DATA_DIR)"
         )
     return str(root)
@@ -61,7 +62,7 @@ def _fit(t, meta: dict[str, Any], sweep_dir: str, cb) -> int:
     if cb.outbox.items:  # the tracking store is down: all is on disk; resume sends it
         raise TrackingOutage(
             f"{cb.outbox.outage_line()}; sweep '{meta['name']}' stopped; continue it with "
-            f"`amm sweep resume {meta['name']}` once the tracking store answers"
+            f"`{amm()} sweep resume {meta['name']}` once the tracking store answers"
         )
     return {names.FINISHED: 0, names.FAILED: 1, names.KILLED: 130}[status]
 
@@ -135,7 +136,7 @@ def _run_locked(
     if sweep_storage.exists(sweep_dir):
         raise ConfigError(
             f"a sweep named '{name}' already exists at {sweep_dir}; continue it "
-            f"with `amm sweep resume {name}` or choose another --name"
+            f"with `{amm()} sweep resume {name}` or choose another --name"
         )
     stopping.check()
     tracking.short_retries()
@@ -164,11 +165,13 @@ def _run_locked(
         },
     )
     parent.describe(uri, parent_id, spec, name)
+    _share_view(uri, exp_id, name, spec)
     meta = {
         "name": name,
         "spec_path": str(spec.path),
         "spec_text": spec.path.read_text(),
         "overrides": spec.overrides,
+        "resources": {"cpu": spec.cpu, "gpu": spec.gpu},
         "tracking_uri": uri,
         "experiment": spec.experiment,
         "experiment_id": exp_id,
@@ -263,6 +266,7 @@ def _resume_locked(
     tracking.client(uri).update_run(meta["parent_run_id"], status=names.RUNNING)
     t = None
     try:  # from here on a stop ends in _fit: the parent run KILLED again
+        _share_view(uri, meta["experiment_id"], name, spec)  # a sweep from before the view
         if state == reconcile.NO_STATE:  # stopped before any trial: the spec's trials afresh
             reconcile.forget_tune_files(sweep_dir)
             print(
@@ -282,6 +286,12 @@ def _resume_locked(
     return _fit(t, meta, sweep_dir, cb)
 
 
+def _share_view(uri: str, exp_id: str, name: str, spec: SweepSpec) -> None:
+    """The MLflow UI's view of this sweep's trials, which the printed link opens."""
+    swept = [k for k in spec.axes() if k != VARIANT]  # variants are a tag, not a param
+    tracking.share_trials_view(tracking.client(uri), exp_id, name, swept)
+
+
 def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
     """The spec as it was when the sweep started (the file may have changed since)."""
     import yaml
@@ -290,4 +300,6 @@ def load_spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
 
     data = yaml.safe_load(meta["spec_text"])
     data.pop("overrides", None)
+    if "resources" in meta:  # as run (`--set resources.gpu=0` changes the file's)
+        data["resources"] = meta["resources"]
     return parse_spec({**data, "overrides": meta["overrides"]}, Path(meta["spec_path"]))

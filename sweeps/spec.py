@@ -20,6 +20,7 @@ below (`SpecFile` and its sections), read by the same loader as `Config` (`amm_c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -28,10 +29,14 @@ from typing import Any
 from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
 from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, within
+from amm_core.shell import amm
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
 VARIANT = "variant"  # the axis of named override sets
 SHORT_NAMES = {"loss.gp_weight": "lambda", "optim.lr": "lr"}  # run-name labels
+
+
+RESOURCE_KEYS = ("resources.cpu", "resources.gpu")  # accepted by --set besides config keys
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Resources:
 class Cost:
     steps_per_sec: float | None = checked(None, lambda v: v > 0, "> 0")  # one trial's speed
     measured_on: str = ""  # where that speed was measured (shown by `amm sweep plan`)
+    # seconds a trial spends beyond its training steps (evaluations, test set, figures, its
+    # start in Ray), measured on a whole sweep; with it the plan's wall time is the sweep's
+    trial_overhead_s: float = checked(0.0, lambda v: v >= 0, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,7 @@ def _check_config_key(where: str, key: str) -> None:
     if key not in names:
         raise ConfigError(
             f"{where}: '{key}' is not a config key{did_you_mean(key, names)}; "
-            "see `amm train --help-config`"
+            f"see `{amm()} train --help-config`"
         )
 
 
@@ -248,6 +256,14 @@ def _parse(data: dict[str, Any], path: Path, extra_overrides: dict[str, Any]) ->
         raise ConfigError("give the seed either in 'seeds' or in overrides, not both")
     # a `--set seed=N` from the command line replaces the seed axis with that one seed
     overrides = {**raw.overrides, **extra_overrides}
+    # `--set resources.gpu=0` (or resources.cpu=N): the spec's resources, not a config key; the
+    # way to run a GPU spec on CPUs without copying it
+    res = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k in RESOURCE_KEYS}
+    if res:
+        for k, v in res.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"resources.{k}: expected a number, got {v!r}")
+        raw = dataclasses.replace(raw, resources=dataclasses.replace(raw.resources, **res))
     for key in overrides:
         _check_config_key("overrides", key)
     _check_grid(data, raw)
@@ -294,6 +310,23 @@ def _parse(data: dict[str, Any], path: Path, extra_overrides: dict[str, Any]) ->
 def load_spec(path: str | Path, extra_overrides: dict[str, Any] | None = None) -> SweepSpec:
     path = Path(path).resolve()
     return parse_spec(read_yaml(path, "sweep spec"), path, extra_overrides)
+
+
+def cpu_route(spec: SweepSpec) -> str:
+    """The flags that run a GPU spec on CPUs: '--set resources.gpu=0' (and a CPU per trial when
+    the spec asks for none)."""
+    flags = "--set resources.gpu=0"
+    return flags if spec.cpu >= 1 else f"{flags} --set resources.cpu=1"
+
+
+def spec_arg(spec: SweepSpec) -> str:
+    """The spec's path as a person types it here: relative to the current folder when inside."""
+    import shlex
+
+    try:
+        return shlex.quote(str(spec.path.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(spec.path))
 
 
 def run_name(params: dict[str, Any]) -> str:

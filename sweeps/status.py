@@ -7,6 +7,7 @@ from collections import Counter
 
 from amm_core import names
 from amm_core.fmt import percent
+from amm_core.shell import amm
 from sweeps import lock as sweep_lock
 from sweeps.spec import run_name
 from sweeps.storage import load_meta, resolve_storage
@@ -81,21 +82,24 @@ def status(name: str, storage: str | None = None) -> str:
             percent(last.get(names.TEST_ERROR_GY)),
             t.trial_id,
         )
+    counts = Counter(row[0] for row in rows.values())
+    open_ = counts["stopped"] + counts["missing"]
+    if driver:
+        drv = f"running ({sweep_lock.describe(driver)})"
+    elif open_:
+        drv = f"none ({open_} trial(s) not finished: `{amm()} sweep resume {name}` continues them)"
+    else:
+        done = set(counts) == {"finished"}
+        drv = "none (the sweep has ended" + (": every trial finished)" if done else ")")
     lines = [
         f"sweep {name} ({sweep_dir})",
         f"tracking: {meta['tracking_uri']} (parent run {meta['parent_run_id']})",
-        "driver: "
-        + (
-            f"running ({sweep_lock.describe(driver)})"
-            if driver
-            else "none (trials not finished are 'stopped': `amm sweep resume` continues them)"
-        ),
+        f"driver: {drv}",
         "",
         f"{'run name':<32} {'state':<9} {'step':>7} {'val error':>10} {'test error':>10}  trial",
     ]
     for label, (state, step, val, test, tid) in rows.items():
         lines.append(f"{label:<32} {state:<9} {step:>7} {val:>10} {test:>10}  {tid}")
-    counts = Counter(row[0] for row in rows.values())
     lines.append("")
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return "\n".join(lines)

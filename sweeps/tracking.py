@@ -138,6 +138,41 @@ def experiment_id(c, name: str) -> str:
     return exp.experiment_id
 
 
+def view_key(sweep: str) -> str:
+    """The shared-view key of a sweep's trials table (sweep names are URL-safe)."""
+    return f"amm-{sweep}"
+
+
+def share_trials_view(c, exp_id: str, sweep: str, params: list[str]) -> str:
+    """Store MLflow 3's "shared view" of this sweep's runs table on the experiment -> its key.
+
+    The UI opens it from `#/experiments/<id>/runs?viewStateShareKey=<key>`: the sweep's trials
+    only (a flat table: their parent run is filtered out), sorted by test/error_gy (lowest
+    first), with the objective, the other results and the swept params as columns (the UI's
+    own defaults show no metric). The state's keys are the UI's search facets and table state.
+    """
+    import json
+
+    def col(kind: str, key: str) -> str:
+        return f"{kind}.`{key}`"
+
+    metrics = [names.TEST_ERROR_GY, names.VAL_ERROR_GY, names.TEST_NMI, names.TEST_ERROR_BAYES]
+    state = {
+        "searchFilter": f"tags.`{names.TAG_SWEEP}` = '{sweep}' and "
+        f"tags.`{names.TAG_ROLE}` = '{names.ROLE_TRIAL}'",
+        "orderByKey": col("metrics", names.TEST_ERROR_GY),
+        "orderByAsc": True,
+        "lifecycleFilter": "Active",
+        "selectedColumns": [col("metrics", m) for m in metrics]
+        + [col("params", p) for p in params],
+        "runListHidden": False,
+        "viewMaximized": False,
+    }
+    key = view_key(sweep)
+    c.set_experiment_tag(exp_id, names.TAG_SHARED_VIEW + key, json.dumps(state))
+    return key
+
+
 def start_parent(
     uri: str, experiment: str, sweep: str, params: dict[str, Any], tags: dict[str, str]
 ) -> tuple[str, str]:

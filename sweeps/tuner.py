@@ -59,9 +59,15 @@ def check_cluster(spec: SweepSpec) -> None:
     for key, need in (("CPU", spec.cpu), ("GPU", spec.gpu)):
         most = max((r.get(key, 0) for r in nodes), default=0)
         if need > most:
+            hint = ""
+            if key == "GPU":
+                from amm_core.shell import amm
+                from sweeps.spec import cpu_route, spec_arg
+
+                hint = f"; to run it on CPUs: {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}"
             raise ConfigError(
                 f"resources: {need:g} {key} per trial, but the largest node of the "
-                f"cluster has {most:g} {key}"
+                f"cluster has {most:g} {key}{hint}"
             )
 
 

@@ -68,7 +68,9 @@ def store(tmp_path_factory):
     c = MlflowClient(tracking_uri=uri)
     exp = c.create_experiment("amm-smoke", artifact_location=str(root / "artifacts"))
     base = {"model.arch": "tiny"}
-    ids = log_sweep(c, exp, "smoke", SMOKE, base, tags={"amm.num_seeds": "3"})
+    note = "**Demo budget: not a result (docs/results.md)**\n\nsweep `smoke`, 12 trials"
+    tags = {"amm.num_seeds": "3", "mlflow.note.content": note}
+    ids = log_sweep(c, exp, "smoke", SMOKE, base, tags=tags)
     figs = root / "figs"
     figs.mkdir()
     for name in ("tsne.png", "cluster_matrix.png"):
@@ -176,6 +178,15 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     assert imgs[0].startswith("test/error_gy against loss.gp_weight, per prior.means")
     assert imgs[1:] == ["tsne.png", "cluster_matrix.png"]
     assert "learned-10.0-s1" in page
+    # errors in percent wherever a person reads them: the run's heading and the runs table
+    assert re.search(r"<h3>learned-10\.0-s1 \([^)]*\): test/error_gy = 3\.00 %</h3>", page)
+    assert "<th>test/error_gy (%)</th>" in page and "<td>3.00</td>" in page
+    assert "= 0.03<" not in page
+    # the spec's description (the parent run's note) heads the page: the demo says what it is
+    assert '<p class="description">Demo budget: not a result (docs/results.md)</p>' in page
+    # the runs table scrolls inside its own box: the page never scrolls sideways
+    assert '<div class="scroll"><table><caption>Runs</caption>' in page
+    assert ".scroll { max-width: 100%; overflow-x: auto; }" in page
     assert not list(tmp_path.glob("sub/*.tmp"))
 
 

@@ -88,7 +88,15 @@ def test_paper_beside_reproduced_cell():
 def test_no_reproduction_says_what_differs():
     df = frame({("learned", 10.0): [0.3, 0.4]}, base={**MNIST_AMM, "model.arch": "tiny"})
     t = tables.grid_table(df, [], [], ERR, paper=PAPER)
-    assert any("differs in model.arch=tiny (paper: mnist)" in n for n in t.notes)
+    assert any(
+        "differs in 25 epochs" in n and "model.arch=tiny (paper: mnist)" in n for n in t.notes
+    )
+    # a short run: its training length comes first (the paper's is not published)
+    df = frame({("learned", 10.0): [0.7]}, base={**MNIST_AMM, "model.arch": "tiny"})
+    df["train.steps"] = 150
+    (note,) = [n for n in tables.grid_table(df, [], [], ERR, paper=PAPER).notes if "differs" in n]
+    assert "differs in 150 steps (full preset mnist_amm: 27,500 steps; the paper's is not " in note
+    assert note.endswith("model.arch=tiny (paper: mnist)")
 
 
 def test_paper_table_1_layout():

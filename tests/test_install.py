@@ -64,3 +64,51 @@ def test_installed_wheel_finds_presets_and_specs(tmp_path):
         text=True,
     ).stdout
     assert where.startswith(purelib), where
+
+
+def _fake_python(tmp_path: Path, fail_on: str = "") -> Path:
+    """A stand-in interpreter for scripts/install.sh: pip's chatter on every call, and a failure
+    when its arguments contain `fail_on`."""
+    bin_dir = tmp_path / "env" / "bin"
+    bin_dir.mkdir(parents=True)
+    py = bin_dir / "python"
+    fail = f'case "$*" in *{fail_on}*) echo "ERROR: no matching distribution" >&2; exit 1;; esac'
+    py.write_text(
+        "#!/bin/sh\n"
+        "echo \"WARNING: Package 'sweeps.ablations' is absent from the packages configuration\"\n"
+        'echo "  !! a long setuptools notice !!" >&2\n'
+        + (fail + "\n" if fail_on else "")
+        + "exit 0\n"
+    )
+    py.chmod(0o755)
+    return py
+
+
+def test_install_script_prints_one_line_per_phase(tmp_path):
+    py = _fake_python(tmp_path)
+    r = subprocess.run(
+        ["bash", "scripts/install.sh", str(py)], cwd=REPO, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split(" (")[0].split(",")[0] for ln in lines] == [
+        "install: pip",
+        "install: torch 2.14.1",
+        "install: amm-sweeps and its dependencies",
+        "install: done",
+    ], r.stdout
+    assert r.stderr == "" and "WARNING" not in r.stdout and "3.2 GB" in lines[1]
+    log = tmp_path / "env" / "amm-install.log"
+    assert log.read_text().count("absent from the packages configuration") == 3
+    assert (tmp_path / "env" / ".amm-installed").is_file()
+
+
+def test_install_script_shows_the_log_when_a_phase_fails(tmp_path):
+    py = _fake_python(tmp_path, fail_on="torchvision")
+    r = subprocess.run(
+        ["bash", "scripts/install.sh", str(py)], cwd=REPO, capture_output=True, text=True
+    )
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[-1].startswith("install: torch 2.14.1")
+    assert "install: FAILED: torch 2.14.1" in r.stderr and "no matching distribution" in r.stderr
+    assert not (tmp_path / "env" / ".amm-installed").exists()

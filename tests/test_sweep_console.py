@@ -4,6 +4,7 @@ sweep found by name alone afterwards (index under runs/); the MLflow parent run 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -50,7 +51,7 @@ def sweep(tmp_path_factory, data_root):
 
 
 def test_console_is_quiet_and_talks_in_percent(sweep):
-    proj, _, r = sweep
+    proj, env, r = sweep
     err, out = r.stderr, r.stdout
     plan = err.splitlines()[0]
     assert re.match(r"sweep nb: 4 trials, 2 at a time \(1 CPU each, 2 CPUs\), ETA ~\d+s", plan), err
@@ -74,8 +75,24 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     exp_id = re.search(r"#/experiments/(\w+)/runs\?workflowType=machine_learning", out).group(1)
     from mlflow.tracking import MlflowClient
 
-    assert MlflowClient(uri).get_experiment(exp_id).name == "amm-smoke"  # the link is that sweep's
+    exp = MlflowClient(uri).get_experiment(exp_id)
+    assert exp.name == "amm-smoke"  # the link is that sweep's
+    # ... and opens the view the sweep stored: its trials, flat, sorted by the objective, which
+    # is a column (MLflow 3's shared views; checked in Chromium for docs/mlflow-runs.png)
+    assert re.search(r"/runs\?workflowType=machine_learning&viewStateShareKey=amm-nb\s", out)
+    view = json.loads(exp.tags["mlflow.sharedViewState.amm-nb"])
+    assert view["searchFilter"] == "tags.`amm.sweep` = 'nb' and tags.`amm.role` = 'trial'"
+    assert view["orderByKey"] == "metrics.`test/error_gy`" and view["orderByAsc"] is True
+    assert view["selectedColumns"][0] == "metrics.`test/error_gy`"
+    assert {"params.`loss.gp_weight`", "params.`seed`"} <= set(view["selectedColumns"])
     assert "amm table nb" in out and "amm report nb" in out
+    # the printed commands run as pasted into a shell in the same folder, venv not on PATH
+    printed = re.findall(r"^  (\S*amm (?:table|sweep status) nb)  ", out, re.M)
+    assert len(printed) == 2, out
+    plain = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    for cmd in printed:
+        run = subprocess.run(cmd, shell=True, cwd=proj, env=plain, capture_output=True, text=True)
+        assert run.returncode == 0 and "nb" in run.stdout, (cmd, run.stderr[-2000:])
 
 
 def test_trial_names_are_run_names(sweep):
@@ -95,6 +112,9 @@ def test_found_by_name_alone(sweep):
     proj, env, _ = sweep
     st = amm("sweep", "status", "nb", cwd=proj, env=env)
     assert st.returncode == 0 and "4 finished" in st.stdout, st.stderr
+    # nothing is stopped: the driver line says the sweep ended, not how to resume
+    assert "driver: none (the sweep has ended: every trial finished)" in st.stdout
+    assert "stopped" not in st.stdout and "resume" not in st.stdout
     assert re.search(r"lambda=1,seed=0 +finished +20 +\d+\.\d\d % +\d+\.\d\d %", st.stdout)
     table = amm("table", "nb", cwd=proj, env=env)
     assert table.returncode == 0 and "(n=2)" in table.stdout, table.stderr
@@ -118,6 +138,8 @@ def test_parent_run_is_a_summary(sweep):
     assert m["best/test/error_gy"] == pytest.approx(min(errs))
     assert m["mean/test/error_gy"] == pytest.approx(sum(errs) / 4)
     assert "best/val/error_gy" in m and m["trials_finished"] == 4
+    # stored errors are fractions, and the run's description says so
+    assert "stored as fractions: 0.25 = 25 %" in parent.data.tags["mlflow.note.content"]
     assert "smoke test" in parent.data.tags["mlflow.note.content"]
     assert [a.path for a in c.list_artifacts(parent.info.run_id, "spec")] == ["spec/smoke.yaml"]
     for r in children:  # bookkeeping as tags, not metrics

@@ -38,7 +38,7 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         + sorted(SWEEPS.glob("studies/*.yaml"))
         + sorted(SWEEPS.glob("studies/paper/*.yaml"))
     )
-    assert len(specs) == 18
+    assert len(specs) == 19
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
@@ -49,6 +49,12 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
     cfg = long.trial_config(long.cells()[0])
     assert long.num_trials() == 3 and cfg.loss.cluster_weight > 0 and cfg.prior.means == "learned"
     assert load_spec(SWEEPS / "ablations" / "screen_balance.yaml").num_trials() == 9
+    # the demo: the clustering term on the tiny network, a time budget, a demo's description
+    demo = load_spec(SWEEPS / "demo.yaml")
+    cfg = demo.trial_config(demo.cells()[0])
+    assert demo.num_trials() == 4 and cfg.model.arch == "tiny" and cfg.loss.cluster_weight > 0
+    assert 0 < cfg.train.max_minutes <= 2 and "docs/results.md" in demo.description
+    assert demo.cost.steps_per_sec and demo.cost.trial_overhead_s
 
 
 def test_paper_specs_match_the_paper():
@@ -155,6 +161,33 @@ def test_plan_prints_the_mnist_paper_trials(capsys):
     ] == [f"seed={i}" for i in range(5)]
 
 
+def test_plan_offers_the_cpu_route_where_no_gpu_is(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # this machine, or a GPU-less one
+    spec = str(SWEEPS / "paper" / "mnist_amm.yaml")
+    assert amm(["sweep", "plan", spec]) == 0
+    out = capsys.readouterr().out
+    assert "no GPU on this machine" in out
+    (line,) = [ln.strip() for ln in out.splitlines() if " sweep run " in ln]
+    assert line.endswith(" --set resources.gpu=0"), out
+    # the flags as printed: plan (and run) take them, and the trials then ask for no GPU
+    argv = shlex.split(line)[1:]
+    assert argv[:3] == ["sweep", "run", spec] or argv[2].endswith("paper/mnist_amm.yaml")
+    assert amm(["sweep", "plan", *argv[2:]]) == 0
+    out = capsys.readouterr().out
+    assert "resources per trial: 2 CPU, 0 GPU" in out and "wall time on this machine" in out
+    assert load_spec(spec, {"resources.gpu": 0}).gpu == 0
+    # a spec that asks for a GPU and no CPU: the route also gives each trial a CPU
+    p = write_spec(tmp_path, "resources: {cpu: 0, gpu: 1}\ncost: {steps_per_sec: 10}\n")
+    assert amm(["sweep", "plan", str(p)]) == 0
+    assert "--set resources.gpu=0 --set resources.cpu=1" in capsys.readouterr().out
+    assert amm(["sweep", "plan", str(p), "--set", "resources.gpu=many"]) == 2
+    assert "resources.gpu: expected a number, got 'many'" in capsys.readouterr().err
+
+
 def test_plan_cost_from_a_stored_figure(tmp_path, capsys):
     p = write_spec(
         tmp_path,
@@ -186,6 +219,22 @@ def test_plan_cost_with_a_time_budget_and_the_plateau_stop(tmp_path, capsys):
         "estimated cost: 0.50 trial-hours (1.00 CPU-hours, 0.00 GPU-hours) "
         "(an upper bound with the plateau stop)" in out
     )
+
+
+def test_plan_wall_time_counts_the_measured_overhead_and_the_time_budget(tmp_path, capsys):
+    p = write_spec(
+        tmp_path,
+        "seeds: 4\nmax_concurrent: 1\n"
+        "cost: {steps_per_sec: 10, trial_overhead_s: 20, measured_on: a whole sweep}\n",
+    )
+    # 4 trials one at a time, each 600 steps / 10 steps/s + 20 s, + 17 s of start-up = 337 s
+    assert amm(["sweep", "plan", str(p), "--set", "train.steps=600"]) == 0
+    out = capsys.readouterr().out
+    assert "1 trial(s) at a time): about 5m37s (training, evaluations and figures" in out, out
+    # a time budget of 30 s caps each trial's training: 4 x (30 + 20) + 17 = 217 s
+    sets = ["--set", "train.steps=600", "--set", "train.max_minutes=0.5"]
+    assert amm(["sweep", "plan", str(p), *sets]) == 0
+    assert "about 3m37s (training" in capsys.readouterr().out
 
 
 def test_set_seed_replaces_the_seed_axis(tmp_path, capsys):

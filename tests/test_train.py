@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from amm_cli.main import main as amm
+from amm_cli.progress import stop_words
 from amm_core import names
 from amm_core.config import load_config
 from amm_core.errors import TrainingError
@@ -63,6 +64,23 @@ def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
     assert [r[2] for r in reports] == [False, False, True]  # the final report says so
     assert (reports[-1][1] / "state.pt").is_file() and result.checkpoint == reports[-1][1]
     assert not result.stopped and result.step == 20
+    assert result.stop_reason == saved[names.STOP_REASON] == names.STOP_STEPS
+
+
+def test_the_time_budget_ends_the_run_and_says_so(tmp_path, data_root):
+    # 0.03 s of training: far fewer than the 100,000 steps asked for
+    cfg = fast_config("train.steps=100000", "train.max_minutes=0.0005", "train.eval_every=1000")
+    result = run(cfg, tmp_path / "r", data_root=data_root)
+    assert 1 <= result.step < 100000 and result.stop_reason == names.STOP_TIME_BUDGET
+    saved = json.loads((tmp_path / "r" / "final.json").read_text())
+    assert saved[names.STOP_REASON] == names.STOP_TIME_BUDGET and saved[names.STEP] == result.step
+    assert stop_words(result.stop_reason, cfg) == (
+        "the time budget train.max_minutes=0.0005 was spent"
+    )
+    # epochs instead of steps: the machine value is the same, the words name the key that ended it
+    cfg = fast_config("train.steps=0", "train.epochs=0.016")  # one batch of the 2,000 examples
+    reason = run(cfg, tmp_path / "e", data_root=data_root).stop_reason
+    assert reason == names.STOP_STEPS and stop_words(reason, cfg) == "train.epochs=0.016 done"
 
 
 def test_resume_is_exact_on_cpu(tmp_path, data_root):

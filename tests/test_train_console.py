@@ -8,6 +8,8 @@ import json
 import os
 import pty
 import re
+import shlex
+import signal
 import struct
 import subprocess
 import sys
@@ -49,14 +51,18 @@ def test_without_a_terminal_one_line_per_evaluation(tmp_path, data_root):
     assert re.fullmatch(line.format(s=40) + r"took \d+s", lines[1]), lines
     assert lines[2] == "training done at step 40: evaluating on the test set ...", lines
     out = r.stdout
-    final = json.loads(out[: out.index("}") + 1])
+    assert out.startswith("final metrics (errors in percent; "), out
+    final = json.loads(out[out.index("{") : out.index("}") + 1])
     for v in final.values():
         if isinstance(v, float):
             assert len(f"{v:g}".lstrip("-0.").replace(".", "")) <= 4, final
     assert re.search(r"^test error \d+\.\d\d %  \(Bayes rule: \d+\.\d\d %\)", out, re.M), out
-    # final.json keeps full precision
+    assert out.splitlines()[-2] == "stopped at step 40: train.steps=40 done", out
+    # the console shows errors in percent; final.json keeps fractions at full precision
     saved = json.loads((tmp_path / "run" / "final.json").read_text())
-    assert saved["test/error_gy"] != final["test/error_gy"] or len(str(saved["test/error_gy"])) < 7
+    assert 0 <= saved["test/error_gy"] <= 1 and "test/error_gy" not in final
+    assert final["test/error_gy (%)"] == round(100 * saved["test/error_gy"], 2)
+    assert final["test/nmi"] == float(f"{saved['test/nmi']:.4g}")
 
 
 def test_on_a_terminal_the_bar_shows_the_validation_error(tmp_path, data_root):
@@ -117,3 +123,55 @@ def test_positional_overrides_and_did_you_mean(tmp_path, capsys, data_root):
     assert amm([*args, "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["seed"] == 7 and cfg["train"]["steps"] == 4
+
+
+def test_first_line_early_then_a_signal_stops_and_says_how_to_continue(tmp_path, data_root):
+    """The first line comes after 20 steps (no evaluation before step 100,000); SIGINT then
+    stops after the step with a checkpoint, final.json says why, and the printed command
+    continues the run as pasted into a shell."""
+    cmd = _cmd(tmp_path, data_root, "train.steps=100000", "train.eval_every=100000")
+    cmd += ["--set", "train.figures=false"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    first = p.stderr.readline()
+    assert re.fullmatch(
+        r"step +\d+/100000  \d+\.\d\d steps/s  ETA \S+  \(next evaluation at step 100000\)\n",
+        first,
+    ), first
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    m = re.search(r"^stopped at step (\d+): signal SIGINT$", err, re.M)
+    assert m, err
+    step = int(m.group(1))
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final == {"step": step, "stop_reason": "signal", "signal": "SIGINT"}
+    assert (tmp_path / "run" / "checkpoints" / f"step_{step:07d}" / "state.pt").is_file()
+    again = re.search(r"^checkpoint saved; continue with: (.+)$", err, re.M).group(1)
+    # the command as pasted, in a shell without the venv on PATH: one more step, then the end
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"
+    r = subprocess.run(
+        f"{again} --set train.steps={step + 1}",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, (again, r.stderr)
+    assert f"stopped at step {step + 1}: train.steps={step + 1} done" in r.stdout
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["stop_reason"] == "steps"
+    assert shlex.split(again)[0] in (".venv/bin/amm", "amm") or again.startswith(sys.executable)
+
+
+def test_the_first_line_names_the_time_budget(monkeypatch):
+    from amm_cli.progress import TrainConsole
+    from amm_core.config import load_config
+
+    cfg = load_config("configs/smoke.yaml", ["train.steps=27500", "train.max_minutes=2"])
+    line = TrainConsole(cfg, lines=True).first_line(20, 27500, 2.0)
+    assert re.fullmatch(
+        r"step    20/27500  2\.00 steps/s  ETA (1m\d\ds|2m00s) \(time budget train.max_minutes=2\)"
+        r"  \(next evaluation at step 100\)",
+        line,
+    ), line
