@@ -55,3 +55,13 @@ def stream_parameters(encoder: Any, stream: str) -> list[Any]:
     """The parameters of the encoder's y stream (G_y(x)) or z stream (G_z(x, .)) and its heads."""
     mods = [getattr(encoder, f"{stream}_{part}") for part in ("convs", "bns", "mu", "logvar")]
     return [p for m in mods for p in m.parameters()]
+
+
+def sqlite_store(tmp_path_factory: Any, experiment: str) -> tuple[str, Any, str]:
+    """A fresh MLflow SQLite store with one experiment: (tracking URI, client, experiment id)."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri)
+    return uri, c, c.create_experiment(experiment, artifact_location=str(root / "artifacts"))

@@ -8,6 +8,7 @@ import re
 
 import pandas as pd
 import pytest
+from helpers import sqlite_store
 from scipy import stats
 
 from amm_cli.main import main
@@ -127,12 +128,8 @@ def test_history_from_a_ray_results_folder(tmp_path):
 def store(tmp_path_factory):
     """A lambda study in MLflow: 3 lambdas x 2 seeds, val/error_gy at steps 500, 1000, 1500."""
     from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
 
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    c = MlflowClient(tracking_uri=uri)
-    exp = c.create_experiment("studies", artifact_location=str(root / "artifacts"))
+    uri, c, exp = sqlite_store(tmp_path_factory, "studies")
     parent = c.create_run(exp, tags={"amm.sweep": "lam", "amm.num_seeds": "2"})
     for i, lam in enumerate([0.1, 1.0, 10.0]):
         for seed in (0, 1):

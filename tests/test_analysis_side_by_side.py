@@ -7,6 +7,7 @@ import io
 
 import pandas as pd
 import pytest
+from helpers import sqlite_store
 from scipy import stats
 
 from amm_cli.main import main
@@ -111,12 +112,7 @@ def log_sweep(c, exp: str, name: str, cells: dict) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow.tracking import MlflowClient
-
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    c = MlflowClient(tracking_uri=uri)
-    exp = c.create_experiment("studies", artifact_location=str(root / "artifacts"))
+    uri, c, exp = sqlite_store(tmp_path_factory, "studies")
     log_sweep(c, exp, "lambda-a", STUDY_A)
     log_sweep(c, exp, "lambda-b", STUDY_B)
     # a sweep over another key: cannot stand beside the lambda studies
