@@ -48,6 +48,8 @@ class Tuples(NamedTuple):
     sizes: tuple[int, ...]  # per game batch sizes (unlabelled, then labelled), same for q and p
     y_mu: torch.Tensor | None = None  # encoder logit means on the unlabelled batch (extra terms)
     z_mu: torch.Tensor | None = None  # encoder z means on the unlabelled batch (extra terms)
+    yl_mu: torch.Tensor | None = None  # SAMM: encoder logit means G_y(x_l) on the labelled batch
+    y_l: torch.Tensor | None = None  # SAMM: the labelled batch's class indices
 
     def detach(self) -> Tuples:
         """The same tuples cut from the generator graph (what the D phases train on)."""
@@ -79,7 +81,7 @@ class AMMLoss:
         enc, dec, prior = self.model.encoder, self.model.decoder, self.model.prior
         q = enc(x_u, sample=True)
         xq, yq, zq = [x_u], [q.y], [q.z]
-        sizes = [x_u.shape[0]]
+        sizes, yl_mu = [x_u.shape[0]], None
         if x_l is not None:
             assert y_l is not None, "SAMM step: x_l given without its labels y_l"
             y1 = one_hot(y_l, prior.num_components).to(x_l.device)
@@ -88,10 +90,12 @@ class AMMLoss:
             yq.append(y1)
             zq.append(ql.z)
             sizes.append(x_l.shape[0])
+            yl_mu = ql.y_mu  # G_y(x_l): the given y replaces y~ only, the logits are x's own
         yp, zp = prior.sample(sum(sizes))
         xp = dec(yp, zp)
+        cat = torch.cat
         return Tuples(
-            torch.cat(xq), torch.cat(yq), torch.cat(zq), xp, yp, zp, tuple(sizes), q.y_mu, q.z_mu
+            cat(xq), cat(yq), cat(zq), xp, yp, zp, tuple(sizes), q.y_mu, q.z_mu, yl_mu, y_l
         )
 
     def _game_mean(self, v: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
@@ -203,6 +207,10 @@ class AMMLoss:
                 recon = self._recon_term(t)
                 total = total + self.lc.recon_weight * recon
                 extra[names.LOSS_G_RECON] = recon.detach()
+            if self.lc.label_weight > 0 and t.yl_mu is not None:
+                label = F.cross_entropy(t.yl_mu.float(), t.y_l.to(t.yl_mu.device).long())
+                total = total + self.lc.label_weight * label
+                extra[names.LOSS_G_LABEL] = label.detach()
             if self.lc.cluster_weight > 0:
                 cluster, parts = self._cluster_term(t)
                 total = total + self.lc.cluster_weight * cluster
