@@ -89,6 +89,7 @@ class LossConfig:
     cluster_weight: float = 0.0  # augmentation-consistency + balance term on G_y(x) (IMSAT)
     recon_weight: float = 0.0  # ALICE x-cycle: BCE of G_x(G_y(x), G_z(x)) against x, per pixel
     latent_weight: float = 0.0  # z-cycle: squared error of G_z(G_x(y, z)) against z, per dim
+    centroid_weight: float = 0.0  # per-component soft centroid of z~ against mu_k (eq. 18 agrees)
     label_weight: float = 0.0  # SAMM: cross-entropy of G_y(x_l) against y_l on the labelled batch
     cluster_balance: float = 1.0  # weight of -H(mean_batch p(y|x)) inside the cluster term
     cluster_entropy: float = 0.0  # weight of mean H(p(y|x)) inside the cluster term
