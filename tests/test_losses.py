@@ -362,7 +362,8 @@ def test_centroid_term_is_zero_on_the_means_and_pulls_codes_onto_them():
     z = (mu + 2.0).requires_grad_(True)  # every code 2 units off in every dimension
     off = Tuples(*[torch.zeros(1)] * 6, (K,), y_mu=logits, z_mu=z)
     value = loss._centroid_term(off)
-    assert float(value.detach()) == pytest.approx(4.0, rel=1e-4)  # (2^2 per dim, mean over L), shares 1/K
+    # 2^2 per dimension, mean over L, component shares 1/K each
+    assert float(value.detach()) == pytest.approx(4.0, rel=1e-4)
     value.backward()
     assert (z.grad > 0).all()  # descending it moves each code back toward its mean
 
@@ -389,7 +390,7 @@ def test_label_term_trains_gy_on_the_labelled_batch():
         out = loss.g_main(t)
         grads.append(model.encoder.y_mu.weight.grad.clone())
         if weight:
-            assert float(out[names.LOSS_G_LABEL]) == pytest.approx(float(ce), rel=1e-5)
+            assert float(out[names.LOSS_G_LABEL]) == pytest.approx(float(ce.detach()), rel=1e-5)
         else:
             assert names.LOSS_G_LABEL not in out
     torch.testing.assert_close(grads[1] - grads[0], ce_grad, rtol=1e-4, atol=1e-6)
