@@ -19,6 +19,7 @@ from amm_core.config import Config
 from amm_core.errors import ConfigError
 
 PAPER_FILE = Path(__file__).with_name("paper_results.yaml")
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "svhn": "SVHN"}
 _DEFAULTS = Config().flat()
 
 
@@ -53,6 +54,15 @@ class Table:
     where: dict[str, Any]
     ours: str  # label of our rows (AMM / SAMM)
     rows: tuple[Row, ...]
+    dataset: str  # the paper's dataset (data.dataset) for this table
+
+    def caption(self, runs: pd.DataFrame) -> str:
+        """The title, naming the datasets when the runs are not on the paper's."""
+        ours = sorted(map(str, _values(runs, "data.dataset")))
+        if ours == [self.dataset]:
+            return self.title
+        shown = "/".join(DATASET_NAMES.get(d, d) for d in ours)
+        return f"{self.title} (runs: {shown}, paper: {DATASET_NAMES[self.dataset]})"
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,9 @@ def load_paper(path: str | Path = PAPER_FILE) -> Paper:
                 rows.append(Row(e.label, e.mean, e.std, e.n, experiment=e.key))
             else:
                 rows.append(Row(r["label"], r["mean"], r.get("std"), r.get("n")))
+        where, ours = dict(t["where"]), t["ours"]
         tables[int(num)] = Table(
-            int(num), t["title"], t["column"], dict(t["where"]), t["ours"], tuple(rows)
+            int(num), t["title"], t["column"], where, ours, tuple(rows), t["dataset"]
         )
     return Paper(data["source"], data["metric"], exps, tables)
 

@@ -274,4 +274,4 @@ def paper_layout(
     ]
     data = _numbers(summary, metric)
     data.insert(1, "model", [row[0] for row in body[len(t.rows) :]])
-    return Table(t.title, header, body, best, notes, data, align="lrll")
+    return Table(t.caption(mine), header, body, best, notes, data, align="lrll")

@@ -65,3 +65,16 @@ def sqlite_store(tmp_path_factory: Any, experiment: str) -> tuple[str, Any, str]
     uri = f"sqlite:///{root / 'mlflow.db'}"
     c = MlflowClient(tracking_uri=uri)
     return uri, c, c.create_experiment(experiment, artifact_location=str(root / "artifacts"))
+
+
+def write_svhn(path: Path, n: int, seed: int) -> tuple[Any, Any]:
+    """An SVHN-format .mat file of n random 32x32x3 images, labels 1..10 in turn (10 = digit 0)."""
+    import numpy as np
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+    y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(n, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"X": X, "y": y})
+    return X, y

@@ -155,7 +155,7 @@ def test_table_env_uri_and_paper_tables(store, capsys, monkeypatch):
         (["table", "nope"], "sweeps: repro, smoke; experiments: "),
         (["table", "smoke", "--metric", "test/bogus"], "metrics: test/error_gy, test/nmi"),
         (["table", "smoke", "--rows", "lr"], "params that vary: loss.gp_weight, prior.means"),
-        (["table", "smoke", "--paper-table", "2"], "data.dataset: mnist"),
+        (["table", "smoke", "--paper-table", "2"], "data.labelled: 0"),
         (["table", "smoke", "--paper", "--metric", "test/nmi"], "--paper compares test/error_gy"),
         (["report", "nope"], "sweeps: repro, smoke"),
     ],

@@ -130,10 +130,33 @@ def test_paper_table_1_layout():
 
 def test_paper_table_needs_matching_runs():
     df = frame({("learned", 10.0): [0.05]}, MNIST_AMM)
-    with pytest.raises(ConfigError, match="--paper-table 2 needs runs with.*data.dataset: mnist"):
+    with pytest.raises(ConfigError, match="--paper-table 2 needs runs with.*data.labelled: 0"):
         tables.paper_layout(df, list(df.columns), 2, ERR, PAPER)
     with pytest.raises(ConfigError, match="allowed: 1, 2"):
         tables.paper_layout(df, list(df.columns), 3, ERR, PAPER)
+
+
+def test_paper_table_2_names_the_dataset_of_the_runs():
+    """Table 2 is SVHN; MNIST runs with labels are laid out beside it, the caption says so."""
+    svhn = PAPER.experiments["svhn_samm_learned"].config
+    mnist = {**svhn, "data.dataset": "mnist", "model.arch": "mnist"}
+    df = frame({("learned", 0.01): [0.05, 0.07]}, mnist)
+    df = pd.concat([df, frame({("learned", 0.01): [0.02, 0.03]}, {**mnist, "data.labelled": 100})])
+    t = tables.paper_layout(df, list(df.columns), 2, ERR, PAPER)
+    assert t.title.endswith("for SVHN data. (runs: MNIST, paper: SVHN)")
+    assert [r[0] for r in t.rows[5:]] == [
+        "SAMM",
+        "SAMM learned μ_k",
+        "SAMM (ours): data.labelled=100",
+        "SAMM (ours): data.labelled=1000",
+    ]
+    assert t.rows[7][1] == "2.50 ± 0.71 (n=2)" and t.rows[8][1] == "6.00 ± 1.41 (n=2)"
+    assert "data.dataset=mnist (paper: svhn)" in t.rows[8][3]
+    assert "data.labelled=100 (paper: 1000)" in t.rows[7][3]
+    # runs on the paper's dataset: the paper's caption as published
+    df = frame({("learned", 0.01): [0.07]}, svhn)
+    t = tables.paper_layout(df, list(df.columns), 2, ERR, PAPER)
+    assert t.title == PAPER.tables[2].title
 
 
 def test_paper_file_matches_spec_section_8():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from helpers import write_svhn
 
 from amm_core import data
 from amm_core.checkpoint import load_checkpoint, save_checkpoint
@@ -190,15 +191,6 @@ def test_labelled_subset(tmp_path):
         load_splits(DataConfig(val_size=50, labelled=251), tmp_path, seed=0)
     with pytest.raises(DataError, match="multiple"):
         load_splits(DataConfig(val_size=50, labelled=45, stratified=True), tmp_path, seed=0)
-
-
-def write_svhn(path: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    X = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
-    y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(n, 1)  # 1..10, 10 = digit 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(str(path), {"X": X, "y": y})
-    return X, y
 
 
 def test_svhn_mat_files(tmp_path):

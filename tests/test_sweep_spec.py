@@ -38,7 +38,7 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         + sorted(SWEEPS.glob("studies/*.yaml"))
         + sorted(SWEEPS.glob("studies/paper/*.yaml"))
     )
-    assert len(specs) == 19
+    assert len(specs) == 20
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
@@ -149,6 +149,21 @@ def test_study_cells():
         "fixed_table3": ("table3", "none"),
     }
     assert (mp.num_trials(), lvf.num_trials()) == (15, 12)
+
+
+def test_samm_labels_study(capsys):
+    """Issue 21: the SAMM plus preset over the number of labels, 3 seeds, 60 min on one core."""
+    spec = load_spec(SWEEPS / "studies" / "samm_labels.yaml")
+    assert spec.axes() == {"data.labelled": [100, 600, 1000, 3000], "seed": [0, 1, 2]}
+    assert spec.base.endswith("mnist_samm_plus.yaml") and spec.num_trials() == 12
+    assert (spec.cpu, spec.gpu) == (1, 0)
+    for cell in spec.cells():
+        cfg = spec.trial_config(cell)
+        assert cfg.data.labelled == cell["data.labelled"] and cfg.data.stratified
+        assert cfg.loss.label_weight > 0 and cfg.train.max_minutes == 60
+        assert cfg.data.dataset == "mnist" and cfg.train.stop_on_plateau > 0
+    assert amm(["sweep", "plan", str(SWEEPS / "studies" / "samm_labels.yaml")]) == 0
+    assert "trials: 12" in capsys.readouterr().out
 
 
 def test_plan_prints_the_mnist_paper_trials(capsys):
