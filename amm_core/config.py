@@ -210,7 +210,7 @@ def _validate(cfg: Config) -> Config:
     need(lo.gp_every >= 1, "key 'loss.gp_every': must be >= 1")
     for key in (
         "info_weight", "cluster_weight", "cluster_balance", "cluster_entropy", "recon_weight",
-        "latent_weight", "label_weight",
+        "latent_weight", "label_weight", "centroid_weight",
     ):  # fmt: skip
         need(getattr(lo, key) >= 0, f"key 'loss.{key}': must be >= 0")
     need(lo.aug_shift >= 0, "key 'loss.aug_shift': must be >= 0")
