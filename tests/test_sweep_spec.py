@@ -103,18 +103,18 @@ STUDIES = ("lambda", "mean_placement", "learned_vs_fixed")
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_specs_and_their_gpu_versions(name, capsys):
-    """sweeps/studies (issue 20): 3 seeds per cell, a budget with the plateau stop, the plus
+    """sweeps/studies (issue 20): 3 seeds per cell, a budget with the plateau stop, the mixture
     preset; the GPU version on the paper's preset has the same cells."""
     cpu = load_spec(SWEEPS / "studies" / f"{name}.yaml")
     gpu = load_spec(SWEEPS / "studies" / "paper" / f"{name}.yaml")
     assert cpu.seeds == gpu.seeds == [0, 1, 2]
     assert cpu.axes() == gpu.axes() and cpu.variants == gpu.variants
-    assert cpu.base.endswith("mnist_amm_plus.yaml") and gpu.base.endswith("mnist_amm.yaml")
+    assert cpu.base.endswith("mnist_amm_mixture.yaml") and gpu.base.endswith("mnist_amm.yaml")
     for spec in (cpu, gpu):
         for cell in spec.cells():
             t = spec.trial_config(cell).train
             assert t.stop_on_plateau > 0 and spec.cost.steps_per_sec
-    assert {cpu.trial_config(c).train.max_minutes for c in cpu.cells()} == {100}
+    assert {cpu.trial_config(c).train.max_minutes for c in cpu.cells()} == {45}
     assert gpu.gpu > 0
     assert amm(["sweep", "plan", str(SWEEPS / "studies" / f"{name}.yaml")]) == 0
     out = capsys.readouterr().out
