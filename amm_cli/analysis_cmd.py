@@ -120,7 +120,7 @@ def resolve_axes(
     alone when it has one); an axis that varies but was not asked for is added to the rows, so
     no cell silently pools different configs, unless `df` shows it is fixed within every cell
     (a key that a variant sets)."""
-    from analysis.fetch import VARIANT
+    from amm_core.names import VARIANT
     from analysis.tables import check_axes
 
     check_axes(params, (rows or []) + (cols or []), varying)

@@ -42,10 +42,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from amm_core import locations
-    from sweeps import runner, stopping
+    from sweeps import runner
 
-    with stopping.handled(), _ray_stopped_after():  # Ctrl+C / SIGTERM: sweeps/stopping.py
-        _quiet(args)
+    with _driver(args):
         storage = locations.storage_for(None, args.storage)
         name, code = runner.run(
             _spec(args.spec),
@@ -61,32 +60,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _ray_stopped_after() -> Iterator[None]:
-    """Stop the Ray this command started while the signal handlers still wait for it (Ray's
-    own exit hook would run after them, where a signal cuts the driver short)."""
-    from sweeps import stopping
+def _driver(args: argparse.Namespace) -> Iterator[None]:
+    """Ctrl+C / SIGTERM handled (sweeps/stopping.py), Ray's chatter quiet unless --verbose, and
+    the Ray this command started stopped while the signal handlers still wait for it (Ray's own
+    exit hook would run after them, where a signal cuts the driver short)."""
+    from sweeps import stopping, tuner
 
-    try:
-        yield
-    finally:
-        from sweeps import tuner
+    with stopping.handled():
+        if not args.verbose:
+            from sweeps.console import quiet_logs
 
-        stopping.phase(stopping.CLEANUP)
-        tuner.shutdown()
-
-
-def _quiet(args: argparse.Namespace) -> None:
-    if not args.verbose:
-        from sweeps.console import quiet_logs
-
-        quiet_logs()
+            quiet_logs()
+        try:
+            yield
+        finally:
+            stopping.phase(stopping.CLEANUP)
+            tuner.shutdown()
 
 
 def _summary(name: str, storage: str | None, code: int) -> None:
     """The end of run/resume: the status table, then what to run next."""
     from sweeps.console import next_commands
+    from sweeps.folder import SweepFolder
     from sweeps.status import status
-    from sweeps.storage import load_meta
 
     print()
     print(status(name, storage))
@@ -99,19 +95,16 @@ def _summary(name: str, storage: str | None, code: int) -> None:
     }.get(code)
     if hint:
         print(f"amm: {hint}", file=sys.stderr)
-    _, meta = load_meta(name, storage)
+    meta = SweepFolder(storage, name).meta
     print()
-    print(
-        next_commands(name, meta["tracking_uri"], meta.get("experiment", ""), meta["experiment_id"])
-    )
+    print(next_commands(name, meta.tracking_uri, meta.experiment, meta.experiment_id))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from amm_core import locations
-    from sweeps import runner, stopping
+    from sweeps import runner
 
-    with stopping.handled(), _ray_stopped_after():
-        _quiet(args)
+    with _driver(args):
         storage = locations.storage_for(args.name, args.storage)
         code = runner.resume(
             args.name,

@@ -125,6 +125,7 @@ TAG_RUN_NAME = "mlflow.runName"  # MLflow's own
 TAG_NUM_SEEDS = "amm.num_seeds"  # parent: seeds per cell the sweep asked for ("n=3 of 5")
 TAG_TRIAL = "amm.trial_id"
 TAG_VARIANT = "amm.variant"  # a trial's named override set (spec `variants`)
+VARIANT = "variant"  # the spec's axis of those sets: a trial's param, analysis's column of the tag
 TAG_HASH = "amm.config_hash"
 TAG_NODE = "amm.node_id"  # the Ray node the trial runs on (changes after a restart elsewhere)
 TAG_PID = "amm.pid"  # the trial's worker process (changes after a restart)

@@ -27,7 +27,6 @@ from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
 from amm_core.loader import flatten
 
-VARIANT = "variant"  # the column of the tag names.TAG_VARIANT
 STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
 STOP_REASON = names.STOP_REASON  # why a finished run ended (steps, time_budget, plateau)
 BASE_COLUMNS = ("run_id", "run_name", STATUS, STOP_REASON)
@@ -56,8 +55,8 @@ class Runs:
     def varying(self) -> list[str]:
         """Config keys (not the seed) that take more than one value over the runs; the sweep's
         `variant` first when it has several."""
-        keys = [p for p in self.params if (p in _DEFAULTS or p == VARIANT) and p != "seed"]
-        keys = sorted(keys, key=lambda k: k != VARIANT)
+        keys = [p for p in self.params if (p in _DEFAULTS or p == names.VARIANT) and p != "seed"]
+        keys = sorted(keys, key=lambda k: k != names.VARIANT)
         return [k for k in keys if self.df[k].nunique(dropna=False) > 1]
 
 
@@ -134,7 +133,7 @@ def _runs_frame(runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
     for r in runs:
         p = cast_params(r.data.params)
         if names.TAG_VARIANT in r.data.tags:  # so that tables can have a row per variant
-            p[VARIANT] = r.data.tags[names.TAG_VARIANT]
+            p[names.VARIANT] = r.data.tags[names.TAG_VARIANT]
         params.update(p)
         metrics.update(r.data.metrics)
         row = {

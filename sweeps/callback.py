@@ -10,7 +10,6 @@ files (from the final checkpoint) are logged when the trial completes.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any
 from ray import tune
 
 from amm_core import names
-from amm_core.fs import write_atomic
 from sweeps import stopping, tracking
-from sweeps.outbox import OUTBOX_FILE, Outbox, is_outage
-from sweeps.spec import VARIANT, run_name
+from sweeps.folder import CheckpointRecord, SweepFolder
+from sweeps.outbox import Outbox, is_outage
+from sweeps.spec import run_name
 from sweeps.trainable import trial_config
 
 # Tune's own bookkeeping in every result, and ours (the epoch follows from the step, the resume
@@ -34,22 +33,15 @@ SKIP = {*TUNE_KEYS, names.STEP, names.EPOCH, names.RESULT_FINAL, names.RESULT_RE
 
 
 class MlflowSweepCallback(tune.Callback):
-    def __init__(
-        self,
-        uri: str,
-        exp_id: str,
-        parent_id: str,
-        sweep: str,
-        sweep_dir: str,
-        base_flat: dict[str, Any],
-        variants: dict[str, dict[str, Any]],
-    ) -> None:
-        self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
-        self.sweep, self.sweep_dir, self.base_flat = sweep, sweep_dir, base_flat
-        self.variants = variants
+    """The sweep in `folder` (parent run, base config: `folder.meta`) -> tracking store `uri`."""
+
+    def __init__(self, folder: SweepFolder, uri: str, variants: dict[str, dict[str, Any]]) -> None:
+        self.folder, self.uri, self.variants, meta = folder, uri, variants, folder.meta
+        self.exp_id, self.parent_id = meta.experiment_id, meta.parent_run_id
+        self.base_flat = meta.base_flat
         self._client = None
         self._out: Outbox | None = None
-        self._runs: dict[str, str] = self._load_runs()
+        self.runs: dict[str, str] = folder.runs()  # trial id -> MLflow run id
         self._last_step: dict[tuple[str, str], int] = {}
         self._tags: dict[tuple[str, str], str] = {}  # (trial, key) -> value sent this session
         self._started: set[str] = set()
@@ -71,22 +63,8 @@ class MlflowSweepCallback(tune.Callback):
     @property
     def outbox(self) -> Outbox:
         if self._out is None:
-            local = "://" not in self.sweep_dir
-            path = Path(self.sweep_dir) / OUTBOX_FILE if local else None
-            self._out = Outbox(path, self._execute)
+            self._out = Outbox(self.folder.outbox_path, self._execute)
         return self._out
-
-    def _load_runs(self) -> dict[str, str]:
-        path = Path(self.sweep_dir) / names.RUNS_FILE
-        if "://" in self.sweep_dir or not path.is_file():
-            return {}
-        return json.loads(path.read_text())
-
-    def _save_runs(self) -> None:
-        if "://" in self.sweep_dir:  # remote storage: the tags alone are enough to reattach
-            return
-        text = json.dumps(self._runs, indent=1, sort_keys=True)
-        write_atomic(Path(self.sweep_dir) / names.RUNS_FILE, text)
 
     # ---------------------------------------------------------------- writes (via the outbox)
 
@@ -100,8 +78,8 @@ class MlflowSweepCallback(tune.Callback):
         self._started.add(trial.trial_id)
         cfg = trial_config(self.base_flat, trial.config, self.variants)
         tags = {names.TAG_HASH: cfg.hash(), names.TAG_TRIAL_NAME: str(trial)}
-        if VARIANT in trial.config:
-            tags[names.TAG_VARIANT] = str(trial.config[VARIANT])
+        if names.VARIANT in trial.config:
+            tags[names.TAG_VARIANT] = str(trial.config[names.VARIANT])
         self._send(
             "start", trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
         )
@@ -112,7 +90,7 @@ class MlflowSweepCallback(tune.Callback):
         if op == "start":
             self._reattach_or_create(tid, item)
             return
-        run_id = self.parent_id if tid is None else self._runs[tid]
+        run_id = self.parent_id if tid is None else self.runs[tid]
         if op == "metrics":
             step, last = item["step"], self._last_step
             metrics = {k: v for k, v in item["metrics"].items() if step > last.get((run_id, k), -1)}
@@ -136,7 +114,7 @@ class MlflowSweepCallback(tune.Callback):
             raise ValueError(f"unknown outbox op {op!r}")
 
     def _reattach_or_create(self, trial_id: str, item: dict[str, Any]) -> None:
-        run_id = self._runs.get(trial_id)
+        run_id = self.runs.get(trial_id)
         if run_id is not None:  # this sweep's own run (amm_runs.json), by id
             if self.client.get_run(run_id).info.status != names.RUNNING:
                 self.client.update_run(run_id, status=names.RUNNING)
@@ -146,14 +124,14 @@ class MlflowSweepCallback(tune.Callback):
                 self.client,
                 self.exp_id,
                 self.parent_id,
-                self.sweep,
+                self.folder.name,
                 trial_id,
                 item["name"],
                 item["params"],
                 item["tags"],
             )
-            self._runs[trial_id] = run_id
-            self._save_runs()
+            self.runs[trial_id] = run_id
+            self.folder.save_runs(self.runs)
         if not is_new:  # reattached (resumed sweep): what this run already holds
             for key in self.client.get_run(run_id).data.metrics:
                 steps = [m.step for m in self.client.get_metric_history(run_id, key)]
@@ -176,7 +154,7 @@ class MlflowSweepCallback(tune.Callback):
     def close(self, status: str) -> None:
         """End this sweep's own runs (by run id): children still RUNNING -> KILLED, the parent
         -> status. Writes the tracking store cannot take now stay in the outbox for resume."""
-        for trial_id in sorted(self._runs):
+        for trial_id in sorted(self.runs):
             self._send("end_if_running", trial_id, status=names.KILLED)
         self._send("end", None, status=status)
         self.outbox.flush(force=True)
@@ -227,10 +205,10 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
         # Tune has registered this checkpoint: a restart of the trial continues from here
-        step = (checkpoint.get_metadata() or {}).get("step")
-        if step is not None:
+        record = CheckpointRecord.of(checkpoint)
+        if record is not None:
             self._start(trial)
-            self._send("tag", trial.trial_id, key=names.TAG_CKPT_STEP, value=str(step))
+            self._send("tag", trial.trial_id, key=names.TAG_CKPT_STEP, value=str(record.step))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
@@ -243,9 +221,9 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        ckpt = trial.checkpoint
-        if ckpt is not None and (ckpt.get_metadata() or {}).get("final"):
-            self._send("files", trial.trial_id, checkpoint=checkpoint_uri(ckpt))
+        record = CheckpointRecord.of(trial.checkpoint)
+        if record is not None and record.final:
+            self._send("files", trial.trial_id, checkpoint=checkpoint_uri(trial.checkpoint))
         self._send("end", trial.trial_id, status=names.FINISHED)
 
 

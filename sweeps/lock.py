@@ -26,17 +26,13 @@ from typing import Any
 
 from amm_core import settings
 from amm_core.errors import ConfigError
-from sweeps.storage import delete, read_text, write_text
+from sweeps.folder import SweepFolder
 
 HEARTBEAT_S = 30.0
 
 
 class SweepLocked(ConfigError):
     """Another live driver holds the sweep (exit 2)."""
-
-
-def lock_path(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}.lock"
 
 
 def _pid_start(pid: int) -> str | None:
@@ -48,19 +44,16 @@ def _pid_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _read(path: str) -> dict[str, Any] | None:
-    """The lock's content; {} when unreadable or damaged; None when there is no lock."""
-    if "://" in path:
-        text = read_text(path)
-        if text is None:
-            return None
-    else:
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError):
-            return {}
+def _read(folder: SweepFolder, path: str | None = None) -> dict[str, Any] | None:
+    """The lock's (or `path`'s) content; {} when unreadable or damaged; None when there is none."""
+    try:
+        text = folder.read_text(path or folder.lock_path)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if text is None:
+        return None
     try:
         info = json.loads(text)
     except ValueError:
@@ -68,15 +61,15 @@ def _read(path: str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else {}
 
 
-def _age_s(path: str, info: dict[str, Any]) -> float:
+def _age_s(folder: SweepFolder, info: dict[str, Any]) -> float:
     """Seconds since the lock's last heartbeat (file mtime, else the time written in it)."""
-    if "://" not in path:
+    if not folder.remote:
         with contextlib.suppress(OSError):
-            return time.time() - os.stat(path).st_mtime
+            return time.time() - os.stat(folder.lock_path).st_mtime
     return time.time() - float(info.get("heartbeat", 0))
 
 
-def is_live(path: str, info: dict[str, Any]) -> bool:
+def is_live(folder: SweepFolder, info: dict[str, Any]) -> bool:
     """Whether the driver that wrote `info` still runs."""
     if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
         pid = info["pid"]
@@ -88,7 +81,7 @@ def is_live(path: str, info: dict[str, Any]) -> bool:
             pass  # it runs, as another user
         start = _pid_start(pid)
         return not (start and info.get("pid_start") and start != info["pid_start"])
-    return _age_s(path, info) < settings.lock_stale_s()
+    return _age_s(folder, info) < settings.lock_stale_s()
 
 
 def describe(info: dict[str, Any]) -> str:
@@ -103,8 +96,8 @@ def describe(info: dict[str, Any]) -> str:
 class SweepLock:
     """A held lock; `release()` (or leaving a `with` block) removes it if it is still ours."""
 
-    def __init__(self, path: str, info: dict[str, Any]) -> None:
-        self.path, self.info = path, info
+    def __init__(self, folder: SweepFolder, info: dict[str, Any]) -> None:
+        self.folder, self.path, self.info = folder, folder.lock_path, info
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="amm-lock")
         self._thread.start()
@@ -112,16 +105,18 @@ class SweepLock:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             with contextlib.suppress(OSError):  # a missed beat; the next one may succeed
-                if "://" in self.path:
-                    write_text(self.path, json.dumps({**self.info, "heartbeat": time.time()}))
+                if self.folder.remote:
+                    self.folder.write_text(
+                        self.path, json.dumps({**self.info, "heartbeat": time.time()})
+                    )
                 else:
                     os.utime(self.path)
 
     def release(self) -> None:
         self._stop.set()
-        current = _read(self.path)
+        current = _read(self.folder)
         if current and current.get("token") == self.info["token"]:
-            delete(self.path)
+            self.folder.delete(self.path)
 
     def __enter__(self) -> SweepLock:
         return self
@@ -146,26 +141,27 @@ def _create_local(path: str, info: dict[str, Any]) -> bool:
         os.unlink(tmp)
 
 
-def _take_over(path: str, stale: dict[str, Any]) -> None:
+def _take_over(folder: SweepFolder, stale: dict[str, Any]) -> None:
     """Move a stale lock aside; put it back if it turned out to be a newer one."""
-    if "://" in path:
+    if folder.remote:
         return  # overwritten by the next write
+    path = folder.lock_path
     aside = f"{path}.stale-{uuid.uuid4().hex[:8]}"
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return
-    moved = _read(aside) or {}
+    moved = _read(folder, aside) or {}
     if moved.get("token") != stale.get("token"):  # another driver took it over meanwhile
         with contextlib.suppress(FileExistsError):
             os.link(aside, path)
     os.unlink(aside)
 
 
-def acquire(storage: str, name: str, command: str) -> SweepLock:
+def acquire(folder: SweepFolder, command: str) -> SweepLock:
     """Take the sweep's lock, or SweepLocked naming the live driver that holds it."""
-    path = lock_path(storage, name)
-    if "://" not in path:
+    path, name = folder.lock_path, folder.name
+    if not folder.remote:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     info = {
@@ -179,15 +175,15 @@ def acquire(storage: str, name: str, command: str) -> SweepLock:
         "token": uuid.uuid4().hex,
     }
     for _ in range(5):
-        other = _read(path)
+        other = _read(folder)
         if other is None:
-            if "://" in path:
-                write_text(path, json.dumps(info))
-                return SweepLock(path, info)
+            if folder.remote:
+                folder.write_text(path, json.dumps(info))
+                return SweepLock(folder, info)
             if _create_local(path, info):
-                return SweepLock(path, info)
+                return SweepLock(folder, info)
             continue  # another driver created it just now: judge that one
-        if is_live(path, other):
+        if is_live(folder, other):
             raise SweepLocked(
                 f"sweep '{name}' is in use by a live driver: {describe(other)}; wait for it "
                 f"to end or stop it (lock file {path})"
@@ -197,12 +193,11 @@ def acquire(storage: str, name: str, command: str) -> SweepLock:
             f"no longer running)",
             file=sys.stderr,
         )
-        _take_over(path, other)
+        _take_over(folder, other)
     raise SweepLocked(f"sweep '{name}': could not take its lock {path} (contended); try again")
 
 
-def holder(storage: str, name: str) -> dict[str, Any] | None:
+def holder(folder: SweepFolder) -> dict[str, Any] | None:
     """The live driver's lock content, or None when no live driver holds the sweep."""
-    path = lock_path(storage, name)
-    info = _read(path)
-    return info if info is not None and is_live(path, info) else None
+    info = _read(folder)
+    return info if info is not None and is_live(folder, info) else None

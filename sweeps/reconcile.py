@@ -5,7 +5,7 @@ result, so a driver killed with SIGKILL can leave a state that is behind: a tria
 running that had finished, a trial whose newest checkpoint Tune never registered. Before
 `Tuner.restore`, `before_restore` marks every trial whose MLflow run is FINISHED as TERMINATED
 (Tune then does not run it again); the trainable itself continues from the newest complete
-checkpoint in its trial folder (`checkpoints`), whatever Tune registered.
+checkpoint in its trial folder (`SweepFolder.checkpoints`), whatever Tune registered.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from amm_core import names
 from amm_core.fs import json_lines, write_atomic
+from sweeps.folder import SweepFolder
 
-META = ".metadata.json"  # a Tune checkpoint's metadata (ours: step, final, last)
 # what Tune's saved state of a sweep folder allows `resume` to do (tune_state)
 HAS_TRIALS, NO_STATE, NO_STATE_LEFT_TRIALS = "trials", "none", "none, trials ran"
 # Tune's own files in the experiment folder (amm's are amm_*, trials' trial_*)
@@ -26,79 +25,45 @@ TUNE_FILES = ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*.json",
               "basic-variant-state-*.json", ".validate_storage_marker")  # fmt: skip
 
 
-def trial_dir(sweep_dir: str, trial_id: str) -> Path:
-    return Path(sweep_dir) / names.trial_dirname(trial_id)
-
-
-def checkpoints(folder: Path) -> list[tuple[int, Path, dict[str, Any]]]:
-    """(step, folder, metadata) of the trial's checkpoints in storage, oldest first."""
-    out = []
-    if not folder.is_dir():
-        return out
-    for d in folder.glob("checkpoint_*"):
-        try:
-            meta = json.loads((d / META).read_text())
-        except (OSError, ValueError):
-            continue  # being written, or damaged
-        if isinstance(meta, dict) and "step" in meta and (d / names.STATE_FILE).is_file():
-            out.append((int(meta["step"]), d, meta))
-    return sorted(out, key=lambda c: (c[0], bool(c[2].get("final")), c[1].name))
-
-
-def finished_on_disk(folder: Path) -> bool:
-    """The trial wrote its final checkpoint (test metrics and run files) before the stop."""
-    cps = checkpoints(folder)
-    return bool(cps and cps[-1][2].get("final"))
-
-
-def tune_state(sweep_dir: str) -> str:
+def tune_state(folder: SweepFolder) -> str:
     """HAS_TRIALS: Tune saved trials to restore. NO_STATE: no trial was ever saved or started
     (a stop before Tune's loop, or in its first turn): the sweep can run its spec's trials
     afresh. NO_STATE_LEFT_TRIALS: trials ran but Tune saved none of them (a kill -9 before
     Tune's first save): neither restore nor a fresh start would be the same sweep."""
-    if "://" in sweep_dir:  # remote storage: what Tune itself can restore
+    if folder.remote:  # what Tune itself can restore
         from ray import tune
 
-        return HAS_TRIALS if tune.Tuner.can_restore(sweep_dir) else NO_STATE
-    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
+        return HAS_TRIALS if tune.Tuner.can_restore(folder.path) else NO_STATE
+    states = sorted(Path(folder.path).glob("experiment_state-*.json"))
     if states:
         try:
             if json.loads(states[-1].read_text()).get("trial_data"):
                 return HAS_TRIALS
         except (OSError, ValueError):
             pass
-    runs = Path(sweep_dir) / names.RUNS_FILE
-    has_runs = runs.is_file() and runs.read_text().strip() not in ("", "{}")
-    ran = has_runs or any(Path(sweep_dir).glob("trial_*"))
+    ran = folder.runs() or any(Path(folder.path).glob("trial_*"))
     return NO_STATE_LEFT_TRIALS if ran else NO_STATE
 
 
-def forget_tune_files(sweep_dir: str) -> None:
+def forget_tune_files(folder: SweepFolder) -> None:
     """Remove Tune's files of a sweep folder without trials (see tune_state), keep amm's."""
     for pattern in TUNE_FILES:
-        for p in Path(sweep_dir).glob(pattern):
+        for p in Path(folder.path).glob(pattern):
             p.unlink()
 
 
-def _finished_in_mlflow(cb) -> set[str]:
-    done = set()
-    for trial_id, run_id in cb._runs.items():
-        if cb.client.get_run(run_id).info.status == names.FINISHED:
-            done.add(trial_id)
-    return done
-
-
-def before_restore(sweep_dir: str, cb) -> list[str]:
+def before_restore(folder: SweepFolder, client) -> list[str]:
     """Mark trials that finished (MLflow run FINISHED) as TERMINATED in Tune's newest saved
     state; returns their ids. Local or shared-filesystem storage only."""
-    if "://" in sweep_dir:
+    if folder.remote:
         return []
-    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
+    states = sorted(Path(folder.path).glob("experiment_state-*.json"))
     if not states:
         return []
     path = states[-1]  # the one Tune restores from (max by name)
     data = json.loads(path.read_text())
-    finished = _finished_in_mlflow(cb)
+    runs = folder.runs().items()
+    finished = {t for t, r in runs if client.get_run(r).info.status == names.FINISHED}
     changed = []
     for entry in data.get("trial_data", []):
         state = json.loads(entry[0])
@@ -107,7 +72,7 @@ def before_restore(sweep_dir: str, cb) -> list[str]:
             continue
         state["status"] = "TERMINATED"
         entry[0] = json.dumps(state, indent=2)
-        results = json_lines(trial_dir(sweep_dir, tid) / "result.json")  # no line cut by a kill
+        results = json_lines(folder.trial_dir(tid) / "result.json")  # no line cut by a kill
         if results:
             meta = json.loads(entry[1])
             meta["last_result"] = results[-1]

@@ -29,10 +29,10 @@ from typing import Any
 from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
 from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, within
+from amm_core.names import VARIANT
 from amm_core.shell import amm
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
-VARIANT = "variant"  # the axis of named override sets
 SHORT_NAMES = {"loss.gp_weight": "lambda", "optim.lr": "lr"}  # run-name labels
 
 

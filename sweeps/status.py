@@ -9,8 +9,8 @@ from amm_core import names
 from amm_core.fmt import percent
 from amm_core.shell import amm
 from sweeps import lock as sweep_lock
+from sweeps.folder import SweepFolder
 from sweeps.spec import run_name
-from sweeps.storage import load_meta, resolve_storage
 
 RESULTS = "result.json"  # a trial's results, written by its worker as they come
 # Tune trial status -> what `amm sweep status` calls it
@@ -23,7 +23,7 @@ STATES = {
 }
 
 
-def trials(sweep_dir: str) -> list:
+def trials(folder: SweepFolder) -> list:
     """Tune's trials of a sweep folder; none when Tune has written no experiment state yet."""
     from ray.tune import ExperimentAnalysis
 
@@ -33,50 +33,47 @@ def trials(sweep_dir: str) -> list:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return ExperimentAnalysis(sweep_dir).trials
+        return ExperimentAnalysis(folder.path).trials
     except (ValueError, FileNotFoundError, OSError):
         return []
     finally:
         quiet.setLevel(level)
 
 
-def trial_states(sweep_dir: str) -> dict[str, str]:
+def trial_states(folder: SweepFolder) -> dict[str, str]:
     """trial id -> finished / failed / running / pending, from Tune's experiment state."""
-    return {t.trial_id: STATES.get(t.status, t.status.lower()) for t in trials(sweep_dir)}
+    return {t.trial_id: STATES.get(t.status, t.status.lower()) for t in trials(folder)}
 
 
-def _state(trial, sweep_dir: str, live: bool) -> str:
+def _state(trial, folder: SweepFolder, live: bool) -> str:
     """Tune's state of a trial; without a live driver, running/pending ones are 'stopped', and
     one whose final checkpoint is on disk is 'finished' (Tune's saved state may lag a kill).
     Tune saves a running trial as PENDING (to restart it on restore): with a live driver, one
     that has started (it reported, or its folder holds results) is 'running'."""
-    from sweeps.reconcile import finished_on_disk, trial_dir
-
     state = STATES.get(trial.status, trial.status.lower())
     if live and state == "pending" and trial.status == "PENDING":
-        local = "://" not in sweep_dir
-        if trial.last_result or (
-            local and (trial_dir(sweep_dir, trial.trial_id) / RESULTS).is_file()
-        ):
+        local = folder.trial_dir(trial.trial_id)  # None on remote storage
+        if trial.last_result or (local is not None and (local / RESULTS).is_file()):
             return "running"
     if live or state not in ("running", "pending"):
         return state
-    if "://" not in sweep_dir and finished_on_disk(trial_dir(sweep_dir, trial.trial_id)):
+    if folder.finished_on_disk(trial.trial_id):
         return "finished"
     return "stopped"
 
 
 def status(name: str, storage: str | None = None) -> str:
     """Which config x seed cells are finished, failed, running or missing; errors in percent."""
-    sweep_dir, meta = load_meta(name, storage)
-    driver = sweep_lock.holder(resolve_storage(storage), name)
+    folder = SweepFolder(storage, name)
+    meta = folder.meta
+    driver = sweep_lock.holder(folder)
     rows: dict[str, tuple[str, ...]] = {}
-    for cell in meta.get("cells", []):  # the spec's order first
+    for cell in meta.cells:  # the spec's order first
         rows[run_name(cell)] = ("missing", "", "-", "-", "")
-    for t in trials(sweep_dir):
+    for t in trials(folder):
         last = t.last_result or {}
         rows[run_name(t.config)] = (
-            _state(t, sweep_dir, driver is not None),
+            _state(t, folder, driver is not None),
             str(last.get(names.STEP, "")),
             percent(last.get(names.VAL_ERROR_GY)),
             percent(last.get(names.TEST_ERROR_GY)),
@@ -92,8 +89,8 @@ def status(name: str, storage: str | None = None) -> str:
         done = set(counts) == {"finished"}
         drv = "none (the sweep has ended" + (": every trial finished)" if done else ")")
     lines = [
-        f"sweep {name} ({sweep_dir})",
-        f"tracking: {meta['tracking_uri']} (parent run {meta['parent_run_id']})",
+        f"sweep {name} ({folder.path})",
+        f"tracking: {meta.tracking_uri} (parent run {meta.parent_run_id})",
         f"driver: {drv}",
         "",
         f"{'run name':<32} {'state':<9} {'step':>7} {'val error':>10} {'test error':>10}  trial",

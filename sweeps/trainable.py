@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import names
+from sweeps.folder import CheckpointRecord, SweepFolder
 from sweeps.spec import trial_config
 
 
@@ -50,7 +51,7 @@ def train_trial(
     base: dict[str, Any],
     variants: dict[str, dict[str, Any]] | None = None,
     threads: int = 1,
-    sweep_dir: str | None = None,
+    folder: SweepFolder | None = None,
 ) -> None:
     """Tune entry point: `params` are the swept values of this trial (dotted keys)."""
     import ray
@@ -65,7 +66,7 @@ def train_trial(
     node = ray.get_runtime_context().get_node_id()
 
     resume_from = None
-    ckpt = _newest(tune.get_checkpoint(), sweep_dir, tune.get_context().get_trial_id())
+    ckpt = _newest(tune.get_checkpoint(), folder, tune.get_context().get_trial_id())
     if ckpt is not None:
         # as_directory() may hand out a temporary folder: copy to a folder the trial owns
         local = out_dir / "resume_checkpoint"
@@ -73,14 +74,11 @@ def train_trial(
         with ckpt.as_directory() as d:
             shutil.copytree(d, local)
         resume_from = local
-    meta = (ckpt.get_metadata() or {}) if ckpt is not None else {}
-    resumed_step = int(meta.get("step", 0))
-    # the last evaluation's result (kept in checkpoint metadata, for a restart right before
-    # the final report)
-    last: dict[str, Any] = dict(meta.get("last", {}))
+    record = CheckpointRecord.of(ckpt) or CheckpointRecord(0)
+    last: dict[str, Any] = dict(record.last)  # the last evaluation's result
 
     def send(result: dict[str, Any], final: bool, checkpoint=None) -> None:
-        bookkeeping = {names.RESULT_NODE: node, names.RESULT_RESUMED: resumed_step}
+        bookkeeping = {names.RESULT_NODE: node, names.RESULT_RESUMED: record.step}
         result = {**result, **bookkeeping, names.RESULT_FINAL: int(final)}
         tune.report(result, checkpoint=checkpoint)
 
@@ -88,23 +86,22 @@ def train_trial(
         if final:
             # the final result repeats the last evaluation's numbers: schedulers and searchers
             # expect their metric in every result (the driver logs each (key, step) once)
-            folder, out = _final_folder(out_dir, ckpt_dir), {**last, **_plain(metrics)}
+            kept, out = _final_folder(out_dir, ckpt_dir), {**last, **_plain(metrics)}
         else:
-            folder, out = ckpt_dir, _plain(metrics)
+            kept, out = ckpt_dir, _plain(metrics)
             last.clear()
             last.update(out)
         checkpoint = None
-        if folder is not None:
-            checkpoint = tune.Checkpoint.from_directory(str(folder))
-            step = int(metrics.get(names.STEP, 0))
-            checkpoint.set_metadata({"step": step, "final": final, "last": last})
+        if kept is not None:
+            checkpoint = tune.Checkpoint.from_directory(str(kept))
+            CheckpointRecord(int(metrics.get(names.STEP, 0)), final, last).save(checkpoint)
         send(out, final, checkpoint)
 
-    if meta.get("final") and resume_from is not None:
+    if record.final and resume_from is not None:
         # it finished before the driver stopped: report its stored result, train nothing
         final = json.loads((resume_from / names.FINAL_FILE).read_text())
         checkpoint = tune.Checkpoint.from_directory(str(resume_from))
-        checkpoint.set_metadata(meta)
+        record.save(checkpoint)
         send({**last, **_plain(final)}, True, checkpoint)
         return
     if last and resume_from is not None:
@@ -114,24 +111,23 @@ def train_trial(
     train.run(cfg, out_dir, report=report, resume_from=resume_from)
 
 
-def _newest(ckpt, sweep_dir: str | None, trial_id: str):
+def _newest(ckpt, folder: SweepFolder | None, trial_id: str):
     """Tune's checkpoint of this trial, or a newer complete one in its storage folder: after a
     driver kill Tune's saved state can lag behind the checkpoints the trial wrote."""
     from ray import tune
 
     from amm_core.checkpoint import load_checkpoint
     from amm_core.errors import ConfigError
-    from sweeps.reconcile import checkpoints, trial_dir
 
-    if sweep_dir is None or "://" in sweep_dir:
+    if folder is None:
         return ckpt
-    known = int((ckpt.get_metadata() or {}).get("step", -1)) if ckpt is not None else -1
-    for step, folder, _ in reversed(checkpoints(trial_dir(sweep_dir, trial_id))):
-        if step <= known:
+    known = (CheckpointRecord.of(ckpt) or CheckpointRecord(-1)).step
+    for record, path in reversed(folder.checkpoints(trial_id)):  # none on remote storage
+        if record.step <= known:
             break
         try:
-            load_checkpoint(folder)  # complete? (a kill can cut a copy short)
+            load_checkpoint(path)  # complete? (a kill can cut a copy short)
         except ConfigError:
             continue
-        return tune.Checkpoint(str(folder))
+        return tune.Checkpoint(str(path))
     return ckpt

@@ -9,8 +9,8 @@ from typing import Any
 
 from amm_core import names
 from amm_core.errors import ConfigError
+from sweeps.folder import SweepFolder
 from sweeps.spec import SweepSpec, run_name
-from sweeps.storage import join
 
 # The Ray versions (from, to excluded) whose private Tuner internals `restore` uses; pyproject.toml
 # pins `ray` to the same range.
@@ -85,17 +85,17 @@ def check_ray_version() -> None:
         )
 
 
-def trainable(spec: SweepSpec, base_flat: dict[str, Any], sweep_dir: str | None = None):
+def trainable(spec: SweepSpec, folder: SweepFolder):
     from ray import tune
 
     from sweeps.trainable import train_trial
 
     fn = tune.with_parameters(
         train_trial,
-        base=base_flat,
+        base=folder.meta.base_flat,
         variants=spec.variants,
         threads=max(1, int(spec.cpu)),
-        sweep_dir=sweep_dir,
+        folder=folder,
     )
     return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
 
@@ -122,13 +122,11 @@ def _search_space(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
 
 def build(
     spec: SweepSpec,
-    name: str,
-    storage: str,
-    base_flat: dict[str, Any],
+    folder: SweepFolder,
     callbacks: list,
     verbose: bool = True,
 ):
-    """A new Tuner for the sweep `name` under `storage`."""
+    """A new Tuner for the sweep in `folder`."""
     from ray import tune
 
     space, search_alg, num_samples = _search_space(spec)
@@ -140,7 +138,7 @@ def build(
         del args["type"]  # the spec's choice of scheduler (only asha), not an argument
         scheduler = ASHAScheduler(**args)
     return tune.Tuner(
-        trainable(spec, base_flat, join(storage, name)),
+        trainable(spec, folder),
         param_space=space,
         tune_config=tune.TuneConfig(
             num_samples=num_samples,
@@ -151,8 +149,8 @@ def build(
             trial_name_creator=lambda t: run_name(t.config),  # = the MLflow run name
         ),
         run_config=tune.RunConfig(
-            name=name,
-            storage_path=storage,
+            name=folder.name,
+            storage_path=folder.storage,
             callbacks=callbacks,
             verbose=1 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -161,9 +159,7 @@ def build(
     )
 
 
-def restore(
-    sweep_dir: str, spec: SweepSpec, base_flat: dict[str, Any], callbacks: list, verbose: bool
-):
+def restore(folder: SweepFolder, spec: SweepSpec, callbacks: list, verbose: bool):
     """The sweep's Tuner, unfinished and errored trials to continue, with this session's callbacks.
 
     `Tuner.restore` takes no callbacks: the ones pickled with the tuner would write to the old
@@ -173,8 +169,8 @@ def restore(
 
     check_ray_version()
     tuner = tune.Tuner.restore(
-        sweep_dir,
-        trainable=trainable(spec, base_flat, sweep_dir),
+        folder.path,
+        trainable=trainable(spec, folder),
         resume_unfinished=True,
         resume_errored=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -55,6 +56,20 @@ def stream_parameters(encoder: Any, stream: str) -> list[Any]:
     """The parameters of the encoder's y stream (G_y(x)) or z stream (G_z(x, .)) and its heads."""
     mods = [getattr(encoder, f"{stream}_{part}") for part in ("convs", "bns", "mu", "logvar")]
     return [p for m in mods for p in m.parameters()]
+
+
+def old_sweep(storage: Path, name: str, **fields: Any) -> Path:
+    """A sweep folder holding only its `amm_sweep.json`, with every key the driver wrote before
+    the metadata became a dataclass (such folders must still load)."""
+    meta = {
+        "name": name, "spec_path": "/specs/smoke.yaml", "spec_text": "", "overrides": {},
+        "resources": {"cpu": 1.0, "gpu": 0.0}, "tracking_uri": "sqlite:///x.db",
+        "experiment": "amm", "experiment_id": "1", "parent_run_id": "0" * 32,
+        "storage": str(storage), "base_flat": {}, "cells": [], "created": "2025-01-01T00:00:00",
+    }  # fmt: skip
+    (storage / name).mkdir(parents=True)
+    (storage / name / "amm_sweep.json").write_text(json.dumps({**meta, **fields}, indent=1))
+    return storage / name
 
 
 def sqlite_store(tmp_path_factory: Any, experiment: str) -> tuple[str, Any, str]:

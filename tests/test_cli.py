@@ -4,10 +4,10 @@ outside the tested range (its private Tuner call), naming the range."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from helpers import old_sweep
 
 from amm_cli.main import build_parser
 from amm_cli.main import main as amm
@@ -34,8 +34,7 @@ def test_every_training_command_takes_data_dir(argv):
 
 
 def test_resume_with_a_missing_data_dir_is_bad_input(tmp_path, capsys):
-    (tmp_path / "s").mkdir()
-    (tmp_path / "s" / "amm_sweep.json").write_text(json.dumps({"base_flat": {}}))
+    old_sweep(tmp_path, "s")
     missing = tmp_path / "nowhere"
     args = ["--storage", str(tmp_path), "--data-dir", str(missing), "--verbose"]
     code = amm(["sweep", "resume", "s", *args])

@@ -13,6 +13,7 @@ import json
 from types import SimpleNamespace
 
 import ray
+from helpers import old_sweep
 from ray import tune
 
 from amm_core import names
@@ -20,6 +21,7 @@ from amm_core.config import load_config
 from analysis import aggregate, fetch
 from sweeps import parent, tracking, trainable
 from sweeps.callback import MlflowSweepCallback
+from sweeps.folder import SweepFolder
 from sweeps.spec import run_name
 
 FAST = [
@@ -73,9 +75,10 @@ def test_every_tag_and_metric_written_is_declared_and_read_back(tmp_path, data_r
     exp_id, parent_id = tracking.start_parent(
         uri, "contract", "sw", params={}, tags={names.TAG_NUM_SEEDS: "1"}
     )
-    sweep_dir = tmp_path / "sweeps" / "sw"
-    sweep_dir.mkdir(parents=True)
-    cb = MlflowSweepCallback(uri, exp_id, parent_id, "sw", str(sweep_dir), base, VARIANTS)
+    old_sweep(tmp_path / "sweeps", "sw", experiment_id=exp_id, parent_run_id=parent_id)
+    folder = SweepFolder(str(tmp_path / "sweeps"), "sw")
+    folder.update_meta(base_flat=base, tracking_uri=uri)
+    cb = MlflowSweepCallback(folder, uri, VARIANTS)
     trial = _Trial()
     cb.on_trial_start(0, [], trial)
     for result, checkpoint in reported:
@@ -116,7 +119,7 @@ def test_every_tag_and_metric_written_is_declared_and_read_back(tmp_path, data_r
     got = fetch.fetch_mlflow("sw", uri)
     assert got.expected == 1 and len(got.df) == 1
     assert set(got.metrics) == set(child.data.metrics)
-    assert got.df.loc[0, fetch.VARIANT] == "small_lr" and got.df.loc[0, "optim.lr"] == 1e-4
+    assert got.df.loc[0, names.VARIANT] == "small_lr" and got.df.loc[0, "optim.lr"] == 1e-4
     for metric in names.FINAL_METRICS:
         assert aggregate.ok_mask(got.df, metric).all(), metric
 

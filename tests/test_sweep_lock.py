@@ -12,15 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import old_sweep
+
 from amm_cli.main import main as amm
 from sweeps import lock as sweep_lock
+from sweeps.folder import SweepFolder
 
 REPO = Path(__file__).resolve().parent.parent
 
 HOLD = """
 import sys, time
 from sweeps import lock
-l = lock.acquire(sys.argv[1], sys.argv[2], "run")
+from sweeps.folder import SweepFolder
+l = lock.acquire(SweepFolder(sys.argv[1], sys.argv[2]), "run")
 print("held", flush=True)
 time.sleep(float(sys.argv[3]))
 l.release()
@@ -29,11 +33,12 @@ l.release()
 RACE = """
 import sys, time
 from sweeps import lock
+from sweeps.folder import SweepFolder
 from amm_core.errors import ConfigError
 start = float(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))
 try:
-    lock.acquire(sys.argv[1], sys.argv[2], "run")
+    lock.acquire(SweepFolder(sys.argv[1], sys.argv[2]), "run")
     print("won", flush=True)
     time.sleep(3)
 except ConfigError as e:
@@ -57,18 +62,12 @@ def _holder(storage: Path, name: str) -> subprocess.Popen:
     return proc
 
 
-def _fake_sweep(storage: Path, name: str) -> None:
-    """A sweep folder's metadata, enough for `resume` to reach its lock."""
-    (storage / name).mkdir(parents=True)
-    (storage / name / "amm_sweep.json").write_text(json.dumps({"name": name}))
-
-
 def test_live_driver_refuses_run_and_resume_and_a_killed_one_is_taken_over(
     tmp_path, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     storage = tmp_path / "st"
-    _fake_sweep(storage, "busy")
+    old_sweep(storage, "busy")  # its metadata: enough for `resume` to reach its lock
     proc = _holder(storage, "busy")
     try:
         host = socket.gethostname()
@@ -85,11 +84,12 @@ def test_live_driver_refuses_run_and_resume_and_a_killed_one_is_taken_over(
 
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        assert sweep_lock.holder(str(storage), "busy") is None  # dead: nobody holds it
-        with sweep_lock.acquire(str(storage), "busy", "resume") as mine:
+        busy = SweepFolder(str(storage), "busy")
+        assert sweep_lock.holder(busy) is None  # dead: nobody holds it
+        with sweep_lock.acquire(busy, "resume") as mine:
             err = capsys.readouterr().err
             assert f"taking over the stale lock of sweep 'busy' (pid {proc.pid}" in err
-            assert sweep_lock.holder(str(storage), "busy")["token"] == mine.info["token"]
+            assert sweep_lock.holder(busy)["token"] == mine.info["token"]
         assert not (storage / "busy.lock").exists()  # released
     finally:
         if proc.poll() is None:
@@ -103,13 +103,13 @@ def test_lock_of_another_host_is_stale_only_after_its_heartbeat_stops(tmp_path, 
     info = {"host": "other-node", "pid": 1, "started": "then", "token": "t1", "command": "run"}
     path.write_text(json.dumps(info))
     try:
-        sweep_lock.acquire(str(tmp_path), "x", "run")
+        sweep_lock.acquire(SweepFolder(str(tmp_path), "x"), "run")
         raise AssertionError("a fresh lock of another host was taken over")
     except sweep_lock.SweepLocked as e:
         assert "pid 1 on other-node" in str(e)
     old = time.time() - 120  # no heartbeat for two minutes
     os.utime(path, (old, old))
-    with sweep_lock.acquire(str(tmp_path), "x", "run") as mine:
+    with sweep_lock.acquire(SweepFolder(str(tmp_path), "x"), "run") as mine:
         assert json.loads(path.read_text())["token"] == mine.info["token"]
     # releasing never removes a lock that is not ours
     path.write_text(json.dumps({**info, "token": "someone-else"}))

@@ -5,9 +5,11 @@ SIGINT while a driver sets up leaves nothing; SIGTERM in the first moment of a s
 mid-sweep end the driver with 130, no run RUNNING and the lock gone. Two trials of the smoke
 preset: a short one (20 steps) that finishes before the Ctrl+C, and a longer one (120 steps)
 stopped after its first checkpoint; `amm sweep status` calls it `running` while the resumed
-driver lives. After the last resume the short trial is not rerun, the long one continues from
-its checkpoint, and MLflow (the default SQLite store in the working folder) holds exactly one
-FINISHED child run per trial of the grid under one parent.
+driver lives. The last resume moves the data root and the tracking store (`--data-dir`,
+`--tracking-uri` on a copy of the SQLite store): the short trial is not rerun, the long one
+continues from its checkpoint, the new store holds exactly one FINISHED child run per trial of
+the grid under one parent, and the sweep's metadata, `amm sweep status` and the sweep index name
+the new store from then on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -179,8 +182,10 @@ def test_stop_and_resume(tmp_path, data_root, ray_head):
 
     moved = tmp_path / "data-moved"  # the data root moved between the stop and the resume
     moved.symlink_to(data_root)
+    shutil.copy(tmp_path / "mlflow.db", tmp_path / "moved.db")  # and the tracking store
+    old_uri, uri = uri, f"sqlite:///{tmp_path / 'moved.db'}"
     res = amm(
-        "sweep", "resume", "rs", *where, "--data-dir", str(moved),
+        "sweep", "resume", "rs", *where, "--data-dir", str(moved), "--tracking-uri", uri,
         cwd=tmp_path, env={**env, "AMM_DATA_DIR": "/nonexistent"},
     )  # fmt: skip
     out, _ = res.communicate(timeout=300)
@@ -189,6 +194,11 @@ def test_stop_and_resume(tmp_path, data_root, ray_head):
     assert re.findall(r"^\[(\d)/2 done\]", out, re.MULTILINE)[0] == "1", out[-4000:]
     meta = json.loads((sweep_dir / "amm_sweep.json").read_text())
     assert meta["base_flat"]["data.data_dir"] == str(moved)  # kept for later resumes
+    assert meta["tracking_uri"] == uri  # and the new store, for status, hints and the index
+    assert f"tracking: {uri} (parent run" in status_rows(tmp_path, env, "rs")[1]
+    index = json.loads((tmp_path / "runs" / "sweep_index.json").read_text())
+    assert index["rs"]["tracking_uri"] == uri
+    assert runs_by_name(old_uri, "rs")["steps=120,seed=0"].info.status == "KILLED"  # untouched
     runs = runs_by_name(uri, "rs")
     assert sorted(runs) == ["rs", "steps=120,seed=0", "steps=20,seed=0"]  # exactly the grid
     assert all(r.info.status == "FINISHED" for r in runs.values())

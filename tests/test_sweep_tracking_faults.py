@@ -9,32 +9,35 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import old_sweep
+
 from amm_core.names import RESULT_RESUMED as RESUMED_KEY
 from amm_core.names import TAG_RESUMED
 from sweeps import tracking
 from sweeps.callback import MlflowSweepCallback
+from sweeps.folder import SweepFolder
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _callback(uri: str, sweep_dir: Path, sweep: str = "same-name") -> MlflowSweepCallback:
+def _callback(uri: str, storage: Path, sweep: str = "same-name") -> MlflowSweepCallback:
     exp_id, parent = tracking.start_parent(uri, "faults", sweep, params={}, tags={})
-    sweep_dir.mkdir(parents=True)
-    return MlflowSweepCallback(uri, exp_id, parent, sweep, str(sweep_dir), {}, {})
+    old_sweep(storage, sweep, experiment_id=exp_id, parent_run_id=parent)
+    return MlflowSweepCallback(SweepFolder(str(storage), sweep), uri, {})
 
 
 def _start(cb: MlflowSweepCallback, trial_id: str) -> str:
     cb._send("start", trial_id, name=f"run-{trial_id}", params={"seed": 0}, tags={})
-    return cb._runs[trial_id]
+    return cb.runs[trial_id]
 
 
 def test_closing_a_sweep_ends_only_its_own_runs(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking.init_store(uri)
     # two sweeps of one name (two storages), one experiment: the tags alone cannot tell them
-    other = _callback(uri, tmp_path / "a" / "same-name")
+    other = _callback(uri, tmp_path / "a")
     theirs = _start(other, "t1")
-    mine_cb = _callback(uri, tmp_path / "b" / "same-name")
+    mine_cb = _callback(uri, tmp_path / "b")
     mine = _start(mine_cb, "t1")  # the same trial id, a different parent: a new run
     assert mine != theirs
     mine_cb.close("KILLED")
@@ -58,15 +61,15 @@ class _Trial:
 def test_resumed_from_step_follows_a_trial_that_resumes_at_its_last_step(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking.init_store(uri)
-    cb = _callback(uri, tmp_path / "sw")
+    cb = _callback(uri, tmp_path, "sw")
     t = _Trial("t1")
     for step in (50, 100, 150):
         cb.on_trial_result(0, [], t, {"step": step, "val/error_gy": 0.5, RESUMED_KEY: 0})
-    run_id = cb._runs["t1"]
+    run_id = cb.runs["t1"]
     # a driver kill after the step-150 checkpoint; the resumed trial reports its final result
     # at step 150, from that checkpoint
-    cb2 = MlflowSweepCallback(uri, cb.exp_id, cb.parent_id, cb.sweep, cb.sweep_dir, {}, {})
-    assert cb2._runs == {"t1": run_id}  # amm_runs.json: reattached by run id
+    cb2 = MlflowSweepCallback(SweepFolder(str(tmp_path), "sw"), uri, {})
+    assert cb2.runs == {"t1": run_id}  # amm_runs.json: reattached by run id
     final = {"step": 150, "val/error_gy": 0.5, "test/error_gy": 0.4, RESUMED_KEY: 150}
     cb2.on_trial_result(0, [], t, final)
     c = tracking.client(uri)
