@@ -22,7 +22,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The demo: MNIST fetched into the data root when missing (one line says so), then the demo
-# sweep (sweeps/demo.yaml: 4 trials of a tiny network on local Ray, about 4 minutes on 2 cores,
+# sweep (sweeps/demo.yaml: 4 trials of a tiny network on local Ray, about 5 minutes on 2 cores,
 # tracked in ./mlflow.db), its mean ± std table and an offline HTML report.
 DEMO_DB := sqlite:///$(CURDIR)/mlflow.db
 demo: install
@@ -30,8 +30,9 @@ demo: install
 	$(AMM) data get mnist >/dev/null; \
 	$(AMM) sweep run sweeps/demo.yaml --name $$name --tracking-uri $(DEMO_DB); \
 	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
-	echo "A demo budget (900 steps of a tiny network per trial), not a result: the full presets"; \
-	echo "reach 4.71 ± 2.98 % MNIST test error (configs/mnist_amm_plus.yaml, docs/results.md)."; \
+	echo "A demo budget (at most 900 steps or 1.75 minutes of a tiny network per trial), not a"; \
+	echo "result: the full presets reach 4.71 ± 2.98 % MNIST test error (configs/mnist_amm_plus.yaml,"; \
+	echo "docs/results.md)."; \
 	$(AMM) report $$name --tracking-uri $(DEMO_DB) --out runs/reports/$$name.html; \
 	echo; echo "Results of sweep $$name; commands run from this folder as shown, or plain amm/mlflow after: source .venv/bin/activate"; \
 	echo "  sweep folder:  runs/sweeps/$$name  ($(AMM) sweep status $$name)"; \

@@ -145,16 +145,11 @@ def rounded(final: dict[str, Any], digits: int = 4) -> dict[str, Any]:
     digits (final.json keeps fractions at full precision)."""
     out: dict[str, Any] = {}
     for k, v in final.items():
-        if is_error(k) and isinstance(v, int | float):
+        if names.is_error(k) and isinstance(v, int | float):
             out[f"{k} (%)"] = round(100 * v, 2)
         else:
             out[k] = float(f"{v:.{digits}g}") if isinstance(v, float) else v
     return out
-
-
-def is_error(key: str) -> bool:
-    """An error metric ('test/error_gy', 'val/error_bayes'): a fraction, shown in percent."""
-    return key.rsplit("/", 1)[-1] in (names.ERROR_GY, names.ERROR_BAYES)
 
 
 def summary(final: dict[str, Any]) -> str:

@@ -127,18 +127,22 @@ def _tsne_figure(z: np.ndarray, labels: np.ndarray, seed: int) -> Figure:
 
 
 def training_figure(history: list[dict[str, Any]]) -> Figure:
-    """Validation error, the gen/* and diag/* metrics (docs/method.md) against the step."""
+    """Validation error (in percent), the gen/* and diag/* metrics (docs/method.md) against the
+    step."""
     fig = Figure(figsize=(13, 7.5), layout="constrained")
     keys = [names.VAL_ERROR_GY, *names.GEN_METRICS, *names.DIAG_METRICS]
     axes = fig.subplots(3, 5).flatten()
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     for ax, key in zip(axes, keys, strict=False):
-        pts = [(r[names.STEP], r[key]) for r in history if key in r]
+        scale = 100.0 if names.is_error(key) else 1.0  # errors in percent, as people read them
+        pts = [(r[names.STEP], scale * r[key]) for r in history if key in r]
         if pts:
             ax.plot(*zip(*pts, strict=True), marker=".")
-        ax.set_title(key, fontsize=9)
+        ax.set_title(f"{key} (%)" if scale == 100.0 else key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
+        if scale == 100.0:
+            ax.set_ylabel("%", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle("training: validation error, generation and latent-path diagnostics")
     return fig

@@ -52,6 +52,11 @@ CLUSTERS_USED = "clusters_used"  # distinct components assigned (collapse detect
 EVAL_METRICS = (ERROR_GY, ERROR_BAYES, NMI, ARI, CLUSTERS_USED)
 
 
+def is_error(key: str) -> bool:
+    """An error metric ('test/error_gy', 'val/error_bayes'): a fraction, shown in percent."""
+    return key.rsplit("/", 1)[-1] in (ERROR_GY, ERROR_BAYES)
+
+
 def split_metric(split: str, name: str) -> str:
     """('val', 'error_gy') -> 'val/error_gy'."""
     assert split in SPLITS, split

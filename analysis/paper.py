@@ -170,21 +170,27 @@ def describe_diff(diff: dict[str, tuple[list, Any]]) -> str:
 
 def training_diff(runs: pd.DataFrame, exp: Experiment) -> str:
     """How long these runs trained against the full preset of `exp` (the paper does not publish
-    its training length): '150 steps (full preset mnist_amm: 27,500 steps)'; '' when the same."""
+    its training length): '150 steps (full preset mnist_amm: 27,500 steps)'; '' when the same.
+    Runs that a time budget or a plateau stopped trained fewer steps than they were set: said."""
     if not exp.preset:
         return ""
+    from amm_core import names
     from amm_core.config import load_config, total_steps
     from amm_core.presets import find_preset
 
+    reasons = runs.get(names.STOP_REASON, pd.Series(dtype=object))
+    early = int(reasons.isin([names.STOP_TIME_BUDGET, names.STOP_PLATEAU]).sum())
+    fewer = f", {early} of {len(runs)} run(s) stopped earlier by a time budget or a plateau"
+    fewer = fewer if early else ""
     full = total_steps(load_config(find_preset(exp.preset)))
     steps = set(_values(runs, "train.steps"))
     if steps and all(isinstance(s, numbers.Real) and s > 0 for s in steps):
-        if steps == {full}:
+        if steps == {full} and not early:
             return ""
         ours = "/".join(f"{int(s):,}" for s in sorted(steps)) + " steps"
     else:
         ours = "/".join(f"{e:g}" for e in sorted(set(_values(runs, "train.epochs")))) + " epochs"
-    return f"{ours} (full preset {exp.preset}: {full:,} steps; the paper's is not published)"
+    return f"{ours}{fewer} (full preset {exp.preset}: {full:,} steps; the paper's is not published)"
 
 
 def differences_text(runs: pd.DataFrame, exp: Experiment, diff: dict) -> str:

@@ -97,6 +97,13 @@ def test_no_reproduction_says_what_differs():
     (note,) = [n for n in tables.grid_table(df, [], [], ERR, paper=PAPER).notes if "differs" in n]
     assert "differs in 150 steps (full preset mnist_amm: 27,500 steps; the paper's is not " in note
     assert note.endswith("model.arch=tiny (paper: mnist)")
+    # runs a time budget stopped trained fewer steps than set: the note says how many
+    df["stop_reason"] = ["time_budget"]
+    (note,) = [n for n in tables.grid_table(df, [], [], ERR, paper=PAPER).notes if "differs" in n]
+    assert (
+        "differs in 150 steps, 1 of 1 run(s) stopped earlier by a time budget or a plateau ("
+        in note
+    )
 
 
 def test_paper_table_1_layout():

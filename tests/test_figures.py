@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from amm_core import names
 from amm_core.config import Config
-from amm_core.figures import mosaic, write_run_figures
+from amm_core.figures import mosaic, training_figure, write_run_figures
 from amm_core.models import build_models
 from amm_core.names import FIGURE_FILES
 
@@ -56,3 +57,16 @@ def test_bad_test_data(tmp_path):
     model = build_models(cfg)
     with pytest.raises(ValueError, match="one length"):
         write_run_figures(model, (torch.zeros(4, 1, 28, 28), torch.zeros(3)), tmp_path, cfg)
+
+
+def test_training_figure_plots_errors_in_percent():
+    history = [
+        {names.STEP: 200, names.VAL_ERROR_GY: 0.5, names.GEN_DIVERSITY: 0.25},
+        {names.STEP: 400, names.VAL_ERROR_GY: 0.125, names.GEN_DIVERSITY: 0.75},
+    ]
+    axes = {ax.get_title(): ax for ax in training_figure(history).axes if ax.get_visible()}
+    err = axes[f"{names.VAL_ERROR_GY} (%)"]
+    assert list(err.lines[0].get_ydata()) == [50.0, 12.5]
+    assert err.get_ylabel() == "%"
+    div = axes[names.GEN_DIVERSITY]  # not an error: plotted as stored
+    assert list(div.lines[0].get_ydata()) == [0.25, 0.75] and div.get_ylabel() == ""
