@@ -1,17 +1,22 @@
-"""One training step: the two Adam optimisers, the order of the loss phases (`training_step`),
-and the loss sums kept on the device between log lines (`Stats`)."""
+"""One training step: the two Adam optimisers, the lazy penalty's schedule (`penalty_gains`),
+the order of the loss phases (`training_step`), the step as built for a device
+(`TrainingStep`: `amm train` and benchmarks/train_throughput.py), and the loss sums kept on the
+device between log lines (`Stats`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from amm_core import accel
 from amm_core.config import Config
+from amm_core.data import to_float
 from amm_core.errors import TrainingError
 from amm_core.losses import AMMLoss
-from amm_core.models import AMM
+from amm_core.models import AMM, build_models
 
 
 def make_optimizers(
@@ -28,12 +33,15 @@ def make_optimizers(
     return opt_g, opt_d
 
 
-def penalty_schedule(cfg: Config, step: int) -> list[bool]:
-    """Which of the step's `train.d_steps` D steps run the penalty: every `loss.gp_every`-th D
-    step of the run (lazy regularisation, weighted gp_every in AMMLoss), none when it is off."""
+def penalty_gains(cfg: Config, step: int) -> list[float]:
+    """The lazy penalty, decided here only (stylegan2-ada's lazy regularisation): for each of
+    the step's `train.d_steps` D steps, the gain its penalty's gradient gets. Every
+    `loss.gp_every`-th D step of the run has gain gp_every, so that the penalty's weight per
+    step stays `loss.gp_weight` on average; the others, and every step when the penalty is off
+    (`loss.penalty=none` or `gp_weight=0`), have 0: no penalty phase, no penalty stats."""
     on = cfg.loss.penalty != "none" and cfg.loss.gp_weight > 0
     d, every = cfg.train.d_steps, cfg.loss.gp_every
-    return [on and (step * d + j) % every == 0 for j in range(d)]
+    return [float(every) if on and (step * d + j) % every == 0 else 0.0 for j in range(d)]
 
 
 def training_step(
@@ -43,25 +51,64 @@ def training_step(
     x: torch.Tensor,
     x_l: torch.Tensor | None = None,
     y_l: torch.Tensor | None = None,
-    use_penalty: bool | list[bool] = True,
-    d_steps: int = 1,
+    gains: Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
-    """`d_steps` discriminator steps (main + penalty, each with fresh prior and encoder noise on
-    the same batch) and one generator step. `use_penalty`: one flag, or one per D step (the
-    loop's lazy-regularisation schedule)."""
-    flags = use_penalty if isinstance(use_penalty, list) else [use_penalty] * d_steps
+    """One discriminator step per entry of `gains` (main + penalty with that gain, none at 0;
+    each with fresh prior and encoder noise on the same batch) and one generator step."""
     stats: dict[str, Any] = {}
-    for pen in flags:
+    for gain in gains:
         opt_d.zero_grad(set_to_none=True)
         t = loss.tuples(x, x_l, y_l)  # the last D step's forward also serves the G step
         stats.update(loss.d_main(t))
-        if pen:
-            stats.update(loss.d_gp(t))
+        if gain:
+            stats.update(loss.d_gp(t, gain))
         opt_d.step()
     opt_g.zero_grad(set_to_none=True)
     stats.update(loss.g_main(t))
     opt_g.step()
     return stats
+
+
+class TrainingStep:
+    """The training step for one device, built once from the config: the model in its memory
+    format (`train.memory_format`), the decoder's output bias from `train_x` (uint8) when
+    `model.dec_out_bias=logodds`, the loss, the optimisers with the device's Adam options,
+    compiled networks and the CUDA graph. `step(i, x, x_l, y_l)` runs training step i (float
+    images) with its penalty gains under autocast and returns its stats."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        class_freqs: torch.Tensor | None = None,
+        train_x: torch.Tensor | None = None,
+    ) -> None:
+        self.cfg, self.device = cfg, device
+        self.fmt = accel.memory_format(cfg, device)
+        self.model = build_models(cfg, class_freqs).to(device, memory_format=self.fmt)
+        self.loss = AMMLoss(self.model, cfg)
+        if train_x is not None and cfg.model.dec_out_bias == "logodds":  # before the optimisers
+            self.model.decoder.set_output_bias(to_float(train_x[:10000]).mean(0))
+        self.graphed = accel.uses_cuda_graph(cfg, device)
+        self.adam = accel.adam_flags(cfg, device)
+        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, **self.adam)
+        accel.compile_networks(self.model, cfg)
+        self.run = accel.CudaGraphStep(
+            lambda x, x_l, y_l, gains: training_step(
+                self.loss, self.opt_d, self.opt_g, x, x_l, y_l, gains
+            ),
+            self.graphed,
+        )
+
+    def __call__(
+        self,
+        step: int,
+        x: torch.Tensor,
+        x_l: torch.Tensor | None = None,
+        y_l: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        with accel.autocast(self.cfg, self.device, self.graphed):
+            return self.run(x, x_l, y_l, penalty_gains(self.cfg, step))
 
 
 class Stats:

@@ -21,15 +21,7 @@ from typing import Any
 import torch
 
 from amm_core import names
-from amm_core.accel import (
-    CudaGraphStep,
-    adam_flags,
-    autocast,
-    compile_networks,
-    keep_freed_memory,
-    memory_format,
-    uses_cuda_graph,
-)
+from amm_core.accel import keep_freed_memory
 from amm_core.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -46,11 +38,10 @@ from amm_core.diagnostics import generation_metrics, latent_diagnostics
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
 from amm_core.locations import resolve_data_root
-from amm_core.losses import AMMLoss
 from amm_core.metrics import evaluate, mapping_for
-from amm_core.models import AMM, build_models
+from amm_core.models import AMM
 from amm_core.plateau import Plateau
-from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
+from amm_core.step import Stats, TrainingStep
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
 ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
@@ -140,20 +131,10 @@ def run(
     n_train = len(splits.train_x)
     samm = cfg.data.labelled > 0
 
-    fmt = memory_format(cfg, device)
     if device.type == "cpu":
         keep_freed_memory()
-    model = build_models(cfg, class_freqs=splits.class_freqs).to(device, memory_format=fmt)
-    loss = AMMLoss(model, cfg)
-    if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
-        model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
-    graphed = uses_cuda_graph(cfg, device)
-    adam = adam_flags(cfg, device)
-    opt_g, opt_d = make_optimizers(model, cfg, **adam)
-    compile_networks(model, cfg)
-    step_fn = CudaGraphStep(
-        lambda x, x_l, y_l, pen: training_step(loss, opt_d, opt_g, x, x_l, y_l, pen), graphed
-    )
+    step_fn = TrainingStep(cfg, device, splits.class_freqs, splits.train_x)
+    model, opt_g, opt_d, fmt = step_fn.model, step_fn.opt_g, step_fn.opt_d, step_fn.fmt
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
     if samm:
@@ -172,7 +153,7 @@ def run(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         for group in opt_g.param_groups + opt_d.param_groups:  # a GPU run may resume on a CPU
-            group.update(adam)  # saved with the checkpoint; a CPU cannot step it
+            group.update(step_fn.adam)  # saved with the checkpoint; a CPU cannot step it
         sampler.load_state_dict(state["sampler"])
         if lab_sampler is not None:
             lab_sampler.load_state_dict(state["lab_sampler"])
@@ -238,9 +219,7 @@ def run(
             x_l = to_float(splits.train_x[lidx]).contiguous(memory_format=fmt)
             y_l = splits.train_y[lidx]
 
-        pen = penalty_schedule(cfg, step)
-        with autocast(cfg, device, graphed):
-            stats.add(step_fn(x, x_l, y_l, pen))
+        stats.add(step_fn(step, x, x_l, y_l))
         step += 1
         if tick is not None:
             tick(step, steps)

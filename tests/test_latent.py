@@ -154,31 +154,34 @@ def test_per_input_penalty_by_hand_and_lazy_weight():
         model = build_models(cfg)
         model.disc = LinearD()
         loss = AMMLoss(model, cfg)
-        s = loss.d_gp(_tuples())
+        t, grads = _tuples(), []
+        for gain in (1.0, float(every)):
+            model.zero_grad(set_to_none=True)
+            s = loss.d_gp(t, gain)
+            grads.append(model.disc.b.grad.clone())
         d = model.disc
         want = sum((v.detach().norm() - 1) ** 2 for v in (d.a, d.b, d.c))
-        torch.testing.assert_close(s[names.LOSS_D_GP], 10 * every * want)
+        torch.testing.assert_close(s[names.LOSS_D_GP], 10 * want)  # logged without the gain
         torch.testing.assert_close(
             s[names.GP_NORM], torch.cat([d.a, d.b, d.c]).detach().norm()
         )  # the reported norm stays the joint one
+        torch.testing.assert_close(grads[1], every * grads[0])  # the gain scales the gradient
         assert d.b.grad.abs().sum() > 0 and d.c.grad.abs().sum() > 0
 
 
-def test_penalty_schedule():
-    from amm_core.step import penalty_schedule
+def test_penalty_gains():
+    from amm_core.step import penalty_gains
 
     def sched(*extra, steps=8):
         cfg = load_config(None, TINY + list(extra))
-        return [penalty_schedule(cfg, s) for s in range(steps)]
+        return [penalty_gains(cfg, s) for s in range(steps)]
 
-    assert sched("loss.gp_every=1") == [[True]] * 8  # the paper: every D step
-    assert sched("loss.gp_every=4") == [[True], [False], [False], [False]] * 2
+    assert sched("loss.gp_every=1") == [[1.0]] * 8  # the paper: every D step
+    assert sched("loss.gp_every=4") == [[4.0], [0.0], [0.0], [0.0]] * 2
     # with two D steps a step, the count runs over D steps
-    assert (
-        sched("loss.gp_every=4", "train.d_steps=2", steps=4) == [[True, False], [False, False]] * 2
-    )
-    assert sched("loss.penalty=none", "loss.gp_every=1", steps=2) == [[False]] * 2
-    assert sched("loss.gp_weight=0", "loss.gp_every=1", steps=2) == [[False]] * 2
+    assert sched("loss.gp_every=4", "train.d_steps=2", steps=4) == [[4.0, 0.0], [0.0, 0.0]] * 2
+    assert sched("loss.penalty=none", "loss.gp_every=1", steps=2) == [[0.0]] * 2
+    assert sched("loss.gp_weight=0", "loss.gp_every=1", steps=2) == [[0.0]] * 2
 
 
 @pytest.mark.parametrize("term", ["info_weight", "cluster_weight"])
