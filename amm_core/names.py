@@ -168,17 +168,18 @@ METRICS_FILE = "metrics.jsonl"  # one line per evaluation
 FINAL_FILE = "final.json"  # the final metrics
 RUN_FILES = (FINAL_FILE, CONFIG_FILE, METRICS_FILE)  # logged as artifacts, in this order
 FIGURES_DIR = "figures"  # artifact folder of the per-run figures (amm_core/figures.py)
-# in the order the paper shows them; training.png last
-FIGURE_FILES = (
-    "samples_per_component.png",
-    "test_by_component.png",
-    "reconstructions.png",
-    "interpolations.png",
-    "tsne.png",
-    "cluster_matrix.png",
-    "confusion_gy.png",
-    "confusion_bayes.png",
-    "training.png",
+FIG_SAMPLES = "samples_per_component.png"
+FIG_BY_COMPONENT = "test_by_component.png"
+FIG_RECONSTRUCTIONS = "reconstructions.png"
+FIG_INTERPOLATIONS = "interpolations.png"
+FIG_TSNE = "tsne.png"
+FIG_CLUSTERS = "cluster_matrix.png"
+FIG_CONFUSION_GY = "confusion_gy.png"
+FIG_CONFUSION_BAYES = "confusion_bayes.png"
+FIG_TRAINING = "training.png"
+FIGURE_FILES = (  # in the order the paper shows them; training.png last
+    *(FIG_SAMPLES, FIG_BY_COMPONENT, FIG_RECONSTRUCTIONS, FIG_INTERPOLATIONS, FIG_TSNE),
+    *(FIG_CLUSTERS, FIG_CONFUSION_GY, FIG_CONFUSION_BAYES, FIG_TRAINING),
 )
 SPEC_DIR = "spec"  # parent: the sweep spec file as artifact spec/<file>
 CHECKPOINTS_DIR = "checkpoints"  # of a run's folder
@@ -190,6 +191,12 @@ RUNS_FILE = "amm_runs.json"  # in the sweep folder: trial id -> MLflow run id
 def checkpoint_dirname(step: int) -> str:
     """step_NNNNNNN (7 digits, so that names sort by step)."""
     return f"step_{int(step):07d}"
+
+
+def checkpoint_step(dirname: str) -> int | None:
+    """The step of a checkpoint_dirname; None for any other name."""
+    head, _, digits = dirname.partition("_")
+    return int(digits) if head == "step" and digits.isdigit() else None
 
 
 def trial_dirname(trial_id: str) -> str:

@@ -1,8 +1,8 @@
-"""Presets (`configs/*.yaml`) and sweep specs (`sweeps/**/*.yaml`) by path or by name.
+"""Presets (`configs/*.yaml`) by path or by name.
 
 In a checkout they are files beside the code; in an installed wheel they are package data
-(`amm_presets`, mapped from `configs/`, and `sweeps`), so `amm train mnist_amm` and
-`amm sweep plan paper/mnist_amm` work from any folder. A path that exists always wins.
+(`amm_presets`, mapped from `configs/`), so `amm train mnist_amm` works from any folder. A path
+that exists always wins. `lookup` and `shipped` also serve the sweep specs (`amm_cli`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,7 @@ def presets_dir() -> Path | None:
     return _package_dir("amm_presets") or (checkout if checkout.is_dir() else None)
 
 
-def specs_dir() -> Path | None:
-    return _package_dir("sweeps")
-
-
-def _lookup(name: str, folder: Path | None) -> Path | None:
+def lookup(name: str, folder: Path | None) -> Path | None:
     if folder is None:
         return None
     for cand in (name, f"{name}.yaml"):
@@ -48,16 +44,7 @@ def find_preset(name: str) -> Path:
     p = Path(name)
     if p.is_file():
         return p
-    return _lookup(name, presets_dir()) or _lookup(p.name, presets_dir()) or p
-
-
-def find_spec(name: str) -> Path:
-    """A spec path, or a shipped spec's name (`smoke`, `paper/mnist_amm`)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    name = name.removeprefix("sweeps/")
-    return _lookup(name, specs_dir()) or p
+    return lookup(name, presets_dir()) or lookup(p.name, presets_dir()) or p
 
 
 def shipped(folder: Path | None) -> list[str]:

@@ -5,6 +5,7 @@ device between log lines (`Stats`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -73,7 +74,7 @@ class TrainingStep:
     """The training step for one device, built once from the config: the model in its memory
     format (`train.memory_format`), the decoder's output bias from `train_x` (uint8) when
     `model.dec_out_bias=logodds`, the loss, the optimisers with the device's Adam options,
-    compiled networks and the CUDA graph. `step(i, x, x_l, y_l)` runs training step i (float
+    compiled networks and the CUDA graph. `step(i, x[, x_l, y_l])` runs training step i (float
     images) with its penalty gains under autocast and returns its stats."""
 
     def __init__(
@@ -93,20 +94,11 @@ class TrainingStep:
         self.adam = accel.adam_flags(cfg, device)
         self.opt_g, self.opt_d = make_optimizers(self.model, cfg, **self.adam)
         accel.compile_networks(self.model, cfg)
-        self.run = accel.CudaGraphStep(
-            lambda x, x_l, y_l, gains: training_step(
-                self.loss, self.opt_d, self.opt_g, x, x_l, y_l, gains
-            ),
-            self.graphed,
-        )
+        step = functools.partial(training_step, self.loss, self.opt_d, self.opt_g)
+        self.run = accel.CudaGraphStep(step, self.graphed)
 
-    def __call__(
-        self,
-        step: int,
-        x: torch.Tensor,
-        x_l: torch.Tensor | None = None,
-        y_l: torch.Tensor | None = None,
-    ) -> dict[str, Any]:
+    def __call__(self, step: int, *batch: torch.Tensor | None) -> dict[str, Any]:
+        x, x_l, y_l = (*batch, None, None)[:3]  # (x) or (x, x_l, y_l)
         with accel.autocast(self.cfg, self.device, self.graphed):
             return self.run(x, x_l, y_l, penalty_gains(self.cfg, step))
 

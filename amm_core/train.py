@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from amm_core import names
+from amm_core import names, settings
 from amm_core.accel import keep_freed_memory
 from amm_core.checkpoint import (
     latest_checkpoint,
@@ -37,7 +37,6 @@ from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_spl
 from amm_core.diagnostics import generation_metrics, latent_diagnostics
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
-from amm_core.locations import resolve_data_root
 from amm_core.metrics import evaluate, mapping_for
 from amm_core.models import AMM
 from amm_core.plateau import Plateau
@@ -108,7 +107,6 @@ def run(
     report: ReportFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume_from: str | Path | None = None,
-    data_root: str | Path | None = None,
     progress: bool = False,
     tick: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -126,10 +124,9 @@ def run(
     # One seed; every RNG derives from it (data split and batch order have their own streams).
     random.seed(derive_seed(cfg.seed, "python"))
     torch.manual_seed(derive_seed(cfg.seed, "torch"))
-    root = resolve_data_root(str(data_root) if data_root else None, cfg.data.data_dir)
+    root = Path(cfg.data.data_dir or settings.data_dir("data")).expanduser().absolute()
     splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
     n_train = len(splits.train_x)
-    samm = cfg.data.labelled > 0
 
     if device.type == "cpu":
         keep_freed_memory()
@@ -137,7 +134,7 @@ def run(
     model, opt_g, opt_d, fmt = step_fn.model, step_fn.opt_g, step_fn.opt_d, step_fn.fmt
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
-    if samm:
+    if cfg.data.supervised:
         lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, "labelled_batches")
         lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
         lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
@@ -277,7 +274,9 @@ def run(
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     gen = gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test"))
     final.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
-    final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
+    final[names.ERROR_MAPPING_TAG] = mapping_for(
+        cfg.model.num_components, splits.n_classes, cfg.data.supervised
+    )
     final[names.STOP_REASON] = stop_reason
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:

@@ -15,7 +15,7 @@ from amm_core.config import DataConfig
 from amm_core.data import EpochSampler, derive_seed, load_splits, to_float
 from amm_core.datasets import load_arrays, read_idx, read_svhn_mat
 from amm_core.errors import DataError
-from amm_core.locations import resolve_data_root
+from sweeps.locations import resolve_data_root
 
 RAW = "mnist/MNIST/raw"
 

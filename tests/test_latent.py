@@ -231,7 +231,7 @@ def test_diagnostics_logged_and_moved_by_their_keys(tmp_path, data_root):
     seen = {}
     for name, extra in runs.items():
         cfg = load_config(None, fast + extra)
-        run(cfg, tmp_path / name, data_root=data_root)
+        run(cfg, tmp_path / name)
         rows = [
             json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         ]

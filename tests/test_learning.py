@@ -15,7 +15,7 @@ from amm_core.train import run
 def test_tiny_model_beats_chance_on_real_mnist(tmp_path, data_root):
     torch.set_num_threads(1)
     cfg = load_config("configs/smoke.yaml", ["train.figures=false", "seed=0"])
-    final = run(cfg, tmp_path / "run", data_root=data_root).final
+    final = run(cfg, tmp_path / "run").final
 
     # Chance, measured on the same test labels: the model's own cluster sizes, paired with the
     # labels at random (a fixed generator), scored the same way.

@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import stream_parameters
 
-from amm_core.archs import ARCHS, TINY32, conv_sizes, get_arch
-from amm_core.config import ARCH_SHAPES, config_from_dict
+from amm_core.archs import ARCH_SHAPES, ARCHS, TINY32, conv_sizes, get_arch
+from amm_core.config import config_from_dict
 from amm_core.errors import ConfigError
 from amm_core.models import build_models
 from amm_core.networks import Decoder, Discriminator, Encoder, MeanNet
