@@ -98,6 +98,7 @@ class LossConfig:
     cluster_weight: float = at_least(0.0, 0)  # augmentation consistency + balance on G_y (IMSAT)
     recon_weight: float = at_least(0.0, 0)  # ALICE x-cycle: BCE of G_x(G_y(x), G_z(x)) vs x
     latent_weight: float = at_least(0.0, 0)  # z-cycle: squared error of G_z(G_x(y, z)) vs z
+    centroid_weight: float = at_least(0.0, 0)  # soft centroid of z~ per component vs mu_k (eq. 18)
     label_weight: float = 0.0  # SAMM: cross-entropy of G_y(x_l) against y_l on the labelled batch
     cluster_balance: float = at_least(1.0, 0)  # weight of -H(mean_batch p(y|x)), cluster term
     cluster_entropy: float = at_least(0.0, 0)  # weight of mean H(p(y|x)) inside the cluster term

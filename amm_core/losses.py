@@ -205,6 +205,10 @@ class AMMLoss:
                 recon = self._recon_term(t)
                 total = total + self.lc.recon_weight * recon
                 extra[names.LOSS_G_RECON] = recon.detach()
+            if self.lc.centroid_weight > 0:
+                centroid = self._centroid_term(t)
+                total = total + self.lc.centroid_weight * centroid
+                extra[names.LOSS_G_CENTROID] = centroid.detach()
             if self.lc.label_weight > 0 and t.yl_mu is not None:
                 label = F.cross_entropy(t.yl_mu.float(), t.y_l.to(t.yl_mu.device).long())
                 total = total + self.lc.label_weight * label
@@ -239,6 +243,18 @@ class AMMLoss:
         x_u = t.xq[: t.sizes[0]]
         x_rec = self.model.decoder(torch.softmax(t.y_mu, dim=1), t.z_mu)
         return F.binary_cross_entropy(x_rec.float().clamp(1e-6, 1 - 1e-6), x_u.float())
+
+    def _centroid_term(self, t: Tuples) -> torch.Tensor:
+        """Each component's soft centroid of z~ onto its mean, leaving the spread to the game:
+        sum_k w_k ||c_k - mu_k||^2 / L, c_k = sum_i p_ik mu_z(x_i) / sum_i p_ik, p = softmax of
+        G_y's logits and w_k its batch share (both held fixed), mu_k the eval-mode means of
+        eq. 18 (held fixed: the term moves the encoder, not the prior)."""
+        assert t.y_mu is not None and t.z_mu is not None, "centroid term: tuples without codes"
+        p = torch.softmax(t.y_mu.detach().float(), dim=1)
+        mass = p.sum(0)
+        c = (p.t() @ t.z_mu.float()) / mass.clamp_min(1e-6)[:, None]
+        mu = self.model.prior.means().detach().float()
+        return ((c - mu).pow(2).mean(1) * mass / mass.sum()).sum()
 
     def _cluster_term(self, t: Tuples) -> tuple[torch.Tensor, dict]:
         """IMSAT-style: KL(p(y|x) || p(y|T(x))) with p(y|x) as the target, minus

@@ -16,6 +16,7 @@ LOSS_G_INFO = "loss/G_info"  # extra term: CE of G_y(G_x(y, z)) against y (loss.
 LOSS_G_RECON = "loss/G_recon"  # extra term: BCE of G_x(G_y(x), G_z(x)) against x (recon_weight)
 LOSS_G_LATENT = "loss/G_latent"  # extra term: ||G_z(G_x(y, z)) - z||^2 / L (latent_weight)
 LOSS_G_LABEL = "loss/G_label"  # extra term (SAMM): CE of G_y(x_l) against y_l (label_weight)
+LOSS_G_CENTROID = "loss/G_centroid"  # extra term: soft centroid of z~ per component vs mu_k
 LOSS_CLUSTER_CONSIST = "loss/cluster_consist"  # extra term: KL(p(y|x) || p(y|T(x)))
 LOSS_CLUSTER_HMARG = "loss/cluster_h_marginal"  # entropy of the batch-mean p(y|x)
 LOSS_CLUSTER_HCOND = "loss/cluster_h_cond"  # mean entropy of p(y|x)
@@ -101,7 +102,7 @@ DIAG_METRICS = (
 # every metric a run logs (the val/ and test/ forms of EVAL_METRICS included)
 METRICS = frozenset(
     {LOSS_D, LOSS_D_GP, LOSS_G, LOSS_G_DEC, LOSS_G_ENC, LOSS_G_INFO, GP_NORM, D_REAL, D_FAKE}
-    | {LOSS_G_RECON, LOSS_G_LATENT, LOSS_G_LABEL}
+    | {LOSS_G_RECON, LOSS_G_LATENT, LOSS_G_LABEL, LOSS_G_CENTROID}
     | {LOSS_CLUSTER_CONSIST, LOSS_CLUSTER_HMARG, LOSS_CLUSTER_HCOND}
     | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS, *GEN_METRICS}
     | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}

@@ -338,3 +338,49 @@ def test_logged_gp_norm_is_the_norm_of_the_penalty_steps(gp_every):
     assert len(seen) == 8 // gp_every
     logged = stats.flush(8)[names.GP_NORM]
     assert logged == pytest.approx(sum(seen) / len(seen), rel=1e-4)
+
+
+def test_centroid_term_is_zero_on_the_means_and_pulls_codes_onto_them():
+    """loss.centroid_weight: the soft centroid of z~ per component against the eval-mode mu_k;
+    zero when every code sits on its component's mean, and its gradient moves codes toward it."""
+    model, loss = _setup(dropout=0.0)
+    mu = model.prior.means().detach()
+    logits = torch.full((K, K), -30.0).fill_diagonal_(30.0)  # image k certainly in component k
+    on = Tuples(*[torch.zeros(1)] * 6, (K,), y_mu=logits, z_mu=mu.clone())
+    assert float(loss._centroid_term(on)) == pytest.approx(0.0, abs=1e-8)
+    z = (mu + 2.0).requires_grad_(True)  # every code 2 units off in every dimension
+    off = Tuples(*[torch.zeros(1)] * 6, (K,), y_mu=logits, z_mu=z)
+    value = loss._centroid_term(off)
+    # 2^2 per dimension, mean over L, component shares 1/K each
+    assert float(value.detach()) == pytest.approx(4.0, rel=1e-4)
+    value.backward()
+    assert (z.grad > 0).all()  # descending it moves each code back toward its mean
+
+
+def test_label_term_trains_gy_on_the_labelled_batch():
+    """loss.label_weight (SAMM): CE of G_y(x_l) against y_l is logged and reaches G_y's head, which
+    Algorithm 2's labelled game alone never does (test_labelled_game_alone_gives_gy_no_gradient):
+    the same step with the term off gives G_y another gradient, by exactly the CE's."""
+    grads, y_l = [], torch.arange(8) % K
+    for weight in (0.0, 1.0):
+        cfg = config_from_dict(
+            {
+                "model": {"arch": "tiny", "latent_dim": L, "dropout": 0.0},
+                "loss": {"label_weight": weight, "gp_every": 1},
+                "data": {"labelled": 100},
+            }
+        )
+        torch.manual_seed(0)
+        model = build_models(cfg)
+        loss = AMMLoss(model, cfg)
+        t = loss.tuples(_batch(), _batch(), y_l)
+        ce = torch.nn.functional.cross_entropy(t.yl_mu, y_l)
+        (ce_grad,) = torch.autograd.grad(ce, model.encoder.y_mu.weight, retain_graph=True)
+        out = loss.g_main(t)
+        grads.append(model.encoder.y_mu.weight.grad.clone())
+        if weight:
+            assert float(out[names.LOSS_G_LABEL]) == pytest.approx(float(ce.detach()), rel=1e-5)
+        else:
+            assert names.LOSS_G_LABEL not in out
+    torch.testing.assert_close(grads[1] - grads[0], ce_grad, rtol=1e-4, atol=1e-6)
+    assert ce_grad.abs().sum() > 0
