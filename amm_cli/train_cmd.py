@@ -82,9 +82,9 @@ def _train(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**{"data.data_dir": str(resolve_data_root(None))})
 
     from amm_core import names
-    from amm_core.checkpoint import latest_checkpoint
     from amm_core.fs import check_out_dir
-    from amm_core.train import run
+    from amm_core.run.checkpoint import latest_checkpoint
+    from amm_core.run.train import run
 
     if args.out:
         out = Path(args.out)

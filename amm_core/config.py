@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from amm_core import loader
-from amm_core.archs import ARCH_SHAPES
 from amm_core.errors import ConfigError
 from amm_core.loader import at_least, checked, choice, did_you_mean
+from amm_core.model.archs import ARCH_SHAPES
 from amm_core.shell import amm
 
 # C x H x W of each data.dataset's images
@@ -140,7 +140,7 @@ class TrainConfig:
     memory_format: str = choice("auto", "auto", "channels_last", "contiguous")
     figures: bool = True  # write the per-run figures at the end
     # gen/* metrics at each evaluation and at the end (the evaluation classifier of
-    # amm_core/classifier.py, trained once per dataset and cached; docs/method.md section 8)
+    # amm_core/run/classifier.py, trained once per dataset and cached; docs/method.md section 8)
     gen_metrics: bool = True
     tsne_points: int = at_least(1000, 50)  # test points in the t-SNE figure (cost grows with them)
 
@@ -176,7 +176,7 @@ class Config:
 def total_steps(cfg: Config, n_train: int | None = None) -> int:
     """Training steps of a run: train.steps, else train.epochs passes over a train split of
     n_train examples (by default the official size less data.val_size, at most
-    data.train_subset: what `amm_core.data.load_splits` leaves, known without the files)."""
+    data.train_subset: what `amm_core.data.splits.load_splits` leaves, known without the files)."""
     t, d = cfg.train, cfg.data
     if t.steps > 0:
         return t.steps

@@ -81,7 +81,7 @@ DIAG_ENC_AGREE = "diag/enc_argmax_agree"  # P(argmax sampled y~ == argmax y_mu)
 DIAG_ENC_LOGIT_SIGMA = "diag/enc_logit_sigma"  # mean exp(0.5 y_logvar)
 DIAG_Z_TO_MEAN = "diag/z_to_mean"  # mean ||z~ - mu_(G_y(x))|| / sigma; ~sqrt(L) when matched
 DIAG_CENTROID_OFFSET = "diag/centroid_offset"  # mean ||centroid of z~ in k - mu_k|| / sigma
-# generation, judged by the evaluation classifier (amm_core/classifier.py); fractions in [0, 1]
+# generation, judged by the evaluation classifier (amm_core/run/classifier.py); fractions in [0, 1]
 GEN_DIVERSITY = "gen/sample_diversity"  # pixel std across prior samples / the data's (~1 good)
 GEN_PURITY = "gen/component_purity"  # mean share of a component's samples in its majority digit
 GEN_DIGITS = "gen/digits_covered"  # how many digits are some component's majority digit
@@ -168,7 +168,7 @@ CONFIG_FILE = "config.json"  # the resolved config
 METRICS_FILE = "metrics.jsonl"  # one line per evaluation
 FINAL_FILE = "final.json"  # the final metrics
 RUN_FILES = (FINAL_FILE, CONFIG_FILE, METRICS_FILE)  # logged as artifacts, in this order
-FIGURES_DIR = "figures"  # artifact folder of the per-run figures (amm_core/figures.py)
+FIGURES_DIR = "figures"  # artifact folder of the per-run figures (amm_core/run/figures.py)
 FIG_SAMPLES = "samples_per_component.png"
 FIG_BY_COMPONENT = "test_by_component.png"
 FIG_RECONSTRUCTIONS = "reconstructions.png"

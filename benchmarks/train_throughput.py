@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml \
         --steps 30 --rounds 3
 
-Times the project's step (`amm_core.step.TrainingStep`, as `amm train` builds it: the loss
+Times the project's step (`amm_core.run.step.TrainingStep`, as `amm train` builds it: the loss
 phases of `AMMLoss`, with the config's settings, i.e. what a user gets) and, beside it, a
 straightforward PyTorch step of the same maths (one encoder/decoder forward shared by the D and
 G updates, torch's own dropout: `model.dropout_impl=torch`), on the CPU and, when present, the
@@ -23,9 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from amm_core.accel import CudaGraphStep, keep_freed_memory
 from amm_core.config import DATASET_SHAPES, load_config
-from amm_core.step import TrainingStep, make_optimizers
+from amm_core.run.accel import CudaGraphStep, keep_freed_memory
+from amm_core.run.step import TrainingStep, make_optimizers
 
 
 def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):

@@ -1,5 +1,5 @@
 """Where things are: one place for the data root, sweep storage and tracking store (for the
-`amm` commands and the sweep runner; `amm_core.train.run` reads only data.data_dir and
+`amm` commands and the sweep runner; `amm_core.run.train.run` reads only data.data_dir and
 $AMM_DATA_DIR: `amm train` fills data.data_dir in from here).
 
 Order, for each: the command's flag, then its environment variable, then what the sweep index

@@ -52,7 +52,7 @@ def amm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_data_get_downloads_verifies_and_is_then_a_no_op(data_root, tmp_path):
     import torchvision.datasets as tvd
 
-    from amm_core.download import _md5
+    from amm_core.data.download import _md5
 
     root = tmp_path / "data"
     with mirror(data_root / "mnist" / "MNIST" / "raw") as url:
@@ -71,7 +71,7 @@ def test_data_get_downloads_verifies_and_is_then_a_no_op(data_root, tmp_path):
 
 def test_train_download_uses_the_same_fetch(data_root, tmp_path, monkeypatch):
     from amm_core.config import DataConfig
-    from amm_core.data import load_splits
+    from amm_core.data.splits import load_splits
 
     with mirror(data_root / "mnist" / "MNIST" / "raw") as url:
         monkeypatch.setenv("AMM_DATA_MIRROR", url)

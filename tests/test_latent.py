@@ -10,12 +10,12 @@ from torch import nn
 
 from amm_core import names
 from amm_core.config import load_config
-from amm_core.diagnostics import latent_diagnostics
 from amm_core.errors import ConfigError
-from amm_core.losses import AMMLoss, Tuples
-from amm_core.models import build_models
-from amm_core.networks import dropout
-from amm_core.train import run
+from amm_core.model.losses import AMMLoss, Tuples
+from amm_core.model.models import build_models
+from amm_core.model.networks import dropout
+from amm_core.run.diagnostics import latent_diagnostics
+from amm_core.run.train import run
 
 TINY = ["model.arch=tiny", "model.latent_dim=8"]
 
@@ -170,7 +170,7 @@ def test_per_input_penalty_by_hand_and_lazy_weight():
 
 
 def test_penalty_gains():
-    from amm_core.step import penalty_gains
+    from amm_core.run.step import penalty_gains
 
     def sched(*extra, steps=8):
         cfg = load_config(None, TINY + list(extra))

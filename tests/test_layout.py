@@ -44,7 +44,7 @@ def test_import_arrows_point_one_way(package):
 
 def test_amm_core_loads_without_ray_or_mlflow():
     code = (
-        "import sys, amm_core.train, amm_core.figures, amm_core.data\n"
+        "import sys, amm_core.run.train, amm_core.run.figures, amm_core.data.splits\n"
         "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -92,3 +92,22 @@ def test_amm_core_is_one_run_not_the_project():
         text = f.read_text()
         assert "tomllib" not in imported_roots(f) and "sweep_index" not in text, f
         assert "sys.exit" not in text, f
+
+
+def test_amm_core_rooms_import_one_way():
+    """docs/design.md: run -> model, data; model -> data; every room -> the top, which imports
+    model.archs only (the config checks model.arch against the tables)."""
+    allowed = {"run": {"model", "data", "top"}, "model": {"data", "top"}, "data": {"top"}}
+    allowed["top"] = {"top"}
+
+    def room(mod: str) -> str:
+        parts = mod.split(".")
+        return parts[1] if len(parts) > 2 else "top"
+
+    bad = [
+        f"{m} imports {d}"
+        for m, deps in _amm_core_imports().items()
+        for d in deps
+        if room(d) not in allowed[room(m)] | {room(m)} and d != "amm_core.model.archs"
+    ]
+    assert not bad, bad

@@ -7,9 +7,9 @@ import torch
 
 from amm_core import names
 from amm_core.config import load_config
-from amm_core.data import load_splits
-from amm_core.metrics import cluster_error, nmi
-from amm_core.train import run
+from amm_core.data.splits import load_splits
+from amm_core.run.metrics import cluster_error, nmi
+from amm_core.run.train import run
 
 
 def test_tiny_model_beats_chance_on_real_mnist(tmp_path, data_root):

@@ -9,10 +9,10 @@ from torch import nn
 
 from amm_core import names
 from amm_core.config import config_from_dict
-from amm_core.data import to_float
-from amm_core.losses import AMMLoss, Tuples
-from amm_core.models import build_models
-from amm_core.step import Stats, TrainingStep, make_optimizers, training_step
+from amm_core.data.splits import to_float
+from amm_core.model.losses import AMMLoss, Tuples
+from amm_core.model.models import build_models
+from amm_core.run.step import Stats, TrainingStep, make_optimizers, training_step
 
 K, L = 10, 8
 
@@ -270,8 +270,8 @@ def test_generator_phase_reuses_the_last_d_steps_forward(d_steps):
 def test_a_bf16_autocast_step_trains(penalty):
     """train.amp=bf16: the synthesis side comes out of the networks in bf16 and the penalty's
     interpolates mix it with fp32 data (this once raised a dtype error in torch.lerp)."""
-    from amm_core.accel import autocast
-    from amm_core.step import make_optimizers
+    from amm_core.run.accel import autocast
+    from amm_core.run.step import make_optimizers
 
     model, loss = _setup(penalty=penalty)
     cfg = config_from_dict({"model": {"arch": "tiny"}, "train": {"amp": "bf16"}})
@@ -289,8 +289,8 @@ def test_channels_last_changes_no_maths():
     same weights and random draws (dropout off: masks follow the memory order) one training
     step moves every parameter as the contiguous layout does, and Adam's fused CPU kernel takes
     the same step as the default one."""
-    from amm_core.accel import memory_format
-    from amm_core.step import make_optimizers
+    from amm_core.run.accel import memory_format
+    from amm_core.run.step import make_optimizers
 
     cpu = torch.device("cpu")
     cfg = config_from_dict({"model": {"arch": "tiny"}})

@@ -11,8 +11,8 @@ import torch
 from amm_core import names
 from amm_core.config import load_config
 from amm_core.errors import ConfigError
-from amm_core.plateau import Plateau
-from amm_core.train import run
+from amm_core.run.plateau import Plateau
+from amm_core.run.train import run
 
 # the smoke preset, smaller: 10-step evaluations on a 2,000-image train split
 FAST = [

@@ -8,8 +8,8 @@ import torch
 
 from amm_core.config import config_from_dict
 from amm_core.errors import ConfigError
-from amm_core.models import arch_for
-from amm_core.priors import Prior, fixed_means
+from amm_core.model.models import arch_for
+from amm_core.model.priors import Prior, fixed_means
 
 # the paper's appendix table 3, written out again here on purpose
 TABLE3 = [

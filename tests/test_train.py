@@ -12,7 +12,7 @@ from amm_cli.progress import stop_words
 from amm_core import names
 from amm_core.config import load_config
 from amm_core.errors import TrainingError
-from amm_core.train import run
+from amm_core.run.train import run
 
 FAST = [
     "model.arch=tiny",
@@ -137,7 +137,7 @@ def test_a_cuda_graph_checkpoint_resumes_on_a_cpu(tmp_path, data_root):
 
 
 def test_nan_loss_fails_the_run(tmp_path, data_root, monkeypatch):
-    from amm_core.losses import AMMLoss
+    from amm_core.model.losses import AMMLoss
 
     real = AMMLoss.g_main
     seen = {"n": 0}

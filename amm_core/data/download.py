@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from amm_core import settings
-from amm_core.datasets import IDX_DIRS, idx_dir, svhn_paths
+from amm_core.data.datasets import IDX_DIRS, idx_dir, svhn_paths
 from amm_core.errors import DataError
 
 

@@ -7,10 +7,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from amm_core.archs import Arch, get_arch
 from amm_core.config import DATASET_SHAPES, Config
-from amm_core.networks import Decoder, Discriminator, Encoder
-from amm_core.priors import Prior
+from amm_core.model.archs import Arch, get_arch
+from amm_core.model.networks import Decoder, Discriminator, Encoder
+from amm_core.model.priors import Prior
 
 
 class AMM(nn.Module):

@@ -17,8 +17,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from amm_core import names
 from amm_core.config import Config
-from amm_core.data import to_float
-from amm_core.models import AMM
+from amm_core.data.splits import to_float
+from amm_core.model.models import AMM
 
 # "supervised" (SAMM): the components are the classes, the error is plain misclassification
 MAPPINGS = ("hungarian", "majority", "supervised")

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from amm_core.archs import Arch
 from amm_core.config import Config
 from amm_core.errors import ConfigError
-from amm_core.networks import MeanNet, one_hot
+from amm_core.model.archs import Arch
+from amm_core.model.networks import MeanNet, one_hot
 
 # the paper's appendix table 3 (SVHN SAMM fixed means, docs/method.md section 2), over
 # z_0..z_3; the other dims are 0

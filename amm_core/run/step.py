@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from amm_core import accel
 from amm_core.config import Config
-from amm_core.data import to_float
+from amm_core.data.splits import to_float
 from amm_core.errors import TrainingError
-from amm_core.losses import AMMLoss
-from amm_core.models import AMM, build_models
+from amm_core.model.losses import AMMLoss
+from amm_core.model.models import AMM, build_models
+from amm_core.run import accel
 
 
 def make_optimizers(

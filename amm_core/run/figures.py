@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from amm_core import metrics, names
+from amm_core import names
 from amm_core.config import Config
-from amm_core.data import derive_seed, to_float
+from amm_core.data.splits import derive_seed, to_float
+from amm_core.run import metrics
 
 
 def _test_data(data: Any) -> tuple[torch.Tensor, torch.Tensor, int]:

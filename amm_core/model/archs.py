@@ -1,6 +1,6 @@
 """The architectures of the paper as data (docs/method.md section 3: MNIST = figure 6, SVHN =
-figure 5): an `Arch` table per name, read by the generic modules of `amm_core.networks`. `tiny` is a
-few-channel version for tests, for 1x28x28 and 3x32x32 inputs.
+figure 5): an `Arch` table per name, read by the generic modules of `amm_core.model.networks`.
+`tiny` is a few-channel version for tests, for 1x28x28 and 3x32x32 inputs.
 """
 
 from __future__ import annotations

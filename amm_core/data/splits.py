@@ -1,4 +1,4 @@
-"""Seeded splits and batches (docs/method.md section 7); the files are read by `amm_core.datasets`.
+"""Seeded splits and batches (docs/method.md section 7); the files are read by `amm_core.data.datasets`.
 
 Images stay uint8 (N x C x H x W) on the training device; a batch is `x[idx]` with `idx` from an
 `EpochSampler`, scaled by `to_float`. No per-image Python work, no DataLoader workers.
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from amm_core.config import DataConfig
-from amm_core.datasets import load_arrays
-from amm_core.download import ensure
+from amm_core.data.datasets import load_arrays
+from amm_core.data.download import ensure
 from amm_core.errors import DataError
 
 N_CLASSES = {"mnist": 10, "fashion_mnist": 10, "svhn": 10}

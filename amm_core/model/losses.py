@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from amm_core import names
-from amm_core.augment import random_affine
 from amm_core.config import Config
-from amm_core.models import AMM
-from amm_core.networks import one_hot
+from amm_core.data.augment import random_affine
+from amm_core.model.models import AMM
+from amm_core.model.networks import one_hot
 
 
 class Tuples(NamedTuple):

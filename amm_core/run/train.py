@@ -1,4 +1,4 @@
-"""The training loop: steps (`amm_core.step`), evaluations, checkpoints, reports.
+"""The training loop: steps (`amm_core.run.step`), evaluations, checkpoints, reports.
 
 Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
 lives in `sweeps/`. The loop talks to the outside world through two hooks:
@@ -21,8 +21,13 @@ from typing import Any
 import torch
 
 from amm_core import names, settings
-from amm_core.accel import keep_freed_memory
-from amm_core.checkpoint import (
+from amm_core.config import Config, config_from_dict, total_steps
+from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
+from amm_core.errors import ConfigError
+from amm_core.fs import json_lines
+from amm_core.model.models import AMM
+from amm_core.run.accel import keep_freed_memory
+from amm_core.run.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -31,16 +36,11 @@ from amm_core.checkpoint import (
     set_rng_state,
     step_dir,
 )
-from amm_core.classifier import digit_classifier
-from amm_core.config import Config, config_from_dict, total_steps
-from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
-from amm_core.diagnostics import generation_metrics, latent_diagnostics
-from amm_core.errors import ConfigError
-from amm_core.fs import json_lines
-from amm_core.metrics import evaluate, mapping_for
-from amm_core.models import AMM
-from amm_core.plateau import Plateau
-from amm_core.step import Stats, TrainingStep
+from amm_core.run.classifier import digit_classifier
+from amm_core.run.diagnostics import generation_metrics, latent_diagnostics
+from amm_core.run.metrics import evaluate, mapping_for
+from amm_core.run.plateau import Plateau
+from amm_core.run.step import Stats, TrainingStep
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
 ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
@@ -290,7 +290,7 @@ def run(
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
     """Figures are a by-product: a plotting failure is reported, and the run still counts."""
     try:
-        from amm_core.figures import write_run_figures
+        from amm_core.run.figures import write_run_figures
 
         history = json_lines(out.parent / names.METRICS_FILE)
         write_run_figures(
