@@ -149,9 +149,9 @@ def metrics_of(args: argparse.Namespace) -> list[str]:
 
 
 def load_runs(sweep: str, tracking_uri: str | None, metrics: list[str]) -> Any:
-    from amm_core.locations import tracking_for
     from analysis.fetch import fetch
     from analysis.tables import check_metric
+    from sweeps.locations import tracking_for
 
     runs = fetch(sweep, tracking_for(sweep, tracking_uri))
     if runs.df.empty:

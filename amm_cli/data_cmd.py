@@ -17,14 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "dataset", nargs="?", default="mnist", choices=("mnist", "fashion_mnist"), help="(mnist)"
     )
-    g.add_argument("--data-dir", help="data root (default: $AMM_DATA_DIR, else ./data)")
+    g.add_argument("--data-dir", help="data root (default: $AMM_DATA_DIR, amm.toml's, ./data)")
     g.add_argument("--mirror", help="a mirror URL to use instead (default: $AMM_DATA_MIRROR)")
     g.set_defaults(func=_get)
 
 
 def _get(args: argparse.Namespace) -> int:
-    from amm_core.download import fetch
-    from amm_core.locations import resolve_data_root
+    from amm_core.data.download import fetch
+    from sweeps.locations import resolve_data_root
 
     root = resolve_data_root(args.data_dir)
     folder = fetch(args.dataset, root, args.mirror)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amm_core.errors import ConfigError, TrainingError
-from amm_core.failures import exit_code_for
+from amm_core.errors import ConfigError, EnvironmentFailure, TrackingOutage, TrainingError
+from amm_core.fs import ENV_ERRNOS, describe_os_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("amm: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # environment failures: one line and exit 3 / 4; others re-raise
-        code = exit_code_for(e)
-        if code is None:
+    except (TrackingOutage, EnvironmentFailure, OSError) as e:  # OSError: disk full, read-only
+        if isinstance(e, OSError) and e.errno not in ENV_ERRNOS:
             raise
-        return code
+        outage = isinstance(e, TrackingOutage)
+        what = "tracking outage" if outage else "environment failure"
+        print(
+            f"amm: {what}: {describe_os_error(e) if isinstance(e, OSError) else e}", file=sys.stderr
+        )
+        return 4 if outage else 3
 
 
 if __name__ == "__main__":

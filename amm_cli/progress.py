@@ -34,7 +34,7 @@ def _write(line: str) -> None:
 
 
 class TrainConsole:
-    """A `report` hook for `amm_core.train.run`: plain lines when `lines`, phase notes always."""
+    """A `report` hook for `amm_core.run.train.run`: lines when `lines`, phase notes always."""
 
     def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0) -> None:
         self.cfg, self.lines = cfg, lines

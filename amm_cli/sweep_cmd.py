@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from amm_cli.options import add_data_dir, add_set, overrides
 from amm_core.errors import ConfigError
@@ -22,13 +23,17 @@ STORAGE_HELP = (
 
 def _spec(name: str) -> str:
     """A spec path, or a shipped spec's name (smoke, paper/mnist_amm), also from a wheel."""
-    from amm_core.presets import find_spec, shipped, specs_dir
+    import sweeps
+    from amm_core.presets import lookup, shipped
 
-    path = find_spec(name)
+    specs = Path(sweeps.__file__).parent  # shipped specs are the sweeps package's data
+    path = Path(name)
+    if not path.is_file():
+        path = lookup(name.removeprefix("sweeps/"), specs) or path
     if not path.is_file():
         raise ConfigError(
             f"sweep spec '{name}' does not exist; shipped specs (by name): "
-            f"{', '.join(s for s in shipped(specs_dir()) if not s.startswith('cluster')) or 'none'}"
+            f"{', '.join(s for s in shipped(specs) if not s.startswith('cluster')) or 'none'}"
         )
     return str(path)
 
@@ -41,8 +46,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from amm_core import locations
-    from sweeps import runner
+    from sweeps import locations, runner
 
     with _driver(args):
         storage = locations.storage_for(None, args.storage)
@@ -101,8 +105,7 @@ def _summary(name: str, storage: str | None, code: int) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from amm_core import locations
-    from sweeps import runner
+    from sweeps import locations, runner
 
     with _driver(args):
         storage = locations.storage_for(args.name, args.storage)
@@ -119,7 +122,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from amm_core import locations
+    from sweeps import locations
     from sweeps.status import status
 
     print(status(args.name, locations.storage_for(args.name, args.storage)))

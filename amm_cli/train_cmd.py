@@ -65,6 +65,7 @@ def _train(args: argparse.Namespace) -> int:
                 "e.g. loss.gp_weight=10 (or --set loss.gp_weight=10)"
             )
     from amm_core.presets import find_preset, presets_dir, shipped
+    from sweeps.locations import resolve_data_root
 
     path = find_preset(args.config)
     if not path.is_file():
@@ -77,10 +78,13 @@ def _train(args: argparse.Namespace) -> int:
     # every flag is an override: --data-dir is data.data_dir (absolute), --download data.download
     flags = overrides(args) | ({"data.download": True} if args.download else {})
     cfg = load_config(path, pairs).replace(**flags)
+    if not cfg.data.data_dir:  # $AMM_DATA_DIR, amm.toml's data_dir or ./data, as sweeps do
+        cfg = cfg.replace(**{"data.data_dir": str(resolve_data_root(None))})
 
-    from amm_core.checkpoint import latest_checkpoint
+    from amm_core import names
     from amm_core.fs import check_out_dir
-    from amm_core.train import run
+    from amm_core.run.checkpoint import latest_checkpoint
+    from amm_core.run.train import run
 
     if args.out:
         out = Path(args.out)
@@ -88,12 +92,12 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume:
             raise ConfigError("--resume needs --out DIR: the folder of the run to continue")
         out = Path("runs/train") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    resume_from = None
+    resume_from, ckpts = None, out / names.CHECKPOINTS_DIR
     if args.resume:
-        resume_from = latest_checkpoint(out / "checkpoints")
+        resume_from = latest_checkpoint(ckpts)
         if resume_from is None:
-            raise ConfigError(f"--resume: no checkpoint under '{out / 'checkpoints'}'")
-    elif (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+            raise ConfigError(f"--resume: no checkpoint under '{ckpts}'")
+    elif ckpts.exists() and any(ckpts.iterdir()):
         # Never overwrite a run: the user either resumes it or picks a new folder.
         raise ConfigError(
             f"--out '{out}' already holds a run; use --resume to continue it or another --out"
@@ -102,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
     from amm_cli.progress import TrainConsole, rounded, stop_line, summary
 
     bar = not args.no_progress and sys.stderr.isatty()
-    step0 = int(resume_from.name.split("_")[-1]) if resume_from is not None else 0
+    step0 = names.checkpoint_step(resume_from.name) if resume_from is not None else 0
     console = TrainConsole(cfg, lines=not bar, resumed_step=step0)
     with _StopOnSignal() as signalled:
         result = run(
@@ -114,8 +118,6 @@ def _train(args: argparse.Namespace) -> int:
             progress=bar,
             tick=console.tick,
         )
-    from amm_core import names
-
     if result.stopped:  # a signal: checkpoint saved, no test evaluation
         from amm_core.shell import amm
 

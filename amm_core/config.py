@@ -14,17 +14,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from amm_core import loader
 from amm_core.errors import ConfigError
-from amm_core.loader import choice, did_you_mean
+from amm_core.loader import at_least, checked, choice, did_you_mean
+from amm_core.model.archs import ARCH_SHAPES
 from amm_core.shell import amm
 
-# C x H x W of each data.dataset's images, and the shapes each model.arch takes (its tables in
-# amm_core/archs.py; tiny has a variant for each)
+# C x H x W of each data.dataset's images
 DATASET_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "svhn": (3, 32, 32)}
-ARCH_SHAPES = {"mnist": [(1, 28, 28)], "svhn": [(3, 32, 32)], "tiny": [(1, 28, 28), (3, 32, 32)]}
 # official training-set sizes, before the validation split; data.svhn_extra adds SVHN_EXTRA
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
 SVHN_EXTRA = 531131
@@ -35,19 +34,30 @@ class DataConfig:
     dataset: str = choice("mnist", "mnist", "fashion_mnist", "svhn")  # which image set
     data_dir: str = ""  # data root; "" -> --data-dir, else $AMM_DATA_DIR, else ./data
     download: bool = False  # fetch through torchvision when missing (needs network)
-    val_size: int = 5000  # training examples held out for validation (paper: 5,000 on MNIST)
-    labelled: int = 0  # SAMM: labelled training examples (0 = unsupervised AMM; paper: 1,000)
+    val_size: int = at_least(
+        5000, 0
+    )  # training examples held out for validation (paper: 5,000 on MNIST)
+    labelled: int = at_least(
+        0, 0
+    )  # SAMM: labelled training examples (0 = unsupervised AMM; paper: 1,000)
     stratified: bool = False  # SAMM: draw the labelled subset with equal counts per class
     svhn_extra: bool = False  # SVHN: add extra_32x32.mat to the training set
-    train_subset: int = 0  # use only the first N training examples after the split (0 = all)
+    train_subset: int = at_least(
+        0, 0
+    )  # use only the first N training examples after the split (0 = all)
     device_resident: bool = True  # hold the uint8 dataset on the training device
+
+    @property
+    def supervised(self) -> bool:  # SAMM: some training labels are given
+        return self.labelled > 0
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = choice("mnist", "mnist", "svhn", "tiny")  # network tables (spec section 3)
-    num_components: int = 10  # K, mixture components
-    latent_dim: int = 64  # L, dimensions of z (paper: 64 on MNIST, 32 for SVHN grid18)
+    RETIRED: ClassVar[dict[str, Any]] = {"disc_join": "ali"}  # stored runs: a note (loader)
+    arch: str = choice("mnist", "mnist", "svhn", "tiny")  # network tables (docs/method.md sec. 3)
+    num_components: int = at_least(10, 2)  # K, mixture components
+    latent_dim: int = at_least(64, 1)  # L, dimensions of z (paper: 64 on MNIST, 32 for SVHN grid18)
     inference: str = choice("q2", "q2", "q1", "independent")  # q2: eq. 7, q1: eq. 6, eq. 15/16
     dropout: float = -1.0  # dropout rate; -1 = the architecture's own (0.2 MNIST, 0 SVHN enc/dec)
     dec_dropout: float = -1.0  # decoder dropout only; -1 = as model.dropout (see docs/results.md)
@@ -55,12 +65,11 @@ class ModelConfig:
     disc_dropout: float = -1.0  # discriminator dropout only; -1 = as model.dropout
     dropout_impl: str = choice("bytes", "bytes", "torch")  # masks from random bytes or bernoulli
     y_noise: str = choice("kendall", "kendall", "none", "gumbel")  # sampled y~ (eq. 8-9 = kendall)
-    gumbel_tau: float = 1.0  # temperature of y_noise=gumbel
+    gumbel_tau: float = checked(1.0, lambda v: v > 0, "> 0")  # temperature of y_noise=gumbel
     # sampled z~: learned = mu_z + sigma_z * eps (eq. 3, 10); none = mu_z (a deterministic z
     # encoder, as BiGAN); docs/method.md section 1
     z_noise: str = choice("learned", "learned", "none")
     dec_out_bias: str = choice("zero", "zero", "logodds")  # decoder output bias at init
-    disc_join: str = choice("ali", "ali")  # D joins x/y/z branches by concat + 1x1 layers (ALI)
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class PriorConfig:
     means: str = choice("learned", "learned", "grid18", "table3", "file", "random", "zero")
     init_means: str = choice("none", "none", "grid18", "table3", "file", "random")  # learned: init
     means_file: str = ""  # CSV or NPY, K x L (or K x fewer columns, zero-padded), for `file`
-    random_scale: float = 3.0  # `random`: mu_k ~ N(0, scale^2)
+    random_scale: float = checked(3.0, lambda v: v > 0, "> 0")  # `random`: mu_k ~ N(0, scale^2)
     random_seed: int = 0  # `random`: its own seed, independent of the run seed
     learn_sigma: bool = False  # learn sigma_k (eq. 12) instead of unit variance
     py: str = choice("uniform", "uniform", "class_frequencies")  # p(y)
@@ -77,51 +86,51 @@ class PriorConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    gp_weight: float = 10.0  # lambda of eq. 17 (paper: 10 MNIST, 0.01 SVHN)
+    gp_weight: float = at_least(10.0, 0)  # lambda of eq. 17 (paper: 10 MNIST, 0.01 SVHN)
     # eq. 17's norm: joint over (x, y, z); per_input: one (||grad_v D|| - 1)^2 per v in x, y, z
     penalty: str = choice("joint", "joint", "per_input", "x_only", "roth", "none")
     # penalty on every N-th D step, weighted N (lazy regularisation, docs/method.md); 1 = the
     # paper's every step; 4 saves about 15 % of a CPU step, validation error the same within
     # seed noise (docs/performance.md)
-    gp_every: int = 4
+    gp_every: int = at_least(4, 1)
     # beyond the paper (docs/method.md, "extra terms"); 0 turns a term off
-    info_weight: float = 0.0  # CE of G_y(G_x(y, z)) against y on synthesis tuples (ClusterGAN)
-    cluster_weight: float = 0.0  # augmentation-consistency + balance term on G_y(x) (IMSAT)
-    recon_weight: float = 0.0  # ALICE x-cycle: BCE of G_x(G_y(x), G_z(x)) against x, per pixel
-    latent_weight: float = 0.0  # z-cycle: squared error of G_z(G_x(y, z)) against z, per dim
-    centroid_weight: float = 0.0  # per-component soft centroid of z~ against mu_k (eq. 18 agrees)
-    label_weight: float = 0.0  # SAMM: cross-entropy of G_y(x_l) against y_l on the labelled batch
-    cluster_balance: float = 1.0  # weight of -H(mean_batch p(y|x)) inside the cluster term
-    cluster_entropy: float = 0.0  # weight of mean H(p(y|x)) inside the cluster term
-    aug_shift: int = 2  # cluster term: random translation of x up to N pixels
-    aug_rotate: float = 10.0  # cluster term: random rotation up to N degrees
+    info_weight: float = at_least(0.0, 0)  # CE of G_y(G_x(y, z)) vs y on synthesis (ClusterGAN)
+    cluster_weight: float = at_least(0.0, 0)  # augmentation consistency + balance on G_y (IMSAT)
+    recon_weight: float = at_least(0.0, 0)  # ALICE x-cycle: BCE of G_x(G_y(x), G_z(x)) vs x
+    latent_weight: float = at_least(0.0, 0)  # z-cycle: squared error of G_z(G_x(y, z)) vs z
+    centroid_weight: float = at_least(0.0, 0)  # soft centroid of z~ per component vs mu_k (eq. 18)
+    label_weight: float = at_least(0.0, 0)  # SAMM: CE of G_y(x_l) against y_l, labelled batch
+    cluster_balance: float = at_least(1.0, 0)  # weight of -H(mean_batch p(y|x)), cluster term
+    cluster_entropy: float = at_least(0.0, 0)  # weight of mean H(p(y|x)) inside the cluster term
+    aug_shift: int = at_least(2, 0)  # cluster term: random translation of x up to N pixels
+    aug_rotate: float = checked(10.0, lambda v: 0 <= v <= 180, "in [0, 180]")  # rotation, degrees
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 2e-4  # Adam learning rate, all networks (paper)
-    beta1: float = 0.5  # Adam beta1 (paper)
-    beta2: float = 0.999  # Adam beta2
-    lr_d: float = 0.0  # discriminator learning rate; 0 = optim.lr
-    lr_g: float = 0.0  # generator (encoder, decoder, prior) learning rate; 0 = optim.lr
+    lr: float = checked(2e-4, lambda v: v > 0, "> 0")  # Adam learning rate, all networks (paper)
+    beta1: float = checked(0.5, lambda v: 0 <= v < 1, "in [0, 1)")  # Adam beta1 (paper)
+    beta2: float = checked(0.999, lambda v: 0 <= v < 1, "in [0, 1)")  # Adam beta2
+    lr_d: float = at_least(0.0, 0)  # discriminator learning rate; 0 = optim.lr
+    lr_g: float = at_least(0.0, 0)  # encoder, decoder, prior learning rate; 0 = optim.lr
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 100  # unlabelled batch (paper silent; 100 as ALI)
-    labelled_batch_size: int = 100  # SAMM labelled batch
-    steps: int = 0  # training steps; 0 -> use epochs
+    batch_size: int = at_least(100, 2)  # unlabelled batch (paper silent; 100 as ALI)
+    labelled_batch_size: int = at_least(100, 2)  # SAMM labelled batch
+    steps: int = at_least(0, 0)  # training steps; 0 -> use epochs
     epochs: float = 25.0  # passes over the training split when steps = 0
-    max_minutes: float = 0.0  # wall-clock budget: then evaluate on test and end (0 = none)
-    eval_every: int = 500  # validation every N steps (also a checkpoint)
+    max_minutes: float = at_least(0.0, 0)  # wall-clock budget, then test and end (0 = none)
+    eval_every: int = at_least(500, 1)  # validation every N steps (also a checkpoint)
     # end the run after N evaluations without val/error_gy improving on its best by at least
     # plateau_delta (absolute fraction; 0 = any drop), as a finished run (0 = off)
-    stop_on_plateau: int = 0
-    plateau_delta: float = 0.0
-    d_steps: int = 1  # discriminator updates per generator update (each on the step's batch)
+    stop_on_plateau: int = at_least(0, 0)
+    plateau_delta: float = checked(0.0, lambda v: 0 <= v < 1, "in [0, 1)")
+    d_steps: int = at_least(1, 1)  # D updates per G update (each on the step's batch)
     eval_batch_size: int = 1000  # batch for evaluation forward passes
-    log_every: int = 50  # training-loss report every N steps
-    keep_checkpoints: int = 2  # checkpoints kept on disk (newest)
+    log_every: int = at_least(50, 1)  # training-loss report every N steps
+    keep_checkpoints: int = at_least(2, 1)  # checkpoints kept on disk (newest)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     amp: str = choice("none", "none", "bf16")  # bf16 autocast of the step (docs/performance.md)
@@ -131,9 +140,9 @@ class TrainConfig:
     memory_format: str = choice("auto", "auto", "channels_last", "contiguous")
     figures: bool = True  # write the per-run figures at the end
     # gen/* metrics at each evaluation and at the end (the evaluation classifier of
-    # amm_core/classifier.py, trained once per dataset and cached; docs/method.md section 8)
+    # amm_core/run/classifier.py, trained once per dataset and cached; docs/method.md section 8)
     gen_metrics: bool = True
-    tsne_points: int = 1000  # test points in the t-SNE figure (its cost grows with them)
+    tsne_points: int = at_least(1000, 50)  # test points in the t-SNE figure (cost grows with them)
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,7 @@ class Config:
 def total_steps(cfg: Config, n_train: int | None = None) -> int:
     """Training steps of a run: train.steps, else train.epochs passes over a train split of
     n_train examples (by default the official size less data.val_size, at most
-    data.train_subset: what `amm_core.data.load_splits` leaves, known without the files)."""
+    data.train_subset: what `amm_core.data.splits.load_splits` leaves, known without the files)."""
     t, d = cfg.train, cfg.data
     if t.steps > 0:
         return t.steps
@@ -200,44 +209,14 @@ def _validate(cfg: Config) -> Config:
         f"key 'model.arch': {m.arch!r} takes {_shape(ARCH_SHAPES[m.arch][0])} images but "
         f"data.dataset {d.dataset!r} has {_shape(have)}; allowed: {', '.join(fits)}",
     )
-    need(m.num_components >= 2, "key 'model.num_components': must be >= 2")
-    need(m.latent_dim >= 1, "key 'model.latent_dim': must be >= 1")
     for key in ("dropout", "dec_dropout", "enc_dropout", "disc_dropout"):
         v = getattr(m, key)
         need(v == -1.0 or 0.0 <= v < 1.0, f"key 'model.{key}': -1 or in [0, 1)")
-    need(m.gumbel_tau > 0, "key 'model.gumbel_tau': must be > 0")
-    lo = cfg.loss
-    need(lo.gp_every >= 1, "key 'loss.gp_every': must be >= 1")
-    for key in (
-        "info_weight", "cluster_weight", "cluster_balance", "cluster_entropy", "recon_weight",
-        "latent_weight", "label_weight", "centroid_weight",
-    ):  # fmt: skip
-        need(getattr(lo, key) >= 0, f"key 'loss.{key}': must be >= 0")
-    need(lo.aug_shift >= 0, "key 'loss.aug_shift': must be >= 0")
-    need(0 <= lo.aug_rotate <= 180, "key 'loss.aug_rotate': must be in [0, 180]")
-    need(t.d_steps >= 1, "key 'train.d_steps': must be >= 1")
-    need(cfg.optim.lr_d >= 0 and cfg.optim.lr_g >= 0, "keys 'optim.lr_d', 'optim.lr_g': >= 0")
-    need(t.batch_size >= 2, "key 'train.batch_size': must be >= 2")
-    need(t.labelled_batch_size >= 2, "key 'train.labelled_batch_size': must be >= 2")
     need(t.steps > 0 or t.epochs > 0, "key 'train.steps' or 'train.epochs': one must be > 0")
-    need(t.steps >= 0, "key 'train.steps': must be >= 0")
-    need(t.max_minutes >= 0, "key 'train.max_minutes': must be >= 0 (0 = no budget)")
-    need(t.eval_every >= 1, "key 'train.eval_every': must be >= 1")
-    need(t.stop_on_plateau >= 0, "key 'train.stop_on_plateau': must be >= 0 (0 = off)")
-    need(0 <= t.plateau_delta < 1, "key 'train.plateau_delta': must be in [0, 1)")
-    need(t.log_every >= 1, "key 'train.log_every': must be >= 1")
-    need(t.keep_checkpoints >= 1, "key 'train.keep_checkpoints': must be >= 1")
-    need(t.tsne_points >= 50, "key 'train.tsne_points': must be >= 50")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         f"key 'train.device': {t.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N",
     )
-    need(cfg.loss.gp_weight >= 0, "key 'loss.gp_weight': must be >= 0")
-    need(cfg.optim.lr > 0, "key 'optim.lr': must be > 0")
-    need(0 <= cfg.optim.beta1 < 1, "key 'optim.beta1': must be in [0, 1)")
-    need(0 <= cfg.optim.beta2 < 1, "key 'optim.beta2': must be in [0, 1)")
-    need(d.val_size >= 0 and d.labelled >= 0, "keys 'data.val_size', 'data.labelled': >= 0")
-    need(d.train_subset >= 0, "key 'data.train_subset': must be >= 0")
     need(
         p.means != "file" and p.init_means != "file" or bool(p.means_file),
         "key 'prior.means_file': required when prior.means or prior.init_means is 'file'",
@@ -248,12 +227,11 @@ def _validate(cfg: Config) -> Config:
         f"(got {p.means!r}); allowed with fixed means: none",
     )
     need(
-        p.py == "uniform" or d.labelled > 0,
+        p.py == "uniform" or d.supervised,
         "key 'prior.py': 'class_frequencies' needs labels (data.labelled > 0); allowed: uniform",
     )
-    need(p.random_scale > 0, "key 'prior.random_scale': must be > 0")
     need(
-        cfg.loss.label_weight == 0 or d.labelled > 0,
+        cfg.loss.label_weight == 0 or d.supervised,
         "key 'loss.label_weight': needs labels (data.labelled > 0); allowed without labels: 0",
     )
     return cfg
@@ -266,9 +244,9 @@ def config_from_dict(data: dict[str, Any] | None) -> Config:
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     """Dotted-key overrides on a Config; unknown keys are rejected by name."""
-    known = field_names()
+    known, gone = field_names(), {f"model.{k}" for k in ModelConfig.RETIRED}
     for key in overrides:
-        if key not in known:
+        if key not in known and key not in gone:
             close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
             hint = f" (did you mean {', '.join(close)}?)" if close else did_you_mean(key, known)
             raise ConfigError(f"unknown key '{key}'{hint}; see `{amm()} train --help-config`")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -27,6 +28,11 @@ def choice(default: str, *choices: str) -> Any:
 def checked(default: Any, ok: Any, allowed: str) -> Any:
     """A field whose given value must pass `ok` ("key 'k' must be <allowed>, got v" if not)."""
     return dataclasses.field(default=default, metadata={"check": (ok, allowed)})
+
+
+def at_least(default: Any, low: float) -> Any:
+    """A number field that must be >= low."""
+    return checked(default, lambda v: v >= low, f">= {low:g}")
 
 
 @contextlib.contextmanager
@@ -108,11 +114,30 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     return float(value) if typ is float else value
 
 
+def retired(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`data` without the keys `cls` no longer has (its class attribute `RETIRED`: key -> the one
+    value it ever took), as stored runs still carry them: a one-line note on stderr (once per
+    key and process) when it holds that value, an error when it holds another."""
+    gone = getattr(cls, "RETIRED", {})
+    for k in sorted(set(data) & set(gone)):
+        if data[k] != gone[k]:
+            raise ConfigError(f"key '{prefix}{k}' was removed (its one value was {gone[k]!r})")
+        if prefix + k not in _NOTED:
+            _NOTED.add(prefix + k)
+            print(f"amm: note: key '{prefix}{k}' is no longer a setting; ignored", file=sys.stderr)
+    return {k: v for k, v in data.items() if k not in gone}
+
+
+_NOTED: set[str] = set()
+
+
 def build(cls: type, data: Any, prefix: str = "") -> Any:
     """A mapping -> a frozen dataclass: unknown keys (with "did you mean"), missing required
-    keys, wrong types, values outside a field's choices or checks, each named by dotted key."""
+    keys, wrong types, values outside a field's choices or checks, each named by dotted key;
+    retired keys dropped (`retired`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"key '{prefix.rstrip('.') or '<root>'}': expected a mapping")
+    data = retired(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in set(data) - set(fields))

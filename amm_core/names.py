@@ -86,7 +86,7 @@ DIAG_ENC_AGREE = "diag/enc_argmax_agree"  # P(argmax sampled y~ == argmax y_mu)
 DIAG_ENC_LOGIT_SIGMA = "diag/enc_logit_sigma"  # mean exp(0.5 y_logvar)
 DIAG_Z_TO_MEAN = "diag/z_to_mean"  # mean ||z~ - mu_(G_y(x))|| / sigma; ~sqrt(L) when matched
 DIAG_CENTROID_OFFSET = "diag/centroid_offset"  # mean ||centroid of z~ in k - mu_k|| / sigma
-# generation, judged by the evaluation classifier (amm_core/classifier.py); fractions in [0, 1]
+# generation, judged by the evaluation classifier (amm_core/run/classifier.py); fractions in [0, 1]
 GEN_DIVERSITY = "gen/sample_diversity"  # pixel std across prior samples / the data's (~1 good)
 GEN_PURITY = "gen/component_purity"  # mean share of a component's samples in its majority digit
 GEN_DIGITS = "gen/digits_covered"  # how many digits are some component's majority digit
@@ -174,18 +174,19 @@ CONFIG_FILE = "config.json"  # the resolved config
 METRICS_FILE = "metrics.jsonl"  # one line per evaluation
 FINAL_FILE = "final.json"  # the final metrics
 RUN_FILES = (FINAL_FILE, CONFIG_FILE, METRICS_FILE)  # logged as artifacts, in this order
-FIGURES_DIR = "figures"  # artifact folder of the per-run figures (amm_core/figures.py)
-# in the order the paper shows them; training.png last
-FIGURE_FILES = (
-    "samples_per_component.png",
-    "test_by_component.png",
-    "reconstructions.png",
-    "interpolations.png",
-    "tsne.png",
-    "cluster_matrix.png",
-    "confusion_gy.png",
-    "confusion_bayes.png",
-    "training.png",
+FIGURES_DIR = "figures"  # artifact folder of the per-run figures (amm_core/run/figures.py)
+FIG_SAMPLES = "samples_per_component.png"
+FIG_BY_COMPONENT = "test_by_component.png"
+FIG_RECONSTRUCTIONS = "reconstructions.png"
+FIG_INTERPOLATIONS = "interpolations.png"
+FIG_TSNE = "tsne.png"
+FIG_CLUSTERS = "cluster_matrix.png"
+FIG_CONFUSION_GY = "confusion_gy.png"
+FIG_CONFUSION_BAYES = "confusion_bayes.png"
+FIG_TRAINING = "training.png"
+FIGURE_FILES = (  # in the order the paper shows them; training.png last
+    *(FIG_SAMPLES, FIG_BY_COMPONENT, FIG_RECONSTRUCTIONS, FIG_INTERPOLATIONS, FIG_TSNE),
+    *(FIG_CLUSTERS, FIG_CONFUSION_GY, FIG_CONFUSION_BAYES, FIG_TRAINING),
 )
 SPEC_DIR = "spec"  # parent: the sweep spec file as artifact spec/<file>
 CHECKPOINTS_DIR = "checkpoints"  # of a run's folder
@@ -197,6 +198,12 @@ RUNS_FILE = "amm_runs.json"  # in the sweep folder: trial id -> MLflow run id
 def checkpoint_dirname(step: int) -> str:
     """step_NNNNNNN (7 digits, so that names sort by step)."""
     return f"step_{int(step):07d}"
+
+
+def checkpoint_step(dirname: str) -> int | None:
+    """The step of a checkpoint_dirname; None for any other name."""
+    head, _, digits = dirname.partition("_")
+    return int(digits) if head == "step" and digits.isdigit() else None
 
 
 def trial_dirname(trial_id: str) -> str:

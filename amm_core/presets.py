@@ -1,8 +1,8 @@
-"""Presets (`configs/*.yaml`) and sweep specs (`sweeps/**/*.yaml`) by path or by name.
+"""Presets (`configs/*.yaml`) by path or by name.
 
 In a checkout they are files beside the code; in an installed wheel they are package data
-(`amm_presets`, mapped from `configs/`, and `sweeps`), so `amm train mnist_amm` and
-`amm sweep plan paper/mnist_amm` work from any folder. A path that exists always wins.
+(`amm_presets`, mapped from `configs/`), so `amm train mnist_amm` works from any folder. A path
+that exists always wins. `lookup` and `shipped` also serve the sweep specs (`amm_cli`).
 """
 
 from __future__ import annotations
@@ -11,36 +11,19 @@ import importlib.util
 from pathlib import Path
 
 
-def _package_dir(package: str) -> Path | None:
-    """The folder of an installed package (amm_presets is a data-only namespace package)."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0])
-    return p if p.is_dir() else None
-
-
 def presets_dir() -> Path | None:
-    """The installed presets, else the checkout's configs/."""
-    checkout = Path(__file__).resolve().parent.parent / "configs"
-    return _package_dir("amm_presets") or (checkout if checkout.is_dir() else None)
+    """The installed presets (amm_presets, a data-only namespace package), else the checkout's
+    configs/."""
+    spec = importlib.util.find_spec("amm_presets")
+    where = list(spec.submodule_search_locations or []) if spec else []
+    folders = [Path(p) for p in where[:1]] + [Path(__file__).resolve().parent.parent / "configs"]
+    return next((p for p in folders if p.is_dir()), None)
 
 
-def specs_dir() -> Path | None:
-    return _package_dir("sweeps")
-
-
-def _lookup(name: str, folder: Path | None) -> Path | None:
-    if folder is None:
-        return None
-    for cand in (name, f"{name}.yaml"):
-        p = folder / cand
-        if p.is_file():
-            return p
-    return None
+def lookup(name: str, folder: Path | None) -> Path | None:
+    """folder/name or folder/name.yaml, whichever is a file first; None when neither is."""
+    cands = [folder / c for c in (name, f"{name}.yaml")] if folder else []
+    return next((p for p in cands if p.is_file()), None)
 
 
 def find_preset(name: str) -> Path:
@@ -48,16 +31,7 @@ def find_preset(name: str) -> Path:
     p = Path(name)
     if p.is_file():
         return p
-    return _lookup(name, presets_dir()) or _lookup(p.name, presets_dir()) or p
-
-
-def find_spec(name: str) -> Path:
-    """A spec path, or a shipped spec's name (`smoke`, `paper/mnist_amm`)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    name = name.removeprefix("sweeps/")
-    return _lookup(name, specs_dir()) or p
+    return lookup(name, presets_dir()) or lookup(p.name, presets_dir()) or p
 
 
 def shipped(folder: Path | None) -> list[str]:

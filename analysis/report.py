@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pandas as pd
 
@@ -117,9 +116,10 @@ class FigureSource:
                 self._client = MlflowClient(tracking_uri=self.runs.tracking_uri)
             dst = Path(self._tmp.name) / run_id
             dst.mkdir(exist_ok=True)
-            # MLflow draws a progress bar per downloaded file; not on a report's stdout
-            with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-                out = _mlflow_pngs(self._client, run_id, dst)
+            # MLflow draws a progress bar per downloaded file; not on a report's stdout (unless
+            # asked for: the variable set)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            out = _mlflow_pngs(self._client, run_id, dst)
         return sorted(out, key=lambda t: _order(t[0]))
 
     def close(self) -> None:

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from amm_core.accel import keep_freed_memory
 from amm_core.config import load_config
-from amm_core.models import build_models
+from amm_core.model.models import build_models
+from amm_core.run.accel import keep_freed_memory
 
 LEVERS = {
     "dropout=torch": (["model.dropout_impl=torch"], False, False),

@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_amm.yaml \
         --steps 30 --rounds 3
 
-Times the project's step (`amm_core.step.training_step`: the loss phases of `AMMLoss`, with the
-config's settings, i.e. what a user gets) and, beside it, a straightforward PyTorch step of the
-same maths (one encoder/decoder forward shared by the D and G updates, torch's own dropout:
-`model.dropout_impl=torch`), on the CPU and, when present, the GPU, and prints their ratio.
+Times the project's step (`amm_core.run.step.TrainingStep`, as `amm train` builds it: the loss
+phases of `AMMLoss`, with the config's settings, i.e. what a user gets) and, beside it, a
+straightforward PyTorch step of the same maths (one encoder/decoder forward shared by the D and
+G updates, torch's own dropout: `model.dropout_impl=torch`), on the CPU and, when present, the
+GPU, and prints their ratio.
 Random uint8 images of the right shape: throughput does not depend on pixel values, and the
 benchmark needs no dataset.
 This is a benchmark to run, not a test; it asserts nothing.
@@ -22,19 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from amm_core.accel import (
-    CudaGraphStep,
-    adam_flags,
-    autocast,
-    compile_networks,
-    keep_freed_memory,
-    memory_format,
-    uses_cuda_graph,
-)
 from amm_core.config import DATASET_SHAPES, load_config
-from amm_core.losses import AMMLoss
-from amm_core.models import build_models
-from amm_core.step import make_optimizers, penalty_schedule, training_step
+from amm_core.run.accel import CudaGraphStep, keep_freed_memory
+from amm_core.run.step import TrainingStep, make_optimizers
 
 
 def straightforward_step(model, loss, opt_d, opt_g, x, gp_weight):
@@ -81,19 +72,12 @@ class Bench:
                 }
             )
         self.cfg, self.device, self.which = cfg, device, which
-        self.fmt = memory_format(cfg, device)
-        self.model = build_models(cfg).to(device, memory_format=self.fmt).train()
-        self.loss = AMMLoss(self.model, cfg)
-        compile_networks(self.model, cfg)
-        self.graphed = uses_cuda_graph(cfg, device)
-        adam = adam_flags(cfg, device) if which == "project" else {}  # textbook: plain Adam
-        self.opt_g, self.opt_d = make_optimizers(self.model, cfg, **adam)
-        self.project = CudaGraphStep(
-            lambda x, x_l, y_l, pen: training_step(
-                self.loss, self.opt_d, self.opt_g, x, use_penalty=pen, d_steps=len(pen)
-            ),
-            self.graphed,
-        )
+        self.project = TrainingStep(cfg, device)  # as `amm train` builds it
+        self.model, self.loss, self.fmt = self.project.model, self.project.loss, self.project.fmt
+        self.model.train()
+        self.opt_g, self.opt_d = self.project.opt_g, self.project.opt_d
+        if which == "straightforward":  # textbook: plain Adam
+            self.opt_g, self.opt_d = make_optimizers(self.model, cfg)
         shape = (cfg.train.batch_size, *DATASET_SHAPES[cfg.data.dataset])
         self.data = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device=device)
         self.steps = 0  # steps taken, warm-up and all rounds: the penalty schedule runs on
@@ -105,9 +89,7 @@ class Bench:
         i, self.steps = self.steps, self.steps + 1
         x = self.data[i % 8].float().div_(255).contiguous(memory_format=self.fmt)
         if self.which == "project":
-            pen = penalty_schedule(self.cfg, i)  # as `amm train`
-            with autocast(self.cfg, self.device, self.graphed):
-                self.project(x, None, None, pen)
+            self.project(i, x)
         else:
             straightforward_step(
                 self.model, self.loss, self.opt_d, self.opt_g, x, self.cfg.loss.gp_weight

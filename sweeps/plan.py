@@ -27,7 +27,8 @@ def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
 
     import torch
 
-    from amm_core import names, train
+    from amm_core import names
+    from amm_core.run import train
 
     class _Done(Exception):
         pass

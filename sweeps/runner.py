@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amm_core import locations, names
+from amm_core import names
 from amm_core.errors import ConfigError, TrackingOutage
-from amm_core.locations import resolve_data_root
 from amm_core.shell import amm
+from sweeps import locations, reconcile, stopping, tracking, tuner
 from sweeps import lock as sweep_lock
-from sweeps import reconcile, stopping, tracking, tuner
 from sweeps.folder import NAME_RE, SweepFolder, SweepMeta
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.status import trial_states
@@ -24,7 +23,7 @@ from sweeps.status import trial_states
 def _data_root(configured: str | None, download: bool) -> str:
     """The data root as an absolute path (trials chdir into their own folders); it must exist
     unless the config downloads the data."""
-    root = resolve_data_root(configured)
+    root = locations.resolve_data_root(configured)
     if not download and not root.is_dir():
         raise ConfigError(
             f"data root {root} does not exist (fetch MNIST with `{amm()} data get mnist`, "

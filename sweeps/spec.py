@@ -24,7 +24,7 @@ import dataclasses
 import itertools
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
@@ -61,7 +61,7 @@ class Search:
     space: dict[str, dict[str, Any]] = checked(MISSING, bool, "non-empty (one dimension or more)")
     mode: str = choice("min", "min", "max")
     seed: int = 0  # the sampler's seed
-    algorithm: str = choice("optuna", "optuna")
+    RETIRED: ClassVar[dict[str, Any]] = {"algorithm": "optuna"}  # Optuna's TPE is the one
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Dimension:
 @dataclass(frozen=True)
 class Scheduler:
     metric: str  # what ASHA compares
-    type: str = choice("asha", "asha")
+    RETIRED: ClassVar[dict[str, Any]] = {"type": "asha"}  # ASHA is the one scheduler
     mode: str = choice("min", "min", "max")
     time_attr: str = "step"
     max_t: int = 10000

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin adapter around `amm_core.train.run`.
+"""The Ray Tune function trainable: a thin adapter around `amm_core.run.train.run`.
 
 Everything about the method is in `amm_core`; this file only connects the loop's hooks to Tune:
 each evaluation's checkpoint folder goes to `tune.report(..., checkpoint=...)`, a restarted trial
@@ -58,7 +58,7 @@ def train_trial(
     import torch
     from ray import tune
 
-    from amm_core import train
+    from amm_core.run import train
 
     torch.set_num_threads(max(1, threads))
     cfg = trial_config(base, params, variants)
@@ -116,8 +116,8 @@ def _newest(ckpt, folder: SweepFolder | None, trial_id: str):
     driver kill Tune's saved state can lag behind the checkpoints the trial wrote."""
     from ray import tune
 
-    from amm_core.checkpoint import load_checkpoint
     from amm_core.errors import ConfigError
+    from amm_core.run.checkpoint import load_checkpoint
 
     if folder is None:
         return ckpt

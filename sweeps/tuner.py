@@ -134,9 +134,7 @@ def build(
     if spec.scheduler is not None:  # the spec's scheduler fields are ASHAScheduler's arguments
         from ray.tune.schedulers import ASHAScheduler
 
-        args = dataclasses.asdict(spec.scheduler)
-        del args["type"]  # the spec's choice of scheduler (only asha), not an argument
-        scheduler = ASHAScheduler(**args)
+        scheduler = ASHAScheduler(**dataclasses.asdict(spec.scheduler))
     return tune.Tuner(
         trainable(spec, folder),
         param_space=space,

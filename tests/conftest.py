@@ -19,6 +19,7 @@ def data_root() -> Path:
     assert (root / "mnist" / "MNIST" / "raw").is_dir(), (
         f"real MNIST not found under data root '{root}' (set AMM_DATA_DIR)"
     )
+    os.environ.setdefault("AMM_DATA_DIR", str(root))  # where train.run looks without data_dir
     return root
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from amm_core.checkpoint import (
+from amm_core.errors import ConfigError
+from amm_core.run.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -16,7 +17,6 @@ from amm_core.checkpoint import (
     set_rng_state,
     step_dir,
 )
-from amm_core.errors import ConfigError
 
 
 def training_state():

@@ -63,6 +63,30 @@ def test_overrides_are_typed_and_dotted():
         load_config(None, ["seed=1e3"])
 
 
+def test_a_stored_config_with_a_retired_key_loads_with_one_note(tmp_path, capsys, monkeypatch):
+    """model.disc_join (one choice, read nowhere) was removed; a run folder's config, an old
+    checkpoint's and an old sweep's flat base still carry it."""
+    import json
+
+    import yaml
+
+    from amm_core import loader
+
+    monkeypatch.setattr(loader, "_NOTED", set())
+    stored = Config().to_dict()
+    stored["model"]["disc_join"] = "ali"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert load_config(tmp_path / "config.yaml") == Config()
+    assert config_from_dict(json.loads(json.dumps(stored))) == Config()
+    assert apply_overrides(Config(), {"model.disc_join": "ali"}) == Config()
+    note = "amm: note: key 'model.disc_join' is no longer a setting; ignored\n"
+    assert capsys.readouterr().err == note  # once per process
+    stored["model"]["disc_join"] = "concat"
+    with pytest.raises(ConfigError, match="key 'model.disc_join' was removed"):
+        config_from_dict(stored)
+    assert "disc_join" not in describe() and "model.disc_join" not in Config().flat()
+
+
 def test_flat_round_trip_and_hash():
     cfg = load_config(None, ["loss.gp_weight=0.5"])
     assert config_from_dict(unflatten(cfg.flat())) == cfg

@@ -10,13 +10,13 @@ import scipy.io
 import torch
 from helpers import write_svhn
 
-from amm_core import data
-from amm_core.checkpoint import load_checkpoint, save_checkpoint
 from amm_core.config import DataConfig
-from amm_core.data import EpochSampler, derive_seed, load_splits, to_float
-from amm_core.datasets import load_arrays, read_idx, read_svhn_mat
+from amm_core.data import splits as data
+from amm_core.data.datasets import load_arrays, read_idx, read_svhn_mat
+from amm_core.data.splits import EpochSampler, derive_seed, load_splits, to_float
 from amm_core.errors import DataError
-from amm_core.locations import resolve_data_root
+from amm_core.run.checkpoint import load_checkpoint, save_checkpoint
+from sweeps.locations import resolve_data_root
 
 RAW = "mnist/MNIST/raw"
 

@@ -52,7 +52,7 @@ def amm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_data_get_downloads_verifies_and_is_then_a_no_op(data_root, tmp_path):
     import torchvision.datasets as tvd
 
-    from amm_core.download import _md5
+    from amm_core.data.download import _md5
 
     root = tmp_path / "data"
     with mirror(data_root / "mnist" / "MNIST" / "raw") as url:
@@ -70,12 +70,13 @@ def test_data_get_downloads_verifies_and_is_then_a_no_op(data_root, tmp_path):
 
 
 def test_train_download_uses_the_same_fetch(data_root, tmp_path, monkeypatch):
-    from amm_core.datasets import load_arrays
+    from amm_core.config import DataConfig
+    from amm_core.data.splits import load_splits
 
     with mirror(data_root / "mnist" / "MNIST" / "raw") as url:
         monkeypatch.setenv("AMM_DATA_MIRROR", url)
-        a = load_arrays("mnist", tmp_path, download=True)
-    assert a["train_x"].shape == (60000, 1, 28, 28) and a["test_y"].shape == (10000,)
+        s = load_splits(DataConfig(dataset="mnist", download=True), tmp_path, seed=0)
+    assert len(s.train_x) + len(s.val_x) == 60000 and len(s.test_y) == 10000
 
 
 def test_corrupt_mirror_file_is_rejected_and_not_kept(data_root, tmp_path):

@@ -10,9 +10,9 @@ from PIL import Image
 
 from amm_core import names
 from amm_core.config import Config
-from amm_core.figures import mosaic, training_figure, write_run_figures
-from amm_core.models import build_models
+from amm_core.model.models import build_models
 from amm_core.names import FIGURE_FILES
+from amm_core.run.figures import mosaic, training_figure, write_run_figures
 
 N = 160  # test images: enough for every figure, few for a fast t-SNE
 

@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 from amm_core import names
-from amm_core.classifier import digit_classifier
-from amm_core.datasets import load_arrays
-from amm_core.diagnostics import (
+from amm_core.data.datasets import load_arrays
+from amm_core.model.networks import EncOut
+from amm_core.run.classifier import digit_classifier
+from amm_core.run.diagnostics import (
     centroid_offset,
     component_purity,
     generation_metrics,
     sample_diversity,
     z_to_mean,
 )
-from amm_core.networks import EncOut
 
 
 def test_sample_diversity_reads_zero_for_one_image_and_one_for_the_data():

@@ -10,12 +10,12 @@ from torch import nn
 
 from amm_core import names
 from amm_core.config import load_config
-from amm_core.diagnostics import latent_diagnostics
 from amm_core.errors import ConfigError
-from amm_core.losses import AMMLoss, Tuples
-from amm_core.models import build_models
-from amm_core.networks import dropout
-from amm_core.train import run
+from amm_core.model.losses import AMMLoss, Tuples
+from amm_core.model.models import build_models
+from amm_core.model.networks import dropout
+from amm_core.run.diagnostics import latent_diagnostics
+from amm_core.run.train import run
 
 TINY = ["model.arch=tiny", "model.latent_dim=8"]
 
@@ -154,31 +154,34 @@ def test_per_input_penalty_by_hand_and_lazy_weight():
         model = build_models(cfg)
         model.disc = LinearD()
         loss = AMMLoss(model, cfg)
-        s = loss.d_gp(_tuples())
+        t, grads = _tuples(), []
+        for gain in (1.0, float(every)):
+            model.zero_grad(set_to_none=True)
+            s = loss.d_gp(t, gain)
+            grads.append(model.disc.b.grad.clone())
         d = model.disc
         want = sum((v.detach().norm() - 1) ** 2 for v in (d.a, d.b, d.c))
-        torch.testing.assert_close(s[names.LOSS_D_GP], 10 * every * want)
+        torch.testing.assert_close(s[names.LOSS_D_GP], 10 * want)  # logged without the gain
         torch.testing.assert_close(
             s[names.GP_NORM], torch.cat([d.a, d.b, d.c]).detach().norm()
         )  # the reported norm stays the joint one
+        torch.testing.assert_close(grads[1], every * grads[0])  # the gain scales the gradient
         assert d.b.grad.abs().sum() > 0 and d.c.grad.abs().sum() > 0
 
 
-def test_penalty_schedule():
-    from amm_core.step import penalty_schedule
+def test_penalty_gains():
+    from amm_core.run.step import penalty_gains
 
     def sched(*extra, steps=8):
         cfg = load_config(None, TINY + list(extra))
-        return [penalty_schedule(cfg, s) for s in range(steps)]
+        return [penalty_gains(cfg, s) for s in range(steps)]
 
-    assert sched("loss.gp_every=1") == [[True]] * 8  # the paper: every D step
-    assert sched("loss.gp_every=4") == [[True], [False], [False], [False]] * 2
+    assert sched("loss.gp_every=1") == [[1.0]] * 8  # the paper: every D step
+    assert sched("loss.gp_every=4") == [[4.0], [0.0], [0.0], [0.0]] * 2
     # with two D steps a step, the count runs over D steps
-    assert (
-        sched("loss.gp_every=4", "train.d_steps=2", steps=4) == [[True, False], [False, False]] * 2
-    )
-    assert sched("loss.penalty=none", "loss.gp_every=1", steps=2) == [[False]] * 2
-    assert sched("loss.gp_weight=0", "loss.gp_every=1", steps=2) == [[False]] * 2
+    assert sched("loss.gp_every=4", "train.d_steps=2", steps=4) == [[4.0, 0.0], [0.0, 0.0]] * 2
+    assert sched("loss.penalty=none", "loss.gp_every=1", steps=2) == [[0.0]] * 2
+    assert sched("loss.gp_weight=0", "loss.gp_every=1", steps=2) == [[0.0]] * 2
 
 
 @pytest.mark.parametrize("term", ["info_weight", "cluster_weight"])
@@ -228,7 +231,7 @@ def test_diagnostics_logged_and_moved_by_their_keys(tmp_path, data_root):
     seen = {}
     for name, extra in runs.items():
         cfg = load_config(None, fast + extra)
-        run(cfg, tmp_path / name, data_root=data_root)
+        run(cfg, tmp_path / name)
         rows = [
             json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         ]

@@ -44,8 +44,70 @@ def test_import_arrows_point_one_way(package):
 
 def test_amm_core_loads_without_ray_or_mlflow():
     code = (
-        "import sys, amm_core.train, amm_core.figures, amm_core.data\n"
+        "import sys, amm_core.run.train, amm_core.run.figures, amm_core.data.splits\n"
         "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _amm_core_imports() -> dict[str, set[str]]:
+    """Module -> the amm_core modules it imports (lazy imports too)."""
+    files = {
+        ".".join(f.relative_to(REPO).with_suffix("").parts): f
+        for f in REPO.glob("amm_core/**/*.py")
+    }
+    graph = {}
+    for mod, f in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {n for n in names if n in files and n != mod}
+        graph[mod] = deps
+    return graph
+
+
+def test_amm_core_has_no_import_circle():
+    graph, done = _amm_core_imports(), set()
+
+    def visit(mod: str, path: tuple[str, ...]) -> None:
+        assert mod not in path, f"import circle: {' -> '.join((*path, mod))}"
+        if mod not in done:
+            for dep in sorted(graph[mod]):
+                visit(dep, (*path, mod))
+            done.add(mod)
+
+    for mod in sorted(graph):
+        visit(mod, ())
+
+
+def test_amm_core_is_one_run_not_the_project():
+    """amm.toml, the sweep index and exit codes live in sweeps / amm_cli (docs/design.md)."""
+    for f in REPO.glob("amm_core/**/*.py"):
+        text = f.read_text()
+        assert "tomllib" not in imported_roots(f) and "sweep_index" not in text, f
+        assert "sys.exit" not in text, f
+
+
+def test_amm_core_rooms_import_one_way():
+    """docs/design.md: run -> model, data; model -> data; every room -> the top, which imports
+    model.archs only (the config checks model.arch against the tables)."""
+    allowed = {"run": {"model", "data", "top"}, "model": {"data", "top"}, "data": {"top"}}
+    allowed["top"] = {"top"}
+
+    def room(mod: str) -> str:
+        parts = mod.split(".")
+        return parts[1] if len(parts) > 2 else "top"
+
+    bad = [
+        f"{m} imports {d}"
+        for m, deps in _amm_core_imports().items()
+        for d in deps
+        if room(d) not in allowed[room(m)] | {room(m)} and d != "amm_core.model.archs"
+    ]
+    assert not bad, bad

@@ -7,15 +7,15 @@ import torch
 
 from amm_core import names
 from amm_core.config import load_config
-from amm_core.data import load_splits
-from amm_core.metrics import cluster_error, nmi
-from amm_core.train import run
+from amm_core.data.splits import load_splits
+from amm_core.run.metrics import cluster_error, nmi
+from amm_core.run.train import run
 
 
 def test_tiny_model_beats_chance_on_real_mnist(tmp_path, data_root):
     torch.set_num_threads(1)
     cfg = load_config("configs/smoke.yaml", ["train.figures=false", "seed=0"])
-    final = run(cfg, tmp_path / "run", data_root=data_root).final
+    final = run(cfg, tmp_path / "run").final
 
     # Chance, measured on the same test labels: the model's own cluster sizes, paired with the
     # labels at random (a fixed generator), scored the same way.

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from amm_core import locations, settings
+from amm_core import settings
 from amm_core.errors import ConfigError
-from amm_core.locations import resolve_data_root
+from sweeps import locations
+from sweeps.locations import resolve_data_root
 
 
 def test_order_flag_env_index_project_file(tmp_path, monkeypatch):

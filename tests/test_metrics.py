@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from amm_core import names
-from amm_core.metrics import (
+from amm_core.run.metrics import (
     ari,
     bayes_assign,
     cluster_error,

@@ -4,11 +4,11 @@ import pytest
 import torch
 from helpers import stream_parameters
 
-from amm_core.archs import ARCHS, TINY32, conv_sizes, get_arch
-from amm_core.config import ARCH_SHAPES, config_from_dict
+from amm_core.config import config_from_dict
 from amm_core.errors import ConfigError
-from amm_core.models import build_models
-from amm_core.networks import Decoder, Discriminator, Encoder, MeanNet
+from amm_core.model.archs import ARCH_SHAPES, ARCHS, TINY32, conv_sizes, get_arch
+from amm_core.model.models import build_models
+from amm_core.model.networks import Decoder, Discriminator, Encoder, MeanNet
 
 K, L = 10, 16
 
@@ -169,7 +169,7 @@ def test_dropout_override():
 
 def test_decoder_dropout_alone():
     from amm_core.config import load_config
-    from amm_core.models import build_models
+    from amm_core.model.models import build_models
 
     m = build_models(load_config(None, ["model.dec_dropout=0"])).train()
     assert m.decoder.arch.dec_dropout == 0.0 and m.encoder.arch.enc_dropout == 0.2
@@ -213,7 +213,7 @@ def test_strided_convolutions_add_the_bias_after(transposed):
     (oneDNN's fused bias is slow there); value and gradients are those of the fused call."""
     from torch.nn import functional as F
 
-    from amm_core.networks import Conv2d, ConvTranspose2d
+    from amm_core.model.networks import Conv2d, ConvTranspose2d
 
     torch.manual_seed(0)
     m = (ConvTranspose2d if transposed else Conv2d)(8, 4, 3, 2)

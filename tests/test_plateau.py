@@ -11,8 +11,8 @@ import torch
 from amm_core import names
 from amm_core.config import load_config
 from amm_core.errors import ConfigError
-from amm_core.plateau import Plateau
-from amm_core.train import run
+from amm_core.run.plateau import Plateau
+from amm_core.run.train import run
 
 # the smoke preset, smaller: 10-step evaluations on a 2,000-image train split
 FAST = [
@@ -68,7 +68,7 @@ def test_plateau_stop_ends_the_run_like_a_finish(tmp_path, data_root):
         + ["train.tsne_points=50"],
     )
     reports = []
-    result = run(cfg, tmp_path / "r", data_root=data_root, report=lambda *r: reports.append(r))
+    result = run(cfg, tmp_path / "r", report=lambda *r: reports.append(r))
     out = tmp_path / "r"
     steps = [json.loads(ln)["step"] for ln in (out / names.METRICS_FILE).read_text().splitlines()]
     assert steps == [10, 20] and result.step == 20 and not result.stopped
@@ -84,7 +84,7 @@ def test_the_console_says_the_plateau_ended_training(tmp_path, data_root, capsys
     cfg = load_config(
         "configs/smoke.yaml", [*FAST, "train.stop_on_plateau=1", "train.plateau_delta=0.99"]
     )
-    run(cfg, tmp_path / "r", data_root=data_root, report=TrainConsole(cfg, lines=True))
+    run(cfg, tmp_path / "r", report=TrainConsole(cfg, lines=True))
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and "ETA" in lines[0] and "took" in lines[1], lines
     assert lines[2] == (
@@ -98,7 +98,7 @@ def test_the_console_says_the_plateau_ended_training(tmp_path, data_root, capsys
 
 def test_a_run_that_reaches_its_steps_says_so(tmp_path, data_root):
     cfg = load_config("configs/smoke.yaml", [*FAST, "train.steps=20", "train.stop_on_plateau=5"])
-    final = run(cfg, tmp_path / "r", data_root=data_root).final
+    final = run(cfg, tmp_path / "r").final
     assert final[names.STOP_REASON] == names.STOP_STEPS and final[names.STEP] == 20
 
 
@@ -108,7 +108,7 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path, data_root
     cfg = load_config(
         "configs/smoke.yaml", [*FAST, "train.stop_on_plateau=2", "train.plateau_delta=0.99"]
     )
-    full = run(cfg, tmp_path / "full", data_root=data_root)
+    full = run(cfg, tmp_path / "full")
     assert full.step == 30 and full.final[names.STOP_REASON] == names.STOP_PLATEAU
 
     calls = {"n": 0}
@@ -117,14 +117,14 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path, data_root
         calls["n"] += 1
         return calls["n"] > 20  # polled once per step: stop before step 21
 
-    part = run(cfg, tmp_path / "part", data_root=data_root, should_stop=stop_at_20)
+    part = run(cfg, tmp_path / "part", should_stop=stop_at_20)
     assert part.stopped and part.step == 20
-    resumed = run(cfg, tmp_path / "part", data_root=data_root, resume_from=part.checkpoint)
+    resumed = run(cfg, tmp_path / "part", resume_from=part.checkpoint)
     assert resumed.step == 30 and resumed.final[names.STOP_REASON] == names.STOP_PLATEAU
     assert resumed.final[names.TEST_ERROR_GY] == full.final[names.TEST_ERROR_GY]
     # resumed from the checkpoint of the evaluation that fired: straight to the test, no steps
     ckpt = tmp_path / "part" / names.CHECKPOINTS_DIR / names.checkpoint_dirname(30)
-    again = run(cfg, tmp_path / "again", data_root=data_root, resume_from=ckpt)
+    again = run(cfg, tmp_path / "again", resume_from=ckpt)
     assert again.step == 30 and again.final[names.STOP_REASON] == names.STOP_PLATEAU
     assert again.final[names.TEST_ERROR_GY] == full.final[names.TEST_ERROR_GY]
 

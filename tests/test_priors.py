@@ -8,9 +8,10 @@ import torch
 
 from amm_core.config import config_from_dict
 from amm_core.errors import ConfigError
-from amm_core.priors import Prior, fixed_means
+from amm_core.model.models import arch_for
+from amm_core.model.priors import Prior, fixed_means
 
-# spec table 3, written out again here on purpose
+# the paper's appendix table 3, written out again here on purpose
 TABLE3 = [
     [-3, 3, -3, -3],
     [-3, -3, 3, 3],
@@ -26,6 +27,10 @@ TABLE3 = [
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _prior(cfg, class_freqs=None):
+    return Prior(cfg, arch_for(cfg), class_freqs)  # the run's architecture, as build_models
 
 
 def _cfg(**prior):
@@ -62,7 +67,7 @@ def test_placement_errors_name_the_problem():
     with pytest.raises(ConfigError, match="key 'prior.means'.*grid18, table3, file, random"):
         config_from_dict({"prior": {"means": "hexagon"}})  # the one check of the choice
     with pytest.raises(ConfigError, match="table3"):  # through the config too
-        Prior(_cfg(means="table3", model={"num_components": 12}))
+        _prior(_cfg(means="table3", model={"num_components": 12}))
 
 
 def test_file_placement(tmp_path):
@@ -86,7 +91,9 @@ def test_file_placement(tmp_path):
     np.save(nan, np.array([[1.0, np.nan]]))
     with pytest.raises(ConfigError, match="nan.npy.*finite"):
         fixed_means("file", 1, 5, path=str(nan))
-    p = Prior(_cfg(means="file", means_file=str(npy), model={"num_components": 3, "latent_dim": 5}))
+    p = _prior(
+        _cfg(means="file", means_file=str(npy), model={"num_components": 3, "latent_dim": 5})
+    )
     assert p.means()[:, :2].tolist() == rows.tolist()
 
 
@@ -101,7 +108,7 @@ def test_random_placement_has_its_own_seed():
 
 
 def test_prior_fixed_means_are_buffers_and_sample():
-    p = Prior(_cfg(means="table3", model={"latent_dim": 6}))
+    p = _prior(_cfg(means="table3", model={"latent_dim": 6}))
     assert list(p.parameters()) == []
     assert "fixed" in dict(p.named_buffers())
     torch.testing.assert_close(p.means(), fixed_means("table3", 10, 6))
@@ -118,19 +125,19 @@ def test_prior_fixed_means_are_buffers_and_sample():
 
 def test_class_frequencies():
     freqs = torch.tensor([0.5, 0.3, 0.2] + [0.0] * 7)
-    p = Prior(_cfg(py="class_frequencies", data={"labelled": 10}), class_freqs=freqs * 7)
+    p = _prior(_cfg(py="class_frequencies", data={"labelled": 10}), class_freqs=freqs * 7)
     torch.testing.assert_close(p.log_py().exp(), freqs)
     y, _ = p.sample(20000)
     counts = y.sum(0) / 20000
     assert (counts - freqs).abs().max() < 0.02 and counts[3:].sum() == 0
     with pytest.raises(ConfigError, match="needs the training label counts"):
-        Prior(_cfg(py="class_frequencies", data={"labelled": 10}))
+        _prior(_cfg(py="class_frequencies", data={"labelled": 10}))
     with pytest.raises(ConfigError, match="got 3 frequencies for model.num_components=10"):
-        Prior(_cfg(py="class_frequencies", data={"labelled": 10}), class_freqs=torch.ones(3))
+        _prior(_cfg(py="class_frequencies", data={"labelled": 10}), class_freqs=torch.ones(3))
 
 
 def test_learned_means_and_sigma():
-    p = Prior(_cfg(learn_sigma=True, model={"latent_dim": 8}))
+    p = _prior(_cfg(learn_sigma=True, model={"latent_dim": 8}))
     names = {n for n, _ in p.named_parameters()}
     assert "log_sigma" in names and any(n.startswith("mean_net.") for n in names)
     torch.testing.assert_close(p.sigma(), torch.ones(10))
@@ -159,10 +166,10 @@ def test_learned_means_start_at_a_placement(arch):
             "prior": {"init_means": "table3"},
         }
     )
-    p = Prior(cfg)
+    p = _prior(cfg)
     fixed = fixed_means("table3", 10, 32)
     assert (p.means() - fixed).abs().max() < 0.5  # G_z(y) starts near 0 (weights N(0, 0.02))
-    assert (Prior(cfg.replace(**{"prior.init_means": "none"})).means()).abs().max() < 0.5
+    assert (_prior(cfg.replace(**{"prior.init_means": "none"})).means()).abs().max() < 0.5
     assert p.mean_offset.requires_grad
 
 
@@ -170,7 +177,7 @@ def test_zero_placement_makes_z_independent_of_y():
     from amm_core.config import load_config
 
     cfg = load_config(None, ["model.arch=tiny", "model.inference=independent", "prior.means=zero"])
-    prior = Prior(cfg)
+    prior = _prior(cfg)
     assert torch.equal(prior.means(), torch.zeros(10, cfg.model.latent_dim))
     torch.manual_seed(0)
     y, z = prior.sample(4000)

@@ -144,7 +144,7 @@ def test_read_only_out_exits_3_before_the_data_loads(data_root):
 
 
 def test_full_disk_while_checkpointing_exits_3_and_keeps_the_last_checkpoint(tmp_path, data_root):
-    from amm_core.checkpoint import list_checkpoints, load_checkpoint
+    from amm_core.run.checkpoint import list_checkpoints, load_checkpoint
 
     out = tmp_path / "run"
     steps = ["--set", "train.eval_every=10", "--set", "train.log_every=10"]
@@ -209,7 +209,7 @@ def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(
 
     import torch
 
-    from amm_core.checkpoint import load_checkpoint
+    from amm_core.run.checkpoint import load_checkpoint
 
     monkeypatch.setenv("AMM_DATA_DIR", str(data_root))
     out = tmp_path / "run"

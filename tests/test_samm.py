@@ -12,13 +12,13 @@ from helpers import sqlite_store
 
 from amm_cli.main import main as amm
 from amm_core import names
-from amm_core.checkpoint import load_checkpoint
-from amm_core.config import load_config
-from amm_core.data import load_splits
+from amm_core.config import apply_overrides, load_config
+from amm_core.data.splits import load_splits
 from amm_core.errors import ConfigError
-from amm_core.metrics import cluster_error, encode, evaluate
-from amm_core.models import build_models
-from amm_core.train import run
+from amm_core.model.models import build_models
+from amm_core.run.checkpoint import load_checkpoint
+from amm_core.run.metrics import cluster_error, encode, evaluate
+from amm_core.run.train import run
 
 PLUS = "configs/mnist_samm_plus.yaml"
 # the plus preset's terms on the tiny network, 300 labels, 60 steps: seconds per run
@@ -67,9 +67,9 @@ def identity_and_hungarian(checkpoint: Path, cfg, data_root: Path) -> tuple[floa
 def test_samm_learns_from_labels_not_from_shuffled_ones(tmp_path, data_root, one_thread):
     cfg = load_config(PLUS, TINY)
     assert cfg.loss.label_weight > 0 and cfg.loss.cluster_weight > 0 and cfg.data.labelled == 300
-    real = run(cfg, tmp_path / "real", data_root=data_root).final
+    real = run(apply_overrides(cfg, {"data.data_dir": str(data_root)}), tmp_path / "real").final
     shuffled_root = shuffled_labels_root(data_root, tmp_path / "shuffled_data")
-    last = run(cfg, tmp_path / "shuffled", data_root=shuffled_root)
+    last = run(apply_overrides(cfg, {"data.data_dir": str(shuffled_root)}), tmp_path / "shuffled")
     shuffled = last.final
 
     for final in (real, shuffled):
@@ -111,7 +111,7 @@ def test_label_weight_needs_labels(tmp_path, capsys):
     assert rc == 2 and "loss.label_weight" in err and "data.labelled" in err
     assert not out.exists()
     assert load_config(PLUS, ["data.labelled=0", "loss.label_weight=0"]).data.labelled == 0
-    with pytest.raises(ConfigError, match="key 'loss.label_weight': must be >= 0"):
+    with pytest.raises(ConfigError, match="key 'loss.label_weight' must be >= 0"):
         load_config(PLUS, ["loss.label_weight=-1"])
 
 

@@ -10,7 +10,7 @@ from helpers import write_svhn
 
 from amm_cli.main import main as amm
 from amm_core import names
-from amm_core.train import run
+from amm_core.run.train import run
 from sweeps.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent

@@ -98,6 +98,26 @@ def test_ablation_specs():
     assert {d["type"] for d in opt.search.space.values()} == {"loguniform"}
 
 
+def test_a_spec_with_retired_keys_loads_with_one_note_each(tmp_path, capsys, monkeypatch):
+    """search.algorithm and scheduler.type had one allowed value each; specs (and sweeps stored)
+    written before still carry them."""
+    from amm_core import loader
+
+    monkeypatch.setattr(loader, "_NOTED", set())
+    text = (SWEEPS / "ablations" / "optuna_lambda_lr.yaml").read_text()
+    text = text.replace("search:\n", "search:\n  algorithm: optuna\n")
+    text = text.replace("scheduler:\n", "scheduler:\n  type: asha\n")
+    old = tmp_path / "ablations" / "old.yaml"
+    old.parent.mkdir()
+    old.write_text(text.replace("../../configs/", f"{SWEEPS.parent}/configs/"))
+    spec = load_spec(old)
+    assert spec.search == load_spec(SWEEPS / "ablations" / "optuna_lambda_lr.yaml").search
+    assert capsys.readouterr().err.splitlines() == [
+        "amm: note: key 'search.algorithm' is no longer a setting; ignored",
+        "amm: note: key 'scheduler.type' is no longer a setting; ignored",
+    ]
+
+
 STUDIES = ("lambda", "mean_placement", "learned_vs_fixed")
 
 
@@ -286,7 +306,7 @@ def test_run_names_and_trial_configs():
         ("grid: {loss.gp_wieght: [1]}\n", "is not a config key (did you mean loss.gp_weight?)"),
         ("overrides: {train.step: 5}\n", "overrides: 'train.step' is not a config key (did you"),
         ("grid: {model.inference: [q2, q3]}\n", "'q3' is not allowed; allowed: q2, q1"),
-        ("grid: {loss.gp_weight: [-1]}\n", "loss.gp_weight': must be >= 0"),
+        ("grid: {loss.gp_weight: [-1]}\n", "key 'loss.gp_weight' must be >= 0, got -1.0"),
         (
             "resources: {cpu: 1, gpus: 1}\n",
             "unknown key 'resources.gpus' (did you mean resources.gpu?)",
@@ -314,7 +334,7 @@ def test_run_names_and_trial_configs():
         ),
         (
             "scheduler: {type: hyperband, metric: m}\n",
-            "key 'scheduler.type': 'hyperband' is not allowed; allowed: asha",
+            "key 'scheduler.type' was removed (its one value was 'asha')",
         ),
         (
             "scheduler: {metric: m, mode: low}\n",

@@ -12,7 +12,7 @@ from amm_cli.progress import stop_words
 from amm_core import names
 from amm_core.config import load_config
 from amm_core.errors import TrainingError
-from amm_core.train import run
+from amm_core.run.train import run
 
 FAST = [
     "model.arch=tiny",
@@ -46,7 +46,7 @@ def _lines(path):
 def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
     cfg = fast_config("train.steps=20", "train.keep_checkpoints=1")
     reports = []
-    result = run(cfg, tmp_path / "r", data_root=data_root, report=lambda *r: reports.append(r))
+    result = run(cfg, tmp_path / "r", report=lambda *r: reports.append(r))
     final = result.final
     out = tmp_path / "r"
     assert json.loads((out / "config.json").read_text())["model"]["arch"] == "tiny"
@@ -70,7 +70,7 @@ def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
 def test_the_time_budget_ends_the_run_and_says_so(tmp_path, data_root):
     # 0.03 s of training: far fewer than the 100,000 steps asked for
     cfg = fast_config("train.steps=100000", "train.max_minutes=0.0005", "train.eval_every=1000")
-    result = run(cfg, tmp_path / "r", data_root=data_root)
+    result = run(cfg, tmp_path / "r")
     assert 1 <= result.step < 100000 and result.stop_reason == names.STOP_TIME_BUDGET
     saved = json.loads((tmp_path / "r" / "final.json").read_text())
     assert saved[names.STOP_REASON] == names.STOP_TIME_BUDGET and saved[names.STEP] == result.step
@@ -79,14 +79,14 @@ def test_the_time_budget_ends_the_run_and_says_so(tmp_path, data_root):
     )
     # epochs instead of steps: the machine value is the same, the words name the key that ended it
     cfg = fast_config("train.steps=0", "train.epochs=0.016")  # one batch of the 2,000 examples
-    reason = run(cfg, tmp_path / "e", data_root=data_root).stop_reason
+    reason = run(cfg, tmp_path / "e").stop_reason
     assert reason == names.STOP_STEPS and stop_words(reason, cfg) == "train.epochs=0.016 done"
 
 
 def test_resume_is_exact_on_cpu(tmp_path, data_root):
     k = 20
     cfg = fast_config(f"train.steps={2 * k}")
-    full = run(cfg, tmp_path / "full", data_root=data_root).final
+    full = run(cfg, tmp_path / "full").final
 
     calls = {"n": 0}
 
@@ -94,10 +94,10 @@ def test_resume_is_exact_on_cpu(tmp_path, data_root):
         calls["n"] += 1
         return calls["n"] > k  # polled once per step: stop before step k+1
 
-    part = run(cfg, tmp_path / "part", data_root=data_root, should_stop=stop_at_k)
+    part = run(cfg, tmp_path / "part", should_stop=stop_at_k)
     ckpt = tmp_path / "part" / "checkpoints" / f"step_{k:07d}"
     assert part.stopped and part.step == k and part.checkpoint == ckpt and part.final == {}
-    resumed = run(cfg, tmp_path / "part", data_root=data_root, resume_from=ckpt).final
+    resumed = run(cfg, tmp_path / "part", resume_from=ckpt).final
     for key in names.FINAL_METRICS:
         assert resumed[key] == full[key], key
     assert _lines(tmp_path / "part" / "metrics.jsonl") == _lines(
@@ -106,38 +106,38 @@ def test_resume_is_exact_on_cpu(tmp_path, data_root):
 
 
 def test_resume_rejects_a_different_config(tmp_path, data_root):
-    run(fast_config("train.steps=10"), tmp_path / "r", data_root=data_root)
+    run(fast_config("train.steps=10"), tmp_path / "r")
     ckpt = tmp_path / "r" / "checkpoints" / "step_0000010"
     # the message names the key and how to go on with the checkpoint's value
     with pytest.raises(ValueError, match=r"loss.gp_weight: 10.0 -> 1.0.*--set loss.gp_weight=10.0"):
         run(
             fast_config("train.steps=20", "loss.gp_weight=1"),
             tmp_path / "r",
-            data_root=data_root,
             resume_from=ckpt,
         )
     # longer training is a legitimate change on resume
-    out = run(fast_config("train.steps=20"), tmp_path / "r", data_root=data_root, resume_from=ckpt)
+    out = run(fast_config("train.steps=20"), tmp_path / "r", resume_from=ckpt)
     assert out.step == out.final[names.STEP] == 20
 
 
 def test_a_cuda_graph_checkpoint_resumes_on_a_cpu(tmp_path, data_root):
-    """A CUDA-graph run saves Adam with capturable=True, which a CPU optimizer cannot step."""
-    run(fast_config("train.steps=10"), tmp_path / "r", data_root=data_root)
+    """A CUDA-graph run saves Adam with capturable=True, which a CPU optimizer cannot step; a
+    checkpoint from before model.disc_join was removed carries that key (a note, no error)."""
+    run(fast_config("train.steps=10"), tmp_path / "r")
     path = tmp_path / "r" / "checkpoints" / "step_0000010" / "state.pt"
     state = torch.load(path, weights_only=True)
     for opt in ("opt_g", "opt_d"):
         for group in state[opt]["param_groups"]:
             group["capturable"] = True  # as a GPU run with train.cuda_graph writes it
+    old = json.loads(state["config"])
+    state["config"] = json.dumps({**old, "model": {**old["model"], "disc_join": "ali"}})
     torch.save(state, path)
-    out = run(
-        fast_config("train.steps=20"), tmp_path / "r", data_root=data_root, resume_from=path.parent
-    )
+    out = run(fast_config("train.steps=20"), tmp_path / "r", resume_from=path.parent)
     assert out.step == 20 and math.isfinite(out.final[names.TEST_ERROR_GY])
 
 
 def test_nan_loss_fails_the_run(tmp_path, data_root, monkeypatch):
-    from amm_core.losses import AMMLoss
+    from amm_core.model.losses import AMMLoss
 
     real = AMMLoss.g_main
     seen = {"n": 0}
@@ -151,7 +151,7 @@ def test_nan_loss_fails_the_run(tmp_path, data_root, monkeypatch):
 
     monkeypatch.setattr(AMMLoss, "g_main", poisoned)
     with pytest.raises(TrainingError, match="non-finite.*loss/G"):
-        run(fast_config("train.steps=20"), tmp_path / "r", data_root=data_root)
+        run(fast_config("train.steps=20"), tmp_path / "r")
     assert not (tmp_path / "r" / "final.json").exists()
 
 

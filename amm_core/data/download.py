@@ -1,4 +1,5 @@
-"""Fetching MNIST / Fashion-MNIST into the data root, checksums verified.
+"""Fetching datasets into the data root (`ensure`, for data.download): MNIST / Fashion-MNIST
+file by file with checksums verified (`fetch`, also `amm data get`), SVHN through torchvision.
 
 The file names, mirrors and MD5 sums are torchvision's (`torchvision.datasets.MNIST.resources`,
 `.mirrors`); `$AMM_DATA_MIRROR` (or `mirror=`) puts another mirror first, e.g. a local copy
@@ -10,21 +11,67 @@ the files and the folder to put them in.
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from amm_core import settings
-from amm_core.datasets import IDX_DIRS, TORCHVISION
+from amm_core.data.datasets import IDX_DIRS, idx_dir, svhn_paths
 from amm_core.errors import DataError
+
+
+def ensure(dataset: str, root: Path, svhn_extra: bool = False) -> None:
+    """Fetch the files of `dataset` that `datasets.load_arrays` would miss; nothing when they
+    are there. DataError when a download fails (offline)."""
+    root = Path(root)
+    if dataset in IDX_DIRS:
+        if idx_dir(root, dataset) is None:
+            fetch(dataset, root)
+    elif dataset == "svhn":
+        missing = [s for s, p in svhn_paths(root, svhn_extra).items() if not p.is_file()]
+        if missing:
+            _svhn(root, missing)
+
+
+def _svhn(root: Path, splits: list[str]) -> None:
+    """SVHN's .mat files through torchvision into <root>/svhn (no MD5 list of our own)."""
+    from urllib.error import URLError
+
+    import torchvision.datasets as tvd
+
+    target = root / "svhn"
+    created = [p for p in (root, target) if not p.exists()]
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(settings.download_timeout_s())  # torchvision's urlopen: no timeout
+    try:
+        for s in splits:
+            tvd.SVHN(root=str(target), split=s, download=True)
+    except (URLError, OSError, RuntimeError, ValueError) as e:
+        if created:  # leave no empty folders behind
+            _remove_empty_tree(created[0])
+        raise DataError(
+            f"downloading dataset 'svhn' into '{target}' failed ({type(e).__name__}: {e}). "
+            f"Without network, copy the files into '{target}' by hand and run without --download."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _remove_empty_tree(p: Path) -> None:
+    """Remove p and the folders under it, deepest first, as far as they are empty."""
+    dirs = [c for c in p.rglob("*") if c.is_dir()] if p.is_dir() else []
+    for d in sorted(dirs, key=lambda c: len(c.parts), reverse=True) + [p]:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def resources(dataset: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(mirrors, [(file name, md5)]) of a dataset, from torchvision."""
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, TORCHVISION[dataset])
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[dataset]
     return list(cls.mirrors), [(f, md5) for f, md5 in cls.resources]
 
 
@@ -88,9 +135,8 @@ def fetch(dataset: str, root: Path, mirror: str | None = None, quiet: bool = Fal
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{m}{name}: {getattr(e, 'reason', e)}")
         else:
-            for p in created:  # leave no empty folders behind
-                with contextlib.suppress(OSError):
-                    p.rmdir()
+            if created:  # leave no empty folders behind
+                _remove_empty_tree(created[-1])
             raise DataError(_offline_message(dataset, folder, files, errors))
     return folder
 

@@ -1,6 +1,6 @@
-"""Dataset files (spec section 6): MNIST / Fashion-MNIST IDX files, SVHN .mat files.
+"""Dataset files: MNIST / Fashion-MNIST IDX files, SVHN .mat files.
 
-Where files are looked for, under the data root (`amm_core.locations.resolve_data_root`):
+Where files are looked for, under the data root (`cfg.data.data_dir`, `$AMM_DATA_DIR`, ...):
   mnist          <root>/mnist/MNIST/raw/, <root>/MNIST/raw/            (torchvision's layout)
   fashion_mnist  <root>/fashion_mnist/FashionMNIST/raw/, <root>/FashionMNIST/raw/
   svhn           <root>/svhn/{train,test,extra}_32x32.mat
@@ -9,15 +9,12 @@ Nothing is written under the root unless data.download is true.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import socket
 from pathlib import Path
 
 import numpy as np
 
 from amm_core.errors import DataError
-from amm_core.settings import download_timeout_s
 
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -29,7 +26,6 @@ IDX_DIRS = {
     "mnist": ("mnist/MNIST/raw", "MNIST/raw"),
     "fashion_mnist": ("fashion_mnist/FashionMNIST/raw", "FashionMNIST/raw"),
 }
-TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "svhn": "SVHN"}
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -68,7 +64,7 @@ def _find(path: Path) -> Path | None:
     return None
 
 
-def _idx_dir(root: Path, dataset: str) -> Path | None:
+def idx_dir(root: Path, dataset: str) -> Path | None:
     for rel in IDX_DIRS[dataset]:
         d = root / rel
         if all(_find(d / f) for f in IDX_FILES.values()):
@@ -130,67 +126,24 @@ def _missing_error(dataset: str, root: Path, looked: list[Path], what: str) -> D
     )
 
 
-def _download(dataset: str, root: Path, where: Path, splits: tuple[str, ...] = ()) -> None:
-    """Fetch through torchvision into <root>/<dataset>; DataError when it fails (offline)."""
-    if dataset in IDX_DIRS:  # file by file, MD5 checked, $AMM_DATA_MIRROR honoured
-        from amm_core.download import fetch
-
-        fetch(dataset, root)
-        return
-    from urllib.error import URLError
-
-    import torchvision.datasets as tvd
-
-    target = root / dataset
-    created = [p for p in (root, target) if not p.exists()]
-    cls = getattr(tvd, TORCHVISION[dataset])
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(download_timeout_s())  # torchvision's urlopen has no timeout
-    try:
-        if dataset == "svhn":
-            for s in splits:
-                cls(root=str(target), split=s, download=True)
-        else:
-            cls(root=str(target), train=True, download=True)
-    except (URLError, OSError, RuntimeError, ValueError) as e:
-        for p in reversed(created):  # leave no empty folders behind
-            _remove_empty_tree(p)
-        raise DataError(
-            f"downloading dataset '{dataset}' into '{target}' failed ({type(e).__name__}: {e}). "
-            f"Without network, copy the files into '{where}' by hand and run without --download."
-        ) from None
-    finally:
-        socket.setdefaulttimeout(old)
+def svhn_paths(root: Path, extra: bool = False) -> dict[str, Path]:
+    return {s: root / "svhn" / f"{s}_32x32.mat" for s in ("train", "test", "extra")[: 2 + extra]}
 
 
-def _remove_empty_tree(p: Path) -> None:
-    """Remove p and the folders under it, deepest first, as far as they are empty."""
-    dirs = [c for c in p.rglob("*") if c.is_dir()] if p.is_dir() else []
-    for d in sorted(dirs, key=lambda c: len(c.parts), reverse=True) + [p]:
-        with contextlib.suppress(OSError):
-            d.rmdir()
-
-
-def load_arrays(dataset: str, root: Path, download: bool = False, svhn_extra: bool = False):
-    """dataset -> dict(train_x, train_y, test_x, test_y) numpy arrays (official train/test)."""
+def load_arrays(dataset: str, root: Path, svhn_extra: bool = False):
+    """dataset -> dict(train_x, train_y, test_x, test_y) numpy arrays (official train/test).
+    Reads only: `download.ensure` fetches missing files first when data.download is true."""
     root = Path(root)
     if dataset in IDX_DIRS:
-        d = _idx_dir(root, dataset)
-        if d is None and download:
-            _download(dataset, root, root / IDX_DIRS[dataset][0])
-            d = _idx_dir(root, dataset)
+        d = idx_dir(root, dataset)
         if d is None:
             looked = [root / rel for rel in IDX_DIRS[dataset]]
             what = ", ".join(f"{f}[.gz]" for f in IDX_FILES.values())
             raise _missing_error(dataset, root, looked, what)
         return load_idx_dataset(d)
     if dataset == "svhn":
-        names = ("train", "test") + (("extra",) if svhn_extra else ())
-        paths = {s: root / "svhn" / f"{s}_32x32.mat" for s in names}
+        paths = svhn_paths(root, svhn_extra)
         missing = tuple(s for s, p in paths.items() if not p.is_file())
-        if missing and download:
-            _download("svhn", root, root / "svhn", missing)
-            missing = tuple(s for s, p in paths.items() if not p.is_file())
         if missing:
             looked = [paths[s] for s in missing]
             raise _missing_error("svhn", root, looked, "the SVHN .mat files")

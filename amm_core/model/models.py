@@ -7,10 +7,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from amm_core.archs import get_arch
 from amm_core.config import DATASET_SHAPES, Config
-from amm_core.networks import Decoder, Discriminator, Encoder
-from amm_core.priors import Prior
+from amm_core.model.archs import Arch, get_arch
+from amm_core.model.networks import Decoder, Discriminator, Encoder
+from amm_core.model.priors import Prior
 
 
 class AMM(nn.Module):
@@ -30,14 +30,20 @@ class AMM(nn.Module):
         return list(self.disc.parameters())
 
 
-def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
-    """All networks of a run from its config (weights from the global torch RNG)."""
+def arch_for(cfg: Config) -> Arch:
+    """The tables a run's networks are built from: model.arch for data.dataset's images, with
+    model.dropout, the per-network dropouts and model.dropout_impl."""
     m = cfg.model
     arch = get_arch(m.arch, DATASET_SHAPES[cfg.data.dataset], dropout=m.dropout)
     for key in ("dec_dropout", "enc_dropout", "disc_dropout"):  # -1: keep model.dropout's
         if getattr(m, key) >= 0:
             arch = dataclasses.replace(arch, **{key: getattr(m, key)})
-    arch = dataclasses.replace(arch, dropout_impl=m.dropout_impl)
+    return dataclasses.replace(arch, dropout_impl=m.dropout_impl)
+
+
+def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
+    """All networks of a run from its config (weights from the global torch RNG)."""
+    m, arch = cfg.model, arch_for(cfg)
     K, L = m.num_components, m.latent_dim
     return AMM(
         Encoder(
@@ -51,5 +57,5 @@ def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
         ),  # fmt: skip
         Decoder(arch, K, L, out_bias=m.dec_out_bias == "logodds"),
         Discriminator(arch, K, L),
-        Prior(cfg, class_freqs, arch=arch),
+        Prior(cfg, arch, class_freqs),
     )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from amm_core import names
-from amm_core.models import AMM
-from amm_core.networks import one_hot
+from amm_core.model.models import AMM
+from amm_core.model.networks import one_hot
 
 
 def latent_diagnostics(model: AMM, x: torch.Tensor, seed: int = 0) -> dict[str, float]:

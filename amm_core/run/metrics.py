@@ -1,4 +1,4 @@
-"""Evaluation (spec section 7): cluster error, the Bayes rule of eq. 18, NMI / ARI, and
+"""Evaluation (docs/method.md section 7): cluster error, the Bayes rule of eq. 18, NMI / ARI, and
 `evaluate`: encode a split with the means (no noise), assign by G_y and by eq. 18, score.
 
 Label vectors may be numpy arrays or torch tensors (any device); results are python numbers or
@@ -17,8 +17,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from amm_core import names
 from amm_core.config import Config
-from amm_core.data import to_float
-from amm_core.models import AMM
+from amm_core.data.splits import to_float
+from amm_core.model.models import AMM
 
 # "supervised" (SAMM): the components are the classes, the error is plain misclassification
 MAPPINGS = ("hungarian", "majority", "supervised")
@@ -228,5 +228,5 @@ def evaluate(model: AMM, x: torch.Tensor, y: torch.Tensor, cfg: Config, n_classe
         enc = encode(model, x, cfg.train.eval_batch_size)
     finally:
         model.train(was_training)
-    K, supervised = cfg.model.num_components, cfg.data.labelled > 0
-    return evaluate_assignments(y.cpu(), enc.gy, enc.bayes, K, n_classes, supervised)
+    K = cfg.model.num_components
+    return evaluate_assignments(y.cpu(), enc.gy, enc.bayes, K, n_classes, cfg.data.supervised)

@@ -1,6 +1,6 @@
 """Encoder G_y(x)/G_z(x, .), decoder G_x(y, z), discriminator D(x, y, z) and mean net G_z(y).
 
-Generic modules built from an `Arch` table (`amm_core.archs`). Notation: an "(a)" layer is
+Generic modules built from an `Arch` table (`amm_core.model.archs`). Notation: an "(a)" layer is
 BatchNorm then LeakyReLU(0.2) on the sum shown; dropout applies to a conv's output. 1x1 layers on
 1x1 maps are `nn.Linear` (the same function as a 1x1 conv, without the reshapes).
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amm_core.archs import Arch, check_tables
+from amm_core.model.archs import Arch, check_tables
 
 LEAK = 0.2
 

@@ -1,4 +1,4 @@
-"""The synthesis prior p(y) p(z | y): p(z | y=k) = N(mu_k, sigma_k^2 I) (spec section 2).
+"""The synthesis prior p(y) p(z | y): p(z | y=k) = N(mu_k, sigma_k^2 I) (docs/method.md section 2).
 
 Means are `learned` (G_z(y), eq. 12, optionally starting at a fixed placement) or a fixed
 placement: `grid18`, `table3` (the paper's), `file`, `random` (beyond the paper).
@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from amm_core.archs import Arch, get_arch
 from amm_core.config import Config
 from amm_core.errors import ConfigError
-from amm_core.networks import MeanNet, one_hot
+from amm_core.model.archs import Arch
+from amm_core.model.networks import MeanNet, one_hot
 
-# spec table 3 (SVHN SAMM fixed means) over z_0..z_3; the other dims are 0
+# the paper's appendix table 3 (SVHN SAMM fixed means, docs/method.md section 2), over
+# z_0..z_3; the other dims are 0
 TABLE3 = (
     (-3, 3, -3, -3),
     (-3, -3, 3, 3),
@@ -111,14 +112,10 @@ class Prior(nn.Module):
     Fixed placements are buffers. prior.learn_sigma adds a learnable log sigma_k (else 1).
     """
 
-    def __init__(
-        self, cfg: Config, class_freqs: torch.Tensor | None = None, arch: Arch | None = None
-    ):
+    def __init__(self, cfg: Config, arch: Arch, class_freqs: torch.Tensor | None = None):
         super().__init__()
         K, L, p = cfg.model.num_components, cfg.model.latent_dim, cfg.prior
         self.num_components, self.latent_dim = K, L
-        if arch is None:
-            arch = get_arch(cfg.model.arch, dropout=cfg.model.dropout)
 
         def placement(name: str) -> torch.Tensor:
             return fixed_means(

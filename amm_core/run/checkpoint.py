@@ -24,9 +24,8 @@ import torch
 
 from amm_core.errors import ConfigError
 from amm_core.fs import fsync_dir, write_atomic
-from amm_core.names import STATE_FILE, checkpoint_dirname
+from amm_core.names import STATE_FILE, checkpoint_dirname, checkpoint_step
 
-_STEP_RE = re.compile(r"^step_(\d+)$")  # names.checkpoint_dirname
 _ATOMIC = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
 
 
@@ -133,9 +132,9 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
         return []
     out = []
     for d in root.iterdir():
-        m = _STEP_RE.match(d.name)
-        if m and (d / STATE_FILE).is_file():
-            out.append((int(m.group(1)), d))
+        step = checkpoint_step(d.name)
+        if step is not None and (d / STATE_FILE).is_file():
+            out.append((step, d))
     return sorted(out)
 
 

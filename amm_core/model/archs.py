@@ -1,6 +1,6 @@
-"""The architectures of the paper as data (spec section 3: MNIST = figure 6, SVHN = figure 5):
-an `Arch` table per name, read by the generic modules of `amm_core.networks`. `tiny` is a
-few-channel version for tests, for 1x28x28 and 3x32x32 inputs.
+"""The architectures of the paper as data (docs/method.md section 3: MNIST = figure 6, SVHN =
+figure 5): an `Arch` table per name, read by the generic modules of `amm_core.model.networks`.
+`tiny` is a few-channel version for tests, for 1x28x28 and 3x32x32 inputs.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ ARCHS: dict[str, Arch] = {
         dec_dropout=0.2,
         disc_x=MNIST_ENC,
         disc_yz=(64, 64),
-        disc_joint=(256, 256),  # the figure is cut off here: ALI's D(x, z) join (model.disc_join)
+        disc_joint=(256, 256),  # the figure is cut off here: ALI's D(x, z) join
         disc_dropout=0.2,
         mean_hidden=((64, 0.0), (64, 0.2)),
     ),
@@ -89,6 +89,9 @@ TINY32 = dataclasses.replace(
     dec=((7, 1, 16), (3, 2, 16), (3, 2, 8), (2, 1, 3)),
     disc_x=_TINY32_ENC,
 )
+# the image shapes each model.arch takes (config.py checks data.dataset against them)
+ARCH_SHAPES = {name: [a.in_shape] for name, a in ARCHS.items()}
+ARCH_SHAPES["tiny"].append(TINY32.in_shape)
 
 
 def get_arch(

@@ -1,4 +1,6 @@
-"""Where things are: one place for the data root, sweep storage and tracking store.
+"""Where things are: one place for the data root, sweep storage and tracking store (for the
+`amm` commands and the sweep runner; `amm_core.run.train.run` reads only data.data_dir and
+$AMM_DATA_DIR: `amm train` fills data.data_dir in from here).
 
 Order, for each: the command's flag, then its environment variable, then what the sweep index
 says about that sweep (for commands given a sweep name), then the project file `amm.toml`, then

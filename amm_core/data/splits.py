@@ -1,4 +1,4 @@
-"""Seeded splits and batches (spec section 6); the files are read by `amm_core.datasets`.
+"""Seeded splits and batches (docs/method.md section 7); the files are read by `amm_core.data.datasets`.
 
 Images stay uint8 (N x C x H x W) on the training device; a batch is `x[idx]` with `idx` from an
 `EpochSampler`, scaled by `to_float`. No per-image Python work, no DataLoader workers.
@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from amm_core.config import DataConfig
-from amm_core.datasets import load_arrays
+from amm_core.data.datasets import load_arrays
+from amm_core.data.download import ensure
 from amm_core.errors import DataError
 
 N_CLASSES = {"mnist": 10, "fashion_mnist": 10, "svhn": 10}
@@ -52,7 +53,6 @@ class Splits:
     labelled_idx: torch.Tensor  # SAMM: indices into train_*; empty for unsupervised AMM
     n_classes: int
     class_freqs: torch.Tensor  # label frequencies (labelled subset if any, else train split)
-    dataset: str = ""
 
 
 def draw_labelled(
@@ -94,7 +94,9 @@ def load_splits(
     this is the same recipe on the official train (+extra) set, an approximation of them.
     labelled: data_cfg.labelled indices into the train split, generator(seed, "labelled").
     """
-    a = load_arrays(data_cfg.dataset, Path(root), data_cfg.download, data_cfg.svhn_extra)
+    if data_cfg.download:
+        ensure(data_cfg.dataset, Path(root), data_cfg.svhn_extra)
+    a = load_arrays(data_cfg.dataset, Path(root), data_cfg.svhn_extra)
     n = a["train_x"].shape[0]
     if data_cfg.val_size >= n:
         raise DataError(
@@ -109,7 +111,7 @@ def load_splits(
     tx, ty = torch.from_numpy(a["train_x"]), torch.from_numpy(a["train_y"])
     n_classes = N_CLASSES[data_cfg.dataset]
     train_y = ty[train_idx]
-    if data_cfg.labelled > 0:
+    if data_cfg.supervised:
         g = generator(seed, "labelled")
         lab = draw_labelled(train_y, data_cfg.labelled, n_classes, data_cfg.stratified, g)
         freq_src = train_y[lab]
@@ -128,7 +130,6 @@ def load_splits(
         labelled_idx=lab.to(dev),
         n_classes=n_classes,
         class_freqs=(freqs / freqs.sum()).float(),
-        dataset=data_cfg.dataset,
     )
 
 
@@ -136,7 +137,7 @@ def load_splits(
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1] (the only preprocessing, spec section 1)."""
+    """uint8 images -> float32 in [0, 1] (the only preprocessing, docs/method.md section 1)."""
     if x.dtype != torch.uint8:
         raise TypeError(f"to_float expects uint8 images, got {x.dtype}")
     return x.to(torch.float32).div_(255.0)

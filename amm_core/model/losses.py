@@ -5,7 +5,7 @@ the gradients and steps the optimisers. The phases keep no state: the loop draws
 per D step and hands them to each phase, so the last D step's encoder/decoder forward also serves
 the generator phase (D steps change no generator weight, so its graph stays valid):
 
-    opt_d.zero_grad(); t = loss.tuples(x); loss.d_main(t); loss.d_gp(t); opt_d.step()
+    opt_d.zero_grad(); t = loss.tuples(x); loss.d_main(t); loss.d_gp(t, gain); opt_d.step()
     opt_g.zero_grad(); loss.g_main(t); opt_g.step()
 
 D labels inference tuples (x, y~, z~) real and synthesis tuples (x~, y, z) fake; with d the logit,
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from amm_core import names
-from amm_core.augment import random_affine
 from amm_core.config import Config
-from amm_core.models import AMM
-from amm_core.networks import one_hot
+from amm_core.data.augment import random_affine
+from amm_core.model.models import AMM
+from amm_core.model.networks import one_hot
 
 
 class Tuples(NamedTuple):
@@ -62,8 +62,6 @@ class AMMLoss:
     def __init__(self, model: AMM, cfg: Config):
         self.model = model
         self.penalty = cfg.loss.penalty
-        # lazy regularisation: the loop runs D_gp on every gp_every-th D step, weighted gp_every
-        self.gp_weight = cfg.loss.gp_weight * cfg.loss.gp_every
         self.lc = cfg.loss
 
     # ---- forward pass --------------------------------------------------------------------
@@ -125,19 +123,19 @@ class AMMLoss:
             names.D_FAKE: torch.sigmoid(d_p.detach()).mean(),
         }
 
-    def d_gp(self, tuples: Tuples) -> dict[str, torch.Tensor]:
-        """The gradient penalty (loss.penalty) on the tuples of the same D step."""
-        if self.penalty == "none" or self.gp_weight == 0:
-            zero = torch.zeros((), device=tuples.xq.device)
-            return {names.LOSS_D_GP: zero, names.GP_NORM: zero}
+    def d_gp(self, tuples: Tuples, gain: float = 1.0) -> dict[str, torch.Tensor]:
+        """The gradient penalty (loss.penalty, on: the step skips it when off) on the tuples of
+        the same D step. `gain` scales its gradient only (the lazy penalty's interval, chosen by
+        `step.penalty_gains`); the stats read the same whatever the interval."""
+        assert self.penalty != "none", "d_gp with loss.penalty=none (step.penalty_gains skips it)"
         t = tuples.detach()
         if self.penalty == "roth":
             loss, norm = self._roth(t)
         else:
             loss, norm = self._interpolate_penalty(t, self.penalty)
-        loss = self.gp_weight * loss
+        loss = self.lc.gp_weight * loss
         if loss.requires_grad:  # False only when D ignores every penalised input
-            loss.backward()
+            (gain * loss).backward()
         return {names.LOSS_D_GP: loss.detach(), names.GP_NORM: norm.detach().mean()}
 
     def _input_grads(self, d: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The training loop: steps (`amm_core.step`), evaluations, checkpoints, reports.
+"""The training loop: steps (`amm_core.run.step`), evaluations, checkpoints, reports.
 
 Everything about the method lives in `losses.py` / `models.py`; everything about Ray and MLflow
 lives in `sweeps/`. The loop talks to the outside world through two hooks:
@@ -20,17 +20,14 @@ from typing import Any
 
 import torch
 
-from amm_core import names
-from amm_core.accel import (
-    CudaGraphStep,
-    adam_flags,
-    autocast,
-    compile_networks,
-    keep_freed_memory,
-    memory_format,
-    uses_cuda_graph,
-)
-from amm_core.checkpoint import (
+from amm_core import names, settings
+from amm_core.config import Config, config_from_dict, total_steps
+from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
+from amm_core.errors import ConfigError
+from amm_core.fs import json_lines
+from amm_core.model.models import AMM
+from amm_core.run.accel import keep_freed_memory
+from amm_core.run.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -39,18 +36,11 @@ from amm_core.checkpoint import (
     set_rng_state,
     step_dir,
 )
-from amm_core.classifier import digit_classifier
-from amm_core.config import Config, config_from_dict, total_steps
-from amm_core.data import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
-from amm_core.diagnostics import generation_metrics, latent_diagnostics
-from amm_core.errors import ConfigError
-from amm_core.fs import json_lines
-from amm_core.locations import resolve_data_root
-from amm_core.losses import AMMLoss
-from amm_core.metrics import evaluate, mapping_for
-from amm_core.models import AMM, build_models
-from amm_core.plateau import Plateau
-from amm_core.step import Stats, make_optimizers, penalty_schedule, training_step
+from amm_core.run.classifier import digit_classifier
+from amm_core.run.diagnostics import generation_metrics, latent_diagnostics
+from amm_core.run.metrics import evaluate, mapping_for
+from amm_core.run.plateau import Plateau
+from amm_core.run.step import Stats, TrainingStep
 
 # report(metrics, checkpoint_dir, final): final is True once, on the test/* metrics at the end
 ReportFn = Callable[[dict[str, Any], Path | None, bool], None]
@@ -117,7 +107,6 @@ def run(
     report: ReportFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume_from: str | Path | None = None,
-    data_root: str | Path | None = None,
     progress: bool = False,
     tick: Callable[[int, int], None] | None = None,
 ) -> RunResult:
@@ -135,28 +124,17 @@ def run(
     # One seed; every RNG derives from it (data split and batch order have their own streams).
     random.seed(derive_seed(cfg.seed, "python"))
     torch.manual_seed(derive_seed(cfg.seed, "torch"))
-    root = resolve_data_root(str(data_root) if data_root else None, cfg.data.data_dir)
+    root = Path(cfg.data.data_dir or settings.data_dir("data")).expanduser().absolute()
     splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
     n_train = len(splits.train_x)
-    samm = cfg.data.labelled > 0
 
-    fmt = memory_format(cfg, device)
     if device.type == "cpu":
         keep_freed_memory()
-    model = build_models(cfg, class_freqs=splits.class_freqs).to(device, memory_format=fmt)
-    loss = AMMLoss(model, cfg)
-    if cfg.model.dec_out_bias == "logodds":  # before the optimisers see the parameter
-        model.decoder.set_output_bias(to_float(splits.train_x[:10000]).mean(0))
-    graphed = uses_cuda_graph(cfg, device)
-    adam = adam_flags(cfg, device)
-    opt_g, opt_d = make_optimizers(model, cfg, **adam)
-    compile_networks(model, cfg)
-    step_fn = CudaGraphStep(
-        lambda x, x_l, y_l, pen: training_step(loss, opt_d, opt_g, x, x_l, y_l, pen), graphed
-    )
+    step_fn = TrainingStep(cfg, device, splits.class_freqs, splits.train_x)
+    model, opt_g, opt_d, fmt = step_fn.model, step_fn.opt_g, step_fn.opt_d, step_fn.fmt
     sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
     lab_sampler = None
-    if samm:
+    if cfg.data.supervised:
         lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, "labelled_batches")
         lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
         lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
@@ -172,7 +150,7 @@ def run(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         for group in opt_g.param_groups + opt_d.param_groups:  # a GPU run may resume on a CPU
-            group.update(adam)  # saved with the checkpoint; a CPU cannot step it
+            group.update(step_fn.adam)  # saved with the checkpoint; a CPU cannot step it
         sampler.load_state_dict(state["sampler"])
         if lab_sampler is not None:
             lab_sampler.load_state_dict(state["lab_sampler"])
@@ -238,9 +216,7 @@ def run(
             x_l = to_float(splits.train_x[lidx]).contiguous(memory_format=fmt)
             y_l = splits.train_y[lidx]
 
-        pen = penalty_schedule(cfg, step)
-        with autocast(cfg, device, graphed):
-            stats.add(step_fn(x, x_l, y_l, pen))
+        stats.add(step_fn(step, x, x_l, y_l))
         step += 1
         if tick is not None:
             tick(step, steps)
@@ -298,7 +274,9 @@ def run(
     final.update({names.split_metric("test", k): v for k, v in test.items()})
     gen = gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test"))
     final.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
-    final[names.ERROR_MAPPING_TAG] = mapping_for(cfg.model.num_components, splits.n_classes, samm)
+    final[names.ERROR_MAPPING_TAG] = mapping_for(
+        cfg.model.num_components, splits.n_classes, cfg.data.supervised
+    )
     final[names.STOP_REASON] = stop_reason
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
@@ -312,7 +290,7 @@ def run(
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
     """Figures are a by-product: a plotting failure is reported, and the run still counts."""
     try:
-        from amm_core.figures import write_run_figures
+        from amm_core.run.figures import write_run_figures
 
         history = json_lines(out.parent / names.METRICS_FILE)
         write_run_figures(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amm_core.datasets import load_arrays
+from amm_core.data.datasets import load_arrays
 from amm_core.fs import write_atomic
 
 VERSION = 1  # bump when the network or its training changes: old caches are then ignored

@@ -1,8 +1,8 @@
-"""Per-run figures of the paper (spec section 9; the paper's figures 2 to 4) as PNG files.
+"""Per-run figures of the paper (its figures 2 to 4) as PNG files.
 
-`write_run_figures(model, data, out_dir, cfg)` writes, from a trained model and the test split:
-samples_per_component.png, test_by_component.png, reconstructions.png, interpolations.png,
-tsne.png, cluster_matrix.png, confusion_gy.png, confusion_bayes.png, and training.png
+`write_run_figures(model, data, out_dir, cfg)` writes, from a trained model and the test split,
+the files of `names.FIGURE_FILES`: samples per component, test images by component,
+reconstructions, interpolations, t-SNE, cluster and confusion matrices, and training.png
 (validation error and the latent-path diagnostics over the steps, from the metric history).
 All randomness (which test images, the prior noise, t-SNE) derives from cfg.seed. Plotting
 errors raise: the training loop decides that a figure failure does not fail a finished run.
@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from amm_core import metrics, names
+from amm_core import names
 from amm_core.config import Config
-from amm_core.data import derive_seed, to_float
+from amm_core.data.splits import derive_seed, to_float
+from amm_core.run import metrics
 
 
 def _test_data(data: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -184,7 +185,7 @@ def write_run_figures(
         z = (means[:, None] + sigma[:, None, None] * eps).reshape(K * per_component, -1)
         y = torch.eye(K).repeat_interleave(per_component, 0)
         xs = _decode(model, y, z, device).reshape(K, per_component, *x.shape[1:])
-        figs["samples_per_component.png"] = _image_figure(
+        figs[names.FIG_SAMPLES] = _image_figure(
             mosaic([list(r) for r in xs]),
             "random samples per component (rows: k)",
             [str(k) for k in range(K)],
@@ -199,7 +200,7 @@ def write_run_figures(
             rows.append(ims + [None] * (per_component - len(ims)))
         if all(im is None for r in rows for im in r):
             raise ValueError("no test image assigned to any component")
-        figs["test_by_component.png"] = _image_figure(
+        figs[names.FIG_BY_COMPONENT] = _image_figure(
             mosaic(rows), "test images by assigned component (G_y); rows: k (count)", row_labels
         )
 
@@ -209,7 +210,7 @@ def write_run_figures(
         orig = _float(x[idx.to(x.device)], torch.device("cpu"))
         rec = _decode(model, enc["y"][idx], enc["z"][idx], device)
         pairs = [im for i in range(n_rec) for im in (orig[i], rec[i])]
-        figs["reconstructions.png"] = _image_figure(
+        figs[names.FIG_RECONSTRUCTIONS] = _image_figure(
             mosaic([pairs[i : i + 20] for i in range(0, len(pairs), 20)]),
             "reconstructions: original left of each pair",
         )
@@ -226,29 +227,29 @@ def write_run_figures(
         ).reshape(n_pairs, steps, *x.shape[1:])
         xa = _float(x[a.to(x.device)], torch.device("cpu"))
         xb = _float(x[b.to(x.device)], torch.device("cpu"))
-        figs["interpolations.png"] = _image_figure(
+        figs[names.FIG_INTERPOLATIONS] = _image_figure(
             mosaic([[xa[i], *dec[i], xb[i]] for i in range(n_pairs)]),
             "interpolations in (y, z): originals in the first and last columns",
         )
 
         # (e) t-SNE of test embeddings (z means), coloured by the true label
         sub = torch.randperm(len(x), generator=g)[: min(max_points, len(x))]
-        figs["tsne.png"] = _tsne_figure(
+        figs[names.FIG_TSNE] = _tsne_figure(
             enc["z"][sub].numpy(), labels[sub].numpy(), derive_seed(cfg.seed, "tsne") % 2**32
         )
 
         # (f) cluster matrix and (g) confusion matrices of G_y and of eq. 18
-        figs["cluster_matrix.png"] = _matrix_figure(
+        figs[names.FIG_CLUSTERS] = _matrix_figure(
             metrics.contingency(labels, enc["gy"], n_classes, K),
             "cluster matrix (G_y)",
             "component",
             "true label",
         )
-        supervised = cfg.data.labelled > 0
+        supervised = cfg.data.supervised
         mapping = metrics.mapping_for(K, n_classes, supervised)
         for name, pred, who in (
-            ("confusion_gy.png", enc["gy"], "G_y"),
-            ("confusion_bayes.png", enc["bayes"], "eq. 18 (Bayes on z)"),
+            (names.FIG_CONFUSION_GY, enc["gy"], "G_y"),
+            (names.FIG_CONFUSION_BAYES, enc["bayes"], "eq. 18 (Bayes on z)"),
         ):
             cm = metrics.confusion_matrix(labels, pred, n_classes, K, mapping)
             err = 1.0 - np.trace(cm) / len(labels)
@@ -256,7 +257,7 @@ def write_run_figures(
             figs[name] = _matrix_figure(
                 cm, f"confusion, {who}{how}: error {100 * err:.2f}%", "predicted", "true label"
             )
-        figs["training.png"] = training_figure(history or [])
+        figs[names.FIG_TRAINING] = training_figure(history or [])
     finally:
         model.train(was_training)
 

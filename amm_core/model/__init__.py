@@ -1,0 +1,1 @@
+"""The model and its losses: architectures as data, networks, priors, the AMM, the loss phases."""

@@ -1,0 +1,1 @@
+"""One training run: the loop, the step, checkpoints, evaluation, figures, speed levers."""
