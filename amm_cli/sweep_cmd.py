@@ -23,10 +23,12 @@ STORAGE_HELP = (
 
 def _spec(name: str) -> str:
     """A spec path, or a shipped spec's name (smoke, paper/mnist_amm), also from a wheel."""
-    import sweeps
     from amm_core.presets import lookup, shipped
+    from sweeps import spec as spec_module
 
-    specs = Path(sweeps.__file__).parent  # shipped specs are the sweeps package's data
+    # shipped specs are the sweeps package's data; a module's file, not the package's: a `sweeps`
+    # folder in the working directory can shadow the package as a namespace (no __file__)
+    specs = Path(spec_module.__file__).parent
     path = Path(name)
     if not path.is_file():
         path = lookup(name.removeprefix("sweeps/"), specs) or path
