@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from amm_core import loader
 from amm_core.errors import ConfigError
@@ -54,7 +54,6 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    RETIRED: ClassVar[dict[str, Any]] = {"disc_join": "ali"}  # stored runs: a note (loader)
     arch: str = choice("mnist", "mnist", "svhn", "tiny")  # network tables (docs/method.md sec. 3)
     num_components: int = at_least(10, 2)  # K, mixture components
     latent_dim: int = at_least(64, 1)  # L, dimensions of z (paper: 64 on MNIST, 32 for SVHN grid18)
@@ -244,9 +243,9 @@ def config_from_dict(data: dict[str, Any] | None) -> Config:
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     """Dotted-key overrides on a Config; unknown keys are rejected by name."""
-    known, gone = field_names(), {f"model.{k}" for k in ModelConfig.RETIRED}
+    known = field_names()
     for key in overrides:
-        if key not in known and key not in gone:
+        if key not in known and not loader.STORED.get():  # stored: dropped by the loader
             close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
             hint = f" (did you mean {', '.join(close)}?)" if close else did_you_mean(key, known)
             raise ConfigError(f"unknown key '{key}'{hint}; see `{amm()} train --help-config`")

@@ -4,6 +4,7 @@ dataclass, each bad key or value named by its dotted key and what is allowed (`C
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import re
 import sys
@@ -115,20 +116,38 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 
 
 def retired(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`data` without the keys `cls` no longer has (its class attribute `RETIRED`: key -> the one
-    value it ever took), as stored runs still carry them: a one-line note on stderr (once per
-    key and process) when it holds that value, an error when it holds another."""
+    """`data` without the keys `cls` no longer has: those of its class attribute `RETIRED` (key ->
+    the one value it ever took; another value is an error) and, while reading a stored config
+    (`stored`), any key it does not know. Each dropped key: a one-line note on stderr (once per
+    key and process)."""
     gone = getattr(cls, "RETIRED", {})
     for k in sorted(set(data) & set(gone)):
         if data[k] != gone[k]:
             raise ConfigError(f"key '{prefix}{k}' was removed (its one value was {gone[k]!r})")
+    drop = set(data) & set(gone)
+    if STORED.get() and dataclasses.is_dataclass(cls):
+        drop |= set(data) - {f.name for f in dataclasses.fields(cls)}
+    for k in sorted(drop):
         if prefix + k not in _NOTED:
             _NOTED.add(prefix + k)
             print(f"amm: note: key '{prefix}{k}' is no longer a setting; ignored", file=sys.stderr)
-    return {k: v for k, v in data.items() if k not in gone}
+    return {k: v for k, v in data.items() if k not in drop}
 
 
 _NOTED: set[str] = set()
+STORED: contextvars.ContextVar[bool] = contextvars.ContextVar("amm_stored", default=False)
+
+
+@contextlib.contextmanager
+def stored() -> Iterator[None]:
+    """Within: the configs read were written by amm, maybe by an older version (a checkpoint, a
+    sweep's stored base), so a key this version no longer has is dropped with a note, not an
+    error as in a user's file."""
+    token = STORED.set(True)
+    try:
+        yield
+    finally:
+        STORED.reset(token)
 
 
 def build(cls: type, data: Any, prefix: str = "") -> Any:

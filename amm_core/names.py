@@ -36,7 +36,6 @@ STOP_STEPS = "steps"  # train.steps / train.epochs reached
 STOP_TIME_BUDGET = "time_budget"  # train.max_minutes spent
 STOP_PLATEAU = "plateau"  # train.stop_on_plateau: validation error flat
 STOP_SIGNAL = "signal"  # `amm train` got SIGINT/SIGTERM: stopped after its step, checkpoint saved
-STOP_REASONS = (STOP_STEPS, STOP_TIME_BUDGET, STOP_PLATEAU, STOP_SIGNAL)
 SIGNAL_NAME = "signal"  # final.json of a run a signal stopped: which one (SIGINT, SIGTERM)
 # the words a person reads for each reason: amm_cli/progress.stop_words
 

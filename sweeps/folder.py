@@ -70,12 +70,17 @@ def _fs(path: str):
     return pyarrow.fs.FileSystem.from_uri(path)
 
 
+def is_remote(storage: str) -> bool:
+    """A storage URI (s3://, gs://, ...) rather than a local folder: the one rule."""
+    return "://" in storage
+
+
 class SweepFolder:
     """The folder of sweep `name` under `storage` (default: the configured sweep storage)."""
 
     def __init__(self, storage: str | None, name: str) -> None:
         storage = storage or settings.sweep_storage()
-        self.name, self.remote = name, "://" in storage
+        self.name, self.remote = name, is_remote(storage)
         if self.remote:
             self.storage, self.path = storage, f"{storage.rstrip('/')}/{name}"
         else:

@@ -29,6 +29,8 @@ from amm_core import settings
 from amm_core.errors import ConfigError
 from amm_core.fs import write_atomic
 from amm_core.loader import build, within
+from sweeps.folder import is_remote
+from sweeps.tracking import resolve_tracking_uri
 
 PROJECT_FILE = "amm.toml"
 INDEX = "runs/sweep_index.json"
@@ -66,10 +68,8 @@ def project_settings(start: Path | None = None) -> dict[str, str]:
 
 def _absolute(key: str, value: str, root: Path) -> str:
     if key == "tracking_uri":
-        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-            return f"sqlite:///{root / value[len('sqlite:///') :]}"
-        return value
-    if "://" in value:
+        return resolve_tracking_uri(value, root)
+    if is_remote(value):
         return value
     return str((root / Path(value).expanduser()).resolve())
 

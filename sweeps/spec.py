@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from amm_core.config import Config, apply_overrides, field_names, load_config, total_steps
 from amm_core.errors import ConfigError
-from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, within
+from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, stored, within
 from amm_core.names import VARIANT
 from amm_core.shell import amm
 
@@ -153,7 +153,8 @@ def trial_config(
     """One trial's config from plain data: the sweep's base (flat: preset + fixed overrides), then
     its variant's overrides, then its swept values. The driver (`SweepSpec.trial_config`) and the
     Ray workers (which get the flat base, not the spec) both build configs here."""
-    return apply_overrides(Config(), {**base, **expand_variant(params, variants or {})})
+    with stored():  # a resumed sweep's base may come from an older amm (a note per dropped key)
+        return apply_overrides(Config(), {**base, **expand_variant(params, variants or {})})
 
 
 def expand_variant(params: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:

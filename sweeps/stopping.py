@@ -37,11 +37,6 @@ def request(reason: str) -> None:
     _state["stop"] = _state["stop"] or reason
 
 
-def requested() -> str:
-    """Why a stop was asked for; '' when none was."""
-    return _state["stop"]
-
-
 def check() -> None:
     """A safe point before Tune runs: a stop asked for ends the setup here."""
     if _state["stop"]:

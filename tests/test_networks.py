@@ -26,8 +26,8 @@ def test_spatial_chains_match_the_paper():
     assert [c for _, _, c in svhn.enc] == [16, 128, 128, 256, 256, 512]
     assert conv_sizes(1, svhn.dec, transposed=True) == [1, 4, 6, 13, 15, 31, 32]
     assert [c for _, _, c in svhn.dec] == [256, 256, 128, 128, 16, 3]
-    assert (mnist.disc_yz, mnist.disc_joint) == ((64, 64), (256, 256))
-    assert (svhn.disc_yz, svhn.disc_joint) == ((512, 512), (1024, 1024))
+    assert (mnist.disc_yz, mnist.disc_head) == ((64, 64), (256, 256))
+    assert (svhn.disc_yz, svhn.disc_head) == ((512, 512), (1024, 1024))
     assert (mnist.enc_dropout, mnist.dec_dropout, mnist.disc_dropout) == (0.2, 0.2, 0.2)
     assert (svhn.enc_dropout, svhn.dec_dropout, svhn.disc_dropout) == (0.0, 0.0, 0.2)
     assert mnist.mean_hidden == ((64, 0.0), (64, 0.2)) and svhn.mean_hidden == ()

@@ -122,7 +122,7 @@ def test_resume_rejects_a_different_config(tmp_path, data_root):
 
 def test_a_cuda_graph_checkpoint_resumes_on_a_cpu(tmp_path, data_root):
     """A CUDA-graph run saves Adam with capturable=True, which a CPU optimizer cannot step; a
-    checkpoint from before model.disc_join was removed carries that key (a note, no error)."""
+    checkpoint of an older amm may carry a key this version removed (a note, no error)."""
     run(fast_config("train.steps=10"), tmp_path / "r")
     path = tmp_path / "r" / "checkpoints" / "step_0000010" / "state.pt"
     state = torch.load(path, weights_only=True)
@@ -130,7 +130,7 @@ def test_a_cuda_graph_checkpoint_resumes_on_a_cpu(tmp_path, data_root):
         for group in state[opt]["param_groups"]:
             group["capturable"] = True  # as a GPU run with train.cuda_graph writes it
     old = json.loads(state["config"])
-    state["config"] = json.dumps({**old, "model": {**old["model"], "disc_join": "ali"}})
+    state["config"] = json.dumps({**old, "model": {**old["model"], "removed_key": "ali"}})
     torch.save(state, path)
     out = run(fast_config("train.steps=20"), tmp_path / "r", resume_from=path.parent)
     assert out.step == 20 and math.isfinite(out.final[names.TEST_ERROR_GY])

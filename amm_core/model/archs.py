@@ -22,7 +22,7 @@ class Arch:
     dec_dropout: float  # on the decoder convs after the first 1x1
     disc_x: tuple[Conv, ...]  # D's x branch
     disc_yz: tuple[int, ...]  # D's y and z branches: 1x1 widths
-    disc_joint: tuple[int, ...]  # D after the concatenation: 1x1 widths, then one logit
+    disc_head: tuple[int, ...]  # D after the concatenation: 1x1 widths, then one logit
     disc_dropout: float  # on every D layer except the logit
     mean_hidden: tuple[tuple[int, float], ...]  # G_z(y): hidden (width, dropout), BN + Leaky
     dropout_impl: str = "bytes"  # how masks are drawn (`dropout`); the maths is the same
@@ -45,7 +45,7 @@ ARCHS: dict[str, Arch] = {
         dec_dropout=0.2,
         disc_x=MNIST_ENC,
         disc_yz=(64, 64),
-        disc_joint=(256, 256),  # the figure is cut off here: ALI's D(x, z) join
+        disc_head=(256, 256),  # the figure is cut off here: ALI's D(x, z) join
         disc_dropout=0.2,
         mean_hidden=((64, 0.0), (64, 0.2)),
     ),
@@ -60,7 +60,7 @@ ARCHS: dict[str, Arch] = {
         dec_dropout=0.0,
         disc_x=SVHN_ENC,
         disc_yz=(512, 512),
-        disc_joint=(1024, 1024),
+        disc_head=(1024, 1024),
         disc_dropout=0.2,
         mean_hidden=(),  # a single linear layer y -> mu
     ),
@@ -75,7 +75,7 @@ ARCHS: dict[str, Arch] = {
         dec_dropout=0.0,
         disc_x=((2, 1, 8), (3, 2, 16), (3, 2, 16), (6, 1, 32)),
         disc_yz=(16, 16),
-        disc_joint=(64, 64),
+        disc_head=(64, 64),
         disc_dropout=0.2,
         mean_hidden=((16, 0.0),),
     ),

@@ -287,8 +287,8 @@ class Discriminator(nn.Module):
             c = ch
         self.y_layers = self._mlp(num_components, arch.disc_yz)
         self.z_layers = self._mlp(latent_dim, arch.disc_yz)
-        self.joint = self._mlp(c + 2 * arch.disc_yz[-1], arch.disc_joint)
-        self.logit = nn.Linear(arch.disc_joint[-1], 1)
+        self.joint = self._mlp(c + 2 * arch.disc_yz[-1], arch.disc_head)
+        self.logit = nn.Linear(arch.disc_head[-1], 1)
         init_weights(self)
 
     @staticmethod

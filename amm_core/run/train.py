@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from amm_core import names, settings
+from amm_core import loader, names, settings
 from amm_core.config import Config, config_from_dict, total_steps
 from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.errors import ConfigError
@@ -145,7 +145,8 @@ def run(
 
     if resume_from is not None:
         state = load_checkpoint(resume_from)
-        _check_resumable(config_from_dict(json.loads(state["config"])), cfg)
+        with loader.stored():  # a checkpoint of an older amm may carry a removed key
+            _check_resumable(config_from_dict(json.loads(state["config"])), cfg)
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
