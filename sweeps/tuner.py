@@ -120,12 +120,7 @@ def _search_space(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     return space, OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler), s.num_samples
 
 
-def build(
-    spec: SweepSpec,
-    folder: SweepFolder,
-    callbacks: list,
-    verbose: bool = True,
-):
+def build(spec: SweepSpec, folder: SweepFolder, callbacks: list, verbose: bool = True):
     """A new Tuner for the sweep in `folder`."""
     from ray import tune
 
@@ -167,10 +162,7 @@ def restore(folder: SweepFolder, spec: SweepSpec, callbacks: list, verbose: bool
 
     check_ray_version()
     tuner = tune.Tuner.restore(
-        folder.path,
-        trainable=trainable(spec, folder),
-        resume_unfinished=True,
-        resume_errored=True,
+        folder.path, trainable=trainable(spec, folder), resume_unfinished=True, resume_errored=True
     )
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = callbacks

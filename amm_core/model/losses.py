@@ -66,10 +66,7 @@ class AMMLoss:
 
     # ---- forward pass --------------------------------------------------------------------
     def tuples(
-        self,
-        x_u: torch.Tensor,
-        x_l: torch.Tensor | None = None,
-        y_l: torch.Tensor | None = None,
+        self, x_u: torch.Tensor, x_l: torch.Tensor | None = None, y_l: torch.Tensor | None = None
     ) -> Tuples:
         """Encoder on the float images (sampled y~, z~), decoder on prior samples, for one or two
         games, with the generator graph (g_main backpropagates through it).

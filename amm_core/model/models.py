@@ -20,11 +20,7 @@ class AMM(nn.Module):
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """G_y(x), G_z(x, .), G_x(y, z) and the prior's learned parts (G_z(y), offsets, sigma)."""
-        return [
-            *self.encoder.parameters(),
-            *self.decoder.parameters(),
-            *self.prior.parameters(),
-        ]
+        return [*self.encoder.parameters(), *self.decoder.parameters(), *self.prior.parameters()]
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return list(self.disc.parameters())
@@ -47,13 +43,7 @@ def build_models(cfg: Config, class_freqs: torch.Tensor | None = None) -> AMM:
     K, L = m.num_components, m.latent_dim
     return AMM(
         Encoder(
-            arch,
-            K,
-            L,
-            m.inference,
-            y_noise=m.y_noise,
-            gumbel_tau=m.gumbel_tau,
-            z_noise=m.z_noise,
+            arch, K, L, m.inference, y_noise=m.y_noise, gumbel_tau=m.gumbel_tau, z_noise=m.z_noise
         ),  # fmt: skip
         Decoder(arch, K, L, out_bias=m.dec_out_bias == "logodds"),
         Discriminator(arch, K, L),

@@ -138,10 +138,7 @@ def clusters_used(y_pred: Any) -> int:
 
 @torch.no_grad()
 def bayes_assign(
-    z: torch.Tensor,
-    means: torch.Tensor,
-    log_prior: torch.Tensor,
-    sigma: float | torch.Tensor = 1.0,
+    z: torch.Tensor, means: torch.Tensor, log_prior: torch.Tensor, sigma: float | torch.Tensor = 1.0
 ) -> torch.Tensor:
     """Eq. 18: argmax_k log N(z; mu_k, sigma_k^2 I) + log p(y=k).
 
