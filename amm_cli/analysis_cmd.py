@@ -29,31 +29,26 @@ def _common(p: argparse.ArgumentParser, several: bool = False) -> None:
         p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
     p.add_argument(
         "--tracking-uri",
-        default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     p.add_argument(
         "--metric",
         action="append",
-        default=None,
         help=f"default: {names.TEST_ERROR_GY}"
         + ("; repeat for metrics side by side, e.g. --metric test/error_bayes" if several else ""),
     )
     p.add_argument(
         "--rows",
-        default=None,
         help="config axes for rows, comma-separated "
         "(default: the axes that vary, all but the last)",
     )
     p.add_argument(
         "--cols",
-        default=None,
         help="config axes for columns, comma-separated (default: the last axis that varies)",
     )
     p.add_argument(
         "--expected",
         type=int,
-        default=None,
         help="seeds each cell should have "
         "(default: the sweep's amm.num_seeds tag, else the most runs in any cell)",
     )
@@ -77,7 +72,6 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--paper-table",
         type=int,
-        default=None,
         metavar="N",
         help="lay the result out like the paper's Table N (1: MNIST, 2: SVHN-1000)",
     )
@@ -99,7 +93,6 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--save-plots",
         metavar="DIR",
-        default=None,
         help="also write the sweep plots and the validation curves as PNG files into DIR",
     )
     r.set_defaults(func=report_cmd)
@@ -141,6 +134,16 @@ def _fixed_within(df: Any, keys: list[str], key: str) -> bool:
         return False
     d = df[[*keys, key]].astype(str)
     return bool((d.groupby(keys)[key].nunique() <= 1).all())
+
+
+def _axes(args: argparse.Namespace, runs: Any, where: str = "", note: bool = True) -> tuple:
+    """resolve_axes on --rows/--cols; a note on stderr names the axes added to the rows."""
+    rows, cols, extra = resolve_axes(
+        runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
+    )
+    if extra and note:
+        print(f"amm: note: {where}{', '.join(extra)} also vary; added to the rows", file=sys.stderr)
+    return rows, cols
 
 
 def metrics_of(args: argparse.Namespace) -> list[str]:
@@ -185,11 +188,7 @@ def table_cmd(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--paper compares {paper.metric} (the paper's number); got --metric {args.metric}"
             )
-        rows, cols, extra = resolve_axes(
-            runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
-        )
-        if extra:
-            print(f"amm: note: {', '.join(extra)} also vary; added to the rows", file=sys.stderr)
+        rows, cols = _axes(args, runs)
         t = tables.grid_table(
             runs.df,
             rows,
@@ -220,14 +219,7 @@ def _side_by_side(args: argparse.Namespace, sweeps: list[str], metrics: list[str
     parts, axes, first = [], None, sweeps[0]
     for sweep in sweeps:
         runs = load_runs(sweep, args.tracking_uri, metrics)
-        rows, cols, extra = resolve_axes(
-            runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
-        )
-        if extra:
-            print(
-                f"amm: note: {sweep}: {', '.join(extra)} also vary; added to the rows",
-                file=sys.stderr,
-            )
+        rows, cols = _axes(args, runs, f"{sweep}: ")
         if axes is not None and (rows, cols) != axes:
             raise ConfigError(
                 f"sweeps '{first}' and '{sweep}' do not share their axes (rows {axes[0]}, cols "
@@ -252,9 +244,7 @@ def report_cmd(args: argparse.Namespace) -> int:
         raise ConfigError("amm report takes one --metric (its tables show every final metric)")
     args.metric = metrics[0]
     runs = load_runs(args.sweep, args.tracking_uri, metrics)
-    rows, cols, _ = resolve_axes(
-        runs.params, runs.varying(), _split(args.rows), _split(args.cols), runs.df
-    )
+    rows, cols = _axes(args, runs, note=False)
     out = write_report(
         runs,
         args.out,

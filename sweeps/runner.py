@@ -44,12 +44,8 @@ def _fit(t, folder: SweepFolder, cb) -> int:
         t.fit()
         stopping.phase(stopping.CLEANUP)
         states = list(trial_states(folder).values())
-        if any(s in ("running", "pending") for s in states) or not states:
-            status = names.KILLED
-        elif any(s == "failed" for s in states):
-            status = names.FAILED
-        else:
-            status = names.FINISHED
+        ended = names.FAILED if "failed" in states else names.FINISHED
+        status = names.KILLED if not states or {"running", "pending"} & set(states) else ended
     except KeyboardInterrupt:  # before Tune's loop, or a second signal (no graceful stop)
         status = names.KILLED
     finally:
