@@ -18,15 +18,13 @@ SWEEP_HELP = "sweep name (its parent run), MLflow experiment name, or a Ray Tune
 
 
 def _common(p: argparse.ArgumentParser, several: bool = False) -> None:
-    if several:
-        p.add_argument(
-            "sweep",
-            metavar="SWEEP",
-            nargs="+",
-            help=SWEEP_HELP + "; several: side by side, one column group each (same axes)",
-        )
-    else:
-        p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument(
+        "sweep",
+        metavar="SWEEP",
+        nargs="+" if several else None,
+        help=SWEEP_HELP
+        + ("; several: side by side, one column group each (same axes)" if several else ""),
+    )
     p.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",

@@ -137,12 +137,8 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def numeric_axes(runs: pd.DataFrame, axes: list[str]) -> list[str]:
-    out = []
-    for a in axes:
-        v = runs[a]
-        if pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v):
-            out.append(a)
-    return out
+    types = pd.api.types
+    return [a for a in axes if types.is_numeric_dtype(runs[a]) and not types.is_bool_dtype(runs[a])]
 
 
 def sweep_plots(

@@ -127,11 +127,9 @@ class FigureSource:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
+    return "" if v is None else str(v)
 
 
 def value_text(metric: str, v: Any) -> str:

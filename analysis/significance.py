@@ -26,20 +26,25 @@ NOTE = (
 )
 
 
+def key_of(key: tuple) -> tuple:
+    """A cell key usable in a dict: NaN (a run without that param) never equals itself."""
+    return tuple("<missing>" if isinstance(v, float) and math.isnan(v) else v for v in key)
+
+
+def cell_runs(runs: pd.DataFrame, by: list[str]) -> dict[tuple, pd.DataFrame]:
+    """Cell key (always a tuple) -> the runs in that cell."""
+    if not by:
+        return {(): runs}
+    return {
+        key_of(k if isinstance(k, tuple) else (k,)): g
+        for k, g in runs.groupby(by, dropna=False, sort=True)
+    }
+
+
 def cell_values(runs: pd.DataFrame, by: list[str], metric: str) -> dict[tuple, np.ndarray]:
     """Cell key (a tuple of the `by` values) -> the metric of its finished seeds."""
     d = runs[agg.ok_mask(runs, metric)]
-    if not by:
-        return {(): d[metric].to_numpy(dtype=float)}
-    out = {}
-    for key, g in d.groupby(by, dropna=False, sort=True):
-        out[_key(key if isinstance(key, tuple) else (key,))] = g[metric].to_numpy(dtype=float)
-    return out
-
-
-def _key(key: tuple) -> tuple:
-    """NaN (a run without that param) never equals itself: one stand-in for it."""
-    return tuple("<missing>" if isinstance(v, float) and math.isnan(v) else v for v in key)
+    return {k: g[metric].to_numpy(dtype=float) for k, g in cell_runs(d, by).items()}
 
 
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,7 +69,7 @@ def vs_best(
     values = cell_values(runs, by, metric)
 
     def of(i: int) -> np.ndarray:
-        return values.get(_key(tuple(summary.loc[i, a] for a in by)), np.empty(0))
+        return values.get(key_of(tuple(summary.loc[i, a] for a in by)), np.empty(0))
 
     base = of(ref)
     return pd.Series(

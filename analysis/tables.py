@@ -17,6 +17,7 @@ from amm_core.errors import ConfigError
 from analysis import aggregate as agg
 from analysis import paper as pp
 from analysis import significance as sig
+from analysis.significance import cell_runs, key_of
 
 _CONFIG_KEYS = set(Config().flat())
 # csv columns of a cell compared with the paper (empty for the others)
@@ -90,21 +91,6 @@ def check_metric(metrics: list[str], metric: str) -> None:
         raise ConfigError(
             f"metric '{metric}' is logged by no run; metrics: {', '.join(metrics) or '(none)'}"
         )
-
-
-def key_of(key: tuple) -> tuple:
-    """A cell key usable in a dict: NaN (a run without that param) never equals itself."""
-    return tuple("<missing>" if isinstance(v, float) and math.isnan(v) else v for v in key)
-
-
-def cell_runs(runs: pd.DataFrame, by: list[str]) -> dict[tuple, pd.DataFrame]:
-    """Cell key (always a tuple) -> the runs in that cell."""
-    if not by:
-        return {(): runs}
-    return {
-        key_of(k if isinstance(k, tuple) else (k,)): g
-        for k, g in runs.groupby(by, dropna=False, sort=True)
-    }
 
 
 def compare_cells(

@@ -34,8 +34,6 @@ from amm_core.shell import amm
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
 SHORT_NAMES = {"loss.gp_weight": "lambda", "optim.lr": "lr"}  # run-name labels
-
-
 RESOURCE_KEYS = ("resources.cpu", "resources.gpu")  # accepted by --set besides config keys
 
 
@@ -260,11 +258,10 @@ def _parse(data: dict[str, Any], path: Path, extra_overrides: dict[str, Any]) ->
     # `--set resources.gpu=0` (or resources.cpu=N): the spec's resources, not a config key; the
     # way to run a GPU spec on CPUs without copying it
     res = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k in RESOURCE_KEYS}
-    if res:
-        for k, v in res.items():
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ConfigError(f"resources.{k}: expected a number, got {v!r}")
-        raw = dataclasses.replace(raw, resources=dataclasses.replace(raw.resources, **res))
+    for k, v in res.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"resources.{k}: expected a number, got {v!r}")
+    raw = dataclasses.replace(raw, resources=dataclasses.replace(raw.resources, **res))
     for key in overrides:
         _check_config_key("overrides", key)
     _check_grid(data, raw)
