@@ -121,10 +121,10 @@ def retired(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]
     (`stored`), any key it does not know. Each dropped key: a one-line note on stderr (once per
     key and process)."""
     gone = getattr(cls, "RETIRED", {})
-    for k in sorted(set(data) & set(gone)):
+    drop = set(data) & set(gone)
+    for k in sorted(drop):
         if data[k] != gone[k]:
             raise ConfigError(f"key '{prefix}{k}' was removed (its one value was {gone[k]!r})")
-    drop = set(data) & set(gone)
     if STORED.get() and dataclasses.is_dataclass(cls):
         drop |= set(data) - {f.name for f in dataclasses.fields(cls)}
     for k in sorted(drop):
