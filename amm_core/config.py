@@ -98,6 +98,7 @@ class LossConfig:
     recon_weight: float = at_least(0.0, 0)  # ALICE x-cycle: BCE of G_x(G_y(x), G_z(x)) vs x
     latent_weight: float = at_least(0.0, 0)  # z-cycle: squared error of G_z(G_x(y, z)) vs z
     centroid_weight: float = at_least(0.0, 0)  # soft centroid of z~ per component vs mu_k (eq. 18)
+    bayes_weight: float = at_least(0.0, 0)  # CE of eq. 18's posterior on z~ vs G_y's assignment
     label_weight: float = at_least(0.0, 0)  # SAMM: CE of G_y(x_l) against y_l, labelled batch
     cluster_balance: float = at_least(1.0, 0)  # weight of -H(mean_batch p(y|x)), cluster term
     cluster_entropy: float = at_least(0.0, 0)  # weight of mean H(p(y|x)) inside the cluster term

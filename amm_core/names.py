@@ -17,6 +17,7 @@ LOSS_G_RECON = "loss/G_recon"  # extra term: BCE of G_x(G_y(x), G_z(x)) against 
 LOSS_G_LATENT = "loss/G_latent"  # extra term: ||G_z(G_x(y, z)) - z||^2 / L (latent_weight)
 LOSS_G_LABEL = "loss/G_label"  # extra term (SAMM): CE of G_y(x_l) against y_l (label_weight)
 LOSS_G_CENTROID = "loss/G_centroid"  # extra term: soft centroid of z~ per component vs mu_k
+LOSS_G_BAYES = "loss/G_bayes"  # extra term: CE of eq. 18's posterior on z~ vs G_y's assignment
 LOSS_CLUSTER_CONSIST = "loss/cluster_consist"  # extra term: KL(p(y|x) || p(y|T(x)))
 LOSS_CLUSTER_HMARG = "loss/cluster_h_marginal"  # entropy of the batch-mean p(y|x)
 LOSS_CLUSTER_HCOND = "loss/cluster_h_cond"  # mean entropy of p(y|x)

@@ -357,6 +357,27 @@ def test_centroid_term_is_zero_on_the_means_and_pulls_codes_onto_them():
     assert (z.grad > 0).all()  # descending it moves each code back toward its mean
 
 
+def test_bayes_term_moves_only_the_codes_eq18_misassigns():
+    """loss.bayes_weight: cross-entropy of eq. 18's posterior on z~ against G_y's assignment;
+    about zero when every code sits on its component's mean, large for a code nearest another
+    component's mean, and its gradient moves that code from the wrong mean toward the right one
+    while a well-placed code gets (almost) none."""
+    model, loss = _setup(dropout=0.0, means="random", random_scale=3.0)  # means ~12 apart
+    mu = model.prior.means().detach()
+    logits = torch.full((K, K), -30.0).fill_diagonal_(30.0)  # image k certainly in component k
+    on = Tuples(*[torch.zeros(1)] * 6, (K,), y_mu=logits, z_mu=mu.clone())
+    assert float(loss._bayes_term(on)) == pytest.approx(0.0, abs=1e-3)
+    z = mu.clone()
+    z[0] = mu[1]  # image 0 (component 0 by G_y) coded on component 1's mean
+    z.requires_grad_(True)
+    value = loss._bayes_term(Tuples(*[torch.zeros(1)] * 6, (K,), y_mu=logits, z_mu=z))
+    assert float(value.detach()) > 0.5 / K
+    value.backward()
+    step = -z.grad[0]  # the descent direction of the misplaced code
+    assert float(step @ (mu[0] - mu[1])) > 0  # toward its own mean, away from the wrong one
+    assert float(z.grad[1:].abs().max()) < 1e-3 * float(z.grad[0].abs().max())
+
+
 def test_label_term_trains_gy_on_the_labelled_batch():
     """loss.label_weight (SAMM): CE of G_y(x_l) against y_l is logged and reaches G_y's head, which
     Algorithm 2's labelled game alone never does (test_labelled_game_alone_gives_gy_no_gradient):

@@ -206,6 +206,10 @@ class AMMLoss:
                 centroid = self._centroid_term(t)
                 total = total + self.lc.centroid_weight * centroid
                 extra[names.LOSS_G_CENTROID] = centroid.detach()
+            if self.lc.bayes_weight > 0:
+                bayes = self._bayes_term(t)
+                total = total + self.lc.bayes_weight * bayes
+                extra[names.LOSS_G_BAYES] = bayes.detach()
             if self.lc.label_weight > 0 and t.yl_mu is not None:
                 label = F.cross_entropy(t.yl_mu.float(), t.y_l.to(t.yl_mu.device).long())
                 total = total + self.lc.label_weight * label
@@ -252,6 +256,23 @@ class AMMLoss:
         c = (p.t() @ t.z_mu.float()) / mass.clamp_min(1e-6)[:, None]
         mu = self.model.prior.means().detach().float()
         return ((c - mu).pow(2).mean(1) * mass / mass.sum()).sum()
+
+    def _bayes_term(self, t: Tuples) -> torch.Tensor:
+        """Eq. 18 made to agree with G_y: cross-entropy of the posterior of eq. 18 on z~,
+        softmax_k(log N(mu_z(x); mu_k, sigma_k^2 I) + log p(k)), against p = softmax of G_y's
+        logits; p, mu_k (eval mode, as eq. 18 uses them) and sigma_k held fixed. In L = 64
+        dimensions the posterior is saturated, so a code already nearest its component's mean
+        costs about nothing: the term moves only the codes eq. 18 would misassign, and leaves the
+        spread of the rest to the game (the centroid term's complement)."""
+        assert t.y_mu is not None and t.z_mu is not None, "bayes term: tuples without codes"
+        p = torch.softmax(t.y_mu.detach().float(), dim=1)
+        prior = self.model.prior
+        mu, sigma = prior.means().detach().float(), prior.sigma().detach().float()
+        z = t.z_mu.float()
+        sq = (z[:, None, :] - mu[None]).pow(2).sum(-1)  # (N, K); cdist's backward is slower
+        logits = -0.5 * sq / sigma.square() - z.shape[1] * torch.log(sigma)
+        logits = logits + prior.log_py().clamp_min(-1e4)  # a class of frequency 0: no NaN
+        return -(p * torch.log_softmax(logits, dim=1)).sum(1).mean()
 
     def _cluster_term(self, t: Tuples) -> tuple[torch.Tensor, dict]:
         """IMSAT-style: KL(p(y|x) || p(y|T(x))) with p(y|x) as the target, minus
