@@ -34,6 +34,7 @@ from amm_core.config import Config
 from amm_core.data.augment import random_affine
 from amm_core.model.models import AMM
 from amm_core.model.networks import one_hot
+from amm_core.model.priors import eq18_logits
 
 
 class Tuples(NamedTuple):
@@ -268,10 +269,8 @@ class AMMLoss:
         p = torch.softmax(t.y_mu.detach().float(), dim=1)
         prior = self.model.prior
         mu, sigma = prior.means().detach().float(), prior.sigma().detach().float()
-        z = t.z_mu.float()
-        sq = (z[:, None, :] - mu[None]).pow(2).sum(-1)  # (N, K); cdist's backward is slower
-        logits = -0.5 * sq / sigma.square() - z.shape[1] * torch.log(sigma)
-        logits = logits + prior.log_py().clamp_min(-1e4)  # a class of frequency 0: no NaN
+        log_py = prior.log_py().clamp_min(-1e4)  # a class of frequency 0: no NaN in the CE
+        logits = eq18_logits(t.z_mu.float(), mu, log_py, sigma)
         return -(p * torch.log_softmax(logits, dim=1)).sum(1).mean()
 
     def _cluster_term(self, t: Tuples) -> tuple[torch.Tensor, dict]:

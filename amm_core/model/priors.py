@@ -73,6 +73,16 @@ def _read_file(path: str) -> torch.Tensor:
     return torch.from_numpy(arr).float()
 
 
+def eq18_logits(
+    z: torch.Tensor, means: torch.Tensor, log_prior: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 18's log p(y=k) + log N(z; mu_k, sigma_k^2 I) up to a constant, (N, K): z (N, L),
+    means (K, L), log_prior and sigma (K,). -L log sigma_k is kept (it differs between components
+    when sigma is learned). Exact pairwise distances (the matmul shortcut loses ties)."""
+    sq = (z[:, None, :] - means[None]).pow(2).sum(-1)
+    return -0.5 * sq / sigma.square() - z.shape[1] * torch.log(sigma) + log_prior
+
+
 def fixed_means(
     name: str,
     num_components: int,

@@ -19,6 +19,7 @@ from amm_core import names
 from amm_core.config import Config
 from amm_core.data.splits import to_float
 from amm_core.model.models import AMM
+from amm_core.model.priors import eq18_logits
 
 # "supervised" (SAMM): the components are the classes, the error is plain misclassification
 MAPPINGS = ("hungarian", "majority", "supervised")
@@ -150,7 +151,7 @@ def bayes_assign(
         raise ValueError(
             f"z {tuple(z.shape)} and means {tuple(means.shape)}: expected (N, L), (K, L)"
         )
-    K, L = means.shape
+    K = means.shape[0]
     dtype = torch.promote_types(z.dtype, torch.float32)
     z = z.to(dtype)
     means = means.to(z.device, dtype)
@@ -158,10 +159,7 @@ def bayes_assign(
     if log_prior.shape[0] != K:
         raise ValueError(f"log_prior has {log_prior.shape[0]} entries, means have K={K}")
     sigma = torch.as_tensor(sigma).to(z.device, dtype).reshape(-1).expand(K)
-    # exact pairwise distances (the matmul shortcut loses ties between equidistant means)
-    sq = torch.cdist(z, means, compute_mode="donot_use_mm_for_euclid_dist").square()
-    logp = -0.5 * sq / sigma.square() - L * torch.log(sigma) + log_prior
-    return logp.argmax(dim=1)
+    return eq18_logits(z, means, log_prior, sigma).argmax(dim=1)
 
 
 def evaluate_assignments(
