@@ -26,11 +26,6 @@ def higher_is_better(metric: str) -> bool:
     return metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER
 
 
-def is_error(metric: str) -> bool:
-    """Errors are fractions in [0, 1], shown in percent as in the paper."""
-    return "error" in metric.rsplit("/", 1)[-1]
-
-
 def ok_mask(df: pd.DataFrame, metric: str) -> pd.Series:
     """Trials that produced a result: FINISHED and a finite value of `metric`."""
     values = pd.to_numeric(df[metric], errors="coerce")

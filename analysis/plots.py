@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from amm_core import names
 from analysis import aggregate as agg
 
 LAMBDA = "loss.gp_weight"
@@ -27,7 +28,7 @@ def metric_vs_axis(
     """`summary` from aggregate.summarize(runs, [x] (+ [line]), metric). Cells without a result
     are left out; a cell with one seed has no error bar. x is log-scaled when all values are
     positive, symlog when 0 is among them (lambda = 0 turns the penalty off)."""
-    scale = 100.0 if agg.is_error(metric) else 1.0
+    scale = 100.0 if names.is_error(metric) else 1.0
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
     groups = summary.groupby(line, dropna=False, sort=True) if line else [(None, summary)]
@@ -68,7 +69,7 @@ def metric_vs_category(
 ) -> Figure:
     """Like `metric_vs_axis` for a categorical axis (variants, placements): one point with a std
     error bar per value of x, in the summary's order, side by side per value of `line`."""
-    scale = 100.0 if agg.is_error(metric) else 1.0
+    scale = 100.0 if names.is_error(metric) else 1.0
     cats = list(dict.fromkeys(summary[x].astype(str)))
     fig = Figure(figsize=(max(6, 1.2 * len(cats)), 4), dpi=100)
     ax = fig.add_subplot()
@@ -109,7 +110,7 @@ def validation_curves(
     `history` has columns run_id, step, value (analysis.history); `runs` maps run_id to the cell.
     A seed that stopped early (plateau stop, time budget) leaves the mean of the later steps to
     the seeds that went on; the legend gives each cell's seed count."""
-    scale = 100.0 if agg.is_error(metric) else 1.0
+    scale = 100.0 if names.is_error(metric) else 1.0
     fig = Figure(figsize=(7, 4.5), dpi=100)
     ax = fig.add_subplot()
     h = history.merge(runs[["run_id", *by]], on="run_id", how="inner")

@@ -134,7 +134,7 @@ def _fmt(v: Any) -> str:
 
 def value_text(metric: str, v: Any) -> str:
     """A metric as a person reads it: errors in percent ('69.25 %'), others as stored."""
-    return percent(v) if agg.is_error(metric) else _fmt(v)
+    return percent(v) if names.is_error(metric) else _fmt(v)
 
 
 def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
@@ -142,7 +142,7 @@ def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     if STOP_REASON in runs.columns and runs[STOP_REASON].notna().any():
         cols.insert(2, STOP_REASON)  # a plateau stop or a time budget ended the run
     d = runs[cols].sort_values([c for c in [*axes, "seed"] if c in runs.columns] or ["run_name"])
-    pct = {c for c in metrics if agg.is_error(c)}  # errors in percent, as in the tables
+    pct = {c for c in metrics if names.is_error(c)}  # errors in percent, as in the tables
 
     def cell(c: str, v: object) -> str:
         if c in pct and isinstance(v, float) and not math.isnan(v):

@@ -42,7 +42,7 @@ class Table:
 
 def scale_of(metric: str) -> tuple[float, int]:
     """(factor, decimals): errors in percent with 2 decimals, NMI/ARI as fractions."""
-    if agg.is_error(metric):
+    if names.is_error(metric):
         return 100.0, 2
     if metric.rsplit("/", 1)[-1] == names.CLUSTERS_USED:
         return 1.0, 1
