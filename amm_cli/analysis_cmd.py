@@ -13,7 +13,9 @@ from typing import Any
 from amm_core import names
 from amm_core.errors import ConfigError
 
-KNOWN_METRICS = {names.split_metric(s, m) for s in names.SPLITS for m in names.EVAL_METRICS}
+KNOWN_METRICS = {
+    names.split_metric(s, m) for s in names.SPLITS for m in (*names.EVAL_METRICS, names.GY_INFO)
+}
 SWEEP_HELP = "sweep name (its parent run), MLflow experiment name, or a Ray Tune results folder"
 
 

@@ -93,11 +93,12 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume needs --out DIR: the folder of the run to continue")
         out = Path("runs/train") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume_from, ckpts = None, out / names.CHECKPOINTS_DIR
+    in_phase = (out / names.STARTS_DIR).is_dir()  # stopped in the restart phase: no checkpoint
     if args.resume:
         resume_from = latest_checkpoint(ckpts)
-        if resume_from is None:
+        if resume_from is None and not in_phase:
             raise ConfigError(f"--resume: no checkpoint under '{ckpts}'")
-    elif ckpts.exists() and any(ckpts.iterdir()):
+    elif in_phase or ckpts.exists() and any(ckpts.iterdir()):
         # Never overwrite a run: the user either resumes it or picks a new folder.
         raise ConfigError(
             f"--out '{out}' already holds a run; use --resume to continue it or another --out"

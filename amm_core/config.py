@@ -127,6 +127,12 @@ class TrainConfig:
     # plateau_delta (absolute fraction; 0 = any drop), as a finished run (0 = off)
     stop_on_plateau: int = at_least(0, 0)
     plateau_delta: float = checked(0.0, lambda v: 0 <= v < 1, "in [0, 1)")
+    # restart phase (docs/method.md section 9): train N starts for restart_steps each, go on with
+    # the one whose G_y holds the most information on the validation images (val/gy_info, no
+    # labels); 1 = no phase. `start` seeds a start's weights and batches, never the data split.
+    restarts: int = at_least(1, 1)  # starts trained before choosing one (1 = no phase)
+    restart_steps: int = at_least(1000, 1)  # steps of each start (multiple of eval_every)
+    start: int = at_least(0, 0)  # which start's weights and batches (the phase sets it)
     d_steps: int = at_least(1, 1)  # D updates per G update (each on the step's batch)
     eval_batch_size: int = 1000  # batch for evaluation forward passes
     log_every: int = at_least(50, 1)  # training-loss report every N steps
@@ -187,6 +193,12 @@ def total_steps(cfg: Config, n_train: int | None = None) -> int:
     return max(1, math.ceil(t.epochs * n_train / t.batch_size))
 
 
+def trained_steps(cfg: Config, n_train: int | None = None) -> int:
+    """Steps a run trains in all: `total_steps` and the restart phase's other starts (what a
+    plan's cost counts)."""
+    return total_steps(cfg, n_train) + (cfg.train.restarts - 1) * cfg.train.restart_steps
+
+
 def field_names() -> list[str]:
     """All dotted keys a config accepts."""
     return list(Config().flat().keys())
@@ -233,6 +245,15 @@ def _validate(cfg: Config) -> Config:
     need(
         cfg.loss.label_weight == 0 or d.supervised,
         "key 'loss.label_weight': needs labels (data.labelled > 0); allowed without labels: 0",
+    )
+    need(
+        t.restarts == 1 or t.restart_steps % t.eval_every == 0,
+        f"key 'train.restart_steps': {t.restart_steps} must be a multiple of train.eval_every "
+        f"({t.eval_every}), so that each start ends on an evaluation",
+    )
+    need(
+        t.restarts == 1 or t.steps == 0 or t.restart_steps < t.steps,
+        f"key 'train.restart_steps': {t.restart_steps} must be below train.steps ({t.steps})",
     )
     return cfg
 

@@ -50,6 +50,9 @@ NMI = "nmi"
 ARI = "ari"
 CLUSTERS_USED = "clusters_used"  # distinct components assigned (collapse detector)
 EVAL_METRICS = (ERROR_GY, ERROR_BAYES, NMI, ARI, CLUSTERS_USED)
+# label-free: mutual information (nats) of an image and G_y's component on the split, H(mean p)
+# - mean H(p); ln K when assignments are confident and balanced. The restart phase chooses by it.
+GY_INFO = "gy_info"
 
 
 def is_error(key: str) -> bool:
@@ -75,6 +78,9 @@ TEST_NMI = split_metric("test", NMI)
 TEST_ARI = split_metric("test", ARI)
 TEST_CLUSTERS_USED = split_metric("test", CLUSTERS_USED)
 FINAL_METRICS = (TEST_ERROR_GY, TEST_ERROR_BAYES, TEST_NMI, TEST_ARI, TEST_CLUSTERS_USED)
+VAL_GY_INFO = split_metric("val", GY_INFO)
+# final.json of a run with train.restarts > 1: the start it went on with (also its train.start)
+RESTART_CHOSEN = "restart/chosen"
 
 # diagnostics of the latent path (one batch at each evaluation; docs/method.md, "diagnostics")
 DIAG_D_GRAD_X = "diag/d_grad_x"  # mean per-sample ||dD/dx|| at inference tuples
@@ -107,10 +113,11 @@ DIAG_METRICS = (
 # every metric a run logs (the val/ and test/ forms of EVAL_METRICS included)
 METRICS = frozenset(
     {LOSS_D, LOSS_D_GP, LOSS_G, LOSS_G_DEC, LOSS_G_ENC, LOSS_G_INFO, GP_NORM, D_REAL, D_FAKE}
-    | {LOSS_G_RECON, LOSS_G_LATENT, LOSS_G_LABEL, LOSS_G_CENTROID}
+    | {LOSS_G_RECON, LOSS_G_LATENT, LOSS_G_LABEL, LOSS_G_CENTROID, LOSS_G_BAYES}
     | {LOSS_CLUSTER_CONSIST, LOSS_CLUSTER_HMARG, LOSS_CLUSTER_HCOND}
     | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS, *GEN_METRICS}
-    | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}
+    | {split_metric(s, m) for s in SPLITS for m in (*EVAL_METRICS, GY_INFO)}
+    | {RESTART_CHOSEN}
     | {split_metric("test", m) for m in GEN_METRICS}  # final.json: gen/* on test images
 )
 # on a sweep's parent run (sweeps/parent.py): best/<objective>, mean/<objective>, trials_finished
@@ -190,6 +197,7 @@ FIGURE_FILES = (  # in the order the paper shows them; training.png last
 )
 SPEC_DIR = "spec"  # parent: the sweep spec file as artifact spec/<file>
 CHECKPOINTS_DIR = "checkpoints"  # of a run's folder
+STARTS_DIR = "starts"  # of a run's folder: the restart phase's runs, start_K each (start_dirname)
 STATE_FILE = "state.pt"  # in a checkpoint folder
 SWEEP_FILE = "amm_sweep.json"  # in the sweep folder: spec, tracking URI, parent run
 RUNS_FILE = "amm_runs.json"  # in the sweep folder: trial id -> MLflow run id
@@ -198,6 +206,11 @@ RUNS_FILE = "amm_runs.json"  # in the sweep folder: trial id -> MLflow run id
 def checkpoint_dirname(step: int) -> str:
     """step_NNNNNNN (7 digits, so that names sort by step)."""
     return f"step_{int(step):07d}"
+
+
+def start_dirname(start: int) -> str:
+    """start_K: the folder of one start of the restart phase, under STARTS_DIR."""
+    return f"start_{int(start)}"
 
 
 def checkpoint_step(dirname: str) -> int | None:

@@ -193,7 +193,7 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     """Print the plan line of a sweep about to run on the connected Ray -> its console callback."""
     import ray
 
-    from amm_core.config import total_steps
+    from amm_core.config import trained_steps
 
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
@@ -201,7 +201,7 @@ def start(spec, name: str, uri: str) -> SweepConsole:
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
     cells = spec.cells() if spec.search is None else [{}]
     cfgs = [spec.trial_config(c) for c in cells]
-    steps = [total_steps(c) for c in cfgs]
+    steps = [trained_steps(c) for c in cfgs]
     eta = None
     if spec.cost.steps_per_sec:
         from sweeps.plan import trial_seconds

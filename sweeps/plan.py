@@ -11,7 +11,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from amm_core.config import total_steps
+from amm_core.config import trained_steps
 from amm_core.errors import ConfigError
 from amm_core.shell import amm
 from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
@@ -80,7 +80,7 @@ def plan_text(
         shown = len(cells) if list_all or len(cells) <= LIST_MAX else LIST_HEAD
         for i, cell in enumerate(cells):
             cfg = spec.trial_config(cell)
-            steps.append(total_steps(cfg))
+            steps.append(trained_steps(cfg))
             budgets.append(cfg.train.max_minutes)
             plateau.append(cfg.train.stop_on_plateau)
             if i < shown:
@@ -94,7 +94,7 @@ def plan_text(
             rng = dim["values"] if dim["type"] == "choice" else f"[{dim['low']}, {dim['high']}]"
             lines.append(f"  {k}: {dim['type']} {rng}")
         cfg = spec.trial_config({})
-        steps = [total_steps(cfg)] * s.num_samples
+        steps = [trained_steps(cfg)] * s.num_samples
         budgets = [cfg.train.max_minutes] * s.num_samples
         plateau = [cfg.train.stop_on_plateau] * s.num_samples
     if spec.scheduler:

@@ -69,6 +69,11 @@ RESUMABLE_CHANGES = {
     "train.max_minutes",
     "train.stop_on_plateau",
     "train.plateau_delta",
+    # a start of the restart phase goes on as the run: it was trained without figures, for
+    # restart_steps, as a run of its own (restarts 1); none of these changes what is trained
+    "train.figures",
+    "train.restarts",
+    "train.restart_steps",
 }
 
 
@@ -100,6 +105,12 @@ def _trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+def _stream(cfg: Config, purpose: str) -> str:
+    """The RNG stream of `purpose` for this run's start: start 0 is the seed's own streams, so a
+    run without restarts draws what it always drew; the data split never depends on the start."""
+    return purpose if cfg.train.start == 0 else f"{purpose}:start{cfg.train.start}"
+
+
 def run(
     cfg: Config,
     out_dir: str | Path,
@@ -109,21 +120,37 @@ def run(
     resume_from: str | Path | None = None,
     progress: bool = False,
     tick: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+    test: bool = True,
 ) -> RunResult:
     """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
 
     Writes out_dir/config.json, metrics.jsonl, final.json, checkpoints/step_*/state.pt and,
-    when cfg.train.figures, figures/*.png.
+    when cfg.train.figures, figures/*.png; with train.restarts > 1 first the restart phase's
+    starts under out_dir/starts/ (`_restart_phase`). `deadline` (time.monotonic()) replaces
+    train.max_minutes' own; test=False ends after the last evaluation (no test, no final.json).
     """
     out_dir = Path(out_dir).resolve()
     ckpt_root = out_dir / names.CHECKPOINTS_DIR
+    t_cfg = cfg.train
+    if t_cfg.restarts > 1:
+        if deadline is None and t_cfg.max_minutes:  # one budget for the phase and the rest
+            deadline = time.monotonic() + 60 * t_cfg.max_minutes
+        offset = (t_cfg.restarts - 1) * t_cfg.restart_steps  # the phase's steps come first
+        outer_tick = tick
+        tick = None if outer_tick is None else lambda s, n: outer_tick(s + offset, n + offset)
+        if resume_from is None:
+            chosen = _restart_phase(cfg, out_dir, should_stop, outer_tick, deadline)
+            if chosen is None:
+                return RunResult(0, None, stopped=True)
+            resume_from = _adopt(chosen, out_dir, report)
     device = resolve_device(cfg.train.device)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
 
     # One seed; every RNG derives from it (data split and batch order have their own streams).
-    random.seed(derive_seed(cfg.seed, "python"))
-    torch.manual_seed(derive_seed(cfg.seed, "torch"))
+    random.seed(derive_seed(cfg.seed, _stream(cfg, "python")))
+    torch.manual_seed(derive_seed(cfg.seed, _stream(cfg, "torch")))
     root = Path(cfg.data.data_dir or settings.data_dir("data")).expanduser().absolute()
     splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
     n_train = len(splits.train_x)
@@ -132,10 +159,11 @@ def run(
         keep_freed_memory()
     step_fn = TrainingStep(cfg, device, splits.class_freqs, splits.train_x)
     model, opt_g, opt_d, fmt = step_fn.model, step_fn.opt_g, step_fn.opt_d, step_fn.fmt
-    sampler = EpochSampler(n_train, cfg.train.batch_size, generator(cfg.seed, "batches"), device)
+    batches = generator(cfg.seed, _stream(cfg, "batches"))
+    sampler = EpochSampler(n_train, cfg.train.batch_size, batches, device)
     lab_sampler = None
     if cfg.data.supervised:
-        lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, "labelled_batches")
+        lab_idx, lab_g = splits.labelled_idx, generator(cfg.seed, _stream(cfg, "labelled_batches"))
         lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
         lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
     steps = total_steps(cfg, n_train)
@@ -146,7 +174,10 @@ def run(
     if resume_from is not None:
         state = load_checkpoint(resume_from)
         with loader.stored():  # a checkpoint of an older amm may carry a removed key
-            _check_resumable(config_from_dict(json.loads(state["config"])), cfg)
+            saved = config_from_dict(json.loads(state["config"]))
+        if cfg.train.restarts > 1:  # the restart phase chose the start: the run goes on with it
+            cfg = cfg.replace(**{"train.start": saved.train.start})
+        _check_resumable(saved, cfg)
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -205,7 +236,8 @@ def run(
     model.train()
     stopped = False
     t_loop = time.perf_counter()
-    deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
+    if deadline is None and cfg.train.max_minutes:
+        deadline = time.monotonic() + 60 * cfg.train.max_minutes
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -269,6 +301,8 @@ def run(
 
     if stopped:
         return RunResult(step, checkpoint(), stopped=True)
+    if not test:
+        return RunResult(step, latest_checkpoint(ckpt_root), stop_reason=stop_reason)
 
     test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
@@ -279,6 +313,8 @@ def run(
         cfg.model.num_components, splits.n_classes, cfg.data.supervised
     )
     final[names.STOP_REASON] = stop_reason
+    if cfg.train.restarts > 1:
+        final[names.RESTART_CHOSEN] = cfg.train.start
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
@@ -286,6 +322,82 @@ def run(
     if report is not None:
         report(dict(final), ckpt, True)
     return RunResult(step, ckpt, final=final, stop_reason=stop_reason)
+
+
+@dataclass(frozen=True)
+class Start:
+    """One start of the restart phase, trained."""
+
+    index: int  # its train.start
+    score: float  # val/gy_info at its last evaluation (label-free)
+    checkpoint: Path  # its last checkpoint
+    history: list[dict[str, Any]]  # its metrics.jsonl lines
+
+
+def _restart_phase(
+    cfg: Config,
+    out_dir: Path,
+    should_stop: Callable[[], bool] | None,
+    tick: Callable[[int, int], None] | None,
+    deadline: float | None,
+) -> Start | None:
+    """Train train.restarts starts of the model, restart_steps each, in out_dir/starts/start_K
+    (a start already trained there is not trained again, one cut short goes on from its last
+    checkpoint); the one with the highest val/gy_info, or None when should_stop ended the phase.
+    Labels play no part in the choice (docs/method.md section 9)."""
+    t = cfg.train
+    total = (t.restarts - 1) * t.restart_steps + total_steps(cfg)
+    starts: list[Start] = []
+    for k in range(t.restarts):
+        folder = out_dir / names.STARTS_DIR / names.start_dirname(k)
+        overrides = {"train.restarts": 1, "train.start": k, "train.steps": t.restart_steps}
+        overrides.update({"train.figures": False, "train.stop_on_plateau": 0})
+        sub = cfg.replace(**overrides)
+        last = latest_checkpoint(folder / names.CHECKPOINTS_DIR)
+        result = None
+        if last is None or names.checkpoint_step(last.name) != t.restart_steps:
+            base = k * t.restart_steps
+            result = run(
+                sub,
+                folder,
+                should_stop=should_stop,
+                resume_from=last,
+                tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
+                deadline=deadline,
+                test=False,
+            )
+            if result.stopped:
+                return None
+            last = result.checkpoint
+        history = json_lines(folder / names.METRICS_FILE)
+        assert last is not None and history, f"start {k}: no evaluation in {folder}"
+        starts.append(Start(k, float(history[-1][names.VAL_GY_INFO]), last, history))
+        print(
+            f"amm: restart phase: start {k + 1}/{t.restarts}, step {history[-1][names.STEP]}: "
+            f"val/gy_info {starts[-1].score:.4f}",
+            file=sys.stderr,
+        )
+        if result is not None and result.stop_reason == names.STOP_TIME_BUDGET:
+            break  # train.max_minutes is spent: choose among the starts trained so far
+    best = max(starts, key=lambda s: s.score)  # the first of equals
+    print(f"amm: restart phase: going on with start {best.index + 1}", file=sys.stderr)
+    return best
+
+
+def _adopt(start: Start, out_dir: Path, report: ReportFn | None) -> Path:
+    """Make the chosen start the run's beginning: its last checkpoint becomes the run's first,
+    its evaluations the run's first lines of metrics.jsonl (and reports). Returns the checkpoint
+    to resume from."""
+    ckpt = step_dir(out_dir / names.CHECKPOINTS_DIR, names.checkpoint_step(start.checkpoint.name))
+    if not ckpt.exists():
+        save_checkpoint(ckpt, load_checkpoint(start.checkpoint))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(m) + "\n" for m in start.history)
+    (out_dir / names.METRICS_FILE).write_text(lines)
+    if report is not None:
+        for metrics in start.history:
+            report(dict(metrics), None, False)
+    return ckpt
 
 
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:

@@ -1,0 +1,116 @@
+"""The restart phase (train.restarts, docs/method.md section 9): N starts, the one whose G_y holds
+the most information on the validation images goes on; stop and resume inside the phase."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from amm_cli.main import main as amm
+from amm_core import names
+from amm_core.config import load_config, total_steps, trained_steps
+from amm_core.errors import ConfigError
+from amm_core.run.train import run
+
+FAST = [
+    "model.arch=tiny",
+    "model.latent_dim=8",
+    "data.train_subset=2000",
+    "data.val_size=500",
+    "train.batch_size=32",
+    "train.eval_every=10",
+    "train.log_every=5",
+    "train.figures=false",
+    "train.gen_metrics=false",
+]
+PHASE = ["train.steps=40", "train.restarts=3", "train.restart_steps=20"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def fast_config(*extra):
+    return load_config(None, FAST + list(extra))
+
+
+def _lines(path):
+    rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+
+def test_the_phase_goes_on_with_the_start_of_most_information(tmp_path, data_root):
+    reports = []
+    result = run(fast_config(*PHASE), tmp_path / "r", report=lambda *r: reports.append(r))
+    out = tmp_path / "r"
+    starts = [out / names.STARTS_DIR / names.start_dirname(k) for k in range(3)]
+    histories = [_lines(s / names.METRICS_FILE) for s in starts]
+    assert [[m[names.STEP] for m in h] for h in histories] == [[10, 20]] * 3
+    assert not any((s / names.FINAL_FILE).exists() for s in starts)  # starts see no test images
+    scores = [h[-1][names.VAL_GY_INFO] for h in histories]
+    assert len(set(scores)) == 3, "the starts are different models"
+    chosen = max(range(3), key=lambda k: scores[k])
+    assert result.final[names.RESTART_CHOSEN] == chosen
+    assert json.loads((out / names.CONFIG_FILE).read_text())["train"]["start"] == chosen
+    # the run's history begins with the chosen start's, and every evaluation is reported once
+    rows = _lines(out / names.METRICS_FILE)
+    assert [r[names.STEP] for r in rows] == [10, 20, 30, 40] and rows[:2] == histories[chosen]
+    assert [r[0][names.STEP] for r in reports] == [10, 20, 30, 40, 40]
+    assert [r[2] for r in reports] == [False] * 4 + [True]
+
+    # start 0 draws what a run without restarts draws; the chosen start goes on exactly as that
+    # start trained alone for all the steps would
+    plain = run(fast_config("train.steps=20"), tmp_path / "plain")
+    assert _lines(tmp_path / "plain" / names.METRICS_FILE) == histories[0]
+    assert plain.final[names.TEST_ERROR_GY] >= 0
+    alone = run(fast_config("train.steps=40", f"train.start={chosen}"), tmp_path / "alone")
+    for key in names.FINAL_METRICS:
+        assert result.final[key] == alone.final[key], key
+
+
+def test_a_run_stopped_in_the_phase_resumes_where_it_stopped(tmp_path, data_root, capsys):
+    cfg = fast_config(*PHASE)
+    full = run(cfg, tmp_path / "full").final
+    calls = {"n": 0}
+
+    def stop_in_start_1():
+        calls["n"] += 1
+        return calls["n"] > 30  # polled once per step: start 0 done, start 1 at step 10
+
+    out = tmp_path / "part"
+    part = run(cfg, out, should_stop=stop_in_start_1)
+    assert part.stopped and part.checkpoint is None and not (out / names.CHECKPOINTS_DIR).exists()
+    start1 = out / names.STARTS_DIR / names.start_dirname(1) / names.CHECKPOINTS_DIR
+    assert [p.name for p in start1.iterdir()] == [names.checkpoint_dirname(10)]
+
+    # `amm train --resume` on a folder stopped in the phase: no checkpoint of the run yet
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    args = ["train", str(tmp_path / "cfg.yaml"), "--data-dir", str(data_root), "--out", str(out)]
+    assert amm(args) == 2 and "--resume" in capsys.readouterr().err  # never over a phase
+    assert amm([*args, "--resume"]) == 0
+    resumed = json.loads((out / names.FINAL_FILE).read_text())
+    for key in (*names.FINAL_METRICS, names.RESTART_CHOSEN):
+        assert resumed[key] == full[key], key
+    assert _lines(out / names.METRICS_FILE) == _lines(tmp_path / "full" / names.METRICS_FILE)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["train.restart_steps=15"], ["train.restart_steps", "multiple of train.eval_every"]),
+        (["train.restart_steps=40"], ["train.restart_steps", "below train.steps"]),
+        (["train.restarts=0"], ["train.restarts"]),
+    ],
+)
+def test_bad_phase_settings_name_the_key(extra, words):
+    with pytest.raises(ConfigError) as e:
+        fast_config(*PHASE, *extra)
+    assert all(w in str(e.value) for w in words)
+
+
+def test_a_plan_counts_the_phase():
+    cfg = fast_config(*PHASE)
+    assert total_steps(cfg) == 40 and trained_steps(cfg) == 40 + 2 * 20
+    assert trained_steps(fast_config("train.steps=40")) == 40
