@@ -13,9 +13,7 @@ from typing import Any
 from amm_core import names
 from amm_core.errors import ConfigError
 
-KNOWN_METRICS = {
-    names.split_metric(s, m) for s in names.SPLITS for m in (*names.EVAL_METRICS, names.GY_INFO)
-}
+KNOWN_METRICS = {names.split_metric(s, m) for s in names.SPLITS for m in names.EVAL_METRICS}
 SWEEP_HELP = "sweep name (its parent run), MLflow experiment name, or a Ray Tune results folder"
 
 

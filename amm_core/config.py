@@ -128,8 +128,8 @@ class TrainConfig:
     stop_on_plateau: int = at_least(0, 0)
     plateau_delta: float = checked(0.0, lambda v: 0 <= v < 1, "in [0, 1)")
     # restart phase (docs/method.md section 9): train N starts for restart_steps each, go on with
-    # the one whose G_y holds the most information on the validation images (val/gy_info, no
-    # labels); 1 = no phase. `start` seeds a start's weights and batches, never the data split.
+    # the one whose clustering term (loss/cluster, no labels) is lowest at its last evaluation;
+    # 1 = no phase. `start` seeds a start's weights and batches, never the data split.
     restarts: int = at_least(1, 1)  # starts trained before choosing one (1 = no phase)
     restart_steps: int = at_least(1000, 1)  # steps of each start (multiple of eval_every)
     start: int = at_least(0, 0)  # which start's weights and batches (the phase sets it)
@@ -245,6 +245,11 @@ def _validate(cfg: Config) -> Config:
     need(
         cfg.loss.label_weight == 0 or d.supervised,
         "key 'loss.label_weight': needs labels (data.labelled > 0); allowed without labels: 0",
+    )
+    need(
+        t.restarts == 1 or cfg.loss.cluster_weight > 0,
+        f"key 'train.restarts': {t.restarts} chooses by the clustering term, which "
+        "loss.cluster_weight 0 turns off; allowed without it: 1",
     )
     need(
         t.restarts == 1 or t.restart_steps % t.eval_every == 0,

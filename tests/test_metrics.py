@@ -9,7 +9,6 @@ import torch
 from amm_core import names
 from amm_core.run.metrics import (
     ari,
-    assignment_info,
     bayes_assign,
     cluster_error,
     clusters_used,
@@ -133,18 +132,3 @@ def test_evaluate_assignments():
     # K > classes uses the majority mapping
     many = evaluate_assignments([0, 0, 1, 1], [0, 1, 2, 3], None, K=4, n_classes=2)
     assert many[names.ERROR_GY] == 0.0 and names.ERROR_BAYES not in many
-
-
-def test_assignment_info_needs_no_labels_and_tells_a_useful_g_y_from_a_useless_one():
-    K = 4
-    confident = torch.eye(K).repeat(25, 1)  # 100 images, every component used, no doubt
-    assert assignment_info(confident) == pytest.approx(math.log(K))
-    assert assignment_info(torch.full((100, K), 1 / K)) == pytest.approx(0.0)  # ignores x
-    one = torch.zeros(100, K)
-    one[:, 2] = 1  # every image in one component
-    assert assignment_info(one) == pytest.approx(0.0, abs=1e-9)
-    # two digits merged into one component, another split: less than a clean assignment
-    merged = torch.eye(K)[[0, 0, 1, 2]].repeat(25, 1)
-    doubtful = 0.6 * confident + 0.4 * confident[:, [1, 0, 3, 2]]
-    assert assignment_info(merged) < assignment_info(confident)
-    assert 0 < assignment_info(doubtful) < assignment_info(confident)

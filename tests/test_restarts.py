@@ -23,6 +23,7 @@ FAST = [
     "train.log_every=5",
     "train.figures=false",
     "train.gen_metrics=false",
+    "loss.cluster_weight=1",
 ]
 PHASE = ["train.steps=40", "train.restarts=3", "train.restart_steps=20"]
 
@@ -49,9 +50,9 @@ def test_the_phase_goes_on_with_the_start_of_most_information(tmp_path, data_roo
     histories = [_lines(s / names.METRICS_FILE) for s in starts]
     assert [[m[names.STEP] for m in h] for h in histories] == [[10, 20]] * 3
     assert not any((s / names.FINAL_FILE).exists() for s in starts)  # starts see no test images
-    scores = [h[-1][names.VAL_GY_INFO] for h in histories]
+    scores = [h[-1][names.LOSS_CLUSTER] for h in histories]
     assert len(set(scores)) == 3, "the starts are different models"
-    chosen = max(range(3), key=lambda k: scores[k])
+    chosen = min(range(3), key=lambda k: scores[k])
     assert result.final[names.RESTART_CHOSEN] == chosen
     assert json.loads((out / names.CONFIG_FILE).read_text())["train"]["start"] == chosen
     # the run's history begins with the chosen start's, and every evaluation is reported once
@@ -102,6 +103,7 @@ def test_a_run_stopped_in_the_phase_resumes_where_it_stopped(tmp_path, data_root
         (["train.restart_steps=15"], ["train.restart_steps", "multiple of train.eval_every"]),
         (["train.restart_steps=40"], ["train.restart_steps", "below train.steps"]),
         (["train.restarts=0"], ["train.restarts"]),
+        (["loss.cluster_weight=0"], ["train.restarts", "loss.cluster_weight"]),
     ],
 )
 def test_bad_phase_settings_name_the_key(extra, words):

@@ -289,6 +289,7 @@ class AMMLoss:
         h_cond = -(p * logp).sum(1).mean()
         total = consist - self.lc.cluster_balance * h_marg + self.lc.cluster_entropy * h_cond
         return total, {
+            names.LOSS_CLUSTER: total.detach(),
             names.LOSS_CLUSTER_CONSIST: consist.detach(),
             names.LOSS_CLUSTER_HMARG: h_marg.detach(),
             names.LOSS_CLUSTER_HCOND: h_cond.detach(),

@@ -215,21 +215,8 @@ def encode(model: AMM, x: torch.Tensor, batch_size: int) -> Encoded:
     return Encoded(torch.cat(ys), torch.cat(zs), torch.cat(gy), torch.cat(bayes))
 
 
-def assignment_info(p: torch.Tensor) -> float:
-    """Mutual information (nats) of an image and its component under G_y, on the images of
-    p (N, K): H(mean_x p(y|x)) - mean_x H(p(y|x)). Needs no label: ln K for confident, balanced
-    assignments, 0 for a G_y that ignores x or puts every image in one component."""
-    p = p.double().clamp_min(1e-12)
-    p = p / p.sum(1, keepdim=True)
-    mean_p = p.mean(0)
-    h_marg = -(mean_p * mean_p.log()).sum()
-    h_cond = -(p * p.log()).sum(1).mean()
-    return float((h_marg - h_cond).clamp_min(0.0))
-
-
 def evaluate(model: AMM, x: torch.Tensor, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
-    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels y; and
-    G_y's information on the images (`assignment_info`, label-free)."""
+    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels y."""
     was_training = model.training
     model.eval()
     try:
@@ -237,6 +224,4 @@ def evaluate(model: AMM, x: torch.Tensor, y: torch.Tensor, cfg: Config, n_classe
     finally:
         model.train(was_training)
     K = cfg.model.num_components
-    out = evaluate_assignments(y.cpu(), enc.gy, enc.bayes, K, n_classes, cfg.data.supervised)
-    out[names.GY_INFO] = assignment_info(enc.y)
-    return out
+    return evaluate_assignments(y.cpu(), enc.gy, enc.bayes, K, n_classes, cfg.data.supervised)

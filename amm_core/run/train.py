@@ -329,7 +329,7 @@ class Start:
     """One start of the restart phase, trained."""
 
     index: int  # its train.start
-    score: float  # val/gy_info at its last evaluation (label-free)
+    score: float  # loss/cluster at its last evaluation (training batches, no label)
     checkpoint: Path  # its last checkpoint
     history: list[dict[str, Any]]  # its metrics.jsonl lines
 
@@ -343,7 +343,8 @@ def _restart_phase(
 ) -> Start | None:
     """Train train.restarts starts of the model, restart_steps each, in out_dir/starts/start_K
     (a start already trained there is not trained again, one cut short goes on from its last
-    checkpoint); the one with the highest val/gy_info, or None when should_stop ended the phase.
+    checkpoint); the one whose clustering term (loss/cluster, the mean over the train.log_every
+    steps before its last evaluation) is lowest, or None when should_stop ended the phase.
     Labels play no part in the choice (docs/method.md section 9)."""
     t = cfg.train
     total = (t.restarts - 1) * t.restart_steps + total_steps(cfg)
@@ -371,15 +372,15 @@ def _restart_phase(
             last = result.checkpoint
         history = json_lines(folder / names.METRICS_FILE)
         assert last is not None and history, f"start {k}: no evaluation in {folder}"
-        starts.append(Start(k, float(history[-1][names.VAL_GY_INFO]), last, history))
+        starts.append(Start(k, float(history[-1][names.LOSS_CLUSTER]), last, history))
         print(
             f"amm: restart phase: start {k + 1}/{t.restarts}, step {history[-1][names.STEP]}: "
-            f"val/gy_info {starts[-1].score:.4f}",
+            f"{names.LOSS_CLUSTER} {starts[-1].score:.4f}",
             file=sys.stderr,
         )
         if result is not None and result.stop_reason == names.STOP_TIME_BUDGET:
             break  # train.max_minutes is spent: choose among the starts trained so far
-    best = max(starts, key=lambda s: s.score)  # the first of equals
+    best = min(starts, key=lambda s: s.score)  # the first of equals
     print(f"amm: restart phase: going on with start {best.index + 1}", file=sys.stderr)
     return best
 
