@@ -12,6 +12,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+# a run of seconds on real MNIST: the tiny network on 2,000 training images, figures off
+FAST_RUN = [
+    "model.arch=tiny",
+    "model.latent_dim=8",
+    "data.train_subset=2000",
+    "data.val_size=500",
+    "train.batch_size=32",
+    "train.eval_every=10",
+    "train.log_every=5",
+    "train.figures=false",
+]
+
 
 def free_port() -> int:
     """A loopback port that was free a moment ago (for servers the tests start)."""

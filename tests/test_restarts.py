@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import yaml
+from helpers import FAST_RUN
 
 from amm_cli.main import main as amm
 from amm_core import names
@@ -13,18 +14,7 @@ from amm_core.config import load_config, total_steps, trained_steps
 from amm_core.errors import ConfigError
 from amm_core.run.train import run
 
-FAST = [
-    "model.arch=tiny",
-    "model.latent_dim=8",
-    "data.train_subset=2000",
-    "data.val_size=500",
-    "train.batch_size=32",
-    "train.eval_every=10",
-    "train.log_every=5",
-    "train.figures=false",
-    "train.gen_metrics=false",
-    "loss.cluster_weight=1",
-]
+FAST = [*FAST_RUN, "train.gen_metrics=false", "loss.cluster_weight=1"]
 PHASE = ["train.steps=40", "train.restarts=3", "train.restart_steps=20"]
 
 

@@ -6,6 +6,7 @@ import urllib.request
 
 import pytest
 import torch
+from helpers import FAST_RUN
 
 from amm_cli.main import main as amm
 from amm_cli.progress import stop_words
@@ -14,16 +15,7 @@ from amm_core.config import load_config
 from amm_core.errors import TrainingError
 from amm_core.run.train import run
 
-FAST = [
-    "model.arch=tiny",
-    "model.latent_dim=8",
-    "data.train_subset=2000",
-    "data.val_size=500",
-    "train.batch_size=32",
-    "train.eval_every=10",
-    "train.log_every=5",
-    "train.figures=false",
-]
+FAST = FAST_RUN
 
 
 def fast_config(*extra):
