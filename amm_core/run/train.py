@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from amm_core import loader, names, settings
-from amm_core.config import Config, config_from_dict, total_steps
+from amm_core.config import Config, config_from_dict, total_steps, trained_steps
 from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
@@ -304,9 +304,9 @@ def run(
     if not test:
         return RunResult(step, latest_checkpoint(ckpt_root), stop_reason=stop_reason)
 
-    test = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
+    scores = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
-    final.update({names.split_metric("test", k): v for k, v in test.items()})
+    final.update({names.split_metric("test", k): v for k, v in scores.items()})
     gen = gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test"))
     final.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
     final[names.ERROR_MAPPING_TAG] = mapping_for(
@@ -347,7 +347,7 @@ def _restart_phase(
     steps before its last evaluation) is lowest, or None when should_stop ended the phase.
     Labels play no part in the choice (docs/method.md section 9)."""
     t = cfg.train
-    total = (t.restarts - 1) * t.restart_steps + total_steps(cfg)
+    total = trained_steps(cfg)
     starts: list[Start] = []
     for k in range(t.restarts):
         folder = out_dir / names.STARTS_DIR / names.start_dirname(k)
