@@ -40,16 +40,20 @@ class TrainConsole:
         self.cfg, self.lines = cfg, lines
         self.t0, self.step0 = time.monotonic(), resumed_step
         self.first: tuple[int, float] | None = None  # (step, time) of the first step done
+        # (step, total, time) of the newest step: steps and total count the restart phase's
+        # other starts (the loop's tick does), so the ETA's rate holds across the phase
+        self.last: tuple[int, int, float] | None = None
         self.spoke = False  # a plain line was printed already
 
     def tick(self, step: int, total: int) -> None:
         """After each step (the loop's `tick` hook): the first line, once, in line mode."""
-        if not self.lines or self.spoke or step % self.cfg.train.eval_every == 0 or step >= total:
-            return  # on an evaluation step its own line comes now
         now = time.monotonic()
+        self.last = (step, total, now)
         if self.first is None:  # the first step pays for warm-up: the rate starts after it
             self.first = (step, now)
             return
+        if not self.lines or self.spoke or step % self.cfg.train.eval_every == 0 or step >= total:
+            return  # on an evaluation step its own line comes now
         done, took = step - self.first[0], now - self.first[1]
         if step - self.step0 < FIRST_LINE_STEPS and took < FIRST_LINE_SECONDS:
             return
@@ -86,6 +90,11 @@ class TrainConsole:
         done = step - self.step0
         elapsed = time.monotonic() - self.t0
         eta = (total - step) * elapsed / done if done > 0 and total > step else 0.0
+        if self.first is not None and self.last is not None and self.last[2] > self.first[1]:
+            # the steps' own rate: the restart phase's steps (before the run's first evaluation
+            # lines) count too
+            at, of, now = self.last
+            eta = (of - at) * (now - self.first[1]) / max(at - self.first[0], 1)
         if self.cfg.train.max_minutes:  # a time budget may end the run first
             eta = min(eta, max(0.0, 60 * self.cfg.train.max_minutes - elapsed))
         parts = [f"step {step:>{len(str(total))}}/{total}" if total else f"step {step}"]

@@ -193,10 +193,15 @@ def total_steps(cfg: Config, n_train: int | None = None) -> int:
     return max(1, math.ceil(t.epochs * n_train / t.batch_size))
 
 
+def phase_steps(cfg: Config) -> int:
+    """Steps the restart phase trains besides the run's own: its other starts (0 without it)."""
+    return (cfg.train.restarts - 1) * cfg.train.restart_steps if cfg.train.restarts > 1 else 0
+
+
 def trained_steps(cfg: Config, n_train: int | None = None) -> int:
     """Steps a run trains in all: `total_steps` and the restart phase's other starts (what a
     plan's cost counts)."""
-    return total_steps(cfg, n_train) + (cfg.train.restarts - 1) * cfg.train.restart_steps
+    return total_steps(cfg, n_train) + phase_steps(cfg)
 
 
 def field_names() -> list[str]:

@@ -174,6 +174,9 @@ READ_TAGS = frozenset(
 RESULT_NODE = "amm_node_id"  # logged as the tag TAG_NODE
 RESULT_RESUMED = "amm/resumed_from_step"  # logged as the tag TAG_RESUMED
 RESULT_FINAL = "amm/final"  # 1 on the result that carries the final test/* metrics
+# steps trained so far, the restart phase's other starts included (names.STEP is the run's own
+# step): the sweep console's progress against the plan's config.trained_steps
+RESULT_TRAINED = "amm/trained_steps"
 
 # ---------------------------------------------------------------- files and artifacts
 CONFIG_FILE = "config.json"  # the resolved config

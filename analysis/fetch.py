@@ -31,7 +31,12 @@ STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
 STOP_REASON = names.STOP_REASON  # why a finished run ended (steps, time_budget, plateau)
 BASE_COLUMNS = ("run_id", "run_name", STATUS, STOP_REASON)
 # keys of a Ray result line that are bookkeeping, not metrics (sweeps/trainable.py)
-RESULT_BOOKKEEPING = (names.RESULT_NODE, names.RESULT_RESUMED, names.RESULT_FINAL)
+RESULT_BOOKKEEPING = (
+    names.RESULT_NODE,
+    names.RESULT_RESUMED,
+    names.RESULT_FINAL,
+    names.RESULT_TRAINED,
+)
 
 _DEFAULTS = Config().flat()
 BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

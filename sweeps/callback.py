@@ -29,7 +29,8 @@ from sweeps.trainable import trial_config
 TUNE_KEYS = """training_iteration timestamp time_this_iter_s time_total_s time_since_restore
     iterations_since_restore pid done timesteps_total episodes_total timesteps_since_restore
     warmup_time""".split()
-SKIP = {*TUNE_KEYS, names.STEP, names.EPOCH, names.RESULT_FINAL, names.RESULT_RESUMED}
+SKIP = {*TUNE_KEYS, names.STEP, names.EPOCH}
+SKIP |= {names.RESULT_FINAL, names.RESULT_RESUMED, names.RESULT_TRAINED}
 
 
 class MlflowSweepCallback(tune.Callback):

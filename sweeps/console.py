@@ -63,6 +63,11 @@ def wall_time(trial_seconds: list[float], parallel: int) -> float:
     return max(slots, default=0.0)
 
 
+def trained(result: dict[str, Any]) -> int:
+    """Steps a trial has trained, its restart phase included: what the plan's total counts."""
+    return int(result.get(names.RESULT_TRAINED, result.get(names.STEP, 0)))
+
+
 STOPPED = {names.STOP_PLATEAU: "plateau stop", names.STOP_TIME_BUDGET: "time budget"}
 
 
@@ -100,7 +105,7 @@ class SweepConsole(tune.Callback):
         else:
             rates = []
             for t in trials:
-                step = (t.last_result or {}).get(names.STEP, 0)
+                step = trained(t.last_result or {})
                 if step:
                     began = self.started.get(t.trial_id, self.t0)
                     est = (now - began) / step * self.steps
@@ -128,7 +133,7 @@ class SweepConsole(tune.Callback):
         label = run_name(trial.config)
         if self.best is None or err < self.best[0]:
             self.best = (err, label)
-        step = int(result.get(names.STEP, 0))
+        step = trained(result)
         self._line(
             label,
             f"step {step:>6}/{self.steps}  val error {percent(err)}  "

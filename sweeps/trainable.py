@@ -58,6 +58,7 @@ def train_trial(
     import torch
     from ray import tune
 
+    from amm_core.config import phase_steps
     from amm_core.run import train
 
     torch.set_num_threads(max(1, threads))
@@ -79,6 +80,8 @@ def train_trial(
 
     def send(result: dict[str, Any], final: bool, checkpoint=None) -> None:
         bookkeeping = {names.RESULT_NODE: node, names.RESULT_RESUMED: record.step}
+        trained = int(result.get(names.STEP, 0)) + phase_steps(cfg)  # the console's progress
+        bookkeeping[names.RESULT_TRAINED] = trained
         result = {**result, **bookkeeping, names.RESULT_FINAL: int(final)}
         tune.report(result, checkpoint=checkpoint)
 

@@ -1,5 +1,6 @@
-"""The restart phase (train.restarts, docs/method.md section 9): N starts, the one whose G_y holds
-the most information on the validation images goes on; stop and resume inside the phase."""
+"""The restart phase (train.restarts, docs/method.md section 9): N starts, the one with the lowest
+clustering term goes on; stop and resume inside the phase. In a sweep:
+tests/test_sweep_console.py."""
 
 import json
 
@@ -32,7 +33,7 @@ def _lines(path):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
-def test_the_phase_goes_on_with_the_start_of_most_information(tmp_path, data_root):
+def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, data_root):
     reports = []
     result = run(fast_config(*PHASE), tmp_path / "r", report=lambda *r: reports.append(r))
     out = tmp_path / "r"

@@ -1,6 +1,7 @@
 """One real smoke sweep (local Ray, MLflow in SQLite) run as a newcomer would, from a project
 folder: the quiet console, trial names = run names, errors in percent, the next commands; the
-sweep found by name alone afterwards (index under runs/); the MLflow parent run as a summary."""
+sweep found by name alone afterwards (index under runs/); the MLflow parent run as a summary.
+Its trials go through the restart phase (two starts), so that the phase runs inside Ray too."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 SETS = ["train.steps=20", "train.eval_every=10", "train.figures=false", "data.val_size=500"]
+# each trial first trains a second start for 10 steps (train.restarts, docs/method.md section 9):
+# the console counts the phase's steps against the plan's total (10 + 20)
+SETS += ["train.restarts=2", "train.restart_steps=10", "loss.cluster_weight=1"]
 
 
 def amm(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -60,7 +64,8 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     evals = [ln for ln in err.splitlines() if "val error" in ln and "best" in ln]
     assert len(evals) == 8  # 4 trials x 2 evaluations
     pct = r"\d+\.\d\d %"
-    assert re.search(r"lambda=10,seed=1 +step +20/20  val error " + pct + "  best " + pct, err)
+    assert re.search(r"lambda=10,seed=1 +step +30/30  val error " + pct + "  best " + pct, err)
+    assert re.search(r"lambda=10,seed=1 +step +20/30  val error ", err)  # the adopted start
     assert len(re.findall(r"finished: val error \d+\.\d\d %, test error \d+\.\d\d %", err)) == 4
     # the summary table: rows in the spec's order, errors in percent
     rows = re.findall(r"^(lambda=\S+) +finished +20 +(\d+\.\d\d) % +(\d+\.\d\d) %", out, re.M)
@@ -144,6 +149,8 @@ def test_parent_run_is_a_summary(sweep):
     assert [a.path for a in c.list_artifacts(parent.info.run_id, "spec")] == ["spec/smoke.yaml"]
     for r in children:  # bookkeeping as tags, not metrics
         assert "epoch" not in r.data.metrics and "amm/resumed_from_step" not in r.data.metrics
+        assert "amm/trained_steps" not in r.data.metrics  # the console's, not the model's
+        assert r.data.metrics["restart/chosen"] in (0, 1)  # the start the trial went on with
         assert r.data.tags["amm.resumed_from_step"] == "0"
 
 

@@ -177,3 +177,22 @@ def test_the_first_line_names_the_time_budget(monkeypatch):
         r"  \(next evaluation at step 100\)",
         line,
     ), line
+
+
+def test_the_eta_counts_the_restart_phase(monkeypatch):
+    from amm_cli import progress
+    from amm_core.config import load_config
+    from amm_core.fmt import duration
+
+    phase = ["train.restarts=3", "train.restart_steps=1000", "loss.cluster_weight=1"]
+    cfg = load_config("configs/smoke.yaml", ["train.steps=2500", "train.eval_every=500", *phase])
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console = progress.TrainConsole(cfg, lines=True)
+    for step in range(1, 3001):  # the phase: 3 starts of 1,000 steps, 2 steps/s
+        clock[0] += 0.5
+        console.tick(step, 4500)  # the loop's tick counts the phase's steps
+    # the chosen start's evaluations come now, as the run's steps 500 and 1,000: 1,500 steps
+    # are left at 2 steps/s, not 1,500 run steps at the rate of 1,000 run steps in 1,500 s
+    line = console.eval_line({"step": 1000, "epoch": 1.0, "val/error_gy": 0.1})
+    assert line.startswith("step 1000/2500") and line.endswith(f"ETA {duration(750)}"), line

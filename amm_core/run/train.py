@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from amm_core import loader, names, settings
-from amm_core.config import Config, config_from_dict, total_steps, trained_steps
+from amm_core.config import Config, config_from_dict, phase_steps, total_steps, trained_steps
 from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
@@ -136,7 +136,7 @@ def run(
     if t_cfg.restarts > 1:
         if deadline is None and t_cfg.max_minutes:  # one budget for the phase and the rest
             deadline = time.monotonic() + 60 * t_cfg.max_minutes
-        offset = (t_cfg.restarts - 1) * t_cfg.restart_steps  # the phase's steps come first
+        offset = phase_steps(cfg)  # the phase's other starts train first
         outer_tick = tick
         tick = None if outer_tick is None else lambda s, n: outer_tick(s + offset, n + offset)
         if resume_from is None:
