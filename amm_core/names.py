@@ -80,6 +80,9 @@ TEST_CLUSTERS_USED = split_metric("test", CLUSTERS_USED)
 FINAL_METRICS = (TEST_ERROR_GY, TEST_ERROR_BAYES, TEST_NMI, TEST_ARI, TEST_CLUSTERS_USED)
 # final.json of a run with train.restarts > 1: the start it went on with (also its train.start)
 RESTART_CHOSEN = "restart/chosen"
+# ... and what the choice read: each start's clustering term, "0: -2.0831, 1: -2.1782, ..." (a
+# string: logged as the tag TAG_RESTART_SCORES)
+RESTART_SCORES = "restart/scores"
 
 # diagnostics of the latent path (one batch at each evaluation; docs/method.md, "diagnostics")
 DIAG_D_GRAD_X = "diag/d_grad_x"  # mean per-sample ||dD/dx|| at inference tuples
@@ -145,6 +148,7 @@ TAG_RESUMED = "amm.resumed_from_step"  # the checkpoint step the trial's current
 TAG_FAILURES = "amm.failures"
 TAG_ERROR = "amm.error"  # the failed trial's error text
 TAG_STOP_REASON = "amm.stop_reason"  # final.json's STOP_REASON of a finished trial
+TAG_RESTART_SCORES = "amm.restart_scores"  # final.json's RESTART_SCORES
 # which mapping the error used: "supervised" (SAMM), "hungarian" when K == classes, else
 # "majority"; a key of final.json too
 ERROR_MAPPING_TAG = "error_mapping"

@@ -191,13 +191,15 @@ class MlflowSweepCallback(tune.Callback):
             self._send("metrics", trial.trial_id, metrics=metrics, step=step)
         # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
         # trial restarts elsewhere), the step its current attempt began at, the error mapping,
-        # why training ended (names.STOP_*: steps done, time budget, plateau)
+        # why training ended (names.STOP_*: steps done, time budget, plateau), what the restart
+        # phase chose by
         for key, field in (
             (names.TAG_NODE, names.RESULT_NODE),
             (names.TAG_PID, "pid"),
             (names.TAG_RESUMED, names.RESULT_RESUMED),
             (names.ERROR_MAPPING_TAG, names.ERROR_MAPPING_TAG),
             (names.TAG_STOP_REASON, names.STOP_REASON),
+            (names.TAG_RESTART_SCORES, names.RESTART_SCORES),
         ):
             value, seen = str(result.get(field, "")), (trial.trial_id, key)
             if value and self._tags.get(seen) != value:

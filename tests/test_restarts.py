@@ -45,6 +45,9 @@ def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, da
     assert len(set(scores)) == 3, "the starts are different models"
     chosen = min(range(3), key=lambda k: scores[k])
     assert result.final[names.RESTART_CHOSEN] == chosen
+    assert result.final[names.RESTART_SCORES] == ", ".join(
+        f"{k}: {v:.4f}" for k, v in enumerate(scores)
+    )
     assert json.loads((out / names.CONFIG_FILE).read_text())["train"]["start"] == chosen
     # the run's history begins with the chosen start's, and every evaluation is reported once
     rows = _lines(out / names.METRICS_FILE)

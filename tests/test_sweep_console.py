@@ -151,6 +151,7 @@ def test_parent_run_is_a_summary(sweep):
         assert "epoch" not in r.data.metrics and "amm/resumed_from_step" not in r.data.metrics
         assert "amm/trained_steps" not in r.data.metrics  # the console's, not the model's
         assert r.data.metrics["restart/chosen"] in (0, 1)  # the start the trial went on with
+        assert re.fullmatch(r"0: -?\d+\.\d{4}, 1: -?\d+\.\d{4}", r.data.tags["amm.restart_scores"])
         assert r.data.tags["amm.resumed_from_step"] == "0"
 
 

@@ -315,6 +315,7 @@ def run(
     final[names.STOP_REASON] = stop_reason
     if cfg.train.restarts > 1:
         final[names.RESTART_CHOSEN] = cfg.train.start
+        final[names.RESTART_SCORES] = _phase_scores(out_dir, cfg.train.restarts)
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
@@ -383,6 +384,19 @@ def _restart_phase(
     best = min(starts, key=lambda s: s.score)  # the first of equals
     print(f"amm: restart phase: going on with start {best.index + 1}", file=sys.stderr)
     return best
+
+
+def _phase_scores(out_dir: Path, restarts: int) -> str:
+    """Each start's clustering term at its last evaluation, "0: -2.0831, 1: -2.1782, ..." (the
+    starts whose folders are here: a run resumed on another machine may lack them)."""
+    scores = []
+    for k in range(restarts):
+        history = json_lines(
+            out_dir / names.STARTS_DIR / names.start_dirname(k) / names.METRICS_FILE
+        )
+        if history:
+            scores.append(f"{k}: {history[-1][names.LOSS_CLUSTER]:.4f}")
+    return ", ".join(scores)
 
 
 def _adopt(start: Start, out_dir: Path, report: ReportFn | None) -> Path:
