@@ -216,6 +216,14 @@ def start(spec, name: str, uri: str) -> SweepConsole:
         per_trial = trial_seconds(steps, budgets, sps, overhead) * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
     _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, spec.cost.trial_overhead_s > 0))
+    phased = [c for c in cfgs if c.train.restarts > 1]
+    if phased:  # the phase reports nothing until its choice: say why the console is quiet
+        t = phased[0].train
+        who = "each trial" if len(phased) == len(cfgs) else "a trial with train.restarts"
+        _say(
+            f"{who} first trains {t.restarts} starts of {t.restart_steps:,} steps "
+            f"(train.restarts): its first lines come after {t.restarts * t.restart_steps:,} steps"
+        )
     budget = 60 * spec.trial_config({}).train.max_minutes
     longest = budget + spec.cost.trial_overhead_s if budget else 0.0
     return SweepConsole(name, n, par, max(steps), longest)

@@ -61,6 +61,10 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     assert re.match(r"sweep nb: 4 trials, 2 at a time \(1 CPU each, 2 CPUs\), ETA ~\d+s", plan), err
     for noise in ("Checkpoint successfully", "Trial name", "TensorBoard", " INFO ", "Token auth"):
         assert noise not in err + out, noise
+    assert err.splitlines()[1] == (
+        "each trial first trains 2 starts of 10 steps (train.restarts): its first lines come "
+        "after 20 steps"
+    )
     evals = [ln for ln in err.splitlines() if "val error" in ln and "best" in ln]
     assert len(evals) == 8  # 4 trials x 2 evaluations
     pct = r"\d+\.\d\d %"
