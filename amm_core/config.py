@@ -195,7 +195,7 @@ def total_steps(cfg: Config, n_train: int | None = None) -> int:
 
 def phase_steps(cfg: Config) -> int:
     """Steps the restart phase trains besides the run's own: its other starts (0 without it)."""
-    return (cfg.train.restarts - 1) * cfg.train.restart_steps if cfg.train.restarts > 1 else 0
+    return (cfg.train.restarts - 1) * cfg.train.restart_steps  # restarts >= 1 (validated)
 
 
 def trained_steps(cfg: Config, n_train: int | None = None) -> int:
