@@ -82,7 +82,9 @@ class TrainConsole:
         """The run's steps; the train split's size follows from the loop's epoch."""
         step, epoch = metrics.get(names.STEP, 0), metrics.get(names.EPOCH, 0)
         if self.cfg.train.steps > 0 or epoch:
-            return total_steps(self.cfg, step * self.cfg.train.batch_size / epoch if epoch else 0)
+            # round: step * batch / epoch is the split's size up to float error (55000.000001)
+            n_train = round(step * self.cfg.train.batch_size / epoch) if epoch else 0
+            return total_steps(self.cfg, n_train)
         return 0
 
     def eval_line(self, m: dict[str, Any]) -> str:

@@ -196,3 +196,18 @@ def test_the_eta_counts_the_restart_phase(monkeypatch):
     # are left at 2 steps/s, not 1,500 run steps at the rate of 1,000 run steps in 1,500 s
     line = console.eval_line({"step": 1000, "epoch": 1.0, "val/error_gy": 0.1})
     assert line.startswith("step 1000/2500") and line.endswith(f"ETA {duration(750)}"), line
+
+
+def test_the_total_of_an_epoch_run_does_not_move():
+    from amm_cli.progress import TrainConsole
+    from amm_core.config import load_config
+
+    cfg = load_config(
+        "configs/smoke.yaml", ["train.steps=0", "train.epochs=50", "train.batch_size=100"]
+    )
+    console = TrainConsole(cfg, lines=True)
+    # the loop's epoch is step * batch / n_train in floats: 3,000 steps read 27,501 before
+    totals = {
+        console.total({"step": s, "epoch": s * 100 / 55000}) for s in range(1000, 27001, 1000)
+    }
+    assert totals == {27500}
