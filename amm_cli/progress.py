@@ -91,12 +91,13 @@ class TrainConsole:
         step, total = int(m.get(names.STEP, 0)), self.total(m)
         done = step - self.step0
         elapsed = time.monotonic() - self.t0
-        eta = (total - step) * elapsed / done if done > 0 and total > step else 0.0
         if self.first is not None and self.last is not None and self.last[2] > self.first[1]:
             # the steps' own rate: the restart phase's steps (before the run's first evaluation
             # lines) count too
             at, of, now = self.last
             eta = (of - at) * (now - self.first[1]) / max(at - self.first[0], 1)
+        else:  # no step timed yet (a line without the loop's ticks)
+            eta = (total - step) * elapsed / done if done > 0 and total > step else 0.0
         if self.cfg.train.max_minutes:  # a time budget may end the run first
             eta = min(eta, max(0.0, 60 * self.cfg.train.max_minutes - elapsed))
         parts = [f"step {step:>{len(str(total))}}/{total}" if total else f"step {step}"]
