@@ -96,10 +96,11 @@ DIAG_Z_TO_MEAN = "diag/z_to_mean"  # mean ||z~ - mu_(G_y(x))|| / sigma; ~sqrt(L)
 DIAG_CENTROID_OFFSET = "diag/centroid_offset"  # mean ||centroid of z~ in k - mu_k|| / sigma
 # generation, judged by the evaluation classifier (amm_core/run/classifier.py); fractions in [0, 1]
 GEN_DIVERSITY = "gen/sample_diversity"  # pixel std across prior samples / the data's (~1 good)
+GEN_WITHIN = "gen/within_diversity"  # the same within one component / within one digit (z used)
 GEN_PURITY = "gen/component_purity"  # mean share of a component's samples in its majority digit
 GEN_DIGITS = "gen/digits_covered"  # how many digits are some component's majority digit
 GEN_RECON_AGREE = "gen/recon_class_agree"  # share of reconstructions read as the input's label
-GEN_METRICS = (GEN_DIVERSITY, GEN_PURITY, GEN_DIGITS, GEN_RECON_AGREE)
+GEN_METRICS = (GEN_DIVERSITY, GEN_WITHIN, GEN_PURITY, GEN_DIGITS, GEN_RECON_AGREE)
 DIAG_METRICS = (
     DIAG_D_GRAD_X,
     DIAG_D_GRAD_Y,

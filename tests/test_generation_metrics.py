@@ -19,6 +19,7 @@ from amm_core.run.diagnostics import (
     component_purity,
     generation_metrics,
     sample_diversity,
+    within_diversity,
     z_to_mean,
 )
 
@@ -29,6 +30,18 @@ def test_sample_diversity_reads_zero_for_one_image_and_one_for_the_data():
     assert sample_diversity(real, real) == pytest.approx(1.0)
     collapsed = real[:1].expand(200, -1, -1, -1)
     assert sample_diversity(collapsed, real) < 1e-6
+
+
+def test_within_diversity_reads_zero_for_one_image_per_component():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 4
+    real = torch.rand(200, 1, 8, 8, generator=g) + labels.view(-1, 1, 1, 1)  # 4 distinct digits
+    order = torch.argsort(labels, stable=True)  # samples: 4 blocks of 50, one per component
+    assert within_diversity(real[order], 4, real, labels) == pytest.approx(1.0, rel=0.05)
+    # each component draws one image, a different one per component: z is ignored
+    per_component = real[order][::50].repeat_interleave(50, dim=0)
+    assert sample_diversity(per_component, real) > 0.5  # pooled over components: looks varied
+    assert within_diversity(per_component, 4, real, labels) < 1e-6
 
 
 def test_component_purity_and_digits_covered():
@@ -90,18 +103,21 @@ class _Prior(nn.Module):
 
 
 class _Decoder(nn.Module):
-    """Component k draws test images of digit k (working) or one fixed image (collapsed)."""
+    """Component k draws test images of digit k ("working"), its one image of digit k whatever
+    z is ("ignores_z") or one fixed image ("collapsed")."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, collapsed: bool):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mode: str):
         super().__init__()
         self.by_digit = [images[labels == d][:200] for d in range(10)]
-        self.collapsed = collapsed
+        self.mode = mode
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self.collapsed:
+        if self.mode == "collapsed":
             return self.by_digit[0][:1].expand(len(y), -1, -1, -1)
         k = y.argmax(1)
         pick = (z[:, 0].abs() * 1000).long() % 200  # z chooses the style
+        if self.mode == "ignores_z":
+            pick = torch.zeros_like(pick)
         rows = zip(k.tolist(), pick.tolist(), strict=True)
         return torch.stack([self.by_digit[d][i] for d, i in rows])
 
@@ -118,21 +134,33 @@ class _Encoder(nn.Module):
 
 
 class _Model(nn.Module):
-    def __init__(self, images, labels, collapsed):
+    def __init__(self, images, labels, mode):
         super().__init__()
         self.prior, self.encoder = _Prior(), _Encoder(labels)
-        self.decoder = _Decoder(images, labels, collapsed)
+        self.decoder = _Decoder(images, labels, mode)
 
 
 def test_generation_metrics_tell_a_collapsed_decoder_from_a_working_one(judge, mnist):
     x = torch.from_numpy(mnist["test_x"][:3000]).float() / 255
     y = torch.from_numpy(mnist["test_y"][:3000]).long()
-    good = generation_metrics(_Model(x, y, False), judge, x[:500], y[:500], 10, seed=0)
-    bad = generation_metrics(_Model(x, y, True), judge, x[:500], y[:500], 10, seed=0)
+    good = generation_metrics(_Model(x, y, "working"), judge, x[:500], y[:500], 10, seed=0)
+    bad = generation_metrics(_Model(x, y, "collapsed"), judge, x[:500], y[:500], 10, seed=0)
     assert set(good) == set(names.GEN_METRICS)
     assert good[names.GEN_PURITY] > 0.9 and good[names.GEN_DIGITS] == 10
-    assert good[names.GEN_DIVERSITY] > 0.7
+    assert good[names.GEN_DIVERSITY] > 0.7 and good[names.GEN_WITHIN] > 0.7
     assert bad[names.GEN_DIVERSITY] < 1e-6 and bad[names.GEN_DIGITS] == 1
+    assert bad[names.GEN_WITHIN] < 1e-6
     # reconstructions: the working decoder redraws the input's digit, the collapsed one does not
     assert good[names.GEN_RECON_AGREE] > 0.9
     assert bad[names.GEN_RECON_AGREE] < 0.2
+
+
+def test_within_diversity_catches_a_decoder_that_ignores_z(judge, mnist):
+    # one image per component, each of its own digit: pure, every digit covered, pooled diversity
+    # high, reconstructions of the right class; only the within-component spread reads 0
+    x = torch.from_numpy(mnist["test_x"][:3000]).float() / 255
+    y = torch.from_numpy(mnist["test_y"][:3000]).long()
+    m = generation_metrics(_Model(x, y, "ignores_z"), judge, x[:500], y[:500], 10, seed=0)
+    assert m[names.GEN_PURITY] == 1.0 and m[names.GEN_DIGITS] >= 9  # the judge misreads one
+    assert m[names.GEN_DIVERSITY] > 0.5 and m[names.GEN_RECON_AGREE] > 0.9
+    assert m[names.GEN_WITHIN] < 1e-6

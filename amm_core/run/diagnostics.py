@@ -95,6 +95,23 @@ def sample_diversity(samples: torch.Tensor, real: torch.Tensor) -> float:
     return float(samples.float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-8))
 
 
+def within_diversity(
+    samples: torch.Tensor, k: int, real: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """Per-pixel std across one component's samples (samples: k blocks in component order),
+    averaged over components, relative to the same across one digit's real images: about 1 when
+    z varies a component's drawing as much as style varies a digit, 0 for a decoder that draws one
+    image per component. sample_diversity pools the components, so a decoder that ignores z but
+    draws a different image per component reads high there and only here reads 0."""
+    spread = samples.float().reshape(k, -1, *samples.shape[1:]).std(1).mean()
+    per_digit = [
+        real[labels == c].float().std(0).mean()
+        for c in labels.unique().tolist()
+        if int((labels == c).sum()) > 1
+    ]
+    return float(spread / torch.stack(per_digit).mean().clamp_min(1e-8))
+
+
 def component_purity(labels: torch.Tensor, n_classes: int) -> tuple[float, int]:
     """labels (K, n): the classifier's digit for n samples of each component. Returns the mean
     share of a component's samples in its majority digit, and how many distinct digits are the
@@ -134,6 +151,7 @@ def generation_metrics(
         agree = (classifier(recon).argmax(1) == y.to(x.device).long()).float().mean()
         return {
             names.GEN_DIVERSITY: sample_diversity(samples, x),
+            names.GEN_WITHIN: within_diversity(samples, k, x, y.to(x.device)),
             names.GEN_PURITY: purity,
             names.GEN_DIGITS: float(covered),
             names.GEN_RECON_AGREE: float(agree),

@@ -1,0 +1,69 @@
+"""The gen/* measures (docs/method.md section 8) of finished runs, recomputed from each run's
+newest checkpoint on test images as the final evaluation computes them: for a run trained
+before a measure existed (gen/within_diversity), or to re-check a run's final.json.
+
+    AMM_DATA_DIR=../shared/data .venv/bin/python benchmarks/generation_check.py runs/train/RUN ...
+
+Prints one JSON line per run: {"run", "step", "gen/sample_diversity", ...}. A check to run, not
+a test: it asserts nothing. docs/results.md quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def check(run: Path, data_root: Path) -> dict:
+    import torch
+
+    from amm_core import names
+    from amm_core.config import config_from_dict
+    from amm_core.data.splits import derive_seed, load_splits, to_float
+    from amm_core.run.checkpoint import latest_checkpoint, load_checkpoint
+    from amm_core.run.classifier import digit_classifier
+    from amm_core.run.diagnostics import generation_metrics
+    from amm_core.run.step import TrainingStep
+
+    newest = latest_checkpoint(run / names.CHECKPOINTS_DIR)
+    if newest is None:
+        raise SystemExit(f"no checkpoint under '{run / names.CHECKPOINTS_DIR}'")
+    state = load_checkpoint(newest)
+    cfg = config_from_dict(json.loads(state["config"]))
+    cfg = cfg.replace(**{"data.data_dir": str(data_root)})
+    cpu = torch.device("cpu")
+    splits = load_splits(cfg.data, data_root, cfg.seed, cpu)
+    model = TrainingStep(cfg, cpu, splits.class_freqs, splits.train_x).model
+    model.load_state_dict(state["model"])
+    judge = digit_classifier(cfg.data.dataset, data_root, cpu)
+    n = min(500, cfg.train.eval_batch_size)  # as amm_core/run/train.py's gen_metrics
+    with torch.no_grad():
+        m = generation_metrics(
+            model,
+            judge,
+            to_float(splits.test_x[:n]),
+            splits.test_y[:n],
+            splits.n_classes,
+            seed=derive_seed(cfg.seed, "gen:test"),
+            per_component=50,
+        )
+    return {"run": str(run), "step": int(state["step"]), **{k: round(v, 4) for k, v in m.items()}}
+
+
+def main() -> None:
+    from sweeps.locations import resolve_data_root
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "runs", nargs="+", type=Path, help="run folders (amm train --out, a trial's run/)"
+    )
+    p.add_argument("--data-dir", help="data root (default: $AMM_DATA_DIR, amm.toml or ./data)")
+    args = p.parse_args()
+    root = resolve_data_root(args.data_dir)
+    for run in args.runs:
+        print(json.dumps(check(run, root)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
