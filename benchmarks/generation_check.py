@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -20,15 +21,16 @@ def check(run: Path, data_root: Path) -> dict:
 
     from amm_core import names
     from amm_core.config import config_from_dict
-    from amm_core.data.splits import derive_seed, load_splits, to_float
+    from amm_core.data.splits import load_splits
     from amm_core.run.checkpoint import latest_checkpoint, load_checkpoint
     from amm_core.run.classifier import digit_classifier
-    from amm_core.run.diagnostics import generation_metrics
     from amm_core.run.step import TrainingStep
+    from amm_core.run.train import gen_test_seed, split_gen_metrics
 
     newest = latest_checkpoint(run / names.CHECKPOINTS_DIR)
     if newest is None:
-        raise SystemExit(f"no checkpoint under '{run / names.CHECKPOINTS_DIR}'")
+        print(f"no checkpoint under '{run / names.CHECKPOINTS_DIR}'", file=sys.stderr)
+        raise SystemExit(2)
     state = load_checkpoint(newest)
     cfg = config_from_dict(json.loads(state["config"]))
     cfg = cfg.replace(**{"data.data_dir": str(data_root)})
@@ -37,16 +39,9 @@ def check(run: Path, data_root: Path) -> dict:
     model = TrainingStep(cfg, cpu, splits.class_freqs, splits.train_x).model
     model.load_state_dict(state["model"])
     judge = digit_classifier(cfg.data.dataset, data_root, cpu)
-    n = min(500, cfg.train.eval_batch_size)  # as amm_core/run/train.py's gen_metrics
     with torch.no_grad():
-        m = generation_metrics(
-            model,
-            judge,
-            to_float(splits.test_x[:n]),
-            splits.test_y[:n],
-            splits.n_classes,
-            seed=derive_seed(cfg.seed, "gen:test"),
-            per_component=50,
+        m = split_gen_metrics(
+            model, judge, splits.test_x, splits.test_y, cfg, splits.n_classes, gen_test_seed(cfg)
         )
     return {"run": str(run), "step": int(state["step"]), **{k: round(v, 4) for k, v in m.items()}}
 

@@ -85,6 +85,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def split_gen_metrics(
+    model: AMM,
+    judge: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: Config,
+    n_classes: int,
+    seed: int,
+) -> dict[str, float]:
+    """gen/* on a split's first images (uint8 x), as every evaluation and the test compute them."""
+    n = min(500, cfg.train.eval_batch_size)  # enough for shares to 0.02; cheap per evaluation
+    return generation_metrics(
+        model, judge, to_float(x[:n]), y[:n], n_classes, seed=seed, per_component=50
+    )
+
+
+def gen_test_seed(cfg: Config) -> int:
+    """The seed of the test set's gen/* samples (final.json's test/gen/*)."""
+    return derive_seed(cfg.seed, "gen:test")
+
+
 def _check_resumable(saved: Config, cfg: Config) -> None:
     a, b = saved.flat(), cfg.flat()
     diff = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES)
@@ -225,10 +246,7 @@ def run(
     def gen_metrics(x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, float]:
         if judge is None:
             return {}
-        n = min(500, cfg.train.eval_batch_size)  # enough for shares to 0.02; cheap per evaluation
-        return generation_metrics(
-            model, judge, to_float(x[:n]), y[:n], splits.n_classes, seed=seed, per_component=50
-        )
+        return split_gen_metrics(model, judge, x, y, cfg, splits.n_classes, seed)
 
     stats, last_train = Stats(), {}
     val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
@@ -307,7 +325,7 @@ def run(
     scores = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
     final.update({names.split_metric("test", k): v for k, v in scores.items()})
-    gen = gen_metrics(splits.test_x, splits.test_y, derive_seed(cfg.seed, "gen:test"))
+    gen = gen_metrics(splits.test_x, splits.test_y, gen_test_seed(cfg))
     final.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
     final[names.ERROR_MAPPING_TAG] = mapping_for(
         cfg.model.num_components, splits.n_classes, cfg.data.supervised
