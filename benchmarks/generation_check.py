@@ -20,9 +20,8 @@ def check(run: Path, data_root: Path) -> dict:
     import torch
 
     from amm_core import names
-    from amm_core.config import config_from_dict
     from amm_core.data.splits import load_splits
-    from amm_core.run.checkpoint import latest_checkpoint, load_checkpoint
+    from amm_core.run.checkpoint import checkpoint_config, latest_checkpoint, load_checkpoint
     from amm_core.run.classifier import digit_classifier
     from amm_core.run.step import TrainingStep
     from amm_core.run.train import gen_test_seed, split_gen_metrics
@@ -32,8 +31,7 @@ def check(run: Path, data_root: Path) -> dict:
         print(f"no checkpoint under '{run / names.CHECKPOINTS_DIR}'", file=sys.stderr)
         raise SystemExit(2)
     state = load_checkpoint(newest)
-    cfg = config_from_dict(json.loads(state["config"]))
-    cfg = cfg.replace(**{"data.data_dir": str(data_root)})
+    cfg = checkpoint_config(state).replace(**{"data.data_dir": str(data_root)})
     cpu = torch.device("cpu")
     splits = load_splits(cfg.data, data_root, cfg.seed, cpu)
     model = TrainingStep(cfg, cpu, splits.class_freqs, splits.train_x).model

@@ -9,6 +9,7 @@ lists, tuples, str, int, float, bool and None (checked before writing).
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import re
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from amm_core import loader
+from amm_core.config import Config, config_from_dict
 from amm_core.errors import ConfigError
 from amm_core.fs import fsync_dir, write_atomic
 from amm_core.names import STATE_FILE, checkpoint_dirname, checkpoint_step
@@ -99,6 +102,13 @@ def load_checkpoint(directory_or_file: Path | str) -> dict:
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint '{f}' holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def checkpoint_config(state: dict) -> Config:
+    """The config a checkpoint's run trained with. Read as stored: a key an older amm wrote and
+    this version retired is dropped with a note, not an error as in a user's file."""
+    with loader.stored():
+        return config_from_dict(json.loads(state["config"]))
 
 
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")

@@ -20,14 +20,15 @@ from typing import Any
 
 import torch
 
-from amm_core import loader, names, settings
-from amm_core.config import Config, config_from_dict, phase_steps, total_steps, trained_steps
+from amm_core import names, settings
+from amm_core.config import Config, phase_steps, total_steps, trained_steps
 from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
 from amm_core.model.models import AMM
 from amm_core.run.accel import keep_freed_memory
 from amm_core.run.checkpoint import (
+    checkpoint_config,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -194,8 +195,7 @@ def run(
 
     if resume_from is not None:
         state = load_checkpoint(resume_from)
-        with loader.stored():  # a checkpoint of an older amm may carry a removed key
-            saved = config_from_dict(json.loads(state["config"]))
+        saved = checkpoint_config(state)  # a checkpoint of an older amm may carry a removed key
         if cfg.train.restarts > 1:  # the restart phase chose the start: the run goes on with it
             cfg = cfg.replace(**{"train.start": saved.train.start})
         _check_resumable(saved, cfg)
