@@ -1,4 +1,4 @@
-"""`amm sweep plan|run|resume|status`.
+"""`amm sweep plan|run|resume|status|export|import`.
 
 Handlers import Ray and MLflow lazily so that `amm --help` stays fast.
 """
@@ -124,10 +124,50 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeps import locations
+    from sweeps import ledger, locations, tracking
+    from sweeps.folder import SweepFolder
     from sweeps.status import status
 
-    print(status(args.name, locations.storage_for(args.name, args.storage)))
+    storage = locations.storage_for(args.name, args.storage)
+    if not SweepFolder(storage, args.name).exists():  # lost, or only imported: the store's view
+        uri = tracking.resolve_tracking_uri(locations.tracking_for(args.name, args.tracking_uri))
+        db = uri.removeprefix("sqlite:///")
+        if db == uri or Path(db).is_file():  # never create a SQLite file to say "no sweep"
+            text = ledger.store_status(args.name, uri)
+            if text is not None:
+                print(text)
+                return 0
+    print(status(args.name, storage))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sweeps import locations, portable, tracking
+
+    uri = tracking.resolve_tracking_uri(locations.tracking_for(args.name, args.tracking_uri))
+    out = Path(args.output or f"{args.name}.amm-sweep.json")
+    doc = portable.export(args.name, uri, out, figures=args.figures)
+    finished = sum(t["status"] == "FINISHED" for t in doc["trials"])
+    size = out.stat().st_size
+    print(
+        f"exported sweep {args.name}: {len(doc['trials'])} trials ({finished} finished) "
+        f"from {uri} to {out} ({size / 1e6:.2f} MB)"
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from sweeps import locations, portable, tracking
+
+    doc = portable.read(args.file)
+    uri = tracking.resolve_tracking_uri(locations.tracking_for(None, args.tracking_uri))
+    tracking.check_tracking(uri)
+    rep = portable.import_doc(doc, uri)
+    print(
+        f"imported sweep {rep.sweep} into {uri}: {rep.created} trial runs created, "
+        f"{rep.replaced} unfinished replaced by finished ones, {rep.kept} already there "
+        f"(parent run {rep.parent_run_id})"
+    )
     return 0
 
 
@@ -187,4 +227,26 @@ def register(subparsers) -> None:
     ps = sub.add_parser("status", help="finished / failed / running / missing cells of a sweep")
     ps.add_argument("name", help="sweep name")
     ps.add_argument("--storage", help=STORAGE_HELP)
+    ps.add_argument(
+        "--tracking-uri",
+        help="where to look when the sweep has no folder here (default: the sweep's own, "
+        "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)",
+    )
     ps.set_defaults(func=cmd_status)
+
+    pe = sub.add_parser("export", help="write a sweep of the tracking store to one portable file")
+    pe.add_argument("name", help="sweep name")
+    pe.add_argument("-o", "--output", help="the file (default: NAME.amm-sweep.json; .gz: gzip)")
+    pe.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's own)")
+    pe.add_argument("--figures", action="store_true", help="include each trial's figures")
+    pe.set_defaults(func=cmd_export)
+
+    pi = sub.add_parser(
+        "import", help="recreate an exported sweep in a tracking store (no duplicate runs)"
+    )
+    pi.add_argument("file", help="a file written by `amm sweep export`")
+    pi.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)",
+    )
+    pi.set_defaults(func=cmd_import)

@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     from amm_core import names
     from amm_core.fs import check_out_dir
     from amm_core.run.checkpoint import latest_checkpoint
-    from amm_core.run.train import run
+    from amm_core.run.restarts import train as run
 
     if args.out:
         out = Path(args.out)

@@ -28,7 +28,7 @@ def _one(args: tuple[str, list[str], int, float, int, str]) -> None:
 
     from amm_core import names
     from amm_core.config import load_config
-    from amm_core.run.train import run
+    from amm_core.run.restarts import train as run
 
     torch.set_num_threads(threads)
     cfg = load_config(config, [*overrides, f"seed={seed}", f"train.max_minutes={minutes}"])

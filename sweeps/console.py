@@ -194,17 +194,19 @@ def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "")
     return "\n".join(lines)
 
 
-def start(spec, name: str, uri: str) -> SweepConsole:
-    """Print the plan line of a sweep about to run on the connected Ray -> its console callback."""
+def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) -> SweepConsole:
+    """Print the plan line of a sweep about to run on the connected Ray -> its console callback.
+    `cells`: the grid cells this run trains (default: the spec's)."""
     import ray
 
     from amm_core.config import trained_steps
 
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
-    n = spec.num_trials()
+    n = spec.num_trials() if cells is None else len(cells)
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
-    cells = spec.cells() if spec.search is None else [{}]
+    if cells is None:
+        cells = spec.cells() if spec.search is None else [{}]
     cfgs = [spec.trial_config(c) for c in cells]
     steps = [trained_steps(c) for c in cfgs]
     eta = None

@@ -7,12 +7,10 @@ steps of the base config on this machine). No Ray, no MLflow, no training beyond
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
 from typing import Any
 
 from amm_core.config import trained_steps
-from amm_core.errors import ConfigError
+from amm_core.run.cost import RunCost, evaluations
 from amm_core.shell import amm
 from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
 
@@ -21,46 +19,25 @@ LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists eve
 WARN_TRIALS = 1000  # above this many trials, plan prints a warning
 
 
-def measure_steps_per_sec(spec: SweepSpec, steps: int = 10) -> float:
-    """Time a few training steps of the base config here (after `steps` warm-up steps)."""
-    import tempfile
-
+def measure_cost(spec: SweepSpec, steps: int = 10) -> RunCost:
+    """Measure the spec's trial here (amm_core.run.cost): its step, one evaluation, its end."""
     import torch
 
-    from amm_core import names
-    from amm_core.run import train
-
-    class _Done(Exception):
-        pass
-
-    seen: list[float] = []
-
-    def report(metrics: dict[str, Any], _ckpt: Path | None, _final: bool) -> None:
-        seen.append(metrics.get(names.IMAGES_PER_SEC, 0.0))
-        if len(seen) == 2:
-            raise _Done
+    from amm_core.run.cost import measure
 
     torch.set_num_threads(max(1, int(spec.cpu)))
-    cfg = spec.trial_config({}).replace(
-        **{
-            "train.steps": 2 * steps,
-            "train.eval_every": steps,
-            "train.log_every": steps,
-            "train.figures": False,
-            "data.val_size": min(spec.base_config.data.val_size, 500),
-        }
-    )
-    with tempfile.TemporaryDirectory() as d:
-        with contextlib.suppress(_Done):
-            train.run(cfg, Path(d), report=report)
-    if len(seen) < 2:
-        raise ConfigError("measuring steps/sec: the trial reported fewer than two evaluations")
-    return seen[1] / cfg.train.batch_size
+    return measure(spec.trial_config({}), steps=steps)
 
 
 def plan_text(
-    spec: SweepSpec, steps_per_sec: float | None = None, source: str = "", list_all: bool = False
+    spec: SweepSpec,
+    steps_per_sec: float | None = None,
+    source: str = "",
+    list_all: bool = False,
+    cost: RunCost | None = None,
 ) -> str:
+    """The plan; `cost` (measured) prices each trial's evaluations and end, else the spec's
+    cost.trial_overhead_s does."""
     lines = [
         f"sweep spec: {spec.path}",
         f"base preset: {spec.base}",
@@ -70,7 +47,8 @@ def plan_text(
         lines.append(f"description: {spec.description}")
     if spec.overrides:
         lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
-    steps, budgets, plateau = [], [], []  # per trial: steps, train.max_minutes, stop_on_plateau
+    # per trial: steps, train.max_minutes, stop_on_plateau, evaluations
+    steps, budgets, plateau, evals = [], [], [], []
     if spec.search is None:
         for k, vals in spec.axes().items():
             lines.append(f"axis {k}: {vals}")
@@ -83,6 +61,7 @@ def plan_text(
             steps.append(trained_steps(cfg))
             budgets.append(cfg.train.max_minutes)
             plateau.append(cfg.train.stop_on_plateau)
+            evals.append(evaluations(cfg))
             if i < shown:
                 lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
         if shown < len(cells):
@@ -97,6 +76,7 @@ def plan_text(
         steps = [trained_steps(cfg)] * s.num_samples
         budgets = [cfg.train.max_minutes] * s.num_samples
         plateau = [cfg.train.stop_on_plateau] * s.num_samples
+        evals = [evaluations(cfg)] * s.num_samples
     if spec.scheduler:
         sc = spec.scheduler
         lines.append(
@@ -135,8 +115,17 @@ def plan_text(
             f"{total_s / 3600 * spec.gpu:.2f} GPU-hours)"
             + (f" (an upper bound with {' and '.join(bound)})" if bound else "")
         )
-        overhead = spec.cost.trial_overhead_s  # evaluations, figures, the trial's start
-        lines.append(_wall_line(spec, [t + overhead for t in seconds], n))
+        if cost is not None:  # measured: each trial's evaluations and end
+            extra = [e * cost.eval_s + cost.end_s for e in evals]
+            lines.append(
+                f"evaluation {cost.eval_s:.1f} s each, end of a run {cost.end_s:.1f} s "
+                "(test, gen/* metrics, figures; measured now)"
+            )
+        else:  # the spec's stored figure: evaluations, figures, the trial's start
+            extra = [spec.cost.trial_overhead_s] * len(seconds)
+        measured = cost is not None or bool(spec.cost.trial_overhead_s)
+        trials = [t + x for t, x in zip(seconds, extra, strict=True)]
+        lines.append(_wall_line(spec, trials, n, measured))
     else:
         lines.append(
             "estimated cost: unknown (no steps/sec stored in the spec's cost: "
@@ -174,7 +163,7 @@ def _counts(values: list[int]) -> str:
 START_S = 17.0
 
 
-def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
+def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int, measured: bool) -> str:
     """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
     import os
 
@@ -196,7 +185,7 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int) -> str:
             f"  (its time on CPUs: {amm()} sweep plan {spec_arg(spec)} {cpu_route(spec)} "
             "--measure)"
         )
-    if spec.cost.trial_overhead_s:
+    if measured:
         total = wall_time(trial_seconds, par) + START_S
         return (
             f"wall time on this machine ({where}, {par} trial(s) at a time): about "
@@ -217,12 +206,16 @@ def plan(
     list_all: bool = False,
 ) -> str:
     spec = load_spec(spec_path, overrides)
+    cost = None
     if measure:
-        sps = measure_steps_per_sec(spec)
-        source = f"measured now: 10 steps of the base config, {spec.cpu:g} CPU thread(s)"
+        cost = measure_cost(spec)
+        sps = 1 / cost.step_s
+        source = (
+            f"measured now: 3 rounds of 10 steps of the trial's config, {spec.cpu:g} CPU thread(s)"
+        )
     elif spec.cost.steps_per_sec:
         sps = spec.cost.steps_per_sec
         source = f"stored in the spec: {spec.cost.measured_on or 'no note'}"
     else:
         sps, source = None, ""
-    return plan_text(spec, sps, source, list_all)
+    return plan_text(spec, sps, source, list_all, cost)

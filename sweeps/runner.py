@@ -13,7 +13,7 @@ from typing import Any
 from amm_core import names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.shell import amm
-from sweeps import locations, reconcile, stopping, tracking, tuner
+from sweeps import ledger, locations, reconcile, stopping, tracking, tuner
 from sweeps import lock as sweep_lock
 from sweeps.folder import NAME_RE, SweepFolder, SweepMeta
 from sweeps.spec import SweepSpec, load_spec
@@ -72,15 +72,25 @@ def _summarize_parent(meta: SweepMeta) -> None:
 
 
 def _callbacks(
-    cb, spec: SweepSpec, name: str, uri: str, verbose: bool, resumed: SweepFolder | None = None
+    cb,
+    spec: SweepSpec,
+    name: str,
+    uri: str,
+    verbose: bool,
+    resumed: SweepFolder | None = None,
+    cells: list[dict[str, Any]] | None = None,
+    note: str = "",
 ) -> list:
     """The MLflow callback, and the short console unless Ray's own output is asked for; a
-    resumed sweep's console counts the trials that finished before."""
+    resumed sweep's console counts the trials that finished before. `cells`: the grid cells
+    this run trains (default: all), `note` what the store already held (the plan's second line)."""
     from sweeps import console
 
+    if note:
+        print(f"sweep {name}: {note}")
     if verbose:
         return [cb]
-    short = console.start(spec, name, uri)
+    short = console.start(spec, name, uri, cells)
     if resumed:
         short.done = sum(s == "finished" for s in trial_states(resumed).values())
     return [cb, short]
@@ -124,39 +134,57 @@ def _run_locked(
     from sweeps.callback import MlflowSweepCallback
 
     name = folder.name
-    if folder.exists():
-        raise ConfigError(
-            f"a sweep named '{name}' already exists at {folder.path}; continue it "
-            f"with `{amm()} sweep resume {name}` or choose another --name"
-        )
     stopping.check()
     tracking.short_retries()
     tracking.init_store(uri)  # a fresh SQLite store, set up under the locks
+    known = None if spec.search is not None else ledger.read(spec, uri, name)
+    if known is not None and not known.missing:
+        print(
+            f"sweep {name}: all {len(known.finished)} trials of the spec already finished in "
+            f"the tracking store {uri} (parent run {known.parent_run_id}); nothing to run"
+        )
+        return 0
+    if folder.exists():
+        more = ""
+        if known is not None:
+            more = (
+                f"; to run only the {len(known.missing)} cells without a finished trial under "
+                f"the same parent instead, move {folder.path} away first"
+            )
+        raise ConfigError(
+            f"a sweep named '{name}' already exists at {folder.path}; continue it "
+            f"with `{amm()} sweep resume {name}` or choose another --name{more}"
+        )
     tuner.ray_init(address, verbose)
     tuner.check_cluster(spec)
     stopping.check()  # the last point where a stop leaves nothing behind
 
     # from the parent run on, a stop ends in _fit: the parent KILLED, the folder resumable
-    exp_id, parent_id = tracking.start_parent(
-        uri,
-        spec.experiment,
-        name,
-        params={
-            "spec": spec.path.name,
-            "trials": spec.num_trials(),
-            "cpu": spec.cpu,
-            "gpu": spec.gpu,
-            "axes": ",".join(spec.axes()) or "search",
-        },
-        tags={
-            names.TAG_SPEC_PATH: str(spec.path),
-            names.TAG_STORAGE: folder.path,
-            # seeds per grid cell: analysis reports a cell with fewer finished seeds as "n=3 of 5"
-            names.TAG_NUM_SEEDS: str(len(spec.seeds) if spec.search is None else 1),
-        },
-    )
-    parent.describe(uri, parent_id, spec, name)
+    if known is not None:  # the store holds the sweep (imported, or its folder lost): go on
+        ledger.reopen(uri, known, len(spec.seeds))
+        exp_id, parent_id = known.experiment_id, known.parent_run_id
+    else:
+        exp_id, parent_id = tracking.start_parent(
+            uri,
+            spec.experiment,
+            name,
+            params={
+                "spec": spec.path.name,
+                "trials": spec.num_trials(),
+                "cpu": spec.cpu,
+                "gpu": spec.gpu,
+                "axes": ",".join(spec.axes()) or "search",
+            },
+            tags={
+                names.TAG_SPEC_PATH: str(spec.path),
+                names.TAG_STORAGE: folder.path,
+                # seeds per cell: analysis reports a cell with fewer finished seeds as "n=3 of 5"
+                names.TAG_NUM_SEEDS: str(len(spec.seeds) if spec.search is None else 1),
+            },
+        )
+        parent.describe(uri, parent_id, spec, name)
     _share_view(uri, exp_id, name, spec)
+    cells = known.missing if known is not None else None
     folder.save_meta(
         SweepMeta(
             name=name,
@@ -170,7 +198,7 @@ def _run_locked(
             parent_run_id=parent_id,
             storage=folder.storage,
             base_flat=base_flat,
-            cells=[dict(c) for c in spec.cells()] if spec.search is None else [],
+            cells=[dict(c) for c in (cells or spec.cells())] if spec.search is None else [],
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
     )
@@ -178,8 +206,9 @@ def _run_locked(
     cb = MlflowSweepCallback(folder, uri, spec.variants)
     new = None
     try:
-        callbacks = _callbacks(cb, spec, name, uri, verbose)
-        new = tuner.build(spec, folder, callbacks, verbose)
+        note = ledger.plan_note(known, spec.num_trials()) if known is not None else ""
+        callbacks = _callbacks(cb, spec, name, uri, verbose, cells=cells, note=note)
+        new = tuner.build(spec, folder, callbacks, verbose, cells=cells)
     except KeyboardInterrupt:  # a second signal: _fit ends the parent run KILLED
         pass
     except BaseException:  # nothing ran: leave the name free and no run RUNNING

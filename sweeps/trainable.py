@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin adapter around `amm_core.run.train.run`.
+"""The Ray Tune function trainable: a thin adapter around `amm_core.run.restarts.train`.
 
 Everything about the method is in `amm_core`; this file only connects the loop's hooks to Tune:
 each evaluation's checkpoint folder goes to `tune.report(..., checkpoint=...)`, a restarted trial
@@ -59,7 +59,7 @@ def train_trial(
     from ray import tune
 
     from amm_core.config import phase_steps
-    from amm_core.run import train
+    from amm_core.run import restarts
 
     torch.set_num_threads(max(1, threads))
     cfg = trial_config(base, params, variants)
@@ -111,7 +111,7 @@ def train_trial(
         # the evaluation that wrote this checkpoint may never have reached the driver (a stop
         # or kill between the two): report it again; the driver logs each (key, step) once
         send(last, False)
-    train.run(cfg, out_dir, report=report, resume_from=resume_from)
+    restarts.train(cfg, out_dir, report=report, resume_from=resume_from)
 
 
 def _newest(ckpt, folder: SweepFolder | None, trial_id: str):

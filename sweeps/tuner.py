@@ -100,10 +100,18 @@ def trainable(spec: SweepSpec, folder: SweepFolder):
     return tune.with_resources(fn, {"cpu": spec.cpu, "gpu": spec.gpu})
 
 
-def _search_space(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
-    """(param space, search algorithm, samples): the grid, or Optuna's TPE over the spec's space."""
+def _search_space(
+    spec: SweepSpec, cells: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], Any, int]:
+    """(param space, search algorithm, samples): the grid (only `cells` of it, when given), or
+    Optuna's TPE over the spec's space."""
     from ray import tune
 
+    if spec.search is None and cells is not None:  # a part of the grid: exactly these points
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        space = {k: tune.choice(v) for k, v in spec.axes().items()}
+        return space, BasicVariantGenerator(points_to_evaluate=cells), len(cells)
     if spec.search is None:
         return {k: tune.grid_search(v) for k, v in spec.axes().items()}, None, 1
     import optuna
@@ -120,11 +128,17 @@ def _search_space(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     return space, OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler), s.num_samples
 
 
-def build(spec: SweepSpec, folder: SweepFolder, callbacks: list, verbose: bool = True):
-    """A new Tuner for the sweep in `folder`."""
+def build(
+    spec: SweepSpec,
+    folder: SweepFolder,
+    callbacks: list,
+    verbose: bool = True,
+    cells: list[dict[str, Any]] | None = None,
+):
+    """A new Tuner for the sweep in `folder` (of the grid's `cells` only, when given)."""
     from ray import tune
 
-    space, search_alg, num_samples = _search_space(spec)
+    space, search_alg, num_samples = _search_space(spec, cells)
     scheduler = None
     if spec.scheduler is not None:  # the spec's scheduler fields are ASHAScheduler's arguments
         from ray.tune.schedulers import ASHAScheduler

@@ -1,10 +1,16 @@
 """Shared fixtures. `data_root`: the real data root ($AMM_DATA_DIR, else ../shared/data);
-`one_thread`: torch on one thread, seeded, for small deterministic model tests."""
+`one_thread`: torch on one thread, seeded, for small deterministic model tests;
+`mlflow_server`: a real tracking server on a loopback port, one per test module."""
 
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 # The `mlflow server`s the tests start need no job runner (MLflow 3 starts several huey worker
@@ -32,6 +38,52 @@ def one_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, a free loopback port) for one test module."""
+    d = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = open(d / "server.log", "w")  # noqa: SIM115 - closed in the finalizer
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{d / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(d / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (d / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "mlflow server did not start in 120 s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        stop_group(proc)
+        log.close()
 
 
 def pytest_collection_modifyitems(items):

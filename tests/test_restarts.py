@@ -13,7 +13,7 @@ from amm_cli.main import main as amm
 from amm_core import names
 from amm_core.config import load_config, total_steps, trained_steps
 from amm_core.errors import ConfigError
-from amm_core.run.train import run
+from amm_core.run.restarts import train as run
 
 FAST = [*FAST_RUN, "train.gen_metrics=false", "loss.cluster_weight=1"]
 PHASE = ["train.steps=40", "train.restarts=3", "train.restart_steps=20"]

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port, stop_group
 
 from amm_core import names
 from amm_core.errors import ConfigError
@@ -26,51 +22,6 @@ from amm_core.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.yaml"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    log = open(d / "server.log", "w")  # noqa: SIM115 - closed in the finalizer
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{d / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(d / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (d / "server.log").read_text()[-3000:]
-            assert time.time() < deadline, "mlflow server did not start in 120 s"
-            time.sleep(0.5)
-        yield uri
-    finally:
-        stop_group(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")

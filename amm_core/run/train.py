@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from amm_core import names, settings
-from amm_core.config import Config, phase_steps, total_steps, trained_steps
+from amm_core.config import Config, total_steps
 from amm_core.data.splits import EpochSampler, Splits, derive_seed, generator, load_splits, to_float
 from amm_core.errors import ConfigError
 from amm_core.fs import json_lines
@@ -144,28 +144,18 @@ def run(
     tick: Callable[[int, int], None] | None = None,
     deadline: float | None = None,
     test: bool = True,
+    final_extra: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
 
     Writes out_dir/config.json, metrics.jsonl, final.json, checkpoints/step_*/state.pt and,
-    when cfg.train.figures, figures/*.png; with train.restarts > 1 first the restart phase's
-    starts under out_dir/starts/ (`_restart_phase`). `deadline` (time.monotonic()) replaces
-    train.max_minutes' own; test=False ends after the last evaluation (no test, no final.json).
+    when cfg.train.figures, figures/*.png. One start of the model (train.start): the restart
+    phase of train.restarts > 1 is `amm_core.run.restarts.train`, which calls this. `deadline`
+    (time.monotonic()) replaces train.max_minutes' own; test=False ends after the last
+    evaluation (no test, no final.json); `final_extra` is bookkeeping added to final.json.
     """
     out_dir = Path(out_dir).resolve()
     ckpt_root = out_dir / names.CHECKPOINTS_DIR
-    t_cfg = cfg.train
-    if t_cfg.restarts > 1:
-        if deadline is None and t_cfg.max_minutes:  # one budget for the phase and the rest
-            deadline = time.monotonic() + 60 * t_cfg.max_minutes
-        offset = phase_steps(cfg)  # the phase's other starts train first
-        outer_tick = tick
-        tick = None if outer_tick is None else lambda s, n: outer_tick(s + offset, n + offset)
-        if resume_from is None:
-            chosen = _restart_phase(cfg, out_dir, should_stop, outer_tick, deadline)
-            if chosen is None:
-                return RunResult(0, None, stopped=True)
-            resume_from = _adopt(chosen, out_dir, report)
     device = resolve_device(cfg.train.device)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -195,10 +185,7 @@ def run(
 
     if resume_from is not None:
         state = load_checkpoint(resume_from)
-        saved = checkpoint_config(state)  # a checkpoint of an older amm may carry a removed key
-        if cfg.train.restarts > 1:  # the restart phase chose the start: the run goes on with it
-            cfg = cfg.replace(**{"train.start": saved.train.start})
-        _check_resumable(saved, cfg)
+        _check_resumable(checkpoint_config(state), cfg)  # an older amm's may carry a removed key
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -331,9 +318,7 @@ def run(
         cfg.model.num_components, splits.n_classes, cfg.data.supervised
     )
     final[names.STOP_REASON] = stop_reason
-    if cfg.train.restarts > 1:
-        final[names.RESTART_CHOSEN] = cfg.train.start
-        final[names.RESTART_SCORES] = _phase_scores(out_dir, cfg.train.restarts)
+    final.update(final_extra or {})
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
@@ -341,96 +326,6 @@ def run(
     if report is not None:
         report(dict(final), ckpt, True)
     return RunResult(step, ckpt, final=final, stop_reason=stop_reason)
-
-
-@dataclass(frozen=True)
-class Start:
-    """One start of the restart phase, trained."""
-
-    index: int  # its train.start
-    score: float  # loss/cluster at its last evaluation (training batches, no label)
-    checkpoint: Path  # its last checkpoint
-    history: list[dict[str, Any]]  # its metrics.jsonl lines
-
-
-def _restart_phase(
-    cfg: Config,
-    out_dir: Path,
-    should_stop: Callable[[], bool] | None,
-    tick: Callable[[int, int], None] | None,
-    deadline: float | None,
-) -> Start | None:
-    """Train train.restarts starts of the model, restart_steps each, in out_dir/starts/start_K
-    (a start already trained there is not trained again, one cut short goes on from its last
-    checkpoint); the one whose clustering term (loss/cluster, the mean over the train.log_every
-    steps before its last evaluation) is lowest, or None when should_stop ended the phase.
-    Labels play no part in the choice (docs/method.md section 9)."""
-    t = cfg.train
-    total = trained_steps(cfg)
-    starts: list[Start] = []
-    for k in range(t.restarts):
-        folder = out_dir / names.STARTS_DIR / names.start_dirname(k)
-        overrides = {"train.restarts": 1, "train.start": k, "train.steps": t.restart_steps}
-        overrides.update({"train.figures": False, "train.stop_on_plateau": 0})
-        sub = cfg.replace(**overrides)
-        last = latest_checkpoint(folder / names.CHECKPOINTS_DIR)
-        result = None
-        if last is None or names.checkpoint_step(last.name) != t.restart_steps:
-            base = k * t.restart_steps
-            result = run(
-                sub,
-                folder,
-                should_stop=should_stop,
-                resume_from=last,
-                tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
-                deadline=deadline,
-                test=False,
-            )
-            if result.stopped:
-                return None
-            last = result.checkpoint
-        history = json_lines(folder / names.METRICS_FILE)
-        assert last is not None and history, f"start {k}: no evaluation in {folder}"
-        starts.append(Start(k, float(history[-1][names.LOSS_CLUSTER]), last, history))
-        print(
-            f"amm: restart phase: start {k + 1}/{t.restarts}, step {history[-1][names.STEP]}: "
-            f"{names.LOSS_CLUSTER} {starts[-1].score:.4f}",
-            file=sys.stderr,
-        )
-        if result is not None and result.stop_reason == names.STOP_TIME_BUDGET:
-            break  # train.max_minutes is spent: choose among the starts trained so far
-    best = min(starts, key=lambda s: s.score)  # the first of equals
-    print(f"amm: restart phase: going on with start {best.index + 1}", file=sys.stderr)
-    return best
-
-
-def _phase_scores(out_dir: Path, restarts: int) -> str:
-    """Each start's clustering term at its last evaluation, "0: -2.0831, 1: -2.1782, ..." (the
-    starts whose folders are here: a run resumed on another machine may lack them)."""
-    scores = []
-    for k in range(restarts):
-        history = json_lines(
-            out_dir / names.STARTS_DIR / names.start_dirname(k) / names.METRICS_FILE
-        )
-        if history:
-            scores.append(f"{k}: {history[-1][names.LOSS_CLUSTER]:.4f}")
-    return ", ".join(scores)
-
-
-def _adopt(start: Start, out_dir: Path, report: ReportFn | None) -> Path:
-    """Make the chosen start the run's beginning: its last checkpoint becomes the run's first,
-    its evaluations the run's first lines of metrics.jsonl (and reports). Returns the checkpoint
-    to resume from."""
-    ckpt = step_dir(out_dir / names.CHECKPOINTS_DIR, names.checkpoint_step(start.checkpoint.name))
-    if not ckpt.exists():
-        save_checkpoint(ckpt, load_checkpoint(start.checkpoint))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(m) + "\n" for m in start.history)
-    (out_dir / names.METRICS_FILE).write_text(lines)
-    if report is not None:
-        for metrics in start.history:
-            report(dict(metrics), None, False)
-    return ckpt
 
 
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:

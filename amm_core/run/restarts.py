@@ -1,0 +1,172 @@
+"""The restart phase (docs/method.md section 9): train `train.restarts` starts of the model for
+`train.restart_steps` each, keep the one whose clustering term is lowest, and go on with it to
+the run's end. `train()` is the entry point of a run of any config: with one start it is
+`amm_core.run.train.run`; with more it calls that plain `run()` once per start and once more for
+the kept start, which resumes from the start's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amm_core import names
+from amm_core.config import Config, phase_steps, trained_steps
+from amm_core.fs import json_lines
+from amm_core.run.checkpoint import (
+    checkpoint_config,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    step_dir,
+)
+from amm_core.run.train import ReportFn, RunResult, run
+
+Tick = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Start:
+    """One start of the restart phase, trained."""
+
+    index: int  # its train.start
+    score: float  # loss/cluster at its last evaluation (training batches, no label)
+    checkpoint: Path  # its last checkpoint
+    history: list[dict[str, Any]]  # its metrics.jsonl lines
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    report: ReportFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = False,
+    tick: Tick | None = None,
+) -> RunResult:
+    """Train a run of `cfg` in out_dir, its restart phase first when train.restarts > 1 (the
+    starts under out_dir/starts/). One time budget (train.max_minutes) covers the phase and the
+    rest; a run resumed after the phase goes on with the start it kept."""
+    out_dir = Path(out_dir).resolve()
+    t = cfg.train
+    if t.restarts == 1:
+        return run(
+            cfg, out_dir, report=report, should_stop=should_stop, resume_from=resume_from,
+            progress=progress, tick=tick,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes else None
+    if resume_from is None:
+        chosen = _phase(cfg, out_dir, should_stop, tick, deadline)
+        if chosen is None:
+            return RunResult(0, None, stopped=True)
+        resume_from = _adopt(chosen, out_dir, report)
+    saved = checkpoint_config(load_checkpoint(resume_from))
+    cfg = cfg.replace(**{"train.start": saved.train.start})  # the kept start's streams
+    offset = phase_steps(cfg)  # the phase's other starts trained first
+    extra = {
+        names.RESTART_CHOSEN: cfg.train.start,
+        names.RESTART_SCORES: _phase_scores(out_dir, t.restarts),
+    }
+    return run(
+        cfg,
+        out_dir,
+        report=report,
+        should_stop=should_stop,
+        resume_from=resume_from,
+        progress=progress,
+        tick=None if tick is None else lambda s, n: tick(s + offset, n + offset),
+        deadline=deadline,
+        final_extra=extra,
+    )
+
+
+def _phase(
+    cfg: Config,
+    out_dir: Path,
+    should_stop: Callable[[], bool] | None,
+    tick: Tick | None,
+    deadline: float | None,
+) -> Start | None:
+    """Train the starts in out_dir/starts/start_K (a start already trained there is not trained
+    again, one cut short goes on from its last checkpoint); the one whose clustering term
+    (loss/cluster, the mean over the train.log_every steps before its last evaluation) is
+    lowest, or None when should_stop ended the phase. Labels play no part in the choice."""
+    t = cfg.train
+    total = trained_steps(cfg)
+    starts: list[Start] = []
+    for k in range(t.restarts):
+        folder = out_dir / names.STARTS_DIR / names.start_dirname(k)
+        overrides = {"train.restarts": 1, "train.start": k, "train.steps": t.restart_steps}
+        overrides.update({"train.figures": False, "train.stop_on_plateau": 0})
+        sub = cfg.replace(**overrides)
+        last = latest_checkpoint(folder / names.CHECKPOINTS_DIR)
+        result = None
+        if last is None or names.checkpoint_step(last.name) != t.restart_steps:
+            base = k * t.restart_steps
+            result = run(
+                sub,
+                folder,
+                should_stop=should_stop,
+                resume_from=last,
+                tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
+                deadline=deadline,
+                test=False,
+            )
+            if result.stopped:
+                return None
+            last = result.checkpoint
+        history = json_lines(folder / names.METRICS_FILE)
+        assert last is not None and history, f"start {k}: no evaluation in {folder}"
+        starts.append(Start(k, float(history[-1][names.LOSS_CLUSTER]), last, history))
+        print(
+            f"amm: restart phase: start {k + 1}/{t.restarts}, step {history[-1][names.STEP]}: "
+            f"{names.LOSS_CLUSTER} {starts[-1].score:.4f}",
+            file=sys.stderr,
+        )
+        if result is not None and result.stop_reason == names.STOP_TIME_BUDGET:
+            left = t.restarts - k - 1
+            if left:
+                print(
+                    f"amm: restart phase: train.max_minutes is spent; start(s) {k + 2}-"
+                    f"{t.restarts} skipped, choosing among the {k + 1} trained",
+                    file=sys.stderr,
+                )
+            break
+    best = min(starts, key=lambda s: s.score)  # the first of equals
+    print(f"amm: restart phase: going on with start {best.index + 1}", file=sys.stderr)
+    return best
+
+
+def _phase_scores(out_dir: Path, restarts: int) -> str:
+    """Each start's clustering term at its last evaluation, "0: -2.0831, 1: -2.1782, ..." (the
+    starts whose folders are here: a run resumed on another machine may lack them)."""
+    scores = []
+    for k in range(restarts):
+        history = json_lines(
+            out_dir / names.STARTS_DIR / names.start_dirname(k) / names.METRICS_FILE
+        )
+        if history:
+            scores.append(f"{k}: {history[-1][names.LOSS_CLUSTER]:.4f}")
+    return ", ".join(scores)
+
+
+def _adopt(start: Start, out_dir: Path, report: ReportFn | None) -> Path:
+    """Make the chosen start the run's beginning: its last checkpoint becomes the run's first,
+    its evaluations the run's first lines of metrics.jsonl (and reports). The start's own stop
+    reason is dropped: the run goes on past it. Returns the checkpoint to resume from."""
+    ckpt = step_dir(out_dir / names.CHECKPOINTS_DIR, names.checkpoint_step(start.checkpoint.name))
+    if not ckpt.exists():
+        save_checkpoint(ckpt, load_checkpoint(start.checkpoint))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = [{k: v for k, v in m.items() if k != names.STOP_REASON} for m in start.history]
+    (out_dir / names.METRICS_FILE).write_text("".join(json.dumps(m) + "\n" for m in history))
+    if report is not None:
+        for metrics in history:
+            report(dict(metrics), None, False)
+    return ckpt
