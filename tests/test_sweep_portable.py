@@ -3,10 +3,11 @@ against real stores (SQLite files and a real `mlflow server` on a loopback port)
 
 One real sweep of the smoke preset on a Ray head (2 grid cells x seed 0) is exported, its folder
 deleted and one trial left RUNNING (a driver lost with it: the rerun deletes that run);
-`amm sweep status` then reads the store, and `amm sweep run` of the same name with a second seed runs only the 3 cells without a
-finished trial, under the same parent, never rerunning a finished one. The round trip through a
-second store (SQLite, then a server) prints the same `amm table`, importing twice and a stale
-partial export creates no duplicate, and two partial exports of one sweep merge into one whole.
+`amm sweep status` then reads the store, and `amm sweep run` of the same name with a second
+seed runs only the 3 cells without a finished trial, under the same parent, never rerunning a
+finished one. The round trip through a second store (SQLite, then a server) prints the same
+`amm table`, importing twice and a stale partial export creates no duplicate, and two partial
+exports of one sweep merge into one whole.
 """
 
 from __future__ import annotations
