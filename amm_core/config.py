@@ -92,6 +92,9 @@ class LossConfig:
     # paper's every step; 4 saves about 15 % of a CPU step, validation error the same within
     # seed noise (docs/performance.md)
     gp_every: int = at_least(4, 1)
+    # the terms beyond the paper on every N-th generator step, weighted N (lazy, as gp_every);
+    # 1 = every step (docs/performance.md)
+    extra_every: int = at_least(1, 1)
     # beyond the paper (docs/method.md, "extra terms"); 0 turns a term off
     info_weight: float = at_least(0.0, 0)  # CE of G_y(G_x(y, z)) vs y on synthesis (ClusterGAN)
     cluster_weight: float = at_least(0.0, 0)  # augmentation consistency + balance on G_y (IMSAT)

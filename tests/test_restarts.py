@@ -51,7 +51,11 @@ def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, da
     assert json.loads((out / names.CONFIG_FILE).read_text())["train"]["start"] == chosen
     # the run's history begins with the chosen start's, and every evaluation is reported once
     rows = _lines(out / names.METRICS_FILE)
-    assert [r[names.STEP] for r in rows] == [10, 20, 30, 40] and rows[:2] == histories[chosen]
+    assert [r[names.STEP] for r in rows] == [10, 20, 30, 40]
+    # the start's own stop reason is not the run's: the run goes on past its step 20
+    start_rows = [{k: v for k, v in r.items() if k != names.STOP_REASON} for r in histories[chosen]]
+    assert histories[chosen][-1][names.STOP_REASON] == names.STOP_STEPS
+    assert rows[:2] == start_rows and [r.get(names.STOP_REASON) for r in rows[:2]] == [None] * 2
     assert [r[0][names.STEP] for r in reports] == [10, 20, 30, 40, 40]
     assert [r[2] for r in reports] == [False] * 4 + [True]
 

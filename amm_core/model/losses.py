@@ -104,7 +104,8 @@ class AMMLoss:
         # Two D passes, not one on torch.cat([q, p]): D has no BatchNorm, so the maths is the
         # same, and on the CPU the two smaller passes measured 6-10 % faster per training step
         # (no concatenation copies; benchmarks/train_throughput.py, MNIST architecture).
-        return self.model.disc(t.xq, t.yq, t.zq), self.model.disc(t.xp, t.yp, t.zp)
+        # float: under bf16 autocast the losses and their stats are summed in fp32
+        return self.model.disc(t.xq, t.yq, t.zq).float(), self.model.disc(t.xp, t.yp, t.zp).float()
 
     # ---- phases: forward + backward, detached 0-dim stats by metric name -------------------
     def d_main(self, tuples: Tuples) -> dict[str, torch.Tensor]:
@@ -183,8 +184,9 @@ class AMMLoss:
         reg = ((1 - s[:n]).pow(2) * g2[:n]).mean() + (s[n:].pow(2) * g2[n:]).mean()
         return 0.5 * reg, g2.sqrt()
 
-    def g_main(self, t: Tuples) -> dict[str, torch.Tensor]:
-        """L_dec + L_enc (+ extra terms) through the tuples' generator graph; D gets no grads."""
+    def g_main(self, t: Tuples, extra: float = 1.0) -> dict[str, torch.Tensor]:
+        """L_dec + L_enc (+ extra terms, their sum times `extra`; none at 0: the lazy schedule
+        of `step.extra_gain`) through the tuples' generator graph; D gets no grads."""
         disc_params = self.model.discriminator_parameters()
         flags = [p.requires_grad for p in disc_params]
         for p in disc_params:  # no D gradients in the generator phase (saves the work)
@@ -193,32 +195,33 @@ class AMMLoss:
             d_q, d_p = self._logits(t)
             dec = self._game_mean(F.softplus(-d_p), t.sizes)
             enc = self._game_mean(F.softplus(d_q), t.sizes)
-            total, extra = dec + enc, {}
-            if self.lc.info_weight > 0 or self.lc.latent_weight > 0:
+            # each term weighted extra * its weight (1.0 * w == w: every-step runs unchanged)
+            total, stats, g = dec + enc, {}, extra
+            if g and (self.lc.info_weight > 0 or self.lc.latent_weight > 0):
                 info, latent = self._cycle_terms(t)
-                total = total + self.lc.info_weight * info + self.lc.latent_weight * latent
-                extra[names.LOSS_G_INFO] = info.detach()
-                extra[names.LOSS_G_LATENT] = latent.detach()
-            if self.lc.recon_weight > 0:
+                total = total + g * self.lc.info_weight * info + g * self.lc.latent_weight * latent
+                stats[names.LOSS_G_INFO] = info.detach()
+                stats[names.LOSS_G_LATENT] = latent.detach()
+            if g and self.lc.recon_weight > 0:
                 recon = self._recon_term(t)
-                total = total + self.lc.recon_weight * recon
-                extra[names.LOSS_G_RECON] = recon.detach()
-            if self.lc.centroid_weight > 0:
+                total = total + g * self.lc.recon_weight * recon
+                stats[names.LOSS_G_RECON] = recon.detach()
+            if g and self.lc.centroid_weight > 0:
                 centroid = self._centroid_term(t)
-                total = total + self.lc.centroid_weight * centroid
-                extra[names.LOSS_G_CENTROID] = centroid.detach()
-            if self.lc.bayes_weight > 0:
+                total = total + g * self.lc.centroid_weight * centroid
+                stats[names.LOSS_G_CENTROID] = centroid.detach()
+            if g and self.lc.bayes_weight > 0:
                 bayes = self._bayes_term(t)
-                total = total + self.lc.bayes_weight * bayes
-                extra[names.LOSS_G_BAYES] = bayes.detach()
-            if self.lc.label_weight > 0 and t.yl_mu is not None:
+                total = total + g * self.lc.bayes_weight * bayes
+                stats[names.LOSS_G_BAYES] = bayes.detach()
+            if g and self.lc.label_weight > 0 and t.yl_mu is not None:
                 label = F.cross_entropy(t.yl_mu.float(), t.y_l.to(t.yl_mu.device).long())
-                total = total + self.lc.label_weight * label
-                extra[names.LOSS_G_LABEL] = label.detach()
-            if self.lc.cluster_weight > 0:
+                total = total + g * self.lc.label_weight * label
+                stats[names.LOSS_G_LABEL] = label.detach()
+            if g and self.lc.cluster_weight > 0:
                 cluster, parts = self._cluster_term(t)
-                total = total + self.lc.cluster_weight * cluster
-                extra.update(parts)
+                total = total + g * self.lc.cluster_weight * cluster
+                stats.update(parts)
             total.backward()
         finally:
             for p, f in zip(disc_params, flags, strict=True):
@@ -227,7 +230,7 @@ class AMMLoss:
             names.LOSS_G: (dec + enc).detach(),
             names.LOSS_G_DEC: dec.detach(),
             names.LOSS_G_ENC: enc.detach(),
-            **extra,
+            **stats,
         }
 
     # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
@@ -235,8 +238,8 @@ class AMMLoss:
         """The encoder must recover the synthesis codes from G_x(y, z), one pass for both:
         info (ClusterGAN / InfoGAN): CE(G_y(x~) logits, y); latent: ||G_z(x~) - z||^2 / L."""
         q = self.model.encoder(t.xp, sample=False)
-        info = F.cross_entropy(q.y_mu, t.yp.argmax(1))
-        return info, (q.z_mu - t.zp).pow(2).mean()
+        info = F.cross_entropy(q.y_mu.float(), t.yp.argmax(1))
+        return info, (q.z_mu.float() - t.zp.float()).pow(2).mean()
 
     def _recon_term(self, t: Tuples) -> torch.Tensor:
         """ALICE's x-cycle (Li et al. 2017): BCE of G_x(softmax(mu_y), mu_z) against x, mean per
@@ -278,11 +281,11 @@ class AMMLoss:
         cluster_balance * H(mean_batch p(y|x)), plus cluster_entropy * mean H(p(y|x)).
         p(y|x) = softmax of the encoder's logit means; T a small random affine transform."""
         assert t.y_mu is not None, "cluster term: tuples without the encoder's logit means"
-        logp = F.log_softmax(t.y_mu, dim=1)
+        logp = F.log_softmax(t.y_mu.float(), dim=1)  # fp32 under bf16: loss/cluster ranks starts
         p = logp.exp()
         x_u = t.xq[: t.sizes[0]]  # the unlabelled batch
         xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate)
-        logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu, dim=1)
+        logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu.float(), dim=1)
         consist = (p.detach() * (logp.detach() - logp_a)).sum(1).mean()
         mean_p = p.mean(0)
         h_marg = -(mean_p * torch.log(mean_p + 1e-8)).sum()

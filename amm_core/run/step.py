@@ -5,7 +5,6 @@ device between log lines (`Stats`)."""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +44,14 @@ def penalty_gains(cfg: Config, step: int) -> list[float]:
     return [float(every) if on and (step * d + j) % every == 0 else 0.0 for j in range(d)]
 
 
+def extra_gain(cfg: Config, step: int) -> float:
+    """The lazy extra terms, decided here only: the gain of the generator step's terms beyond
+    the paper at training step `step` (`loss.extra_every` N: N on every N-th step, else 0, so
+    that their weight per step stays the configured one on average)."""
+    every = cfg.loss.extra_every
+    return float(every) if step % every == 0 else 0.0
+
+
 def training_step(
     loss: AMMLoss,
     opt_d: torch.optim.Optimizer,
@@ -53,9 +60,11 @@ def training_step(
     x_l: torch.Tensor | None = None,
     y_l: torch.Tensor | None = None,
     gains: Sequence[float] = (1.0,),
+    extra: float = 1.0,
 ) -> dict[str, Any]:
     """One discriminator step per entry of `gains` (main + penalty with that gain, none at 0;
-    each with fresh prior and encoder noise on the same batch) and one generator step."""
+    each with fresh prior and encoder noise on the same batch) and one generator step, its
+    extra terms with gain `extra` (none at 0)."""
     stats: dict[str, Any] = {}
     for gain in gains:
         opt_d.zero_grad(set_to_none=True)
@@ -65,7 +74,7 @@ def training_step(
             stats.update(loss.d_gp(t, gain))
         opt_d.step()
     opt_g.zero_grad(set_to_none=True)
-    stats.update(loss.g_main(t))
+    stats.update(loss.g_main(t, extra))
     opt_g.step()
     return stats
 
@@ -94,13 +103,18 @@ class TrainingStep:
         self.adam = accel.adam_flags(cfg, device)
         self.opt_g, self.opt_d = make_optimizers(self.model, cfg, **self.adam)
         accel.compile_networks(self.model, cfg)
-        step = functools.partial(training_step, self.loss, self.opt_d, self.opt_g)
+        def step(x, x_l, y_l, flags: list[float]) -> dict[str, Any]:
+            # flags: the D steps' penalty gains, then the extra terms' gain (one CUDA graph each)
+            return training_step(self.loss, self.opt_d, self.opt_g, x, x_l, y_l, flags[:-1],
+                                 flags[-1])  # fmt: skip
+
         self.run = accel.CudaGraphStep(step, self.graphed)
 
     def __call__(self, step: int, *batch: torch.Tensor | None) -> dict[str, Any]:
         x, x_l, y_l = (*batch, None, None)[:3]  # (x) or (x, x_l, y_l)
         with accel.autocast(self.cfg, self.device, self.graphed):
-            return self.run(x, x_l, y_l, penalty_gains(self.cfg, step))
+            flags = [*penalty_gains(self.cfg, step), extra_gain(self.cfg, step)]
+            return self.run(x, x_l, y_l, flags)
 
 
 class Stats:
@@ -115,7 +129,8 @@ class Stats:
 
     def add(self, stats: dict[str, Any]) -> None:
         for k, v in stats.items():
-            v = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+            # float: a bf16 stat (train.amp) summed in bf16 keeps 3 digits of the mean
+            v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
             self.counts[k] = self.counts.get(k, 0) + 1
 
