@@ -36,6 +36,7 @@ def _worker(spec_path: str, overrides: list[str], threads: int, rounds: int) -> 
     torch.set_num_threads(threads)
     loaded = importlib.util.spec_from_file_location("amm_cost", HERE / "amm_core/run/cost.py")
     cost_mod = importlib.util.module_from_spec(loaded)
+    sys.modules["amm_cost"] = cost_mod  # its dataclass looks its module up there
     loaded.loader.exec_module(cost_mod)
     pairs = dict(o.split("=", 1) for o in overrides)
     spec = load_spec(spec_path, {k: json.loads(v) for k, v in pairs.items()} or None)

@@ -81,7 +81,8 @@ def measure_step(cfg: Config, steps: int = 10, rounds: int = 3) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(cfg.loss.gp_every * cfg.loss.extra_every + 2):  # warm-up: both schedules
+    every = cfg.loss.gp_every * getattr(cfg.loss, "extra_every", 1)  # older trees lack it
+    for _ in range(every + 2):  # warm-up: allocator, oneDNN primitives, both schedules
         step_fn(i, data[i % 2])
         i += 1
     return _median_seconds(some_steps, rounds) / steps

@@ -103,6 +103,7 @@ class TrainingStep:
         self.adam = accel.adam_flags(cfg, device)
         self.opt_g, self.opt_d = make_optimizers(self.model, cfg, **self.adam)
         accel.compile_networks(self.model, cfg)
+
         def step(x, x_l, y_l, flags: list[float]) -> dict[str, Any]:
             # flags: the D steps' penalty gains, then the extra terms' gain (one CUDA graph each)
             return training_step(self.loss, self.opt_d, self.opt_g, x, x_l, y_l, flags[:-1],
