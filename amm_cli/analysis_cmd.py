@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from amm_core import names
@@ -149,12 +150,40 @@ def metrics_of(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(args.metric or [names.TEST_ERROR_GY]))
 
 
+_EXPORTS: dict[str, str] = {}  # an export file -> the temporary store it was imported into
+
+
+def _from_export(path: str) -> tuple[str, str]:
+    """A sweep export (`amm sweep export`): imported into a temporary SQLite store that lives as
+    long as this process -> (sweep name, tracking URI)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from sweeps import portable
+
+    doc = portable.read(path)
+    if "" not in _EXPORTS:
+        d = tempfile.mkdtemp(prefix="amm-export-")
+        atexit.register(shutil.rmtree, d, True)
+        _EXPORTS[""] = f"sqlite:///{d}/mlflow.db"
+    uri = _EXPORTS[""]
+    if path not in _EXPORTS:
+        portable.import_doc(doc, uri)
+        _EXPORTS[path] = doc["sweep"]
+    return _EXPORTS[path], uri
+
+
 def load_runs(sweep: str, tracking_uri: str | None, metrics: list[str]) -> Any:
     from analysis.fetch import fetch
     from analysis.tables import check_metric
     from sweeps.locations import tracking_for
 
-    runs = fetch(sweep, tracking_for(sweep, tracking_uri))
+    if Path(sweep).is_file():  # a sweep export: read as the sweep it holds
+        name, uri = _from_export(sweep)
+        runs = fetch(name, uri)
+    else:
+        runs = fetch(sweep, tracking_for(sweep, tracking_uri))
     if runs.df.empty:
         raise ConfigError(f"'{sweep}' has no runs ({runs.source})")
     for metric in metrics:

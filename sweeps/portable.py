@@ -86,9 +86,13 @@ def read(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- export
 def _parent(c, name: str):
     """The sweep's newest parent run in the store (any experiment), or None."""
-    from analysis.fetch import _pages
-
-    exp_ids = [e.experiment_id for e in _pages(c.search_experiments)]
+    exp_ids, token = [], None
+    while True:  # every experiment, page by page
+        page = c.search_experiments(max_results=1000, page_token=token)
+        exp_ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
     runs = c.search_runs(
         exp_ids,
         f"tags.`{names.TAG_SWEEP}` = '{name}' and tags.`{names.TAG_ROLE}` = '{names.ROLE_SWEEP}'",
