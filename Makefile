@@ -9,7 +9,7 @@ export AMM_DATA_DIR
 # Tests may run torch on both cores; keep BLAS from oversubscribing them.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test test-fast demo lint format bench clean
+.PHONY: install test test-fast demo lint format bench results clean
 
 install:
 	bash scripts/install.sh
@@ -53,6 +53,15 @@ format: install
 bench: install
 	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 24 --rounds 3 --threads 1
 	$(PY) benchmarks/train_throughput.py --config configs/mnist_amm.yaml --steps 24 --rounds 3 --threads 2
+
+# The study tables of docs/results.md, rebuilt from the committed sweep exports (results/studies/,
+# written by `amm sweep export`): no training, no tracking store of one's own.
+results: install
+	@set -e; for f in results/studies/*.json; do \
+	  echo "== $$f"; \
+	  $(AMM) table $$f --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity; \
+	  echo; \
+	done
 
 clean:
 	rm -rf runs mlflow.db .pytest_cache

@@ -157,12 +157,17 @@ def _from_export(path: str) -> tuple[str, str]:
     """A sweep export (`amm sweep export`): imported into a temporary SQLite store that lives as
     long as this process -> (sweep name, tracking URI)."""
     import atexit
+    import logging
     import shutil
     import tempfile
 
     from sweeps import portable
 
     doc = portable.read(path)
+    import mlflow  # noqa: F401 - it sets its loggers' levels on import: import, then quiet
+
+    for logger in ("mlflow", "alembic"):  # the temporary store's set-up lines
+        logging.getLogger(logger).setLevel(logging.WARNING)
     if "" not in _EXPORTS:
         d = tempfile.mkdtemp(prefix="amm-export-")
         atexit.register(shutil.rmtree, d, True)

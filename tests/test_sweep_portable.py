@@ -115,6 +115,10 @@ def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlf
     assert all(t["metrics"][names.VAL_ERROR_GY] for t in doc["trials"] if t["status"] == "FINISHED")
     before = table(uri, tmp_path, env)
     assert "n=2" in before
+    # `amm table FILE` (make results): the export read as the sweep it holds
+    from_file = amm("table", "b.json.gz", "--metric", names.TEST_ERROR_GY, cwd=tmp_path, env=env)
+    assert "\n".join(ln for ln in from_file.splitlines() if "MLflow" not in ln) == before
+    assert "INFO" not in from_file  # the temporary store is set up quietly
     for other in (f"sqlite:///{tmp_path / 'other.db'}", mlflow_server):
         for f in ("b.json.gz", "b.json.gz", "a.json"):
             amm("sweep", "import", f, "--tracking-uri", other, cwd=tmp_path, env=env)
