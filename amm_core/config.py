@@ -95,6 +95,9 @@ class LossConfig:
     # the terms beyond the paper on every N-th generator step, weighted N (lazy, as gp_every);
     # 1 = every step (docs/performance.md)
     extra_every: int = at_least(1, 1)
+    # the extra terms' own forward passes (the cycles' encoder, the x-cycle's decoder, the
+    # clustering term's augmented encoder pass) on the first N images of the batch; 0 = all
+    extra_batch: int = at_least(0, 0)
     # beyond the paper (docs/method.md, "extra terms"); 0 turns a term off
     info_weight: float = at_least(0.0, 0)  # CE of G_y(G_x(y, z)) vs y on synthesis (ClusterGAN)
     cluster_weight: float = at_least(0.0, 0)  # augmentation consistency + balance on G_y (IMSAT)

@@ -234,19 +234,25 @@ class AMMLoss:
         }
 
     # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
+    def _part(self, n: int) -> slice:
+        """The first `loss.extra_batch` of n samples (all when 0): the extra terms' own passes."""
+        return slice(0, min(self.lc.extra_batch or n, n))
+
     def _cycle_terms(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder must recover the synthesis codes from G_x(y, z), one pass for both:
         info (ClusterGAN / InfoGAN): CE(G_y(x~) logits, y); latent: ||G_z(x~) - z||^2 / L."""
-        q = self.model.encoder(t.xp, sample=False)
-        info = F.cross_entropy(q.y_mu.float(), t.yp.argmax(1))
-        return info, (q.z_mu.float() - t.zp.float()).pow(2).mean()
+        k = self._part(t.xp.shape[0])
+        q = self.model.encoder(t.xp[k], sample=False)
+        info = F.cross_entropy(q.y_mu.float(), t.yp[k].argmax(1))
+        return info, (q.z_mu.float() - t.zp[k].float()).pow(2).mean()
 
     def _recon_term(self, t: Tuples) -> torch.Tensor:
         """ALICE's x-cycle (Li et al. 2017): BCE of G_x(softmax(mu_y), mu_z) against x, mean per
         pixel, on the unlabelled batch; trains encoder and decoder (docs/method.md section 6)."""
         assert t.y_mu is not None and t.z_mu is not None, "recon term: tuples without codes"
-        x_u = t.xq[: t.sizes[0]]
-        x_rec = self.model.decoder(torch.softmax(t.y_mu, dim=1), t.z_mu)
+        k = self._part(t.sizes[0])
+        x_u = t.xq[: t.sizes[0]][k]
+        x_rec = self.model.decoder(torch.softmax(t.y_mu[k], dim=1), t.z_mu[k])
         return F.binary_cross_entropy(x_rec.float().clamp(1e-6, 1 - 1e-6), x_u.float())
 
     def _centroid_term(self, t: Tuples) -> torch.Tensor:
@@ -283,10 +289,11 @@ class AMMLoss:
         assert t.y_mu is not None, "cluster term: tuples without the encoder's logit means"
         logp = F.log_softmax(t.y_mu.float(), dim=1)  # fp32 under bf16: loss/cluster ranks starts
         p = logp.exp()
-        x_u = t.xq[: t.sizes[0]]  # the unlabelled batch
+        k = self._part(t.sizes[0])
+        x_u = t.xq[: t.sizes[0]][k]  # the unlabelled batch (its first loss.extra_batch)
         xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate)
         logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu.float(), dim=1)
-        consist = (p.detach() * (logp.detach() - logp_a)).sum(1).mean()
+        consist = (p[k].detach() * (logp[k].detach() - logp_a)).sum(1).mean()
         mean_p = p.mean(0)
         h_marg = -(mean_p * torch.log(mean_p + 1e-8)).sum()
         h_cond = -(p * logp).sum(1).mean()
