@@ -153,8 +153,33 @@ class SweepFolder:
                     "(pass --storage if it lives elsewhere)"
                 )
             with within(f"sweep file '{self.meta_path}'"):
-                self._meta = build(SweepMeta, json.loads(text))
+                self._meta = build(SweepMeta, self.parse(self.meta_path, text))
         return self._meta
+
+    def unreadable(self, path: str, why: str) -> ConfigError:
+        """The one error for a damaged file of the sweep: which, why, and what to do."""
+        return ConfigError(
+            f"sweep file '{path}' is unreadable ({why}); the sweep's finished trials are in its "
+            f"tracking store: move {self.path} away, then `amm sweep run SPEC --name "
+            f"{self.name}` trains only the cells without a finished trial, under the same parent"
+        )
+
+    def parse(self, path: str, text: str) -> Any:
+        """JSON of one of the sweep's files, or `unreadable`."""
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise self.unreadable(path, f"{type(e).__name__}: {str(e)[:80]}") from None
+
+    def tune_state_file(self) -> Path | None:
+        """Tune's newest experiment state on local storage, checked readable; None if none."""
+        if self.remote:
+            return None
+        states = sorted(Path(self.path).glob("experiment_state-*.json"))
+        if not states:
+            return None
+        self.parse(str(states[-1]), states[-1].read_text())
+        return states[-1]
 
     def save_meta(self, meta: SweepMeta) -> None:
         self.write_text(self.meta_path, json.dumps(dataclasses.asdict(meta), indent=1))
@@ -167,8 +192,9 @@ class SweepFolder:
 
     def runs(self) -> dict[str, str]:
         """trial id -> MLflow run id; {} on remote storage (there the run's tags reattach it)."""
-        text = None if self.remote else self.read_text(self.file(names.RUNS_FILE))
-        return json.loads(text) if text and text.strip() else {}
+        path = self.file(names.RUNS_FILE)
+        text = None if self.remote else self.read_text(path)
+        return self.parse(path, text) if text and text.strip() else {}
 
     def save_runs(self, runs: dict[str, str]) -> None:
         if not self.remote:

@@ -34,13 +34,9 @@ def tune_state(folder: SweepFolder) -> str:
         from ray import tune
 
         return HAS_TRIALS if tune.Tuner.can_restore(folder.path) else NO_STATE
-    states = sorted(Path(folder.path).glob("experiment_state-*.json"))
-    if states:
-        try:
-            if json.loads(states[-1].read_text()).get("trial_data"):
-                return HAS_TRIALS
-        except (OSError, ValueError):
-            pass
+    state = folder.tune_state_file()  # an unreadable one: a ConfigError naming it
+    if state is not None and json.loads(state.read_text()).get("trial_data"):
+        return HAS_TRIALS
     ran = folder.runs() or any(Path(folder.path).glob("trial_*"))
     return NO_STATE_LEFT_TRIALS if ran else NO_STATE
 

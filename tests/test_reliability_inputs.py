@@ -237,3 +237,30 @@ def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(
         with pytest.raises(ConfigError, match="corrupt or not a checkpoint") as e:
             load_checkpoint(ckpt)
     assert not shown and "\n" not in str(e.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("damaged", ["amm_sweep.json", "amm_runs.json", "experiment_state"])
+def test_a_damaged_sweep_file_is_one_line_naming_it(tmp_path, capsys, damaged):
+    """A truncated file of a sweep folder: `status` and `resume` exit 2 with one line naming
+    the file and the way on (the store's finished trials and the idempotent run), never a
+    traceback or a silent "missing"."""
+    from helpers import old_sweep
+
+    folder = old_sweep(tmp_path, "s", cells=[{"seed": 0}])
+    (folder / "amm_runs.json").write_text('{"abc": "0123"}')
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text('{"trial_data": []}')
+    target = {
+        "amm_sweep.json": folder / "amm_sweep.json",
+        "amm_runs.json": folder / "amm_runs.json",
+        "experiment_state": folder / "experiment_state-2026-01-01_00-00-00.json",
+    }[damaged]
+    target.write_text(target.read_text()[:9])
+    for cmd in (["status", "s"], ["resume", "s"]):
+        code = amm(["sweep", *cmd, "--storage", str(tmp_path)])
+        err = capsys.readouterr().err
+        if damaged == "amm_runs.json" and cmd[0] == "status":  # status does not read it
+            continue
+        assert code == 2, (cmd, err)
+        assert f"sweep file '{target}' is unreadable" in err, err
+        assert "trains only the cells without a finished trial" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
