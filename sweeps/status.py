@@ -54,7 +54,10 @@ def _state(trial, folder: SweepFolder, live: bool) -> str:
     state = STATES.get(trial.status, trial.status.lower())
     if live and state == "pending" and trial.status == "PENDING":
         local = folder.trial_dir(trial.trial_id)  # None on remote storage
-        if trial.last_result or (local is not None and (local / RESULTS).is_file()):
+        # Tune gives a trial that never started the result {"trial_id": ...}
+        reported = bool(set(trial.last_result or {}) - {"trial_id"})
+        results = None if local is None else local / RESULTS
+        if reported or (results is not None and results.is_file() and results.stat().st_size):
             return "running"
     if live or state not in ("running", "pending"):
         return state

@@ -123,3 +123,23 @@ def test_drivers_racing_for_a_sweep_get_exactly_one_lock(tmp_path):
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert sorted(o.split()[0] for o in outs) == ["lost", "lost", "lost", "won"], outs
     assert all("in use by a live driver" in o for o in outs if o.startswith("lost"))
+
+
+def test_status_calls_a_trial_that_never_started_pending(tmp_path):
+    """With a live driver, Tune saves running trials as PENDING; one that reported (or wrote
+    results) is running, one whose only result is Tune's {"trial_id": ...} is pending."""
+    from types import SimpleNamespace
+
+    from sweeps.folder import SweepFolder
+    from sweeps.status import RESULTS, _state
+
+    folder = SweepFolder(str(tmp_path), "s")
+    started = SimpleNamespace(
+        status="PENDING", trial_id="a", last_result={"trial_id": "a", "step": 5}
+    )
+    waiting = SimpleNamespace(status="PENDING", trial_id="b", last_result={"trial_id": "b"})
+    assert _state(started, folder, live=True) == "running"
+    assert _state(waiting, folder, live=True) == "pending"
+    (tmp_path / "s" / "trial_b").mkdir(parents=True)
+    (tmp_path / "s" / "trial_b" / RESULTS).write_text("")  # created, nothing written yet
+    assert _state(waiting, folder, live=True) == "pending"
