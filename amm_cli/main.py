@@ -30,9 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("amm: interrupted", file=sys.stderr)
+        return 130
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a command to run again
+    # Run as the program, a signal ends a command at once (amm_cli/__init__.py) until the
+    # command installs its own handling (amm train, amm sweep run|resume), which it restores
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:  # DataError too

@@ -264,3 +264,21 @@ def test_a_damaged_sweep_file_is_one_line_naming_it(tmp_path, capsys, damaged):
         assert f"sweep file '{target}' is unreadable" in err, err
         assert "trains only the cells without a finished trial" in err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_first_instant_is_one_line_and_130(tmp_path, data_root, signame):
+    """SIGINT or SIGTERM while `amm` imports, parses or measures (before any command of its own
+    handles signals): one line, exit 130, never a traceback or a silent 143."""
+    import signal
+
+    env = {**os.environ, "AMM_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "amm_cli.main", "sweep", "plan",
+           str(REPO / "sweeps" / "smoke.yaml"), "--measure"]  # fmt: skip
+    for delay in (0.05, 0.3, 1.0, 3.0):
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=120)
+        assert (proc.returncode, err) == (130, "amm: interrupted\n"), (delay, err[-2000:])
