@@ -97,6 +97,29 @@ def test_resume_is_exact_on_cpu(tmp_path, data_root):
     )
 
 
+def test_a_resumed_run_keeps_what_is_left_of_its_time_budget(tmp_path, data_root):
+    """The checkpoint carries the run's training time: resumed with a budget that time has
+    already spent, the run trains one step and ends on the budget (a fresh budget would let it
+    train on); final.json's perf/train_seconds counts the time before the stop too."""
+    from amm_core.run.checkpoint import load_checkpoint
+
+    cfg = fast_config("train.steps=100000", "train.eval_every=1000")
+    calls = {"n": 0}
+
+    def stop_at_20():
+        calls["n"] += 1
+        return calls["n"] > 20
+
+    part = run(cfg, tmp_path / "r", should_stop=stop_at_20)
+    spent = load_checkpoint(part.checkpoint)["elapsed_s"]
+    assert part.step == 20 and spent > 0
+    budget = 0.5 * spent / 60  # minutes: half of what the first 20 steps took
+    resumed = run(cfg.replace(**{"train.max_minutes": budget}), tmp_path / "r",
+                  resume_from=part.checkpoint)  # fmt: skip
+    assert (resumed.step, resumed.stop_reason) == (21, names.STOP_TIME_BUDGET)
+    assert resumed.final[names.TRAIN_SECONDS] > spent
+
+
 def test_resume_rejects_a_different_config(tmp_path, data_root):
     run(fast_config("train.steps=10"), tmp_path / "r")
     ckpt = tmp_path / "r" / "checkpoints" / "step_0000010"

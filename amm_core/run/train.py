@@ -182,6 +182,7 @@ def run(
     step = 0
     plateau = Plateau(cfg.train.stop_on_plateau, cfg.train.plateau_delta)
     stop_reason = names.STOP_STEPS
+    spent = 0.0  # seconds of training before this process (a resumed run's checkpoint says)
 
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -196,6 +197,7 @@ def run(
             lab_sampler.load_state_dict(state["lab_sampler"])
         set_rng_state(state["rng"])
         step = int(state["step"])
+        spent = float(state.get("elapsed_s", 0.0))  # checkpoints of an older amm lack it
         _trim_metrics(out_dir / names.METRICS_FILE, step)
         if "plateau" in state:  # checkpoints from before the plateau stop lack it
             plateau.load_state_dict(state["plateau"])
@@ -217,6 +219,8 @@ def run(
             "lab_sampler": lab_sampler.state_dict() if lab_sampler is not None else {},
             "rng": rng_state(),
             "plateau": plateau.state_dict(),
+            # the run's training time so far: a resumed run keeps what is left of max_minutes
+            "elapsed_s": spent + time.perf_counter() - t_loop,
         }
         path = save_checkpoint(step_dir(ckpt_root, step), state)
         prune_checkpoints(ckpt_root, cfg.train.keep_checkpoints)
@@ -241,8 +245,8 @@ def run(
     model.train()
     stopped = False
     t_loop = time.perf_counter()
-    if deadline is None and cfg.train.max_minutes:
-        deadline = time.monotonic() + 60 * cfg.train.max_minutes
+    if deadline is None and cfg.train.max_minutes:  # what the run has left of its budget
+        deadline = time.monotonic() + 60 * cfg.train.max_minutes - spent
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -310,7 +314,8 @@ def run(
         return RunResult(step, latest_checkpoint(ckpt_root), stop_reason=stop_reason)
 
     scores = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
-    final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: time.perf_counter() - t_loop}
+    seconds = spent + time.perf_counter() - t_loop  # the whole run's, resumes included
+    final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: seconds}
     final.update({names.split_metric("test", k): v for k, v in scores.items()})
     gen = gen_metrics(splits.test_x, splits.test_y, gen_test_seed(cfg))
     final.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
