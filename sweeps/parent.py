@@ -49,5 +49,7 @@ def summarize(uri: str, exp_id: str, sweep: str, parent_id: str) -> dict[str, fl
         out[f"mean/{key}"] = statistics.fmean(v for v, _ in vals)
         if key == names.OBJECTIVES[0]:
             c.set_tag(parent_id, names.TAG_BEST_RUN, best_run.info.run_name)
-    tracking.log_metrics(c, parent_id, out, 0)
+    # once per value: a resume that changes nothing logs nothing (no repeated rows at step 0)
+    logged = c.get_run(parent_id).data.metrics
+    tracking.log_metrics(c, parent_id, {k: v for k, v in out.items() if logged.get(k) != v}, 0)
     return out
