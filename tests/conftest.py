@@ -86,6 +86,19 @@ def mlflow_server(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def ray_head():
+    """One Ray head for the sweep drivers of a test module (`--address`): each starts in
+    seconds."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        yield c.address
+    finally:
+        c.shutdown()
+
+
 def pytest_collection_modifyitems(items):
     """Tests that read real MNIST are `slow` too: `make test-fast` (-m "not slow") is the inner
     loop without data, clusters or servers; `make test` runs everything."""

@@ -55,17 +55,6 @@ def table(uri: str, cwd: Path, env: dict) -> str:
     return "\n".join(ln for ln in out.splitlines() if "MLflow" not in ln and "INFO" not in ln)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    try:
-        yield c.address
-    finally:
-        c.shutdown()
-
-
 def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlflow_server):
     from mlflow.tracking import MlflowClient
 

@@ -67,18 +67,6 @@ def runs_by_name(uri: str, sweep: str) -> dict:
     return {r.info.run_name: r for r in runs}
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """One Ray head for the drivers of this module (`--address`): each starts in seconds."""
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    try:
-        yield c.address
-    finally:
-        c.shutdown()
-
-
 def wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not ready():
