@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from amm_core import names
@@ -34,12 +37,42 @@ def ray_init(address: str | None, verbose: bool = True) -> None:
         elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
             ray.init(**kw)
         else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
-            ray.init(address="local", include_dashboard=False, **kw)
+            with _own_process_group():
+                ray.init(address="local", include_dashboard=False, **kw)
+                from sweeps import stopping
+
+                stopping.rearm()  # before a SIGTERM held back while Ray started is delivered
     except ConnectionError as e:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
     from sweeps import stopping
 
     stopping.rearm()  # ray.init replaced the driver's SIGTERM handler
+
+
+@contextlib.contextmanager
+def _own_process_group() -> Iterator[None]:
+    """Start local Ray's processes out of reach of a SIGTERM to the driver's process group
+    (`timeout`, Slurm's scancel, `kill -TERM -PGID`): such a signal then reaches the driver
+    alone, which stops the sweep gracefully while Ray still runs, and stops Ray last.
+    A driver that does not lead its group joins a new one while Ray starts, then goes back, so
+    Ray's processes keep a group of their own. A group leader cannot leave its group: there
+    Ray's processes start with SIGTERM blocked (ray.shutdown then ends them with SIGKILL after
+    a second each)."""
+    moved, pid = False, os.getpid()
+    with contextlib.suppress(OSError):
+        home = os.getpgid(0)
+        if home != pid:
+            os.setpgid(0, 0)
+            moved = True
+    blocked = None if moved else signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if moved:
+            with contextlib.suppress(OSError):
+                os.setpgid(0, home)
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def shutdown() -> None:
