@@ -3,9 +3,10 @@ them the seconds of a whole trial of a sweep spec (restart phase included), on t
 
     .venv/bin/python benchmarks/trial_cost.py sweeps/studies/mixture_seeds.yaml --threads 1
     # side by side with another checkout (e.g. `git worktree add /tmp/base <commit>`), rounds
-    # alternating between the two trees so that a load hits both alike:
+    # alternating between the two trees so that a load hits both alike; --set-this changes this
+    # tree's trial only:
     .venv/bin/python benchmarks/trial_cost.py sweeps/studies/mixture_seeds.yaml --threads 1 \
-        --baseline /tmp/base --rounds 3
+        --baseline /tmp/base --rounds 3 --set-this train.amp='"bf16"' 
 
 Each tree is measured with its own spec file (the same relative path) and its own code: a
 worker process per tree and round imports `amm_core` from that tree and times with this file's
@@ -55,11 +56,11 @@ def _worker(spec_path: str, overrides: list[str], threads: int, rounds: int) -> 
     }
 
 
-def _run_worker(tree: Path, args: argparse.Namespace) -> dict:
+def _run_worker(tree: Path, args: argparse.Namespace, extra: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, str(Path(__file__).resolve()), args.spec, "--worker"]
     cmd += ["--threads", str(args.threads), "--rounds", "1"]
-    for o in args.overrides:
+    for o in [*args.overrides, *extra]:
         cmd += ["--set", o]
     out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -93,6 +94,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", help="another checkout to measure side by side")
+    ap.add_argument(
+        "--set-this",
+        dest="this_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="an override for this tree's trial only (a setting the baseline may not have)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -104,7 +113,8 @@ def main() -> None:
     seen: dict[str, list[dict]] = {k: [] for k in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            seen[name].append(_run_worker(tree, args))
+            extra = args.this_overrides if name == "this" else []
+            seen[name].append(_run_worker(tree, args, extra))
     out = {name: _summary(rows) for name, rows in seen.items()}
     for name, row in out.items():
         print(json.dumps({"tree": name, "path": str(trees[name]), **row}))
