@@ -6,7 +6,7 @@ them the seconds of a whole trial of a sweep spec (restart phase included), on t
     # alternating between the two trees so that a load hits both alike; --set-this changes this
     # tree's trial only:
     .venv/bin/python benchmarks/trial_cost.py sweeps/studies/mixture_seeds.yaml --threads 1 \
-        --baseline /tmp/base --rounds 3 --set-this train.amp='"bf16"' 
+        --baseline /tmp/base --rounds 3 --set-this train.amp='"bf16"'
 
 Each tree is measured with its own spec file (the same relative path) and its own code: a
 worker process per tree and round imports `amm_core` from that tree and times with this file's
