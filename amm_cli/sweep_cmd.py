@@ -61,7 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides=overrides(args),
             verbose=args.verbose,
         )
-        _summary(name, storage, code)
+        from sweeps.folder import SweepFolder
+
+        if SweepFolder(storage, name).exists():  # not when the store held every trial already
+            _summary(name, storage, code)
         return code
 
 
@@ -142,7 +145,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
     from sweeps import locations, portable, tracking
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per file
 
     uri = tracking.resolve_tracking_uri(locations.tracking_for(args.name, args.tracking_uri))
     out = Path(args.output or f"{args.name}.amm-sweep.json")

@@ -3,11 +3,10 @@ against real stores (SQLite files and a real `mlflow server` on a loopback port)
 
 One real sweep of the smoke preset on a Ray head (2 grid cells x seed 0) is exported, its folder
 deleted and one trial left RUNNING (a driver lost with it: the rerun deletes that run);
-`amm sweep status` then reads the store, and `amm sweep run` of the same name with a second
-seed runs only the 3 cells without a finished trial, under the same parent, never rerunning a
-finished one. The round trip through a second store (SQLite, then a server) prints the same
-`amm table`, importing twice and a stale partial export creates no duplicate, and two partial
-exports of one sweep merge into one whole.
+`amm sweep status` then reads the store, and `amm sweep run` of the same name runs only the cell
+without a finished trial, under the same parent, never rerunning a finished one. The round trip
+through a second store (SQLite, then a server) prints the same `amm table`, importing twice and
+a stale partial export creates no duplicate, and two partial exports of one sweep merge.
 """
 
 from __future__ import annotations
@@ -66,7 +65,6 @@ def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlf
         "grid:\n  loss.gp_weight: [1.0, 10.0]\nresources: {cpu: 1}\n"
     )
     (tmp_path / "one.yaml").write_text(body + "seeds: [0]\n")
-    (tmp_path / "two.yaml").write_text(body + "seeds: [0, 1]\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     where = ["--storage", "sweeps", "--address", ray_head, "--tracking-uri", uri]
     amm("sweep", "run", "one.yaml", "--name", "pt", *where, cwd=tmp_path, env=env)
@@ -82,28 +80,29 @@ def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlf
                  cwd=tmp_path, env=env)  # fmt: skip
     assert "no sweep folder here" in status and "finished: 1, running: 1" in status
 
-    out = amm("sweep", "run", "two.yaml", "--name", "pt", *where, cwd=tmp_path, env=env)
-    assert "1 of 4 trials already finished" in out, out
-    assert "1 left RUNNING by a lost driver deleted (run again): running the 3 missing" in out
+    out = amm("sweep", "run", "one.yaml", "--name", "pt", *where, cwd=tmp_path, env=env)
+    assert "1 of 2 trials already finished" in out, out
+    assert "1 left RUNNING by a lost driver deleted (run again): running the 1 missing" in out
     runs = trials(uri, "pt")
     parents = {r.data.tags[names.TAG_PARENT] for r in runs}
     assert parents == {first[kept].data.tags[names.TAG_PARENT]}  # no second parent
     done = [r for r in runs if r.info.status == names.FINISHED]
-    assert len(done) == 4 and len({r.info.run_name for r in done}) == 4
+    assert len(done) == 2 and len({r.info.run_name for r in done}) == 2
     # the finished trial was not rerun: its run is the one of the first sweep
     assert [r.info.run_id for r in done if r.info.run_name == kept] == [first[kept].info.run_id]
     old = MlflowClient(uri).get_run(first[lost].info.run_id)  # soft-deleted, KILLED
     assert (old.info.status, old.info.lifecycle_stage) == (names.KILLED, "deleted")
-    again = amm("sweep", "run", "two.yaml", "--name", "pt", *where, cwd=tmp_path, env=env)
-    assert "all 4 trials of the spec already finished" in again and "nothing to run" in again
+    shutil.rmtree(tmp_path / "sweeps" / "pt")  # lost again: every cell is finished now
+    again = amm("sweep", "run", "one.yaml", "--name", "pt", *where, cwd=tmp_path, env=env)
+    assert "all 2 trials of the spec already finished" in again and "nothing to run" in again
 
     # round trips: a second SQLite store and a real server; twice, and with a stale export
     amm("sweep", "export", "pt", "--tracking-uri", uri, "-o", "b.json.gz", cwd=tmp_path, env=env)
     doc = json.loads(gzip.decompress((tmp_path / "b.json.gz").read_bytes()))
-    assert len(doc["trials"]) == 4 and doc["spec"]
+    assert len(doc["trials"]) == 2 and doc["spec"]
     assert all(t["metrics"][names.VAL_ERROR_GY] for t in doc["trials"] if t["status"] == "FINISHED")
     before = table(uri, tmp_path, env)
-    assert "n=2" in before
+    assert "(n=1)" in before
     # `amm table FILE` (make results): the export read as the sweep it holds
     from_file = amm("table", "b.json.gz", "--metric", names.TEST_ERROR_GY, cwd=tmp_path, env=env)
     assert "\n".join(ln for ln in from_file.splitlines() if "MLflow" not in ln) == before
@@ -113,21 +112,19 @@ def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlf
             amm("sweep", "import", f, "--tracking-uri", other, cwd=tmp_path, env=env)
         got = trials(other, "pt")
         # one run per trial: the KILLED record of a trial finished later is not imported
-        assert sorted(r.info.status for r in got) == [names.FINISHED] * 4
+        assert sorted(r.info.status for r in got) == [names.FINISHED] * 2
         assert table(other, tmp_path, env) == before
 
     # two partial exports of one sweep (one with a failed record) merge into the whole
-    for name, drop, fail in (("c.json", 0, 1), ("d.json", 2, None)):
-        part = json.loads(json.dumps(doc))
-        finished = [t for t in part["trials"] if t["status"] == names.FINISHED]
-        part["trials"] = [t for t in finished if t is not finished[drop]]
-        if fail is not None:
-            part["trials"][0]["status"] = names.FAILED  # finished[1] failed on this machine
-        (tmp_path / name).write_text(json.dumps(part))
+    first, second = (json.loads(json.dumps(t)) for t in doc["trials"])
+    failed = {**second, "status": names.FAILED}  # the second trial failed on this machine ...
+    parts = {"c.json": [first, failed], "d.json": [second]}  # ... and finished on that one
+    for name, records in parts.items():
+        (tmp_path / name).write_text(json.dumps({**doc, "trials": records}))
     merged = f"sqlite:///{tmp_path / 'merged.db'}"
     for f in ("c.json", "d.json"):
         amm("sweep", "import", f, "--tracking-uri", merged, cwd=tmp_path, env=env)
-    assert sorted(r.info.status for r in trials(merged, "pt")) == [names.FINISHED] * 4
+    assert sorted(r.info.status for r in trials(merged, "pt")) == [names.FINISHED] * 2
     assert table(merged, tmp_path, env) == before
 
 
