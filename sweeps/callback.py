@@ -219,7 +219,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        self._send("tag", trial.trial_id, key=names.TAG_ERROR, value=_error_text(trial)[-4000:])
+        self._send("tag", trial.trial_id, key=names.TAG_ERROR, value=error_text(trial)[-4000:])
         self._send("end", trial.trial_id, status=names.FAILED)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -237,7 +237,7 @@ def checkpoint_uri(ckpt) -> str:
     return ckpt.path if kind == "local" else f"{kind}://{ckpt.path}"
 
 
-def _error_text(trial) -> str:
+def error_text(trial) -> str:
     """The trial's last error: Tune writes it on the driver first (trial.error_file) and copies
     it to the storage path later (trial.get_error() reads from there)."""
     path = trial.error_file

@@ -39,6 +39,14 @@ def quiet_logs() -> None:
         logging.getLogger(logger).setLevel(logging.WARNING)
     for logger in ("ray", "ray.tune"):
         logging.getLogger(logger).setLevel(logging.ERROR)
+    # a failed trial task is Tune's traceback at ERROR level; the console says it in one line
+    # (SweepConsole.on_trial_recover / on_trial_error), the trial's error file keeps it whole
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_NoTaskTracebacks())
+
+
+class _NoTaskTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Trial task failed")
 
 
 def concurrency(n_trials: int, cpu: float, gpu: float, max_concurrent: int, cpus: float,
@@ -79,9 +87,16 @@ class SweepConsole(tune.Callback):
     """Driver-side Tune callback printing progress lines (pickled with the tuner: no handles)."""
 
     def __init__(
-        self, name: str, n_trials: int, parallel: int, steps: int, longest_s: float = 0.0
+        self,
+        name: str,
+        n_trials: int,
+        parallel: int,
+        steps: int,
+        longest_s: float = 0.0,
+        max_failures: int = 0,
     ) -> None:
         self.name, self.n_trials, self.parallel, self.steps = name, n_trials, parallel, steps
+        self.max_failures = max_failures  # the spec's retries of a failed trial
         # a trial's longest run when a time budget (train.max_minutes) ends it: the ETA's cap
         self.longest_s = longest_s
         self.t0 = time.monotonic()
@@ -153,9 +168,30 @@ class SweepConsole(tune.Callback):
             f"test error {percent(last.get(names.TEST_ERROR_GY))}{early}",
         )
 
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        """A trial's worker failed and Tune retries it: one line, not Tune's traceback."""
+        step = (trial.last_result or {}).get(names.STEP, 0)
+        of = f" of {self.max_failures}" if self.max_failures > 0 else ""
+        self._line(
+            run_name(trial.config),
+            f"failed ({failure_cause(trial)}); retrying from step {step}, "
+            f"failure {trial.num_failures}{of}",
+        )
+
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.done += 1
         self._line(run_name(trial.config), f"FAILED (details: {amm()} sweep status {self.name})")
+
+
+def failure_cause(trial) -> str:
+    """The exception's name from the trial's error text (e.g. ActorDiedError); Tune may not
+    have written it yet when it retries the trial."""
+    import re
+
+    from sweeps.callback import error_text
+
+    found = re.findall(r"\b([A-Z]\w*(?:Error|Exception|Interrupt))\b", error_text(trial))
+    return found[-1] if found else "the worker failed"
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
@@ -228,4 +264,4 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
         )
     budget = 60 * spec.trial_config({}).train.max_minutes
     longest = budget + spec.cost.trial_overhead_s if budget else 0.0
-    return SweepConsole(name, n, par, max(steps), longest)
+    return SweepConsole(name, n, par, max(steps), longest, spec.max_failures)

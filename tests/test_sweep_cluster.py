@@ -65,8 +65,9 @@ def _children(uri: str, sweep: str):
 
 
 def _sweep(
-    cluster, uri: str, data_root: Path, tmp_path: Path, name: str, body=None, steps=40, **extra
-):
+    cluster, uri: str, data_root: Path, tmp_path: Path, name: str, body=None, steps=40,
+    verbose=True, **extra,
+):  # fmt: skip
     """Run a sweep on the test cluster: sweeps/smoke.yaml, or the smoke preset + spec `body`."""
     from sweeps import runner
 
@@ -81,6 +82,7 @@ def _sweep(
         address=cluster.address,
         tracking_uri=uri,
         overrides={**_overrides(data_root, steps), **extra},
+        verbose=verbose,
     )
 
 
@@ -128,8 +130,12 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
     assert "2 finished" in status and "missing" not in status
 
 
-def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root, tmp_path):
-    """SIGKILL one trial's worker process mid-run: Tune restarts it from its last checkpoint."""
+def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root, tmp_path, capfd):
+    """SIGKILL one trial's worker process mid-run: Tune restarts it from its last checkpoint, and
+    the quiet console says so in one line (cause, step, failure k of M), without a traceback."""
+    from sweeps.console import quiet_logs
+
+    quiet_logs()
 
     killed: dict[str, int] = {}
 
@@ -153,8 +159,13 @@ def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root,
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "fault", steps=100)
+    _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "fault", steps=100, verbose=False)
     t.join(timeout=5)
+    out = capfd.readouterr()
+    console = out.out + out.err
+    lines = [ln for ln in console.splitlines() if "retrying from step" in ln]
+    assert len(lines) == 1 and "failure 1 of 2" in lines[0], console[-3000:]
+    assert "failed (" in lines[0] and "Traceback" not in console, console[-3000:]
     assert killed, "no trial was killed: the test did not exercise a failure"
     assert code == 0
     c, parent, children = _children(mlflow_server, "fault")
