@@ -171,15 +171,15 @@ class SweepFolder:
         except ValueError as e:
             raise self.unreadable(path, f"{type(e).__name__}: {str(e)[:80]}") from None
 
-    def tune_state_file(self) -> Path | None:
-        """Tune's newest experiment state on local storage, checked readable; None if none."""
+    def tune_state(self) -> dict[str, Any] | None:
+        """Tune's newest experiment state on local storage, parsed (`unreadable` if damaged);
+        None if there is none or the storage is remote."""
         if self.remote:
             return None
         states = sorted(Path(self.path).glob("experiment_state-*.json"))
         if not states:
             return None
-        self.parse(str(states[-1]), states[-1].read_text())
-        return states[-1]
+        return self.parse(str(states[-1]), states[-1].read_text())
 
     def save_meta(self, meta: SweepMeta) -> None:
         self.write_text(self.meta_path, json.dumps(dataclasses.asdict(meta), indent=1))

@@ -34,8 +34,7 @@ def tune_state(folder: SweepFolder) -> str:
         from ray import tune
 
         return HAS_TRIALS if tune.Tuner.can_restore(folder.path) else NO_STATE
-    state = folder.tune_state_file()  # an unreadable one: a ConfigError naming it
-    if state is not None and json.loads(state.read_text()).get("trial_data"):
+    if (folder.tune_state() or {}).get("trial_data"):  # unreadable: a ConfigError naming it
         return HAS_TRIALS
     ran = folder.runs() or any(Path(folder.path).glob("trial_*"))
     return NO_STATE_LEFT_TRIALS if ran else NO_STATE

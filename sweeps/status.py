@@ -29,7 +29,7 @@ def trials(folder: SweepFolder) -> list:
 
     # it also reads every trial's results, and warns about trials that have none yet (a live
     # or stopped sweep): not news for `amm sweep status`
-    folder.tune_state_file()  # unreadable: a ConfigError naming it, not "every trial missing"
+    folder.tune_state()  # unreadable: a ConfigError naming it, not "every trial missing"
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = quiet.level
     quiet.setLevel(logging.ERROR)

@@ -235,7 +235,8 @@ class AMMLoss:
 
     # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
     def _part(self, n: int) -> slice:
-        """The first `loss.extra_batch` of n samples (all when 0): the extra terms' own passes."""
+        """The first `loss.extra_batch` of n samples (all when 0): the extra terms' own passes.
+        The unlabelled batch comes first in the tuples, so this slice stays within it."""
         return slice(0, min(self.lc.extra_batch or n, n))
 
     def _cycle_terms(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,8 +251,8 @@ class AMMLoss:
         """ALICE's x-cycle (Li et al. 2017): BCE of G_x(softmax(mu_y), mu_z) against x, mean per
         pixel, on the unlabelled batch; trains encoder and decoder (docs/method.md section 6)."""
         assert t.y_mu is not None and t.z_mu is not None, "recon term: tuples without codes"
-        k = self._part(t.sizes[0])
-        x_u = t.xq[: t.sizes[0]][k]
+        k = self._part(t.sizes[0])  # within the unlabelled batch
+        x_u = t.xq[k]
         x_rec = self.model.decoder(torch.softmax(t.y_mu[k], dim=1), t.z_mu[k])
         return F.binary_cross_entropy(x_rec.float().clamp(1e-6, 1 - 1e-6), x_u.float())
 
@@ -290,7 +291,7 @@ class AMMLoss:
         logp = F.log_softmax(t.y_mu.float(), dim=1)  # fp32 under bf16: loss/cluster ranks starts
         p = logp.exp()
         k = self._part(t.sizes[0])
-        x_u = t.xq[: t.sizes[0]][k]  # the unlabelled batch (its first loss.extra_batch)
+        x_u = t.xq[k]  # the unlabelled batch (its first loss.extra_batch)
         xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate)
         logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu.float(), dim=1)
         consist = (p[k].detach() * (logp[k].detach() - logp_a)).sum(1).mean()

@@ -65,9 +65,10 @@ def train(
         chosen = _phase(cfg, out_dir, should_stop, tick, deadline)
         if chosen is None:
             return RunResult(0, None, stopped=True)
-        resume_from = _adopt(chosen, out_dir, report)
-    saved = checkpoint_config(load_checkpoint(resume_from))
-    cfg = cfg.replace(**{"train.start": saved.train.start})  # the kept start's streams
+        resume_from, start = _adopt(chosen, out_dir, report), chosen.index
+    else:  # a run resumed after its phase: the checkpoint says which start it kept
+        start = checkpoint_config(load_checkpoint(resume_from)).train.start
+    cfg = cfg.replace(**{"train.start": start})  # the kept start's streams
     offset = phase_steps(cfg)  # the phase's other starts trained first
     extra = {
         names.RESTART_CHOSEN: cfg.train.start,
