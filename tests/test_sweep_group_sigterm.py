@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from test_sweep_resume import peek  # run name -> (status, evaluations), read-only
 
 from amm_core import names
 
@@ -31,20 +31,6 @@ WRAPPER = (
     "signal.signal(signal.SIGTERM, lambda *a: None)\n"
     "sys.exit(subprocess.call(sys.argv[1:]))\n"
 )
-
-
-def evaluations(db: Path) -> dict[str, tuple[str, int]]:
-    """trial run name -> (status, evaluations logged), read-only."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            rows = con.execute(
-                "SELECT r.name, r.status, (SELECT count(*) FROM metrics m WHERE "
-                "m.run_uuid = r.run_uuid AND m.key = 'val/error_gy') FROM runs r "
-                "WHERE r.lifecycle_stage = 'active'"
-            ).fetchall()
-    except sqlite3.OperationalError:
-        return {}
-    return {n: (s, k) for n, s, k in rows}
 
 
 def test_a_sigterm_to_the_whole_group_stops_the_sweep_and_resume_finishes_it(tmp_path, data_root):
@@ -66,7 +52,7 @@ def test_a_sigterm_to_the_whole_group_stops_the_sweep_and_resume_finishes_it(tmp
     db = tmp_path / "mlflow.db"
     try:
         deadline = time.time() + 240
-        while not any(k >= 2 for s, k in evaluations(db).values()):  # both trials training
+        while not any(k >= 2 for s, k in peek(db).values()):  # both trials training
             assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the driver and whatever shares it
@@ -77,12 +63,12 @@ def test_a_sigterm_to_the_whole_group_stops_the_sweep_and_resume_finishes_it(tmp
     assert proc.returncode == 130, out[-4000:]
     assert "Failed to connect to GCS" not in out and "Traceback" not in out, out[-4000:]
     assert not (tmp_path / "sweeps" / "g.lock").exists()
-    assert all(s != names.RUNNING for s, _ in evaluations(db).values()), evaluations(db)
+    assert all(s != names.RUNNING for s, _ in peek(db).values()), peek(db)
 
     res = subprocess.run([*amm, "sweep", "resume", "g", *where], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    runs = evaluations(db)
+    runs = peek(db)
     trials = [v for n, v in runs.items() if n != "g"]  # each evaluation logged once
     assert trials == [(names.FINISHED, 8)] * 2, runs
 
