@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tracking_uri=locations.tracking_for(None, args.tracking_uri),
             overrides=overrides(args),
             verbose=args.verbose,
+            reuse_finished=args.reuse,
         )
         from sweeps.folder import SweepFolder
 
@@ -219,6 +220,12 @@ def register(subparsers) -> None:
     pr.add_argument("--name", help="sweep name (default: <spec stem>-<timestamp>)")
     _cluster_options(
         pr, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)"
+    )
+    pr.add_argument(
+        "--reuse",
+        action="store_true",
+        help="copy, instead of training, each cell that has a finished trial of another sweep "
+        "in the tracking store with the same config hash and seed (studies share cells)",
     )
     _trial_options(pr)
     pr.set_defaults(func=cmd_run)

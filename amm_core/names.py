@@ -154,6 +154,7 @@ TAG_RESTART_SCORES = "amm.restart_scores"  # final.json's RESTART_SCORES
 # "majority"; a key of final.json too
 ERROR_MAPPING_TAG = "error_mapping"
 TAG_TRIAL_NAME = "amm.trial_name"
+TAG_REUSED = "amm.reused_from"  # SWEEP/RUN_ID of the finished trial a cell was copied from
 TAG_ARTIFACTS_ERROR = "amm.artifacts_error"  # the run's files could not be logged
 TAG_SPEC_PATH = "amm.spec_path"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: its view in MLflow 3's UI

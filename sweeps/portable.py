@@ -136,7 +136,7 @@ def _artifacts(c, run_id: str, folder: str) -> dict[str, str]:
     return out
 
 
-def _run_record(c, run, figures: bool) -> dict[str, Any]:
+def run_record(c, run, figures: bool) -> dict[str, Any]:
     tags = {k: v for k, v in run.data.tags.items() if k not in _LOCAL_TAGS}
     params = dict(run.data.params)
     record = {
@@ -166,7 +166,7 @@ def export(name: str, uri: str, out: str | Path, figures: bool = False) -> dict[
     exp = c.get_experiment(parent.info.experiment_id)
     spec = _artifacts(c, parent.info.run_id, names.SPEC_DIR)
     trials = sorted(
-        (_run_record(c, r, figures) for r in trials_of(c, parent)),
+        (run_record(c, r, figures) for r in trials_of(c, parent)),
         key=lambda t: (t["run_name"], t["start_time"] or 0),
     )
     doc = {
@@ -177,7 +177,7 @@ def export(name: str, uri: str, out: str | Path, figures: bool = False) -> dict[
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "amm_version": tracking.environment_tags().get(names.TAG_VERSION + "amm-sweeps", ""),
         "spec": {k: base64.b64decode(v).decode() for k, v in spec.items()},
-        "parent": _run_record(c, parent, False),
+        "parent": run_record(c, parent, False),
         "trials": trials,
     }
     _write(Path(out), doc)
@@ -196,7 +196,7 @@ def identity(tags: dict[str, str], params: dict[str, str]) -> tuple[str, str]:
     return tags.get(names.TAG_HASH, ""), str(params.get("seed", ""))
 
 
-def _create(c, exp_id: str, record: dict[str, Any], tags: dict[str, str]) -> str:
+def create_run(c, exp_id: str, record: dict[str, Any], tags: dict[str, str]) -> str:
     from mlflow.entities import Metric
 
     run = c.create_run(
@@ -243,7 +243,7 @@ def import_doc(doc: dict[str, Any], uri: str) -> ImportReport:
         # no driver runs it here: a parent exported while RUNNING is imported KILLED
         status = names.KILLED if rec.get("status") == names.RUNNING else rec.get("status")
         rec = {**rec, "metrics": {}, "final": {}, "status": status or names.FINISHED}
-        parent_id = _create(c, exp_id, rec, tags)
+        parent_id = create_run(c, exp_id, rec, tags)
         with tempfile.TemporaryDirectory() as d:
             for fname, text in doc.get("spec", {}).items():
                 f = Path(d) / Path(fname).name
@@ -271,7 +271,7 @@ def import_doc(doc: dict[str, Any], uri: str) -> ImportReport:
             kept += 1
             continue
         tags = {**record.get("tags", {}), names.TAG_PARENT: parent_id, names.TAG_SWEEP: name}
-        run_id = _create(c, parent_exp, record, tags)
+        run_id = create_run(c, parent_exp, record, tags)
         if old is not None:
             c.delete_run(old.info.run_id)  # the unfinished record of a trial now finished
             replaced += 1

@@ -13,7 +13,7 @@ from typing import Any
 from amm_core import names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.shell import amm
-from sweeps import ledger, locations, reconcile, stopping, tracking, tuner
+from sweeps import ledger, locations, reconcile, reuse, stopping, tracking, tuner
 from sweeps import lock as sweep_lock
 from sweeps.folder import NAME_RE, SweepFolder, SweepMeta
 from sweeps.spec import SweepSpec, load_spec
@@ -61,6 +61,56 @@ def _fit(t, folder: SweepFolder, cb) -> int:
     return {names.FINISHED: 0, names.FAILED: 1, names.KILLED: 130}[status]
 
 
+def _open_parent(
+    spec: SweepSpec, folder: SweepFolder, uri: str, known: ledger.Ledger | None
+) -> tuple[str, str]:
+    """The sweep's parent run -> (experiment id, run id): the store's, RUNNING again, when it
+    holds the sweep (imported, or its folder lost), else a new one."""
+    from sweeps import parent
+
+    if known is not None:
+        ledger.reopen(uri, known, len(spec.seeds))
+        return known.experiment_id, known.parent_run_id
+    exp_id, parent_id = tracking.start_parent(
+        uri,
+        spec.experiment,
+        folder.name,
+        params={
+            "spec": spec.path.name,
+            "trials": spec.num_trials(),
+            "cpu": spec.cpu,
+            "gpu": spec.gpu,
+            "axes": ",".join(spec.axes()) or "search",
+        },
+        tags={
+            names.TAG_SPEC_PATH: str(spec.path),
+            names.TAG_STORAGE: folder.path,
+            # seeds per cell: analysis reports a cell with fewer finished seeds as "n=3 of 5"
+            names.TAG_NUM_SEEDS: str(len(spec.seeds) if spec.search is None else 1),
+        },
+    )
+    parent.describe(uri, parent_id, spec, folder.name)
+    return exp_id, parent_id
+
+
+def _copy_reused(
+    uri: str,
+    exp_id: str,
+    parent_id: str,
+    name: str,
+    todo: list[dict[str, Any]],
+    found: dict[int, Any],
+) -> None:
+    """Copy the finished trials of other sweeps that `--reuse` found (sweeps/reuse.py)."""
+    for i, donor in found.items():
+        reuse.copy(uri, exp_id, parent_id, name, todo[i], donor)
+    came = sorted({d.data.tags.get(names.TAG_SWEEP, "?") for d in found.values()})
+    print(
+        f"sweep {name}: {len(found)} of {len(todo)} cells copied from finished trials of "
+        f"{', '.join(came)} (same config hash and seed; tag {names.TAG_REUSED})"
+    )
+
+
 def _summarize_parent(meta: SweepMeta) -> None:
     """Best and mean objective on the parent run; a tracking hiccup must not fail the sweep."""
     from sweeps import parent
@@ -105,8 +155,11 @@ def run(
     tracking_uri: str | None = None,
     overrides: dict[str, Any] | None = None,
     verbose: bool = True,
+    reuse_finished: bool = False,
 ) -> tuple[str, int]:
-    """Start a new sweep -> (its name, exit code). Checks everything before anything starts."""
+    """Start a new sweep -> (its name, exit code). Checks everything before anything starts.
+    `reuse_finished`: cells with a finished trial of another sweep in the store are copied, not
+    trained (sweeps/reuse.py)."""
     spec = load_spec(spec_path, overrides)
     name = name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_RE.match(name):
@@ -119,7 +172,7 @@ def run(
     tracking.check_tracking(uri)
     folder.check()
     with sweep_lock.acquire(folder, "run"):  # before anything of the sweep is created
-        return name, _run_locked(spec, folder, address, base_flat, uri, verbose)
+        return name, _run_locked(spec, folder, address, base_flat, uri, verbose, reuse_finished)
 
 
 def _run_locked(
@@ -129,6 +182,7 @@ def _run_locked(
     base_flat: dict[str, Any],
     uri: str,
     verbose: bool,
+    reuse_finished: bool = False,
 ) -> int:
     from sweeps import parent
     from sweeps.callback import MlflowSweepCallback
@@ -155,36 +209,25 @@ def _run_locked(
             f"a sweep named '{name}' already exists at {folder.path}; continue it "
             f"with `{amm()} sweep resume {name}` or choose another --name{more}"
         )
-    tuner.ray_init(address, verbose)
-    tuner.check_cluster(spec)
+    todo = known.missing if known is not None else spec.cells()
+    found = reuse.donors(uri, spec, name, todo) if reuse_finished and spec.search is None else {}
+    rest = [cell for i, cell in enumerate(todo) if i not in found]
+    if rest or spec.search is not None:  # a sweep whose every cell is reused needs no Ray
+        tuner.ray_init(address, verbose)
+        tuner.check_cluster(spec)
     stopping.check()  # the last point where a stop leaves nothing behind
 
     # from the parent run on, a stop ends in _fit: the parent KILLED, the folder resumable
-    if known is not None:  # the store holds the sweep (imported, or its folder lost): go on
-        ledger.reopen(uri, known, len(spec.seeds))
-        exp_id, parent_id = known.experiment_id, known.parent_run_id
-    else:
-        exp_id, parent_id = tracking.start_parent(
-            uri,
-            spec.experiment,
-            name,
-            params={
-                "spec": spec.path.name,
-                "trials": spec.num_trials(),
-                "cpu": spec.cpu,
-                "gpu": spec.gpu,
-                "axes": ",".join(spec.axes()) or "search",
-            },
-            tags={
-                names.TAG_SPEC_PATH: str(spec.path),
-                names.TAG_STORAGE: folder.path,
-                # seeds per cell: analysis reports a cell with fewer finished seeds as "n=3 of 5"
-                names.TAG_NUM_SEEDS: str(len(spec.seeds) if spec.search is None else 1),
-            },
-        )
-        parent.describe(uri, parent_id, spec, name)
+    exp_id, parent_id = _open_parent(spec, folder, uri, known)
     _share_view(uri, exp_id, name, spec)
-    cells = known.missing if known is not None else None
+    if found:
+        _copy_reused(uri, exp_id, parent_id, name, todo, found)
+        if not rest:
+            tracking.client(uri).set_terminated(parent_id, names.FINISHED)
+            parent.summarize(uri, exp_id, name, parent_id)
+            print(f"sweep {name}: every cell reused; nothing to train")
+            return 0
+    cells = rest if known is not None or found else None
     folder.save_meta(
         SweepMeta(
             name=name,
