@@ -7,7 +7,7 @@ Trains each seed for `--minutes` (train.max_minutes), on `--threads` torch threa
 `--parallel` seeds at a time (separate processes), and prints one JSON line per evaluation:
 {"seed", "minutes", "step", "epoch", "val/error_gy", ..., "gen/component_purity", ...} and one
 per finished seed with its test metrics, both with the generation and latent measures. A
-benchmark to run, not a test: it asserts nothing. docs/results.md quotes it.
+benchmark to run, not a test: it asserts nothing. docs/performance.md quotes it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Bad spec values, huge grids, binary files and file-system failures (issue #12, findings 2, 4,
-6, 7, 9): one line, exit 2 for bad input and 3 for a failing machine, nothing written first.
+"""Bad spec values, huge grids, binary files and file-system failures (docs/reliability.md):
+one line, exit 2 for bad input and 3 for a failing machine, nothing written first.
 
 The spec tests call `amm` in-process; the file-system tests run `amm train` as a real process
 (as an unprivileged user where the tests run as root, so that a read-only folder is read-only;

@@ -1,5 +1,5 @@
-"""The sweep driver killed with SIGKILL mid-sweep, then `amm sweep resume` (issue #12, findings
-1, 8, 10), on a local Ray with MLflow in SQLite.
+"""The sweep driver killed with SIGKILL mid-sweep, then `amm sweep resume`
+(docs/reliability.md), on a local Ray with MLflow in SQLite.
 
 Tune is told to save its experiment state rarely (TUNE_GLOBAL_CHECKPOINT_S), so at the kill
 its saved state is behind: the short trial FINISHED in MLflow is still listed as running, and

@@ -1,4 +1,4 @@
-"""One live driver per sweep (issue #12, finding 1): the lock file, real processes holding it,
+"""One live driver per sweep (docs/reliability.md): the lock file, real processes holding it,
 killed with SIGKILL, racing for it; `amm sweep run` / `resume` refused while it is held."""
 
 from __future__ import annotations

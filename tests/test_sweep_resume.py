@@ -1,5 +1,5 @@
 """`amm sweep run` and `resume` stopped by SIGINT / SIGTERM at several moments, then resumed
-(issue #24: the drivers share one Ray head started for the module).
+(the drivers share one Ray head started for the module).
 
 SIGINT while a driver sets up leaves nothing; SIGTERM in the first moment of a sweep and Ctrl+C
 mid-sweep end the driver with 130, no run RUNNING and the lock gone. Two trials of the smoke

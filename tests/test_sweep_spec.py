@@ -174,7 +174,7 @@ def test_study_cells():
 
 
 def test_samm_labels_study(capsys):
-    """Issue 21: the SAMM plus preset over the number of labels, 3 seeds, 2,200 steps."""
+    """The SAMM plus preset over the number of labels, 3 seeds, 2,200 steps."""
     spec = load_spec(SWEEPS / "studies" / "samm_labels.yaml")
     assert spec.axes() == {"data.labelled": [100, 600, 1000, 3000], "seed": [0, 1, 2]}
     assert spec.base.endswith("mnist_samm_plus.yaml") and spec.num_trials() == 12

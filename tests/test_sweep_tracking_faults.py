@@ -1,4 +1,4 @@
-"""The driver's MLflow writes under faults (issue #12, findings 1, 5, 8), on real SQLite stores:
+"""The driver's MLflow writes under faults (docs/reliability.md), on real SQLite stores:
 closing a sweep ends only its own runs (by run id), the `amm.resumed_from_step` tag follows a
 trial that resumes at a step already logged, and drivers starting at once on a fresh store."""
 

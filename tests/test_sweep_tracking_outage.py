@@ -1,4 +1,4 @@
-"""A tracking outage longer than the driver waits (issue #12, finding 3; issue #24): a real
+"""A tracking outage longer than the driver waits (docs/reliability.md): a real
 `mlflow server` is killed for good mid-sweep. The trial, which would train for minutes, keeps
 training while the driver keeps what it could not log in the sweep folder's outbox, and within
 `$AMM_TRACKING_OUTAGE_S` + one retry interval the driver stops cleanly with one line and exit
