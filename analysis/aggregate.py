@@ -18,7 +18,12 @@ from scipy import stats
 from amm_core import names
 from analysis.fetch import finished
 
-HIGHER_IS_BETTER = (names.NMI, names.ARI, names.CLUSTERS_USED)  # errors: lower is better
+# by the metric's last name part (test/gen/component_purity -> component_purity); the rest, errors
+# first, lower is better
+HIGHER_IS_BETTER = tuple(
+    m.rsplit("/", 1)[-1]
+    for m in (names.NMI, names.ARI, names.CLUSTERS_USED, names.IMAGES_PER_SEC, *names.GEN_METRICS)
+)
 SUMMARY_COLUMNS = ("mean", "std", "n", "n_runs", "expected", "ci_low", "ci_high")
 
 

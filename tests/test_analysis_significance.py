@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from amm_core import names
 from amm_core.config import Config
 from analysis import aggregate as agg
 from analysis import render, significance, tables
@@ -113,6 +114,12 @@ def test_higher_is_better_and_off_switch():
     plain = tables.grid_table(df, ["loss.gp_weight"], [], NMI, significance=False)
     assert plain.rows[0][1] == "0.600 ± 0.100 (n=3)"
     assert not any("Welch" in n for n in plain.notes)
+
+
+@pytest.mark.parametrize("metric", [*names.GEN_METRICS, "test/gen/component_purity"])
+def test_generation_measures_are_higher_is_better(metric):
+    df = frame({1.0: [0.5, 0.6, 0.7], 10.0: [0.8, 0.9, 0.85]}, metric)
+    assert tables.grid_table(df, ["loss.gp_weight"], [], metric).best == {(1, 1)}
 
 
 def test_one_cell_has_nothing_to_compare():
