@@ -1,7 +1,8 @@
 """Run configuration: frozen dataclasses, one field per choice of the paper and of the spec.
 
 Every field has a default and a comment. `load_config` builds a `Config` from nested dicts or YAML
-through `amm_core.loader` and checks the rules across keys (`_validate`), each failure a
+(a preset and the chain of presets its `base:` key names, `read_preset`) through
+`amm_core.loader` and checks the rules across keys (`_validate`), each failure a
 `ConfigError` that names the dotted key and what is allowed. Overrides use dotted keys
 (`loss.gp_weight=10`), the same keys that sweeps use as axes and MLflow logs as params.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amm_core import loader
+from amm_core import loader, presets
 from amm_core.errors import ConfigError
 from amm_core.loader import at_least, checked, choice, did_you_mean
 from amm_core.model.archs import ARCH_SHAPES
@@ -292,13 +293,33 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return config_from_dict(loader.unflatten(flat))
 
 
+def read_preset(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset file as one nested mapping: its `base:` preset's (read the same way, so bases
+    chain) with the file's own keys on top (`loader.merge`). Each file's own keys are checked
+    where they are written, so a bad key names its file; a base that leads back to a file of the
+    chain is a ConfigError naming the chain's files."""
+    data = loader.read_yaml(path, "config file")
+    with loader.within(f"config file '{path}'"):
+        base = data.pop("base", None)
+        loader.build(Config, data)  # each key and value; the rules across keys: on the whole
+        if base is None:
+            return data
+        parent = presets.base_path(path, base, "preset file")
+        chain = (*chain, path.resolve())
+        if parent in chain:
+            files = " -> ".join(str(p) for p in [*chain[chain.index(parent) :], parent])
+            raise ConfigError(f"key 'base': the presets' bases form a cycle: {files}")
+    return loader.merge(read_preset(parent, chain), data)
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> Config:
-    """YAML preset (or None for defaults) plus `key=value` overrides -> validated Config."""
+    """YAML preset (or None for defaults; its `base:` chain resolved, `read_preset`) plus
+    `key=value` overrides -> validated Config."""
     cfg = Config()
     if path is not None:
-        data = loader.read_yaml(Path(path), "config file")
+        data = read_preset(Path(path))
         with loader.within(f"config file '{path}'"):
             cfg = config_from_dict(data)
     if overrides:

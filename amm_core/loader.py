@@ -69,6 +69,16 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section: a key `over` gives replaces the same key of
+    `base`, a mapping in both is merged key by key (a preset over its `base:` preset)."""
+    out = dict(base)
+    for k, v in over.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = merge(out[k], v) if both else v
+    return out
+
+
 def did_you_mean(key: str, known: list[str], prefix: str = "") -> str:
     """' (did you mean loss.gp_weight?)' for a close match (difflib), else ''."""
     import difflib

@@ -30,6 +30,7 @@ from amm_core.config import Config, apply_overrides, field_names, load_config, t
 from amm_core.errors import ConfigError
 from amm_core.loader import build, checked, choice, did_you_mean, read_yaml, stored, within
 from amm_core.names import VARIANT
+from amm_core.presets import base_path
 from amm_core.shell import amm
 
 SPACE_TYPES = ("choice", "uniform", "loguniform")
@@ -197,18 +198,7 @@ def _check_space(space: dict[str, dict[str, Any]]) -> None:
 def _base_preset(spec_path: Path, base: str) -> Path:
     if not base:
         raise ConfigError("key 'base' (a preset from configs/) is required")
-    path = (spec_path.parent / base).resolve()
-    if not path.is_file():  # an installed spec: its preset is package data (amm_presets)
-        from amm_core.presets import find_preset
-
-        path = find_preset(Path(base).name).resolve()
-        path = path if path.is_file() else (spec_path.parent / base).resolve()
-    if not path.is_file():
-        raise ConfigError(
-            f"key 'base': '{base}' (resolved {path}) does not exist; paths are relative to the "
-            "spec file"
-        )
-    return path
+    return base_path(spec_path, base, "spec file")  # the rule presets' `base:` follows too
 
 
 def _seeds(given: int | list[int]) -> list[int]:

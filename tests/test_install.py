@@ -4,6 +4,7 @@ line) and builds without isolation, so no network and a few seconds."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,17 @@ def test_installed_wheel_finds_presets_and_specs(tmp_path):
     assert "trials: 5" in plan.stdout
     smoke = run("sweep", "plan", "smoke")
     assert smoke.returncode == 0 and "trials: 4" in smoke.stdout, smoke.stderr
+    # a preset of one's own on a shipped one, whose `base:` chain (mixture -> paper's) resolves
+    # inside the package data: the same config, so the same hash as in the checkout
+    (elsewhere / "mine.yaml").write_text("base: mnist_amm_mixture\n")
+    (elsewhere / "spec.yaml").write_text("base: mine.yaml\n")
+    mine = run("sweep", "plan", "spec.yaml")
+    snapshot = json.loads((REPO / "tests" / "presets_snapshot.json").read_text())
+    assert mine.returncode == 0 and snapshot["mnist_amm_mixture"]["hash"] in mine.stdout, (
+        mine.stdout + mine.stderr
+    )
+    demo = run("sweep", "plan", "demo")  # a shipped spec on demo -> mixture -> paper's preset
+    assert demo.returncode == 0 and "trials: 4" in demo.stdout, demo.stderr
     helpcfg = run("train", "--help-config")
     assert helpcfg.returncode == 0 and "loss.gp_weight = 10.0" in helpcfg.stdout
     bad = run("train", "nope")
