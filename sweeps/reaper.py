@@ -52,8 +52,9 @@ def release() -> None:
         os.close(write)
         try:
             proc.wait(timeout=5)
-        except Exception:
+        except Exception:  # noqa: BLE001 - it must not outlive this
             proc.kill()
+            proc.wait()
 
 
 def _is_ray(argv: list[str]) -> bool:
