@@ -184,14 +184,20 @@ class SweepConsole(tune.Callback):
 
 
 def failure_cause(trial) -> str:
-    """The exception's name from the trial's error text (e.g. ActorDiedError); Tune may not
-    have written it yet when it retries the trial."""
+    """The exception's name from the trial's error text (e.g. TrainingError), or that the
+    worker process died (Ray's text for it names no exception; Ray cannot tell a `kill -9` or
+    the kernel's OOM killer from a crash, so neither can this line)."""
     import re
 
     from sweeps.callback import error_text
 
-    found = re.findall(r"\b([A-Z]\w*(?:Error|Exception|Interrupt))\b", error_text(trial))
-    return found[-1] if found else "the worker failed"
+    text = error_text(trial)
+    found = re.findall(r"\b([A-Z]\w*(?:Error|Exception|Interrupt))\b", text)
+    if found:
+        return found[-1]
+    if "worker process has died" in text:
+        return "the worker process died: killed or crashed"
+    return "the worker failed"
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections import Counter
+from typing import Any
 
 from amm_core import names
 from amm_core.fmt import percent
@@ -66,6 +69,21 @@ def _state(trial, folder: SweepFolder, live: bool) -> str:
     return "stopped"
 
 
+def _last_result(trial, folder: SweepFolder) -> dict[str, Any]:
+    """The trial's newest result: Tune's, or the one its newest complete checkpoint on disk
+    holds when that is further on (a killed driver's Tune state lags: it may have no result)."""
+    last = trial.last_result or {}
+    cps = folder.checkpoints(trial.trial_id)  # none on remote storage
+    if not cps or last.get(names.STEP, -1) >= cps[-1][0].step:
+        return last
+    record, path = cps[-1]
+    newer = {**record.last, names.STEP: record.step}
+    if record.final:  # the test metrics
+        with contextlib.suppress(OSError, ValueError):
+            newer.update(json.loads((path / names.FINAL_FILE).read_text()))
+    return newer
+
+
 def status(name: str, storage: str | None = None) -> str:
     """Which config x seed cells are finished, failed, running or missing; errors in percent."""
     folder = SweepFolder(storage, name)
@@ -75,7 +93,7 @@ def status(name: str, storage: str | None = None) -> str:
     for cell in meta.cells:  # the spec's order first
         rows[run_name(cell)] = ("missing", "", "-", "-", "")
     for t in trials(folder):
-        last = t.last_result or {}
+        last = _last_result(t, folder)
         rows[run_name(t.config)] = (
             _state(t, folder, driver is not None),
             str(last.get(names.STEP, "")),

@@ -39,7 +39,9 @@ def ray_init(address: str | None, verbose: bool = True) -> None:
         else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
             with _own_process_group():
                 ray.init(address="local", include_dashboard=False, **kw)
-                from sweeps import stopping
+                from sweeps import reaper, stopping
+
+                reaper.watch()  # a driver killed with SIGKILL leaves no Ray process behind
 
                 stopping.rearm()  # before a SIGTERM held back while Ray started is delivered
     except ConnectionError as e:
@@ -80,8 +82,13 @@ def shutdown() -> None:
     if _STARTED:
         import ray
 
+        from sweeps import reaper
+
         _STARTED.clear()
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            reaper.release()
 
 
 def check_cluster(spec: SweepSpec) -> None:

@@ -1,16 +1,19 @@
-"""The sweep driver killed with SIGKILL mid-sweep, then `amm sweep resume`
-(docs/reliability.md), on a local Ray with MLflow in SQLite.
+"""The sweep driver killed with SIGKILL mid-sweep, then `amm sweep resume`, on a local Ray with
+MLflow in SQLite.
 
-Tune is told to save its experiment state rarely (TUNE_GLOBAL_CHECKPOINT_S), so at the kill
-its saved state is behind: the short trial FINISHED in MLflow is still listed as running, and
-the long trial's newest checkpoints are not registered. While the driver lives, a second
-`run` and a `resume` of the sweep are refused; after the kill, `status` calls the unfinished
-trials stopped (not pending), and `resume` takes over the dead driver's lock, does not run the
-finished trial again, and continues the long one from its newest checkpoint on disk.
+Tune is told to save its experiment state rarely (TUNE_GLOBAL_CHECKPOINT_S, and a forced save
+only every 3 checkpoints of a trial), so at the kill its saved state is behind: the short trial
+FINISHED in MLflow may still be listed as running, and the long trial's newest checkpoints are
+not registered. While the driver lives, a second `run` and a `resume` of the sweep are refused.
+A kill of the driver alone leaves no process of its Ray a few seconds later; `status` then calls
+the unfinished trials stopped (not pending), at the step of their newest checkpoint, and
+`resume` takes over the dead driver's lock, does not run the finished trial again, and continues
+the long one from its newest checkpoint on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,11 +34,26 @@ def newest_step(trial_dir: Path) -> int:
     return max(steps)
 
 
+def session_processes(sid: int) -> list[str]:
+    """The live processes (zombies aside) of session `sid`, as 'pid command'."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone
+        end = text.rfind(")")
+        state, _ppid, _group, session = text[end + 2 :].split()[:4]
+        if state != "Z" and int(session) == sid:
+            out.append(f"{stat.parent.name} {text[text.find('(') + 1 : end]}")
+    return out
+
+
 def test_driver_killed_then_resumed(tmp_path, data_root):
     spec = tmp_path / "kill.yaml"
     spec.write_text(
         f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-resume-test\n"
-        "grid:\n  train.steps: [20, 160]\nresources: {cpu: 1}\n"
+        "grid:\n  train.steps: [20, 160]\nresources: {cpu: 1}\ncheckpoints_to_keep: 3\n"
     )
     env = {**os.environ, "AMM_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -68,15 +86,25 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
             assert time.time() < deadline, "the sweep did not reach the kill point"
             time.sleep(0.5)
             runs = peek(tmp_path / "mlflow.db")
-            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 60]
+            # Tune saves its state when a trial has made `checkpoints_to_keep` (3) checkpoints
+            # since the last save: at the long trial's step 60, then 120; killed past 80, its
+            # saved result lags the newest checkpoint
+            long_dirs = [d for d in sweep_dir.glob("trial_*") if newest_step(d) >= 80]
             if runs.get("steps=20,seed=0", ("", 0))[0] == "FINISHED" and long_dirs:
                 break
 
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a user or the OOM killer does
         proc.wait(timeout=60)
+        # the Ray it started goes with it: its agents do not wait on the dead GCS (a minute or
+        # more), its trial workers end with the raylet (the driver's session holds them all)
+        end = time.time() + 30
+        while session_processes(proc.pid) and time.time() < end:
+            time.sleep(0.5)
+        assert session_processes(proc.pid) == []
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        for line in session_processes(proc.pid):  # the driver and its Ray, after a failure
+            with contextlib.suppress(OSError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
     (long_dir,) = long_dirs
     on_disk = newest_step(long_dir)
     runs = runs_by_name(uri, "kd")
@@ -89,8 +117,12 @@ def test_driver_killed_then_resumed(tmp_path, data_root):
     st = amm("sweep", "status", "kd", *where, cwd=tmp_path, env=env)
     status_out, _ = st.communicate(timeout=120)
     assert st.returncode == 0, status_out
-    rows = {ln.split()[0]: ln.split()[1] for ln in status_out.splitlines() if "seed=" in ln}
-    assert rows == {"steps=20,seed=0": "finished", "steps=160,seed=0": "stopped"}, status_out
+    rows = {ln.split()[0]: ln.split()[1:3] for ln in status_out.splitlines() if "seed=" in ln}
+    # the step of each trial's newest checkpoint, where Tune's lagging state has none or older
+    assert rows == {
+        "steps=20,seed=0": ["finished", "20"],
+        "steps=160,seed=0": ["stopped", str(on_disk)],
+    }, status_out
     assert "driver: none" in status_out
 
     res = amm("sweep", "resume", "kd", *where, cwd=tmp_path, env=env)
