@@ -248,9 +248,11 @@ def run(
     if deadline is None and cfg.train.max_minutes:  # what the run has left of its budget
         deadline = time.monotonic() + 60 * cfg.train.max_minutes - spent
     if resume_from is not None and deadline is not None and time.monotonic() > deadline:
-        # resumed with the budget spent (the restart phase used it up): not one step more; the
-        # checkpoint's evaluation was the last
-        steps, stop_reason = min(steps, step), names.STOP_TIME_BUDGET
+        # resumed with the budget spent (the restart phase used it up): at an evaluated
+        # checkpoint, not one step more (its evaluation was the last); else one step, evaluated
+        history = json_lines(out_dir / names.METRICS_FILE)
+        if history and history[-1][names.STEP] == step:
+            steps, stop_reason = min(steps, step), names.STOP_TIME_BUDGET
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
