@@ -93,6 +93,7 @@ def metric_vs_category(
         k = key[0] if isinstance(key, tuple) else key
         ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=f"{line}={k}" if line else None)
     ax.set_xticks(range(len(cats)), cats, rotation=20 if len(cats) > 4 else 0)
+    ax.set_xlim(-0.5, len(cats) - 0.5)  # each category in its own slot, not at the frame's edge
     ax.set_xlabel(x)
     ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
     ax.set_title(title or f"{metric} by {x} (mean ± std over seeds)")

@@ -44,20 +44,20 @@ td.best { font-weight: 700; background: #e8f4e8; }
 .scroll { max-width: 100%; overflow-x: auto; }  /* a wide table scrolls, the page does not */
 p.description { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
 p.note { color: #555; font-size: 13px; margin: .2em 0; }
-figure { display: inline-block; margin: .5em; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
-figure.wide { display: block; margin: .5em 0; }  /* wide figures: the page's width, readable */
+figure { display: inline-block; margin: .5em; vertical-align: top; max-width: calc(50% - 1.3em); }
+figure img { max-width: 100%; border: 1px solid #ddd; }  /* two side by side */
+figure.wide { display: block; margin: .5em 0; max-width: 100%; }  /* the page's width */
 figure.wide img { width: 100%; }
 p.reference { color: #333; font-size: 14px; }
-dl.metrics dt { font-family: monospace; font-weight: 600; margin-top: .3em; }
-dl.metrics dd { margin-left: 1.5em; color: #333; }
+table.metrics td { text-align: left; font-size: 13px; padding: 2px 8px; }
+table.metrics td:first-child { font-family: monospace; white-space: nowrap; }
 figcaption { font-size: 12px; color: #555; }
 .meta { color: #555; }
 """
 
 
 # figures too wide to read at half the page: the page's full width
-WIDE = frozenset({names.FIG_RECONSTRUCTIONS, names.FIG_INTERPOLATIONS, names.FIG_TRAINING})
+WIDE = frozenset({names.FIG_RECONSTRUCTIONS, names.FIG_TRAINING})
 
 
 def _img(png: bytes, caption: str, wide: bool = False) -> str:
@@ -181,12 +181,17 @@ def diag_metrics(df: pd.DataFrame) -> list[str]:
 def metrics_list(metrics: list[str], curves: bool) -> str:
     """One line per metric the page shows, from amm_core.descriptions (the one table of them)."""
     shown = list(dict.fromkeys([*metrics, *([names.VAL_ERROR_GY] if curves else [])]))
-    items = "".join(
-        f"<dt>{html.escape(m)}</dt><dd>{html.escape(describe(m))}</dd>"
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{html.escape(describe(m))}</td></tr>"
         for m in shown
         if describe(m)
     )
-    return f'<h3>What the metrics mean</h3><dl class="metrics">{items}</dl>' if items else ""
+    if not rows:
+        return ""
+    return (
+        '<table class="metrics"><caption>What the metrics mean</caption>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def build_report(

@@ -193,9 +193,10 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     # each metric the page shows explained in one line, from amm_core.descriptions
     from amm_core.descriptions import describe
 
+    assert '<table class="metrics"><caption>What the metrics mean</caption>' in page
     for m in ("test/error_gy", "test/nmi"):
-        assert f"<dt>{m}</dt><dd>{html.escape(describe(m))}</dd>" in page
-    assert "<dt>test/error_bayes</dt>" not in page  # not logged by these runs: not explained
+        assert f"<tr><td>{m}</td><td>{html.escape(describe(m))}</td></tr>" in page
+    assert "<td>test/error_bayes</td>" not in page  # not logged by these runs: not explained
     # the runs table scrolls inside its own box: the page never scrolls sideways
     assert '<div class="scroll"><table><caption>Runs</caption>' in page
     assert ".scroll { max-width: 100%; overflow-x: auto; }" in page
