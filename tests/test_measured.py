@@ -1,6 +1,7 @@
 """One source for what the project says it measured (analysis/measured.yaml): the README's
 sentence, `make demo`'s closing lines and the report's banner quote it, and docs/results.md
-holds its number in the section it names."""
+holds its number in the section it names; and the one table of metric descriptions
+(amm_core/descriptions.py) covers every metric the report shows."""
 
 from __future__ import annotations
 
@@ -61,3 +62,16 @@ def test_bad_results_file_names_the_key(tmp_path):
     bad.write_text(yaml.safe_dump({"headline": {**good["headline"], "meen": 1.0}}))
     with pytest.raises(ConfigError, match="meen"):
         measured.load(bad)
+
+
+def test_every_metric_the_report_shows_is_explained_in_one_line():
+    from amm_core import names
+    from amm_core.descriptions import describe
+
+    shown = [*names.FINAL_METRICS, names.VAL_ERROR_GY, *names.GEN_METRICS, *names.DIAG_METRICS]
+    shown += [names.split_metric("test", m) for m in names.GEN_METRICS]  # final.json's test/gen
+    for m in shown:
+        words = describe(m)
+        assert words and "\n" not in words and len(words) <= 200, m
+    assert "short run" in describe(names.TEST_ERROR_BAYES)  # why it can be far above G_y's
+    assert describe("loss/D") == "" and describe("nope/error_gy") == ""
