@@ -62,7 +62,7 @@ def train(
         )  # fmt: skip
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes else None
     if resume_from is None:
-        chosen = _phase(cfg, out_dir, should_stop, tick, deadline)
+        chosen = _phase(cfg, out_dir, should_stop, tick, deadline, progress)
         if chosen is None:
             return RunResult(0, None, stopped=True)
         # the budget spent in the phase: the kept start's last evaluation ends the run (`run`
@@ -96,6 +96,7 @@ def _phase(
     should_stop: Callable[[], bool] | None,
     tick: Tick | None,
     deadline: float | None,
+    progress: bool = False,
 ) -> Start | None:
     """Train the starts in out_dir/starts/start_K (a start already trained there is not trained
     again, one cut short goes on from its last checkpoint); the one whose clustering term
@@ -122,6 +123,7 @@ def _phase(
                 folder,
                 should_stop=should_stop,
                 resume_from=last,
+                progress=progress,  # a bar per start: a terminal is not silent in the phase
                 tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
                 deadline=deadline,
                 test=False,
