@@ -31,8 +31,8 @@ demo: install
 	$(AMM) sweep run sweeps/demo.yaml --name $$name --tracking-uri $(DEMO_DB); \
 	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
 	echo "A demo budget (at most 900 steps or 1.75 minutes of a tiny network per trial), not a"; \
-	echo "result: the mixture preset reaches 2.51 ± 0.45 % MNIST test error over 5 seeds"; \
-	echo "(configs/mnist_amm_mixture.yaml, about 40 minutes of one core each; docs/results.md)."; \
+	echo "result. What the project measured (analysis/measured.yaml):"; \
+	$(PY) -m analysis.measured | fold -s -w 100; \
 	$(AMM) report $$name --tracking-uri $(DEMO_DB) --out runs/reports/$$name.html; \
 	echo; echo "Results of sweep $$name; commands run from this folder as shown, or plain amm/mlflow after: source .venv/bin/activate"; \
 	echo "  sweep folder:  runs/sweeps/$$name  ($(AMM) sweep status $$name)"; \

@@ -1,9 +1,12 @@
 """What `amm train` prints while it trains, through the loop's `report` hook.
 
-On a terminal the loop's tqdm bar shows progress; without one (Slurm, nohup, CI logs) this prints
-a first line after FIRST_LINE_STEPS steps (or FIRST_LINE_SECONDS) with steps/s and ETA, then one
-plain line per evaluation: step, losses, validation error in percent, images/s and ETA.
-Either way the end-of-run phases (test evaluation, figures) are announced when training ends,
+Before anything slow (torch, the data) one line says what will run and what the time budget
+covers (`plan_line`). On a terminal the loop's tqdm bar shows progress; without one (Slurm,
+nohup, CI logs) this prints a first line after FIRST_LINE_STEPS steps (or FIRST_LINE_SECONDS)
+with steps/s and ETA, then one plain line per evaluation: step, losses, validation error in
+percent, images/s and ETA.
+Either way the end-of-run phases (test evaluation, figures) are announced once, when the loop's
+last evaluation says why training ended,
 the final metrics are rounded for reading (final.json keeps full precision), and the last line
 says why training stopped.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import names
-from amm_core.config import Config, total_steps
+from amm_core.config import Config, phase_steps, total_steps
 from amm_core.fmt import duration, percent
 
 # the first plain line comes after this many steps, or this long after the first step (a slow
@@ -34,7 +37,11 @@ def _write(line: str) -> None:
 
 
 class TrainConsole:
-    """A `report` hook for `amm_core.run.train.run`: lines when `lines`, phase notes always."""
+    """A `report` hook for `amm_core.run.train.run`: lines when `lines`, phase notes always.
+
+    One step count for the run (its train.steps, what metrics.jsonl says); the restart phase's
+    steps are named as a start's ("restart phase, start 2/3: step 500/1000"); the ETA counts
+    every step left, the phase's included."""
 
     def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0) -> None:
         self.cfg, self.lines = cfg, lines
@@ -44,6 +51,7 @@ class TrainConsole:
         # other starts (the loop's tick does), so the ETA's rate holds across the phase
         self.last: tuple[int, int, float] | None = None
         self.spoke = False  # a plain line was printed already
+        self.done = False  # the "training done" line was printed
 
     def tick(self, step: int, total: int) -> None:
         """After each step (the loop's `tick` hook): the first line, once, in line mode."""
@@ -52,12 +60,26 @@ class TrainConsole:
         if self.first is None:  # the first step pays for warm-up: the rate starts after it
             self.first = (step, now)
             return
-        if not self.lines or self.spoke or step % self.cfg.train.eval_every == 0 or step >= total:
+        run_step = step - phase_steps(self.cfg)
+        if not self.lines or self.spoke or step >= total:
+            return
+        if run_step > 0 and run_step % self.cfg.train.eval_every == 0:
             return  # on an evaluation step its own line comes now
         done, took = step - self.first[0], now - self.first[1]
-        if step - self.step0 < FIRST_LINE_STEPS and took < FIRST_LINE_SECONDS:
+        if done < FIRST_LINE_STEPS and took < FIRST_LINE_SECONDS:
             return
         _write(self.first_line(step, total, done / max(took, 1e-9)))
+
+    def where(self, step: int, total: int) -> str:
+        """A step of the loop's tick (the restart phase's steps counted) as a person reads it:
+        'restart phase, start 2/3: step 500/1000' or 'step 1500/2500' (the run's own)."""
+        t = self.cfg.train
+        if t.restarts > 1 and step <= t.restarts * t.restart_steps:
+            k = (step - 1) // t.restart_steps
+            at = step - k * t.restart_steps
+            return f"restart phase, start {k + 1}/{t.restarts}: step {at}/{t.restart_steps}"
+        run_total = total - phase_steps(self.cfg)
+        return f"step {step - phase_steps(self.cfg):>{len(str(run_total))}}/{run_total}"
 
     def first_line(self, step: int, total: int, rate: float) -> str:
         """'step 20/27500  1.95 steps/s  ETA 3h55m  (next evaluation at step 500)'."""
@@ -71,11 +93,16 @@ class TrainConsole:
                     left,
                     f" (time budget train.max_minutes={self.cfg.train.max_minutes:g})",
                 )
-        every = self.cfg.train.eval_every
-        nxt = min(total, (step // every + 1) * every)
+        t, every = self.cfg.train, self.cfg.train.eval_every
+        if t.restarts > 1 and step <= t.restarts * t.restart_steps:  # a start of the phase
+            at = step - (step - 1) // t.restart_steps * t.restart_steps
+            at_eval = min(t.restart_steps, (at // every + 1) * every)
+            nxt = f"the start's next evaluation at step {at_eval}"
+        else:
+            at, end = step - phase_steps(self.cfg), total - phase_steps(self.cfg)
+            nxt = f"next evaluation at step {min(end, (at // every + 1) * every)}"
         return (
-            f"step {step:>{len(str(total))}}/{total}  {rate:.2f} steps/s  ETA {duration(eta)}"
-            f"{budget}  (next evaluation at step {nxt})"
+            f"{self.where(step, total)}  {rate:.2f} steps/s  ETA {duration(eta)}{budget}  ({nxt})"
         )
 
     def total(self, metrics: dict[str, Any]) -> int:
@@ -108,8 +135,8 @@ class TrainConsole:
             parts.append(f"val error {percent(m[names.VAL_ERROR_GY])}")
         if names.IMAGES_PER_SEC in m:
             parts.append(f"{m[names.IMAGES_PER_SEC]:,.0f} img/s")
-        # or the budget or the plateau stop ended it
-        ended = step >= total or step % self.cfg.train.eval_every != 0 or names.STOP_REASON in m
+        # the loop's last evaluation says why training ends (steps, time budget, plateau)
+        ended = names.STOP_REASON in m
         parts.append(f"took {duration(elapsed)}" if ended else f"ETA {duration(eta)}")
         return "  ".join(parts)
 
@@ -119,18 +146,39 @@ class TrainConsole:
         if self.lines:
             _write(self.eval_line(metrics))
             self.spoke = True
-        step, total = int(metrics.get(names.STEP, 0)), self.total(metrics)
-        last = step >= total or step % self.cfg.train.eval_every != 0  # a time budget ends early
         reason = metrics.get(names.STOP_REASON)
-        if last or reason:
-            what = "evaluating on the test set"
-            if self.cfg.train.figures:
-                what += f", then writing figures (t-SNE of {self.cfg.train.tsne_points} points)"
-            why = f" ({stop_words(reason, self.cfg)})"
-            _write(
-                f"training done at step {step}{why if reason == names.STOP_PLATEAU else ''}: "
-                f"{what} ..."
-            )
+        if reason and not self.done:  # the loop's last evaluation carries the reason, once
+            self.done = True
+            _write(done_line(int(metrics.get(names.STEP, 0)), reason, self.cfg))
+
+
+def done_line(step: int, reason: str, cfg: Config) -> str:
+    """'training done at step 125 (...): evaluating on the test set and writing figures ...'."""
+    what = "evaluating on the test set"
+    if cfg.train.figures:
+        what += f" and writing figures (t-SNE of {cfg.train.tsne_points} points; seconds)"
+    return f"training done at step {step} ({stop_words(reason, cfg)}): {what} ..."
+
+
+def plan_line(cfg: Config, name: str) -> str:
+    """The first lines of `amm train`, before anything slow: what will run, what the time budget
+    covers, what is loading."""
+    t = cfg.train
+    steps = f"{total_steps(cfg):,} steps" if t.steps > 0 else f"{t.epochs:g} epochs"
+    lines = [f"amm train: {name}, seed {cfg.seed}: {steps}"]
+    if t.restarts > 1:
+        lines[0] += (
+            f" after a restart phase of {t.restarts} starts of {t.restart_steps:,} steps (the "
+            "start of lowest clustering term goes on)"
+        )
+    if t.max_minutes:
+        lines.append(
+            f"time budget train.max_minutes={t.max_minutes:g}: training"
+            + (", the restart phase included" if t.restarts > 1 else "")
+            + "; the test evaluation and figures come after it"
+        )
+    lines.append(f"loading {cfg.data.dataset} and building the model ...")
+    return "\n".join(lines)
 
 
 def stop_words(reason: str, cfg: Config, signal: str = "") -> str:

@@ -83,8 +83,6 @@ def _train(args: argparse.Namespace) -> int:
 
     from amm_core import names
     from amm_core.fs import check_out_dir
-    from amm_core.run.checkpoint import latest_checkpoint
-    from amm_core.run.restarts import train as run
 
     if args.out:
         out = Path(args.out)
@@ -95,6 +93,8 @@ def _train(args: argparse.Namespace) -> int:
     resume_from, ckpts = None, out / names.CHECKPOINTS_DIR
     in_phase = (out / names.STARTS_DIR).is_dir()  # stopped in the restart phase: no checkpoint
     if args.resume:
+        from amm_core.run.checkpoint import latest_checkpoint
+
         resume_from = latest_checkpoint(ckpts)
         if resume_from is None and not in_phase:
             raise ConfigError(f"--resume: no checkpoint under '{ckpts}'")
@@ -104,7 +104,13 @@ def _train(args: argparse.Namespace) -> int:
             f"--out '{out}' already holds a run; use --resume to continue it or another --out"
         )
     check_out_dir(out, "--out")  # a file in the way or a read-only disk: now, not after the data
-    from amm_cli.progress import TrainConsole, rounded, stop_line, summary
+    from amm_cli.progress import TrainConsole, plan_line, rounded, stop_line, summary
+
+    t_start = time.monotonic()
+    # the first line, before torch and the data load (seconds on an idle machine, more on a busy
+    # one): what runs, what the time budget covers, what is loading
+    print(plan_line(cfg, Path(args.config).stem), file=sys.stderr, flush=True)
+    from amm_core.run.restarts import train as run
 
     bar = not args.no_progress and sys.stderr.isatty()
     step0 = names.checkpoint_step(resume_from.name) if resume_from is not None else 0
@@ -119,6 +125,8 @@ def _train(args: argparse.Namespace) -> int:
             progress=bar,
             tick=console.tick,
         )
+    from amm_core.fmt import duration
+
     if result.stopped:  # a signal: checkpoint saved, no test evaluation
         from amm_core.shell import amm
 
@@ -140,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
     print(json.dumps(rounded(final), indent=2))
     print(summary(final))
     print(stop_line(result.stop_reason, result.step, cfg))
-    print(f"results: {out.resolve()}")
+    print(f"took {duration(time.monotonic() - t_start)} in all; results: {out.resolve()}")
     return 0
 
 

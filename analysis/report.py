@@ -22,11 +22,12 @@ from typing import Any
 import pandas as pd
 
 from amm_core import names
+from amm_core.descriptions import describe
 from amm_core.fmt import percent
 from amm_core.fs import write_atomic
 from analysis import aggregate as agg
+from analysis import measured, plots, render, tables
 from analysis import paper as pp
-from analysis import plots, render, tables
 from analysis.fetch import STATUS, STOP_REASON, Runs
 from analysis.history import fetch_history
 
@@ -43,17 +44,27 @@ td.best { font-weight: 700; background: #e8f4e8; }
 .scroll { max-width: 100%; overflow-x: auto; }  /* a wide table scrolls, the page does not */
 p.description { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
 p.note { color: #555; font-size: 13px; margin: .2em 0; }
-figure { display: inline-block; margin: .5em; vertical-align: top; }
-figure img { max-width: 520px; border: 1px solid #ddd; }
+figure { display: inline-block; margin: .5em; vertical-align: top; max-width: calc(50% - 1.3em); }
+figure img { max-width: 100%; border: 1px solid #ddd; }  /* two side by side */
+figure.wide { display: block; margin: .5em 0; max-width: 100%; }  /* the page's width */
+figure.wide img { width: 100%; }
+p.reference { color: #333; font-size: 14px; }
+table.metrics td { text-align: left; font-size: 13px; padding: 2px 8px; }
+table.metrics td:first-child { font-family: monospace; white-space: nowrap; }
 figcaption { font-size: 12px; color: #555; }
 .meta { color: #555; }
 """
 
 
-def _img(png: bytes, caption: str) -> str:
+# figures too wide to read at half the page: the page's full width
+WIDE = frozenset({names.FIG_RECONSTRUCTIONS, names.FIG_TRAINING})
+
+
+def _img(png: bytes, caption: str, wide: bool = False) -> str:
     src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    cls = ' class="wide"' if wide else ""
     return (
-        f'<figure><img alt="{html.escape(caption)}" src="{src}">'
+        f'<figure{cls}><img alt="{html.escape(caption)}" src="{src}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
@@ -162,6 +173,27 @@ def runs_table(runs: pd.DataFrame, axes: list[str], metrics: list[str]) -> str:
     )
 
 
+def diag_metrics(df: pd.DataFrame) -> list[str]:
+    """The generation and latent-path diagnostics the runs logged (their last values)."""
+    return [m for m in (*names.GEN_METRICS, *names.DIAG_METRICS) if m in df.columns]
+
+
+def metrics_list(metrics: list[str], curves: bool) -> str:
+    """One line per metric the page shows, from amm_core.descriptions (the one table of them)."""
+    shown = list(dict.fromkeys([*metrics, *([names.VAL_ERROR_GY] if curves else [])]))
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{html.escape(describe(m))}</td></tr>"
+        for m in shown
+        if describe(m)
+    )
+    if not rows:
+        return ""
+    return (
+        '<table class="metrics"><caption>What the metrics mean</caption>'
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 def build_report(
     runs: Runs,
     metric: str,
@@ -188,6 +220,8 @@ def build_report(
     ]
     if runs.description:  # the spec's word on what the sweep is (the demo: a demo budget)
         parts.append(f'<p class="description">{esc(runs.description)}</p>')
+    # what the project measured, in the words the README and `make demo` use (one source)
+    parts.append(f'<p class="reference">For reference: {esc(measured.headline())}</p>')
     counts = df[STATUS].value_counts().sort_index()
     parts.append(
         '<p class="meta">'
@@ -195,6 +229,8 @@ def build_report(
         + "</p>"
     )
 
+    curves = history if history is not None else fetch_history(runs, names.VAL_ERROR_GY)
+    curves_shown = not curves.empty
     parts.append("<h2>Tables</h2>")
     shown = [metric] + [m for m in names.FINAL_METRICS if m in runs.metrics and m != metric]
     for m in shown:
@@ -212,9 +248,13 @@ def build_report(
         if metric == paper.metric and not pp.select(df, pt.where).empty:
             parts.append(
                 render.to_html(
-                    tables.paper_layout(df, runs.params, number, metric, paper, expected)
+                    tables.comparisons_as_notes(
+                        tables.paper_layout(df, runs.params, number, metric, paper, expected)
+                    )
                 )
             )
+
+    parts.append(metrics_list([*shown, *(m for m in diag_metrics(df))], bool(curves_shown)))
 
     figs = plots.sweep_plots(df, runs.varying(), metric, expected)
     if figs:
@@ -223,16 +263,15 @@ def build_report(
             pngs[title] = plots.png_bytes(f)
             parts.append(_img(pngs[title], title))
 
-    curves = history if history is not None else fetch_history(runs, names.VAL_ERROR_GY)
     if not curves.empty:
-        title = f"{names.VAL_ERROR_GY} over training, mean over seeds per cell"
+        title = f"{names.VAL_ERROR_GY} over training per cell: its seeds and their mean"
         fig = plots.validation_curves(curves, df, rows + cols, names.VAL_ERROR_GY, title)
         pngs[title] = plots.png_bytes(fig)
-        parts += ["<h2>Validation curves</h2>", _img(pngs[title], title)]
+        parts += ["<h2>Validation curves</h2>", _img(pngs[title], title, wide=True)]
 
     parts.append("<h2>Runs</h2>")
     # generation and latent-path diagnostics (last logged values; docs/method.md) beside them
-    diag = [m for m in (*names.GEN_METRICS, *names.DIAG_METRICS) if m in df.columns]
+    diag = diag_metrics(df)
     parts.append(runs_table(df, rows + cols, [m for m in shown if m in df.columns] + diag))
 
     source = figures or FigureSource(runs)
@@ -261,7 +300,7 @@ def build_report(
             f"<h3>{esc(str(r['run_name']))} ({esc(label)}): {esc(metric)} = "
             f"{esc(value_text(metric, r[metric]))}</h3>"
         )
-        parts += [_img(png, Path(path).name) for path, png in pngs]
+        parts += [_img(png, Path(path).name, Path(path).name in WIDE) for path, png in pngs]
 
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"

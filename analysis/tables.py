@@ -6,7 +6,7 @@ paper's number and a Welch verdict beside reproduced cells, and the layout of th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -231,7 +231,7 @@ def paper_layout(
     summary = agg.summarize(mine, by, metric, expected)
     compared = compare_cells(mine, by, metric, summary, paper, table=number)
     scale, digits = scale_of(metric)
-    header = ["Model", t.column, "Source", "Compared with the paper"]
+    header = ["Model", t.column, "Source", COMPARED]
     body = [[r.label, format_paper(r.mean, r.std, r.n), "paper", ""] for r in t.rows]
     means = [r.mean for r in t.rows]
     groups = cell_runs(mine, by)
@@ -260,4 +260,38 @@ def paper_layout(
     ]
     data = _numbers(summary, metric)
     data.insert(1, "model", [row[0] for row in body[len(t.rows) :]])
-    return Table(t.caption(mine), header, body, best, notes, data, align="lrll")
+    return without_empty_columns(Table(t.caption(mine), header, body, best, notes, data, "lrll"))
+
+
+COMPARED = "Compared with the paper"
+
+
+def comparisons_as_notes(t: Table) -> Table:
+    """A paper layout with its comparison column taken out: each filled cell a note under the
+    table ('AMM (ours): paper AMM 2.86 ± 0.46 (n=5); ...'). For a page, where a column empty in
+    the paper's rows is a wide blank."""
+    if COMPARED not in t.header:
+        return t
+    j = t.header.index(COMPARED)
+    notes = [f"{r[0]}: {r[j]}" for r in t.rows if r[j].strip()]
+    rows = [[*r[:j], "", *r[j + 1 :]] for r in t.rows]  # emptied, then dropped
+    return without_empty_columns(replace(t, rows=rows, notes=[*notes, *t.notes]))
+
+
+def without_empty_columns(t: Table) -> Table:
+    """The table less the columns whose every cell is empty (the comparison column when no
+    cell of ours compares with the paper); `best` and the alignment follow."""
+    keep = [j for j in range(len(t.header)) if any(r[j].strip() for r in t.rows)]
+    if len(keep) == len(t.header):
+        return t
+    new = {j: i for i, j in enumerate(keep)}
+    aligns = t.aligns()
+    return Table(
+        t.title,
+        [t.header[j] for j in keep],
+        [[r[j] for j in keep] for r in t.rows],
+        {(i, new[j]) for i, j in t.best if j in new},
+        t.notes,
+        t.data,
+        "".join(aligns[j] for j in keep),
+    )

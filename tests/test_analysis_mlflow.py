@@ -4,6 +4,7 @@ The store is filled once per module with mlflow's own client: a sweep's parent r
 runs (one failed), a second sweep with the paper's MNIST configuration, PNG artifacts.
 """
 
+import html
 import json
 import re
 
@@ -175,7 +176,8 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     assert "3.00 ± 1.00 (n=3)" in page and "6.00 ± 1.41 (n=2 of 3)" in page
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
     # the sweep plot, then the run figures in the paper's order from the best cell's run
-    assert imgs[0].startswith("test/error_gy against loss.gp_weight, per prior.means")
+    # two values of lambda: categories, not a continuous axis with ticks between them
+    assert imgs[0].startswith("test/error_gy by loss.gp_weight, per prior.means")
     assert imgs[1:] == ["tsne.png", "cluster_matrix.png"]
     assert "learned-10.0-s1" in page
     # errors in percent wherever a person reads them: the run's heading and the runs table
@@ -184,6 +186,17 @@ def test_report_is_self_contained(store, capsys, tmp_path):
     assert "= 0.03<" not in page
     # the spec's description (the parent run's note) heads the page: the demo says what it is
     assert '<p class="description">Demo budget: not a result (docs/results.md)</p>' in page
+    # beside it, what the project measured, in the README's words (analysis/measured.yaml)
+    from analysis.measured import headline
+
+    assert f'<p class="reference">For reference: {html.escape(headline())}</p>' in page
+    # each metric the page shows explained in one line, from amm_core.descriptions
+    from amm_core.descriptions import describe
+
+    assert '<table class="metrics"><caption>What the metrics mean</caption>' in page
+    for m in ("test/error_gy", "test/nmi"):
+        assert f"<tr><td>{m}</td><td>{html.escape(describe(m))}</td></tr>" in page
+    assert "<td>test/error_bayes</td>" not in page  # not logged by these runs: not explained
     # the runs table scrolls inside its own box: the page never scrolls sideways
     assert '<div class="scroll"><table><caption>Runs</caption>' in page
     assert ".scroll { max-width: 100%; overflow-x: auto; }" in page

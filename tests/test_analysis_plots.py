@@ -60,6 +60,7 @@ def test_linear_axis_and_missing_seeds_annotated():
     figs = plots.sweep_plots(df, ["optim.lr"], ERR, 2)
     ax = figs[0][1].axes[0]
     assert ax.get_xscale() == "linear"  # 1 ... 3 is no log grid
+    assert list(ax.get_xticks()) == [1.0, 2.0, 3.0]  # ticks at the grid's values
     assert [t.get_text() for t in ax.texts] == ["n=1 of 2"]
     (bars,) = ax.containers
     assert list(bars.lines[0].get_ydata()) == pytest.approx([15.0, 30.0, 45.0])
@@ -93,18 +94,62 @@ def history_frame() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows, columns=["run_id", "step", "value"]), runs
 
 
-def test_validation_curves_one_line_per_cell_mean_over_seeds():
+def mean_lines(ax) -> list:
+    return [ln for ln in ax.lines if ln.get_gid() == "mean"]
+
+
+def test_validation_curves_each_seed_and_the_mean_where_all_seeds_are():
     history, runs = history_frame()
     fig = plots.validation_curves(history, runs, [LAM], VAL)
     ax = fig.axes[0]
-    assert len(ax.lines) == 2  # one per cell
-    (x1, y1), (x10, y10) = (ln.get_data() for ln in ax.lines)
+    assert len([ln for ln in ax.lines if ln.get_gid() == "seed"]) == 4  # each seed drawn
+    (x1, y1), (x10, y10) = (ln.get_data() for ln in mean_lines(ax))
     assert list(x1) == [500, 1000, 1500] and list(y1) == pytest.approx([55.0, 45.0, 35.0])
-    # step 1500: only seed 0 went on
-    assert list(x10) == [500, 1000, 1500] and list(y10) == pytest.approx([25.0, 10.0, 5.0])
+    # step 1500: only seed 0 went on; the mean stops where the seeds stop being all there
+    assert list(x10) == [500, 1000] and list(y10) == pytest.approx([25.0, 10.0])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["loss.gp_weight=1 (2 seeds)", "loss.gp_weight=10 (2 seeds)"]
+    assert labels == [
+        "loss.gp_weight=1 (2 seeds), mean where all have a value",
+        "loss.gp_weight=10 (2 seeds), mean where all have a value",
+    ]
     assert ax.get_ylabel() == f"{VAL} (%)"
+    # a seed line and its cell's mean share a colour
+    seeds = [ln for ln in ax.lines if ln.get_gid() == "seed"]
+    assert seeds[0].get_color() == mean_lines(ax)[0].get_color() != seeds[2].get_color()
+
+
+def test_seeds_stopped_at_different_steps_make_no_false_spike():
+    """Two seeds on a time budget stop at steps 663 and 666: averaged per step, the 'mean' would
+    read seed 0 alone at 663 and seed 1 alone at 666 (a drop, then a jump)."""
+    runs = frame({1.0: [0.1, 0.3]})
+    rows = [("1.0-0", 500, 0.10), ("1.0-1", 500, 0.30), ("1.0-0", 663, 0.05)]
+    rows += [("1.0-1", 666, 0.40)]
+    history = pd.DataFrame(rows, columns=["run_id", "step", "value"])
+    curve = plots.mean_curve(history)
+    assert list(curve.index) == [500] and curve.tolist() == pytest.approx([0.2])
+    ax = plots.validation_curves(history, runs, [LAM], VAL).axes[0]
+    (mean,) = mean_lines(ax)
+    assert list(mean.get_xdata()) == [500]
+    ends = sorted(ln.get_xdata()[-1] for ln in ax.lines if ln.get_gid() == "seed")
+    assert ends == [663, 666]  # each seed drawn to its own end
+    # one seed: its curve is the mean, drawn once
+    one = history[history["run_id"] == "1.0-0"]
+    ax = plots.validation_curves(one, runs, [LAM], VAL).axes[0]
+    assert len(ax.lines) == 1 and list(ax.lines[0].get_xdata()) == [500, 663]
+
+
+def test_a_grid_of_two_values_is_drawn_as_categories():
+    df = frame({1.0: [0.05, 0.07], 3.0: [0.2, 0.3]}, "loss.cluster_weight")
+    figs = plots.sweep_plots(df, ["loss.cluster_weight"], ERR, 2)
+    assert [t for t, _ in figs] == [f"{ERR} by loss.cluster_weight"]
+    ax = figs[0][1].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3"]  # no 1.25 ... 2.75
+    (bars,) = ax.containers
+    assert list(bars.lines[0].get_ydata()) == pytest.approx([6.0, 25.0])
+    # numbers as categories keep their order: 10 after 2
+    df = frame({10.0: [0.1], 2.0: [0.2]}, "loss.cluster_weight")
+    ax = plots.sweep_plots(df, ["loss.cluster_weight"], ERR, 1)[0][1].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "10"]
 
 
 def test_history_from_a_ray_results_folder(tmp_path):
@@ -158,9 +203,9 @@ def test_history_from_mlflow(store):
     h = fetch_history(runs, VAL)
     assert len(h) == 6 * 3 and sorted(set(h["step"])) == [500, 1000, 1500]
     fig = plots.validation_curves(h, runs.df, [LAM], VAL)
-    assert len(fig.axes[0].lines) == 3
+    assert len(mean_lines(fig.axes[0])) == 3 and len(fig.axes[0].lines) == 3 + 6
     # lambda 0.1: seeds 0 and 1 at step 500 read 0.50 and 0.51 -> 50.5 %
-    assert fig.axes[0].lines[0].get_ydata()[0] == pytest.approx(50.5)
+    assert mean_lines(fig.axes[0])[0].get_ydata()[0] == pytest.approx(50.5)
 
 
 def test_report_has_the_table_the_sweep_plot_and_the_curves(store, tmp_path, capsys):
@@ -170,12 +215,16 @@ def test_report_has_the_table_the_sweep_plot_and_the_curves(store, tmp_path, cap
     # the same plots as files, for docs/results.md to link
     assert sorted(p.name for p in pngs.iterdir()) == [
         "lam-test_error_gy_against_loss.gp_weight.png",
-        "lam-val_error_gy_over_training_mean_over_seeds_per_cell.png",
+        "lam-val_error_gy_over_training_per_cell_its_seeds_and_their_mean.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs.iterdir())
     page = out.read_text()
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
-    assert imgs == [f"{ERR} against {LAM}", f"{VAL} over training, mean over seeds per cell"]
+    curves = f"{VAL} over training per cell: its seeds and their mean"
+    assert imgs == [f"{ERR} against {LAM}", curves]
+    # the curves at the page's width; figures are never shrunk below their own size
+    assert f'<figure class="wide"><img alt="{curves}"' in page
+    assert "figure img { max-width: 100%;" in page and "520px" not in page
     assert "<h2>Validation curves</h2>" in page
     assert "<th>stop_reason</th>" in page and page.count("<td>plateau</td>") == 2
     # the table with the best cell and Welch's p of the others

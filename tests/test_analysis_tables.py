@@ -135,6 +135,25 @@ def test_paper_table_1_layout():
     assert t.best == {(4, 1)}  # the paper's AMM is the lowest error here
 
 
+def test_on_a_page_the_comparisons_are_notes_and_no_column_is_empty():
+    df = frame({("learned", 10.0): [0.05, 0.07]}, {**MNIST_AMM, "model.arch": "tiny"})
+    t = tables.paper_layout(df, list(df.columns), 1, ERR, PAPER)
+    assert t.header[-1] == "Compared with the paper" and not any(r[3] for r in t.rows[:5])
+    page = tables.comparisons_as_notes(t)
+    assert page.header == ["Model", "MNIST", "Source"] and page.aligns() == "lrl"
+    assert [len(r) for r in page.rows] == [3] * len(t.rows) and page.best == t.best
+    assert page.notes[0] == f"AMM (ours): {t.rows[5][3]}" and "model.arch=tiny" in page.notes[0]
+    assert page.notes[1:] == t.notes
+
+
+def test_a_column_empty_in_every_row_is_dropped():
+    t = tables.Table("t", ["a", "b", "c"], [["x", "", "1"], ["y", " ", "2"]], best={(1, 2)})
+    out = tables.without_empty_columns(t)
+    assert out.header == ["a", "c"] and out.rows == [["x", "1"], ["y", "2"]]
+    assert out.best == {(1, 1)} and out.aligns() == "lr"
+    assert tables.without_empty_columns(out) is out  # nothing to drop
+
+
 def test_paper_table_needs_matching_runs():
     df = frame({("learned", 10.0): [0.05]}, MNIST_AMM)
     with pytest.raises(ConfigError, match="--paper-table 2 needs runs with.*data.labelled: 0"):

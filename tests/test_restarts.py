@@ -114,3 +114,56 @@ def test_a_plan_counts_the_phase():
     cfg = fast_config(*PHASE)
     assert total_steps(cfg) == 40 and trained_steps(cfg) == 40 + 2 * 20
     assert trained_steps(fast_config("train.steps=40")) == 40
+
+
+def test_a_budget_spent_in_the_phase_ends_the_run_there_and_says_what_it_skipped(
+    tmp_path, data_root, capsys
+):
+    """train.max_minutes spent in start 1: starts 2 and 3 are skipped (said, with why), the run
+    trains no step past the start (no second evaluation), and the console says "done" once."""
+    cfg = fast_config(*PHASE, "train.max_minutes=0.0001")  # spent after the first step
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    out = tmp_path / "r"
+    args = ["train", str(tmp_path / "cfg.yaml"), "--data-dir", str(data_root), "--out", str(out)]
+    assert amm([*args, "--no-progress"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    phase = [ln for ln in err if ln.startswith("amm: restart phase: ")]
+    assert phase == [
+        "amm: restart phase: start 1/3 trained to step 1/20 (cut short: train.max_minutes=0.0001 "
+        f"spent): loss/cluster {phase[0].rsplit(' ', 1)[1]}",
+        "amm: restart phase: starts 2-3 of 3 skipped: the time budget train.max_minutes=0.0001 "
+        "is spent",
+        "amm: restart phase: going on with start 1 (lowest loss/cluster, the only one trained)",
+    ]
+    assert [ln for ln in err if ln.startswith("training done")] == [
+        "training done at step 1 (the time budget train.max_minutes=0.0001 was spent): "
+        "evaluating on the test set ..."
+    ]
+    rows = _lines(out / names.METRICS_FILE)
+    assert [r[names.STEP] for r in rows] == [1]  # the start's evaluation, no step after it
+    assert rows[-1][names.STOP_REASON] == names.STOP_TIME_BUDGET
+    final = json.loads((out / names.FINAL_FILE).read_text())
+    assert final[names.STEP] == 1 and final[names.STOP_REASON] == names.STOP_TIME_BUDGET
+    assert not (out / names.STARTS_DIR / names.start_dirname(1)).exists()
+
+
+def test_a_full_phase_announces_the_end_once(tmp_path, data_root, capsys):
+    """The chosen start's history is replayed as the run's first lines: not an end (no "took",
+    no "training done") until the run's own last evaluation."""
+    cfg = fast_config(*PHASE)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    args = ["train", str(tmp_path / "cfg.yaml"), "--data-dir", str(data_root)]
+    assert amm([*args, "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    steps = [ln for ln in err if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in steps if "val error" in ln] == [
+        "10/40",
+        "20/40",
+        "30/40",
+        "40/40",
+    ]
+    assert [ln for ln in steps if " took " in ln] == [steps[-1]]
+    assert [ln for ln in err if ln.startswith("training done")] == [
+        "training done at step 40 (train.steps=40 done): evaluating on the test set ..."
+    ]
+    assert "amm: restart phase: going on with start" in "\n".join(err)

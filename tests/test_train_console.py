@@ -47,9 +47,18 @@ def test_without_a_terminal_one_line_per_evaluation(tmp_path, data_root):
     loss = r"-?\d+\.\d{{3}}"
     line = r"step +{s}/40  D " + loss + "  G " + loss + r"  val error \d+\.\d\d %  [\d,]+ img/s  "
     lines = r.stderr.strip().splitlines()
+    # the first lines, before torch and the data: what runs, what loads
+    assert lines[:2] == [
+        "amm train: smoke, seed 0: 40 steps",
+        "loading mnist and building the model ...",
+    ]
+    lines = lines[2:]
     assert re.fullmatch(line.format(s=20) + r"ETA \d+s", lines[0]), lines
     assert re.fullmatch(line.format(s=40) + r"took \d+s", lines[1]), lines
-    assert lines[2] == "training done at step 40: evaluating on the test set ...", lines
+    assert (
+        lines[2] == "training done at step 40 (train.steps=40 done): evaluating on the test set ..."
+    )
+    assert len(lines) == 3, lines
     out = r.stdout
     assert out.startswith("final metrics (errors in percent; "), out
     final = json.loads(out[out.index("{") : out.index("}") + 1])
@@ -60,6 +69,7 @@ def test_without_a_terminal_one_line_per_evaluation(tmp_path, data_root):
             assert len(mantissa.lstrip("-0.").replace(".", "")) <= 4, final
     assert re.search(r"^test error \d+\.\d\d %  \(Bayes rule: \d+\.\d\d %\)", out, re.M), out
     assert out.splitlines()[-2] == "stopped at step 40: train.steps=40 done", out
+    assert re.fullmatch(r"took \d+s in all; results: .+/run", out.splitlines()[-1]), out
     # the console shows errors in percent; final.json keeps fractions at full precision
     saved = json.loads((tmp_path / "run" / "final.json").read_text())
     assert 0 <= saved["test/error_gy"] <= 1 and "test/error_gy" not in final
@@ -87,23 +97,74 @@ def test_on_a_terminal_the_bar_shows_the_validation_error(tmp_path, data_root):
     assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
     assert re.search(r"val_err=\d+\.\d\d%", text), text[-2000:]
     assert "step 20/40" not in text  # no plain lines when the bar is there
-    assert "training done at step 40: evaluating on the test set ..." in text
+    assert "training done at step 40 (train.steps=40 done): evaluating on the test set ..." in text
 
 
-def test_end_of_run_phases_name_the_figures(capsys):
+def test_the_end_of_training_is_announced_once_with_its_reason(capsys):
     from amm_cli.progress import TrainConsole
     from amm_core.config import load_config
 
     cfg = load_config("configs/smoke.yaml", ["train.steps=300", "train.eval_every=100"])
     console = TrainConsole(cfg, lines=False)
     console({"step": 100, "epoch": 0.1, "val/error_gy": 0.5}, None, False)
-    assert capsys.readouterr().err == ""  # no lines asked for, not the end yet
-    console({"step": 300, "epoch": 0.3, "val/error_gy": 0.5}, None, False)
-    err = capsys.readouterr().err
-    assert "training done at step 300: evaluating on the test set, then writing figures" in err
-    # a time budget (train.max_minutes) ends the run off the evaluation grid: also announced
+    # a line off the evaluation grid without a stop reason (a start of the restart phase cut
+    # short, replayed into the run) is not the end
     console({"step": 123, "epoch": 0.1}, None, False)
-    assert "training done at step 123" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # no lines asked for, not the end yet
+    console({"step": 300, "epoch": 0.3, "val/error_gy": 0.5, "stop_reason": "steps"}, None, False)
+    err = capsys.readouterr().err
+    assert err == (
+        "training done at step 300 (train.steps=300 done): evaluating on the test set and "
+        "writing figures (t-SNE of 500 points; seconds) ...\n"
+    )
+    console({"step": 300, "epoch": 0.3, "stop_reason": "steps"}, None, False)
+    assert capsys.readouterr().err == ""  # once
+    # a time budget (train.max_minutes) ends the run off the evaluation grid: also announced
+    console = TrainConsole(cfg.replace(**{"train.max_minutes": 1.0}), lines=True)
+    console({"step": 123, "epoch": 0.1, "stop_reason": "time_budget"}, None, False)
+    line, done = capsys.readouterr().err.splitlines()
+    assert line.startswith("step 123/300") and re.search(r"took \d+s$", line), line
+    assert done.startswith(
+        "training done at step 123 (the time budget train.max_minutes=1 was spent)"
+    ), done
+
+
+def test_the_first_lines_say_what_runs_and_what_the_budget_covers():
+    from amm_cli.progress import plan_line
+    from amm_core.config import load_config
+
+    cfg = load_config("configs/mnist_amm_mixture.yaml", ["train.max_minutes=1.5"])
+    assert plan_line(cfg, "mnist_amm_mixture").splitlines() == [
+        "amm train: mnist_amm_mixture, seed 0: 2,500 steps after a restart phase of 3 starts of "
+        "1,000 steps (the start of lowest clustering term goes on)",
+        "time budget train.max_minutes=1.5: training, the restart phase included; the test "
+        "evaluation and figures come after it",
+        "loading mnist and building the model ...",
+    ]
+
+
+def test_one_step_count_for_the_run_the_phase_named_as_a_start():
+    from amm_cli.progress import TrainConsole
+    from amm_core.config import load_config
+
+    phase = ["train.restarts=3", "train.restart_steps=1000", "loss.cluster_weight=1"]
+    cfg = load_config("configs/smoke.yaml", ["train.steps=2500", "train.eval_every=500", *phase])
+    console = TrainConsole(cfg, lines=True)
+    # the loop's tick counts the phase's steps: 3 starts of 1,000, then the run's 1,001 to 2,500
+    assert console.first_line(20, 4500, 2.0).startswith(
+        "restart phase, start 1/3: step 20/1000  2.00 steps/s"
+    )
+    assert console.first_line(1500, 4500, 2.0).endswith(
+        "(the start's next evaluation at step 1000)"
+    )
+    assert console.first_line(1500, 4500, 2.0).startswith("restart phase, start 2/3: step 500/1000")
+    assert console.first_line(3000, 4500, 2.0).startswith(
+        "restart phase, start 3/3: step 1000/1000"
+    )
+    line = console.first_line(3020, 4500, 2.0)  # the kept start goes on as the run: step 1,020
+    assert line.startswith("step 1020/2500  2.00 steps/s"), line
+    assert line.endswith("(next evaluation at step 1500)"), line
+    assert console.eval_line({"step": 1500, "epoch": 1.0}).startswith("step 1500/2500")
 
 
 def test_positional_overrides_and_did_you_mean(tmp_path, capsys, data_root):
@@ -134,6 +195,8 @@ def test_first_line_early_then_a_signal_stops_and_says_how_to_continue(tmp_path,
     cmd = _cmd(tmp_path, data_root, "train.steps=100000", "train.eval_every=100000")
     cmd += ["--set", "train.figures=false"]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stderr.readline().startswith("amm train: smoke, seed 0: 100,000 steps")
+    assert p.stderr.readline() == "loading mnist and building the model ...\n"
     first = p.stderr.readline()
     assert re.fullmatch(
         r"step +\d+/100000  \d+\.\d\d steps/s  ETA \S+  \(next evaluation at step 100000\)\n",

@@ -12,6 +12,7 @@ matplotlib's object API (`Figure`, Agg canvas) only: no pyplot state, no display
 
 from __future__ import annotations
 
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,11 @@ def _tsne_figure(z: np.ndarray, labels: np.ndarray, seed: int) -> Figure:
 
     n = len(z)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-        z
-    )
+    # 500 iterations, not sklearn's 1,000: the clusters have settled by then (a figure of the end
+    # of a run, not a measurement) and the figures take seconds, not a minute on a busy CPU
+    iters = {"max_iter" if "max_iter" in signature(TSNE).parameters else "n_iter": 500}
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, **iters)
+    emb = tsne.fit_transform(z)
     fig = Figure(figsize=(6, 5), dpi=100)
     ax = fig.add_subplot()
     classes = np.unique(labels)
@@ -158,9 +161,11 @@ def write_run_figures(
     per_component: int = 10,
     batch_size: int | None = None,
     history: list[dict[str, Any]] | None = None,
+    encoded: metrics.Encoded | None = None,
 ) -> list[Path]:
     """Write the figures of names.FIGURE_FILES into out_dir; return their paths. `history`: the
-    run's metric lines (metrics.jsonl) for training.png (empty axes without it).
+    run's metric lines (metrics.jsonl) for training.png (empty axes without it); `encoded`: the
+    test images already encoded by the test evaluation (else encoded here).
 
     `data`: the run's Splits (test_x uint8 N x C x H x W, test_y, n_classes) or a tuple
     (x, y) with x uint8 or float in [0, 1]. The model is put in eval mode and restored after.
@@ -175,7 +180,7 @@ def write_run_figures(
     was_training = model.training
     model.eval()
     try:
-        enc = metrics.encode(model, x, batch)._asdict()
+        enc = (encoded or metrics.encode(model, x, batch))._asdict()
         figs = {}
 
         # (a) random samples from each component: z = mu_k + sigma_k * eps, y = one-hot(k)

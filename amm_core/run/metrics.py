@@ -215,13 +215,22 @@ def encode(model: AMM, x: torch.Tensor, batch_size: int) -> Encoded:
     return Encoded(torch.cat(ys), torch.cat(zs), torch.cat(gy), torch.cat(bayes))
 
 
-def evaluate(model: AMM, x: torch.Tensor, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
-    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels y."""
+def encode_split(model: AMM, x: torch.Tensor, cfg: Config) -> Encoded:
+    """A split encoded in eval mode (the model's mode restored after), as evaluations do."""
     was_training = model.training
     model.eval()
     try:
-        enc = encode(model, x, cfg.train.eval_batch_size)
+        return encode(model, x, cfg.train.eval_batch_size)
     finally:
         model.train(was_training)
+
+
+def score(enc: Encoded, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
+    """An encoded split's assignments by G_y and by eq. 18, scored against labels y."""
     K = cfg.model.num_components
     return evaluate_assignments(y.cpu(), enc.gy, enc.bayes, K, n_classes, cfg.data.supervised)
+
+
+def evaluate(model: AMM, x: torch.Tensor, y: torch.Tensor, cfg: Config, n_classes: int) -> dict:
+    """Cluster assignments by G_y (means, no noise) and by eq. 18, scored against labels y."""
+    return score(encode_split(model, x, cfg), y, cfg, n_classes)

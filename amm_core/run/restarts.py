@@ -62,10 +62,13 @@ def train(
         )  # fmt: skip
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes else None
     if resume_from is None:
-        chosen = _phase(cfg, out_dir, should_stop, tick, deadline)
+        chosen = _phase(cfg, out_dir, should_stop, tick, deadline, progress)
         if chosen is None:
             return RunResult(0, None, stopped=True)
-        resume_from, start = _adopt(chosen, out_dir, report), chosen.index
+        # the budget spent in the phase: the kept start's last evaluation ends the run (`run`
+        # trains no step past a spent deadline on a resume), and says so
+        ends = deadline is not None and time.monotonic() > deadline
+        resume_from, start = _adopt(chosen, out_dir, report, ends), chosen.index
     else:  # a run resumed after its phase: the checkpoint says which start it kept
         start = checkpoint_config(load_checkpoint(resume_from)).train.start
     cfg = cfg.replace(**{"train.start": start})  # the kept start's streams
@@ -93,6 +96,7 @@ def _phase(
     should_stop: Callable[[], bool] | None,
     tick: Tick | None,
     deadline: float | None,
+    progress: bool = False,
 ) -> Start | None:
     """Train the starts in out_dir/starts/start_K (a start already trained there is not trained
     again, one cut short goes on from its last checkpoint); the one whose clustering term
@@ -101,7 +105,11 @@ def _phase(
     t = cfg.train
     total = trained_steps(cfg)
     starts: list[Start] = []
+    why_not = ""  # why the starts after the last trained one were skipped
     for k in range(t.restarts):
+        if k and deadline is not None and time.monotonic() > deadline:
+            why_not = f"the time budget train.max_minutes={t.max_minutes:g} is spent"
+            break
         folder = out_dir / names.STARTS_DIR / names.start_dirname(k)
         overrides = {"train.restarts": 1, "train.start": k, "train.steps": t.restart_steps}
         overrides.update({"train.figures": False, "train.stop_on_plateau": 0})
@@ -115,6 +123,7 @@ def _phase(
                 folder,
                 should_stop=should_stop,
                 resume_from=last,
+                progress=progress,  # a bar per start: a terminal is not silent in the phase
                 tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
                 deadline=deadline,
                 test=False,
@@ -125,23 +134,30 @@ def _phase(
         history = json_lines(folder / names.METRICS_FILE)
         assert last is not None and history, f"start {k}: no evaluation in {folder}"
         starts.append(Start(k, float(history[-1][names.LOSS_CLUSTER]), last, history))
-        print(
-            f"amm: restart phase: start {k + 1}/{t.restarts}, step {history[-1][names.STEP]}: "
-            f"{names.LOSS_CLUSTER} {starts[-1].score:.4f}",
-            file=sys.stderr,
+        step = history[-1][names.STEP]
+        cut = result is not None and result.stop_reason == names.STOP_TIME_BUDGET
+        _say(
+            f"start {k + 1}/{t.restarts} "
+            + ("trained" if result is not None else "found trained")
+            + f" to step {step}/{t.restart_steps}"
+            + (f" (cut short: train.max_minutes={t.max_minutes:g} spent)" if cut else "")
+            + f": {names.LOSS_CLUSTER} {starts[-1].score:.4f}"
         )
-        if result is not None and result.stop_reason == names.STOP_TIME_BUDGET:
-            left = t.restarts - k - 1
-            if left:
-                print(
-                    f"amm: restart phase: train.max_minutes is spent; start(s) {k + 2}-"
-                    f"{t.restarts} skipped, choosing among the {k + 1} trained",
-                    file=sys.stderr,
-                )
+        if cut:
+            why_not = f"the time budget train.max_minutes={t.max_minutes:g} is spent"
             break
+    if len(starts) < t.restarts:
+        first, last_k = len(starts) + 1, t.restarts
+        which = f"start {first}" if first == last_k else f"starts {first}-{last_k}"
+        _say(f"{which} of {t.restarts} skipped: {why_not}")
     best = min(starts, key=lambda s: s.score)  # the first of equals
-    print(f"amm: restart phase: going on with start {best.index + 1}", file=sys.stderr)
+    among = f"of the {len(starts)} trained" if len(starts) > 1 else "the only one trained"
+    _say(f"going on with start {best.index + 1} (lowest {names.LOSS_CLUSTER}, {among})")
     return best
+
+
+def _say(line: str) -> None:
+    print(f"amm: restart phase: {line}", file=sys.stderr)
 
 
 def _phase_scores(out_dir: Path, restarts: int) -> str:
@@ -157,15 +173,19 @@ def _phase_scores(out_dir: Path, restarts: int) -> str:
     return ", ".join(scores)
 
 
-def _adopt(start: Start, out_dir: Path, report: ReportFn | None) -> Path:
+def _adopt(start: Start, out_dir: Path, report: ReportFn | None, ends: bool = False) -> Path:
     """Make the chosen start the run's beginning: its last checkpoint becomes the run's first,
     its evaluations the run's first lines of metrics.jsonl (and reports). The start's own stop
-    reason is dropped: the run goes on past it. Returns the checkpoint to resume from."""
+    reason is dropped: the run goes on past it; unless `ends` (the time budget is spent): then
+    its last line says so, as a run's last evaluation does. Returns the checkpoint to resume
+    from."""
     ckpt = step_dir(out_dir / names.CHECKPOINTS_DIR, names.checkpoint_step(start.checkpoint.name))
     if not ckpt.exists():
         save_checkpoint(ckpt, load_checkpoint(start.checkpoint))
     out_dir.mkdir(parents=True, exist_ok=True)
     history = [{k: v for k, v in m.items() if k != names.STOP_REASON} for m in start.history]
+    if ends:
+        history[-1][names.STOP_REASON] = names.STOP_TIME_BUDGET
     (out_dir / names.METRICS_FILE).write_text("".join(json.dumps(m) + "\n" for m in history))
     if report is not None:
         for metrics in history:

@@ -39,7 +39,7 @@ from amm_core.run.checkpoint import (
 )
 from amm_core.run.classifier import digit_classifier
 from amm_core.run.diagnostics import generation_metrics, latent_diagnostics
-from amm_core.run.metrics import evaluate, mapping_for
+from amm_core.run.metrics import Encoded, encode_split, evaluate, mapping_for, score
 from amm_core.run.plateau import Plateau
 from amm_core.run.step import Stats, TrainingStep
 
@@ -247,6 +247,12 @@ def run(
     t_loop = time.perf_counter()
     if deadline is None and cfg.train.max_minutes:  # what the run has left of its budget
         deadline = time.monotonic() + 60 * cfg.train.max_minutes - spent
+    if resume_from is not None and deadline is not None and time.monotonic() > deadline:
+        # resumed with the budget spent (the restart phase used it up): at an evaluated
+        # checkpoint, not one step more (its evaluation was the last); else one step, evaluated
+        history = json_lines(out_dir / names.METRICS_FILE)
+        if history and history[-1][names.STEP] == step:
+            steps, stop_reason = min(steps, step), names.STOP_TIME_BUDGET
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -313,7 +319,8 @@ def run(
     if not test:
         return RunResult(step, latest_checkpoint(ckpt_root), stop_reason=stop_reason)
 
-    scores = evaluate(model, splits.test_x, splits.test_y, cfg, splits.n_classes)
+    test_enc = encode_split(model, splits.test_x, cfg)  # the figures use it too
+    scores = score(test_enc, splits.test_y, cfg, splits.n_classes)
     seconds = spent + time.perf_counter() - t_loop  # the whole run's, resumes included
     final: dict[str, Any] = {names.STEP: step, names.TRAIN_SECONDS: seconds}
     final.update({names.split_metric("test", k): v for k, v in scores.items()})
@@ -326,21 +333,27 @@ def run(
     final.update(final_extra or {})
     (out_dir / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
     if cfg.train.figures:
-        _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg)
+        _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg, test_enc)
     ckpt = latest_checkpoint(ckpt_root)
     if report is not None:
         report(dict(final), ckpt, True)
     return RunResult(step, ckpt, final=final, stop_reason=stop_reason)
 
 
-def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config) -> None:
+def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config, enc: Encoded) -> None:
     """Figures are a by-product: a plotting failure is reported, and the run still counts."""
     try:
         from amm_core.run.figures import write_run_figures
 
         history = json_lines(out.parent / names.METRICS_FILE)
         write_run_figures(
-            model, splits, out, cfg, max_points=cfg.train.tsne_points, history=history
+            model,
+            splits,
+            out,
+            cfg,
+            max_points=cfg.train.tsne_points,
+            history=history,
+            encoded=enc,
         )
     except Exception as e:  # noqa: BLE001 - any plotting error must not fail a finished run
         print(f"amm: warning: figures not written ({type(e).__name__}: {e})", file=sys.stderr)
