@@ -59,7 +59,7 @@ bench: install
 results: install
 	@set -e; for f in results/studies/*.json; do \
 	  echo "== $$f"; \
-	  $(AMM) table $$f --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity; \
+	  $(AMM) table $$f --format md --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity; \
 	  echo; \
 	done
 

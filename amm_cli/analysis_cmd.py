@@ -62,7 +62,12 @@ def register(sub: Any) -> None:
         "metrics: side by side, one column group each.",
     )
     _common(p, several=True)
-    p.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    p.add_argument(
+        "--format",
+        choices=("text", "md", "latex", "csv"),
+        default="text",
+        help="text: aligned columns for a terminal, the best cell in bold (default); md: markdown",
+    )
     p.add_argument(
         "--paper",
         action="store_true",
@@ -202,7 +207,7 @@ def load_runs(sweep: str, tracking_uri: str | None, metrics: list[str]) -> Any:
 
 def table_cmd(args: argparse.Namespace) -> int:
     from analysis import paper as pp
-    from analysis import render, tables
+    from analysis import tables
 
     metrics, sweeps = metrics_of(args), list(dict.fromkeys(args.sweep))
     if len(metrics) > 1 or len(sweeps) > 1:
@@ -230,14 +235,20 @@ def table_cmd(args: argparse.Namespace) -> int:
             paper if args.paper else None,
             title=f"{runs.name}: {args.metric}",
         )
-    print(render.RENDERERS[args.format](t), end="")
+    print(_render(args.format, t), end="")
     return 0
+
+
+def _render(fmt: str, t: Any) -> str:
+    from analysis import render
+
+    return render.for_terminal(t) if fmt == "text" else render.RENDERERS[fmt](t)
 
 
 def _side_by_side(args: argparse.Namespace, sweeps: list[str], metrics: list[str]) -> int:
     """`amm table A B` / `--metric M1 --metric M2`: one column group per (sweep, metric)."""
     from analysis import paper as pp
-    from analysis import render, tables
+    from analysis import tables
     from analysis.side_by_side import Part, side_by_side
 
     if args.paper_table is not None:
@@ -264,7 +275,7 @@ def _side_by_side(args: argparse.Namespace, sweeps: list[str], metrics: list[str
             t = tables.grid_table(runs.df, rows, cols, m, expected, paper if args.paper else None)
             parts.append(Part(sweep, m, t))
     assert axes is not None
-    print(render.RENDERERS[args.format](side_by_side(parts, *axes)), end="")
+    print(_render(args.format, side_by_side(parts, *axes)), end="")
     return 0
 
 
