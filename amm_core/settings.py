@@ -13,6 +13,8 @@ from amm_core.errors import ConfigError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the working folder's mlflow.db
 DEFAULT_STORAGE = "runs/sweeps"  # sweep folders, relative to the working folder
+# the runs' files (figures, spec) of a SQLite store's experiments, relative to the store's folder
+SQLITE_ARTIFACTS = "runs/mlartifacts"
 
 
 def _seconds(name: str, default: float) -> float:

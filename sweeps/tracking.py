@@ -65,15 +65,25 @@ def short_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
+def init_lock(uri: str) -> Path:
+    """The file lock of a SQLite store's set-up: in the temporary folder, named by the store's
+    path, so that nothing but the store is written beside it (a project folder stays clean)."""
+    import hashlib
+    import tempfile
+
+    db = Path(uri[len("sqlite:///") :]).resolve()
+    digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"amm-store-init-{digest}.lock"
+
+
 def init_store(uri: str) -> None:
-    """Open (and on first use create) a SQLite store under a file lock next to it: two drivers
-    starting at once on a fresh store would both set up its schema, and one would fail."""
+    """Open (and on first use create) a SQLite store under a file lock (`init_lock`): two
+    drivers starting at once on a fresh store would both set up its schema, and one would fail."""
     if not uri.startswith("sqlite:///"):
         return
     import fcntl
 
-    db = Path(uri[len("sqlite:///") :])
-    with open(f"{db}.amm-init.lock", "a") as f:
+    with open(init_lock(uri), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             client(uri).search_experiments(max_results=1)
@@ -116,6 +126,16 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its runs' files: runs/mlartifacts beside
+    the store (MLflow's own default, ./mlruns in the working folder, would land in the project
+    folder). None for a tracking server: it has its own (mlflow server --artifacts-destination)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///") :]).resolve()
+    return str(db.parent / settings.SQLITE_ARTIFACTS)
+
+
 def experiment_id(c, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is None:
@@ -123,8 +143,11 @@ def experiment_id(c, name: str) -> str:
 
         try:
             # MLflow 3's UI opens an experiment of this kind in its "Model training" view
+            root = artifact_root(c.tracking_uri)
             return c.create_experiment(
-                name, tags={names.TAG_EXPERIMENT_KIND: "custom_model_development"}
+                name,
+                artifact_location=f"{root}/{name}" if root else None,
+                tags={names.TAG_EXPERIMENT_KIND: "custom_model_development"},
             )
         except MlflowException:  # another driver created it a moment ago
             exp = c.get_experiment_by_name(name)

@@ -132,6 +132,26 @@ def test_found_by_name_alone(sweep):
     assert other.returncode == 2
 
 
+def test_nothing_written_beside_the_store_or_into_the_project(sweep):
+    """The project folder gets only what the README names (runs/, the store), the store's folder
+    only the store and runs/mlartifacts: no ./mlruns (MLflow's default artifact root), no lock."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import tracking
+
+    proj, _, _ = sweep
+    assert sorted(p.name for p in proj.iterdir()) == [
+        "configs", "elsewhere", "runs", "sweeps", "track"
+    ]  # fmt: skip
+    assert sorted(p.name for p in (proj / "track").iterdir()) == ["m.db", "runs"]
+    uri = f"sqlite:///{proj.resolve() / 'track' / 'm.db'}"
+    exp = MlflowClient(uri).get_experiment_by_name("amm-smoke")
+    where = proj.resolve() / "track" / "runs" / "mlartifacts" / "amm-smoke"
+    assert exp.artifact_location == str(where)
+    assert list(where.glob("*/artifacts/spec/smoke.yaml"))  # the parent's spec, on disk there
+    assert tracking.init_lock(uri).parent != proj / "track"
+
+
 def test_parent_run_is_a_summary(sweep):
     from mlflow.tracking import MlflowClient
 
