@@ -87,7 +87,9 @@ def register(sub: Any) -> None:
         description="Write an offline HTML report of a sweep (images embedded).",
     )
     _common(r)
-    r.add_argument("--out", default="report.html", help="default: %(default)s")
+    r.add_argument(
+        "--out", help="the page (default: runs/reports/SWEEP.html, beside the other reports)"
+    )
     r.add_argument(
         "--max-runs",
         type=int,
@@ -288,9 +290,11 @@ def report_cmd(args: argparse.Namespace) -> int:
     args.metric = metrics[0]
     runs = load_runs(args.sweep, args.tracking_uri, metrics)
     rows, cols = _axes(args, runs, note=False)
+    from amm_core.settings import report_path
+
     out = write_report(
         runs,
-        args.out,
+        args.out or report_path(args.sweep),
         metric=args.metric,
         rows=rows,
         cols=cols,
