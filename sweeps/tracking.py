@@ -170,8 +170,9 @@ def share_trials_view(c, exp_id: str, sweep: str, params: list[str]) -> str:
     """Store MLflow 3's "shared view" of this sweep's runs table on the experiment -> its key.
 
     The UI opens it from `#/experiments/<id>/runs?viewStateShareKey=<key>`: the sweep's trials
-    only (a flat table: their parent run is filtered out), sorted by test/error_gy (lowest
-    first), with the objective, the other results and the swept params as columns (the UI's
+    only (a flat table: their parent run is filtered out), sorted by test/error_gy_percent
+    (lowest first), with the objective and the validation error in percent, the NMI and the
+    swept params as columns (the UI's
     own defaults show no metric). The state's keys are the UI's search facets and table state.
     """
     import json
@@ -179,11 +180,14 @@ def share_trials_view(c, exp_id: str, sweep: str, params: list[str]) -> str:
     def col(kind: str, key: str) -> str:
         return f"{kind}.`{key}`"
 
-    metrics = [names.TEST_ERROR_GY, names.VAL_ERROR_GY, names.TEST_NMI, names.TEST_ERROR_BAYES]
+    # the errors in percent, as the console and the report show them (MLflow has no display
+    # format: names.percent_key); test/error_bayes is the report's, not the view's
+    metrics = [names.percent_key(names.TEST_ERROR_GY), names.percent_key(names.VAL_ERROR_GY)]
+    metrics.append(names.TEST_NMI)
     state = {
         "searchFilter": f"tags.`{names.TAG_SWEEP}` = '{sweep}' and "
         f"tags.`{names.TAG_ROLE}` = '{names.ROLE_TRIAL}'",
-        "orderByKey": col("metrics", names.TEST_ERROR_GY),
+        "orderByKey": col("metrics", metrics[0]),
         "orderByAsc": True,
         "lifecycleFilter": "Active",
         "selectedColumns": [col("metrics", m) for m in metrics]
