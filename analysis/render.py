@@ -35,6 +35,8 @@ def to_text(t: Table, bold: bool = False, width: int = 100) -> str:
     out = [t.title, "", line(t.header), "  ".join("-" * w for w in widths)]
     out += [line(r, i) for i, r in enumerate(rows)]
     notes = [*t.notes, *(["(best cell in bold)"] * bool(t.best and bold))]
+    if not bold:  # the notes' "(in bold)" (analysis/significance.py) reads as the mark here
+        notes = [n.replace("(in bold)", "(marked best)") for n in notes]
     if notes:
         out.append("")
     for n in notes:

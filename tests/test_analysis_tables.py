@@ -84,6 +84,7 @@ def test_text_table_for_a_terminal():
     # right-aligned numbers end in one column, under the header's right edge
     assert len({len(c) for c in cells} | {len(header), len(rule)}) == 1, plain
     assert cells[1].endswith("3.00 ± 1.00 (n=3) (best)") and "\033" not in "".join(plain)
+    assert "bold" not in "".join(plain)  # the notes say how the best cell is marked here
     assert all(len(ln) <= 60 for ln in plain if ln.startswith("word"))
     assert sum(ln.startswith("word") for ln in plain) >= 5  # wrapped, not one 300-char line
     tty = render.to_text(t, bold=True, width=60)
