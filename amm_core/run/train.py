@@ -247,6 +247,7 @@ def run(
     t_loop = time.perf_counter()
     if deadline is None and cfg.train.max_minutes:  # what the run has left of its budget
         deadline = time.monotonic() + 60 * cfg.train.max_minutes - spent
+    delay = settings.step_delay_s()  # a slower machine, simulated (tests)
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -260,6 +261,8 @@ def run(
 
         stats.add(step_fn(step, x, x_l, y_l))
         step += 1
+        if delay:
+            time.sleep(delay)
         if tick is not None:
             tick(step, steps)
         if deadline is not None and time.monotonic() > deadline and step < steps:
