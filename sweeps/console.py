@@ -118,16 +118,18 @@ class SweepConsole(tune.Callback):
         """One progress line: how many trials are done, the trial's run name, what happened."""
         _say(f"[{self.done}/{self.n_trials} done] {label:<24} {text}")
 
-    def _eta(self, trials: list) -> str:
+    def _eta(self, trials: list, now_at: dict[str, int] | None = None) -> str:
         """The sweep's time left ("" when nothing is known yet): from the trials that finished,
-        else from the running trials' pace, else from the plan's price of a trial."""
+        else from the running trials' pace, else from the plan's price of a trial. `now_at`:
+        trial id -> the step of the result being reported (Tune updates a trial's last result
+        after its callbacks: without it, the first evaluation would know no pace)."""
         now = time.monotonic()
         if self.durations:
             per = sum(self.durations) / len(self.durations)
         else:
             rates = []
             for t in trials:
-                step = trained(t.last_result or {})
+                step = (now_at or {}).get(t.trial_id) or trained(t.last_result or {})
                 if step:
                     began = self.started.get(t.trial_id, self.t0)
                     est = (now - began) / step * self.steps
@@ -156,7 +158,7 @@ class SweepConsole(tune.Callback):
         if self.best is None or err < self.best[0]:
             self.best = (err, label)
         step = trained(result)
-        eta = self._eta(trials)
+        eta = self._eta(trials, {trial.trial_id: step})
         # an ETA only where it changed: two trials evaluating at once would repeat it
         shown, self.last_eta = (f"  ETA {eta}" if eta and eta != self.last_eta else ""), eta
         self._line(

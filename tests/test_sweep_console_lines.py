@@ -30,8 +30,9 @@ def evaluations(c: SweepConsole, clock: list[float], monkeypatch, capsys) -> lis
     for step in (100, 200, 300):
         clock[0] += 20.0
         for t in (a, b):
-            t.last_result = {names.VAL_ERROR_GY: 0.5, names.STEP: step}
-            c.on_trial_result(0, [a, b], t, dict(t.last_result))
+            result = {names.VAL_ERROR_GY: 0.5, names.STEP: step}
+            c.on_trial_result(0, [a, b], t, result)
+            t.last_result = result  # Tune updates it after the callbacks
     return capsys.readouterr().err.splitlines()
 
 
@@ -42,6 +43,9 @@ def test_the_eta_is_never_a_dash_nor_repeated(monkeypatch, capsys):
     assert etas and all(x != y for x, y in zip(etas, etas[1:], strict=False)), lines
     # the second trial's line at the same moment says no ETA: it would repeat the first's
     assert "ETA" in lines[0] and "ETA" not in lines[1], lines
+    # the first line knows the pace from its own result: 100 steps in 20 s, 600 a trial, so
+    # 100 s left of each running trial and 120 s of each of the 2 not started, 2 at a time
+    assert lines[0].endswith("ETA 3m40s"), lines[0]
 
 
 def test_the_plan_prices_the_eta_before_any_pace_is_known(monkeypatch, capsys):
