@@ -143,7 +143,8 @@ class SweepConsole(tune.Callback):
                 ran = now - self.started.get(t.trial_id, now)
                 left.append(max(per - ran, 0.0))
         left += [per] * max(0, self.n_trials - len(trials))  # not created yet (searchers)
-        return duration(wall_time(left, self.parallel))
+        left_s = wall_time(left, self.parallel)
+        return duration(left_s) if left_s >= 1 else ""  # the last steps: the test set is left
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, time.monotonic())
