@@ -22,22 +22,22 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # The demo: MNIST fetched into the data root when missing (one line says so), then the demo
-# sweep (sweeps/demo.yaml: 4 trials of a tiny network on local Ray, about 5 minutes on 2 cores,
-# tracked in ./mlflow.db), its mean ± std table and an offline HTML report.
+# sweep (sweeps/demo.yaml: 4 trials of a tiny network on local Ray, each stopped on its step
+# budget, so that its numbers are the same on any machine; about 5 minutes on 2 idle cores,
+# tracked in ./mlflow.db), its mean ± std table, an offline HTML report under runs/reports/ and
+# the commands that show the rest (the MLflow UI, the sweep's status).
 DEMO_DB := sqlite:///$(CURDIR)/mlflow.db
 demo: install
 	@set -e; name=demo-$$(date +%Y%m%d-%H%M%S); \
 	$(AMM) data get mnist >/dev/null; \
-	$(AMM) sweep run sweeps/demo.yaml --name $$name --tracking-uri $(DEMO_DB); \
+	$(AMM) sweep run sweeps/demo.yaml --name $$name --tracking-uri $(DEMO_DB) --no-next; \
 	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
-	echo "A demo budget (at most 900 steps or 1.75 minutes of a tiny network per trial), not a"; \
-	echo "result. What the project measured (analysis/measured.yaml):"; \
+	echo "A demo budget (600 steps of a tiny network per trial: the same numbers on any machine),"; \
+	echo "not a result. What the project measured (analysis/measured.yaml):"; \
 	$(PY) -m analysis.measured | fold -s -w 100; \
-	$(AMM) report $$name --tracking-uri $(DEMO_DB) --out runs/reports/$$name.html; \
-	echo; echo "Results of sweep $$name; commands run from this folder as shown, or plain amm/mlflow after: source .venv/bin/activate"; \
-	echo "  sweep folder:  runs/sweeps/$$name  ($(AMM) sweep status $$name)"; \
-	echo "  MLflow runs:   ./mlflow.db  ($(MLFLOW) ui --backend-store-uri $(DEMO_DB))"; \
-	echo "  report:        runs/reports/$$name.html"
+	$(AMM) report $$name --tracking-uri $(DEMO_DB); \
+	echo; $(AMM) sweep next $$name --seen table,report; \
+	echo "(commands run from this folder as shown; plain amm/mlflow after: source .venv/bin/activate)"
 
 lint: install
 	.venv/bin/ruff check .
@@ -59,7 +59,7 @@ bench: install
 results: install
 	@set -e; for f in results/studies/*.json; do \
 	  echo "== $$f"; \
-	  $(AMM) table $$f --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity; \
+	  $(AMM) table $$f --format md --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity; \
 	  echo; \
 	done
 

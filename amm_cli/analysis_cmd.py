@@ -62,7 +62,12 @@ def register(sub: Any) -> None:
         "metrics: side by side, one column group each.",
     )
     _common(p, several=True)
-    p.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    p.add_argument(
+        "--format",
+        choices=("text", "md", "latex", "csv"),
+        default="text",
+        help="text: aligned columns for a terminal, the best cell in bold (default); md: markdown",
+    )
     p.add_argument(
         "--paper",
         action="store_true",
@@ -82,7 +87,9 @@ def register(sub: Any) -> None:
         description="Write an offline HTML report of a sweep (images embedded).",
     )
     _common(r)
-    r.add_argument("--out", default="report.html", help="default: %(default)s")
+    r.add_argument(
+        "--out", help="the page (default: runs/reports/SWEEP.html, beside the other reports)"
+    )
     r.add_argument(
         "--max-runs",
         type=int,
@@ -202,7 +209,7 @@ def load_runs(sweep: str, tracking_uri: str | None, metrics: list[str]) -> Any:
 
 def table_cmd(args: argparse.Namespace) -> int:
     from analysis import paper as pp
-    from analysis import render, tables
+    from analysis import tables
 
     metrics, sweeps = metrics_of(args), list(dict.fromkeys(args.sweep))
     if len(metrics) > 1 or len(sweeps) > 1:
@@ -230,14 +237,20 @@ def table_cmd(args: argparse.Namespace) -> int:
             paper if args.paper else None,
             title=f"{runs.name}: {args.metric}",
         )
-    print(render.RENDERERS[args.format](t), end="")
+    print(_render(args.format, t), end="")
     return 0
+
+
+def _render(fmt: str, t: Any) -> str:
+    from analysis import render
+
+    return render.for_terminal(t) if fmt == "text" else render.RENDERERS[fmt](t)
 
 
 def _side_by_side(args: argparse.Namespace, sweeps: list[str], metrics: list[str]) -> int:
     """`amm table A B` / `--metric M1 --metric M2`: one column group per (sweep, metric)."""
     from analysis import paper as pp
-    from analysis import render, tables
+    from analysis import tables
     from analysis.side_by_side import Part, side_by_side
 
     if args.paper_table is not None:
@@ -264,7 +277,7 @@ def _side_by_side(args: argparse.Namespace, sweeps: list[str], metrics: list[str
             t = tables.grid_table(runs.df, rows, cols, m, expected, paper if args.paper else None)
             parts.append(Part(sweep, m, t))
     assert axes is not None
-    print(render.RENDERERS[args.format](side_by_side(parts, *axes)), end="")
+    print(_render(args.format, side_by_side(parts, *axes)), end="")
     return 0
 
 
@@ -277,9 +290,11 @@ def report_cmd(args: argparse.Namespace) -> int:
     args.metric = metrics[0]
     runs = load_runs(args.sweep, args.tracking_uri, metrics)
     rows, cols = _axes(args, runs, note=False)
+    from amm_core.settings import report_path
+
     out = write_report(
         runs,
-        args.out,
+        args.out or report_path(args.sweep),
         metric=args.metric,
         rows=rows,
         cols=cols,

@@ -1,4 +1,4 @@
-"""`amm sweep plan|run|resume|status|export|import`.
+"""`amm sweep plan|run|resume|status|next|export|import`.
 
 Handlers import Ray and MLflow lazily so that `amm --help` stays fast.
 """
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sweeps.folder import SweepFolder
 
         if SweepFolder(storage, name).exists():  # not when the store held every trial already
-            _summary(name, storage, code)
+            _summary(name, storage, code, args.no_next)
         return code
 
 
@@ -88,10 +88,8 @@ def _driver(args: argparse.Namespace) -> Iterator[None]:
             tuner.shutdown()
 
 
-def _summary(name: str, storage: str | None, code: int) -> None:
-    """The end of run/resume: the status table, then what to run next."""
-    from sweeps.console import next_commands
-    from sweeps.folder import SweepFolder
+def _summary(name: str, storage: str | None, code: int, no_next: bool = False) -> None:
+    """The end of run/resume: the status table, then what to run next (unless `no_next`)."""
     from sweeps.status import status
 
     print()
@@ -105,9 +103,33 @@ def _summary(name: str, storage: str | None, code: int) -> None:
     }.get(code)
     if hint:
         print(f"amm: {hint}", file=sys.stderr)
+    if not no_next:
+        print()
+        print(_next(name, storage))
+
+
+def _next(name: str, storage: str | None, seen: tuple[str, ...] = ()) -> str:
+    from sweeps.console import next_commands
+    from sweeps.folder import SweepFolder
+
     meta = SweepFolder(storage, name).meta
-    print()
-    print(next_commands(name, meta.tracking_uri, meta.experiment, meta.experiment_id))
+    return next_commands(name, meta.tracking_uri, meta.experiment, meta.experiment_id, seen)
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    from sweeps import locations
+    from sweeps.console import SEEN
+    from sweeps.folder import SweepFolder
+
+    seen = tuple(s.strip() for s in (args.seen or "").split(",") if s.strip())
+    bad = [s for s in seen if s not in SEEN]
+    if bad:
+        raise ConfigError(f"--seen {','.join(bad)}: expected some of {','.join(SEEN)}")
+    storage = locations.storage_for(args.name, args.storage)
+    if not SweepFolder(storage, args.name).exists():
+        raise ConfigError(f"no sweep folder '{args.name}' under {storage or 'runs/sweeps'}")
+    print(_next(args.name, storage, seen))
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -123,7 +145,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             verbose=args.verbose,
         )
-        _summary(args.name, storage, code)
+        _summary(args.name, storage, code, args.no_next)
         return code
 
 
@@ -194,6 +216,11 @@ def _cluster_options(p: argparse.ArgumentParser, tracking_help: str) -> None:
         action="store_true",
         help="Ray Tune's own output (trial tables, worker logs) instead of the short console",
     )
+    p.add_argument(
+        "--no-next",
+        action="store_true",
+        help="end with the status table, without the next commands (`amm sweep next` prints them)",
+    )
 
 
 def register(subparsers) -> None:
@@ -247,6 +274,19 @@ def register(subparsers) -> None:
         "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)",
     )
     ps.set_defaults(func=cmd_status)
+
+    pn = sub.add_parser(
+        "next", help="the commands that show a sweep's results (table, report, MLflow UI)"
+    )
+    pn.add_argument("name", help="sweep name")
+    pn.add_argument("--storage", help=STORAGE_HELP)
+    pn.add_argument(
+        "--seen",
+        metavar="CMDS",
+        help="comma-separated commands just run, left out: table, report, status "
+        "(make demo: --seen table,report)",
+    )
+    pn.set_defaults(func=cmd_next)
 
     pe = sub.add_parser("export", help="write a sweep of the tracking store to one portable file")
     pe.add_argument("name", help="sweep name")

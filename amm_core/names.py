@@ -60,6 +60,22 @@ def is_error(key: str) -> bool:
     return key.rsplit("/", 1)[-1] in (ERROR_GY, ERROR_BAYES)
 
 
+# MLflow 3's runs table has no display format for a metric column: the sweep driver logs each
+# error also in percent under a name that says so ("test/error_gy_percent" = 100 x
+# "test/error_gy"), for the UI's columns only; analysis reads the fractions and drops these
+PERCENT_SUFFIX = "_percent"
+
+
+def percent_key(key: str) -> str:
+    """'test/error_gy' -> 'test/error_gy_percent': the UI's copy of an error in percent."""
+    return key + PERCENT_SUFFIX
+
+
+def is_percent_copy(key: str) -> bool:
+    """A UI copy of an error in percent (`percent_key`), not a metric of the contract's own."""
+    return key.endswith(PERCENT_SUFFIX) and is_error(key.removesuffix(PERCENT_SUFFIX))
+
+
 def split_metric(split: str, name: str) -> str:
     """('val', 'error_gy') -> 'val/error_gy'."""
     assert split in SPLITS, split
@@ -122,6 +138,7 @@ METRICS = frozenset(
     | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}
     | {RESTART_CHOSEN}
     | {split_metric("test", m) for m in GEN_METRICS}  # final.json: gen/* on test images
+    | {percent_key(split_metric(s, m)) for s in SPLITS for m in (ERROR_GY, ERROR_BAYES)}  # MLflow
 )
 # on a sweep's parent run (sweeps/parent.py): best/<objective>, mean/<objective>, trials_finished
 OBJECTIVES = (TEST_ERROR_GY, VAL_ERROR_GY)  # lower is better

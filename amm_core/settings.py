@@ -13,6 +13,20 @@ from amm_core.errors import ConfigError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the working folder's mlflow.db
 DEFAULT_STORAGE = "runs/sweeps"  # sweep folders, relative to the working folder
+DEFAULT_REPORTS = "runs/reports"  # `amm report`'s pages, relative to the working folder
+
+
+def report_path(sweep: str) -> str:
+    """Where `amm report SWEEP` writes by default: runs/reports/SWEEP.html (a sweep export file
+    or a Tune folder named by its file or folder name)."""
+    stem = os.path.basename(sweep.rstrip("/"))
+    for suffix in (".gz", ".json", ".amm-sweep"):  # an export file: NAME.amm-sweep.json.gz
+        stem = stem.removesuffix(suffix)
+    return f"{DEFAULT_REPORTS}/{stem or 'report'}.html"
+
+
+# the runs' files (figures, spec) of a SQLite store's experiments, relative to the store's folder
+SQLITE_ARTIFACTS = "runs/mlartifacts"
 
 
 def _seconds(name: str, default: float) -> float:
@@ -45,6 +59,12 @@ def tracking_uri(default: str = DEFAULT_TRACKING_URI) -> str:  # the MLflow trac
 
 def lock_stale_s() -> float:  # a sweep lock without a heartbeat this long is stale
     return _seconds("AMM_LOCK_STALE_S", 300.0)
+
+
+def step_delay_s() -> float:
+    """Seconds the training loop sleeps after each step: a slower machine, simulated (tests:
+    a run on a step budget gives the same numbers at any speed). 0: none."""
+    return _seconds("AMM_STEP_DELAY_S", 0.0)
 
 
 def tracking_outage_s() -> float:  # a sweep stops after the tracking store is down this long

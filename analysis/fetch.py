@@ -140,7 +140,9 @@ def _runs_frame(runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
         if names.TAG_VARIANT in r.data.tags:  # so that tables can have a row per variant
             p[names.VARIANT] = r.data.tags[names.TAG_VARIANT]
         params.update(p)
-        metrics.update(r.data.metrics)
+        # the MLflow UI's copies in percent (names.percent_key): tables read the fractions
+        own = {k: v for k, v in r.data.metrics.items() if not names.is_percent_copy(k)}
+        metrics.update(own)
         row = {
             "run_id": r.info.run_id,
             "run_name": r.data.tags.get(names.TAG_RUN_NAME, r.info.run_name),
@@ -148,7 +150,7 @@ def _runs_frame(runs: list[Any]) -> tuple[pd.DataFrame, set, set]:
             STOP_REASON: r.data.tags.get(names.TAG_STOP_REASON),
         }
         row.update(p)
-        row.update(r.data.metrics)
+        row.update(own)
         rows.append(row)
     return _frame(rows, params, metrics), params, metrics
 

@@ -1,14 +1,47 @@
-"""A `Table` (analysis/tables.py) rendered as markdown, LaTeX, HTML or csv (the tidy numbers,
-one line per cell)."""
+"""A `Table` (analysis/tables.py) rendered for a terminal, as markdown, LaTeX, HTML or csv (the
+tidy numbers, one line per cell)."""
 
 from __future__ import annotations
 
 import html
 import io
+import textwrap
 
 import pandas as pd
 
 from analysis.tables import Table
+
+BOLD, RESET = "\033[1m", "\033[0m"
+
+
+def to_text(t: Table, bold: bool = False, width: int = 100) -> str:
+    """Aligned columns for a terminal: the best cell in ANSI bold when `bold` (stdout is a
+    terminal), else marked "(best)"; the notes wrapped at `width` characters."""
+    rows = [
+        [f"{s} (best)" if (i, j) in t.best and not bold else s for j, s in enumerate(r)]
+        for i, r in enumerate(t.rows)
+    ]
+    widths = [max(len(x) for x in col) for col in zip(t.header, *rows, strict=True)]
+
+    def line(cells: list[str], i: int | None = None) -> str:
+        out = []
+        for j, (s, w, a) in enumerate(zip(cells, widths, t.aligns(), strict=True)):
+            pad = " " * (w - len(s))
+            if bold and (i, j) in t.best:  # the padding stays outside the bold
+                s = f"{BOLD}{s}{RESET}"
+            out.append(pad + s if a == "r" else s + pad)
+        return "  ".join(out).rstrip()
+
+    out = [t.title, "", line(t.header), "  ".join("-" * w for w in widths)]
+    out += [line(r, i) for i, r in enumerate(rows)]
+    notes = [*t.notes, *(["(best cell in bold)"] * bool(t.best and bold))]
+    if not bold:  # the notes' "(in bold)" (analysis/significance.py) reads as the mark here
+        notes = [n.replace("(in bold)", "(marked best)") for n in notes]
+    if notes:
+        out.append("")
+    for n in notes:
+        out += textwrap.wrap(n, max(40, width), break_on_hyphens=False) or [""]
+    return "\n".join(out) + "\n"
 
 
 def to_markdown(t: Table) -> str:
@@ -94,3 +127,15 @@ def to_html(t: Table) -> str:
 
 
 RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv, "html": to_html}
+
+
+def for_terminal(t: Table) -> str:
+    """`to_text` as `amm table` prints it: bold (unless $NO_COLOR is set) and the notes' width
+    from stdout's terminal; plain and 100 wide into a pipe or a file."""
+    import os
+    import shutil
+    import sys
+
+    tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size((100, 24)).columns if tty else 100
+    return to_text(t, bold=tty and not os.environ.get("NO_COLOR"), width=width)

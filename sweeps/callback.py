@@ -185,6 +185,8 @@ class MlflowSweepCallback(tune.Callback):
                 continue
             if math.isfinite(v):
                 metrics[k] = v
+                if names.is_error(k):  # the UI's column in percent (names.percent_key)
+                    metrics[names.percent_key(k)] = round(100.0 * v, 9)  # 5.97, not 5.970...01
         # each (key, step) once, in step order: the final result repeats the last evaluation,
         # and a trial restarted from an older checkpoint redoes some steps (see _execute)
         if metrics:

@@ -18,6 +18,7 @@ from ray import tune
 
 from amm_core import names
 from amm_core.fmt import duration, percent
+from amm_core.settings import report_path
 from amm_core.shell import amm, script
 from sweeps.spec import run_name
 from sweeps.tracking import view_key
@@ -94,11 +95,15 @@ class SweepConsole(tune.Callback):
         steps: int,
         longest_s: float = 0.0,
         max_failures: int = 0,
+        planned_s: float = 0.0,
     ) -> None:
         self.name, self.n_trials, self.parallel, self.steps = name, n_trials, parallel, steps
         self.max_failures = max_failures  # the spec's retries of a failed trial
         # a trial's longest run when a time budget (train.max_minutes) ends it: the ETA's cap
         self.longest_s = longest_s
+        # a trial's seconds as the plan priced them (the spec's cost), until trials report
+        self.planned_s = planned_s
+        self.last_eta = ""  # the ETA last printed: a line repeats none
         self.t0 = time.monotonic()
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
@@ -113,28 +118,33 @@ class SweepConsole(tune.Callback):
         """One progress line: how many trials are done, the trial's run name, what happened."""
         _say(f"[{self.done}/{self.n_trials} done] {label:<24} {text}")
 
-    def _eta(self, trials: list) -> str:
+    def _eta(self, trials: list, now_at: dict[str, int] | None = None) -> str:
+        """The sweep's time left ("" when nothing is known yet): from the trials that finished,
+        else from the running trials' pace, else from the plan's price of a trial. `now_at`:
+        trial id -> the step of the result being reported (Tune updates a trial's last result
+        after its callbacks: without it, the first evaluation would know no pace)."""
         now = time.monotonic()
         if self.durations:
             per = sum(self.durations) / len(self.durations)
         else:
             rates = []
             for t in trials:
-                step = trained(t.last_result or {})
+                step = (now_at or {}).get(t.trial_id) or trained(t.last_result or {})
                 if step:
                     began = self.started.get(t.trial_id, self.t0)
                     est = (now - began) / step * self.steps
                     rates.append(min(est, self.longest_s) if self.longest_s else est)
-            if not rates:
-                return "-"
-            per = sum(rates) / len(rates)
+            if not rates and not self.planned_s:
+                return ""
+            per = sum(rates) / len(rates) if rates else self.planned_s
         left = []
         for t in trials:
             if t.status in ("RUNNING", "PENDING", "PAUSED"):
                 ran = now - self.started.get(t.trial_id, now)
                 left.append(max(per - ran, 0.0))
         left += [per] * max(0, self.n_trials - len(trials))  # not created yet (searchers)
-        return duration(wall_time(left, self.parallel))
+        left_s = wall_time(left, self.parallel)
+        return duration(left_s) if left_s >= 1 else ""  # the last steps: the test set is left
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, time.monotonic())
@@ -149,10 +159,13 @@ class SweepConsole(tune.Callback):
         if self.best is None or err < self.best[0]:
             self.best = (err, label)
         step = trained(result)
+        eta = self._eta(trials, {trial.trial_id: step})
+        # an ETA only where it changed: two trials evaluating at once would repeat it
+        shown, self.last_eta = (f"  ETA {eta}" if eta and eta != self.last_eta else ""), eta
         self._line(
             label,
             f"step {step:>6}/{self.steps}  val error {percent(err)}  "
-            f"best {percent(self.best[0])} ({self.best[1]})  ETA {self._eta(trials)}",
+            f"best {percent(self.best[0])} ({self.best[1]}){shown}",
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -201,28 +214,49 @@ def failure_cause(trial) -> str:
 
 
 def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: float | None,
-              uri: str, whole: bool = False) -> str:  # fmt: skip
-    """`whole`: the ETA counts evaluations and figures too (the spec's cost.trial_overhead_s)."""
+              uri: str, whole: bool = False, budget: str = "") -> str:  # fmt: skip
+    """`whole`: the ETA counts evaluations and figures too (the spec's cost.trial_overhead_s);
+    `budget`: what ends a trial ("600 steps each")."""
     eta = "ETA after the first evaluations"
     if eta_s:
         eta = f"ETA ~{duration(eta_s)}" + ("" if whole else " of training")
     return (
-        f"sweep {name}: {n} trials, {parallel} at a time ({cpu:g} CPU each, {cpus:g} CPUs), "
-        f"{eta}; tracking {uri}; Ray's output: --verbose"
+        f"sweep {name}: {n} trials{' of ' + budget if budget else ''}, {parallel} at a time "
+        f"({cpu:g} CPU each, {cpus:g} CPUs), {eta}; tracking {uri}; Ray's output: --verbose"
     )
 
 
-def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "") -> str:
+def budget_words(cfgs: list) -> str:
+    """What ends the trials, as the plan line says it: "600 steps each" (a step budget: the
+    same numbers on any machine), with "or N minutes" where train.max_minutes also stops them."""
+    from amm_core.config import total_steps
+
+    steps = {total_steps(c) for c in cfgs}
+    minutes = {c.train.max_minutes for c in cfgs}
+    text = f"{steps.pop():,} steps each" if len(steps) == 1 else f"up to {max(steps):,} steps"
+    if any(minutes):
+        text += f" or {max(minutes):g} minutes"
+    return text
+
+
+SEEN = ("table", "report", "status")  # the commands `next_commands` can leave out
+
+
+def next_commands(
+    name: str, uri: str, experiment: str, experiment_id: str = "", seen: tuple[str, ...] = ()
+) -> str:
     """What to run next, each command as it runs when pasted into the shell that ran the sweep
-    (`.venv/bin/amm ...` where `amm` is not on PATH; amm_core/shell.py)."""
+    (`.venv/bin/amm ...` where `amm` is not on PATH; amm_core/shell.py), but those in `seen`
+    (the caller just ran them: `make demo` runs table and report); one MLflow UI command."""
     cmds = [
-        (f"{amm()} table {name}", "mean ± std per grid cell (percent)"),
-        (f"{amm()} report {name}", "one offline HTML page: tables and figures"),
-        (f"{amm()} sweep status {name}", "every trial's state and errors"),
+        ("table", f"{amm()} table {name}", "mean ± std per grid cell (percent)"),
+        ("report", f"{amm()} report {name}", f"one offline HTML page: {report_path(name)}"),
+        ("status", f"{amm()} sweep status {name}", "every trial's state and errors"),
     ]
-    width = max(len(c) for c, _ in cmds)
+    cmds = [(c, why) for key, c, why in cmds if key not in seen]
+    width = max((len(c) for c, _ in cmds), default=0)
     lines = ["next:", *(f"  {c:<{width}}  # {why}" for c, why in cmds)]
-    # the sweep's trials as a flat table sorted by test/error_gy, in MLflow 3's "Model training"
+    # the sweep's trials as a flat table sorted by the test error, in MLflow 3's "Model training"
     # view: the shared view the sweep stored on its experiment (tracking.share_trials_view)
     page = (
         f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
@@ -232,7 +266,8 @@ def next_commands(name: str, uri: str, experiment: str, experiment_id: str = "")
         return "\n".join([*lines, f"  open {uri.rstrip('/')}{page}  (the tracking server's UI)"])
     lines.append(f"  {script('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000")
     lines.append(f"      then open http://127.0.0.1:5000{page}")
-    lines.append(f"      (experiment {experiment}: the sweep's trials, sorted by test/error_gy)")
+    objective = names.percent_key(names.TEST_ERROR_GY)
+    lines.append(f"      (experiment {experiment}: the sweep's trials, sorted by {objective})")
     return "\n".join(lines)
 
 
@@ -251,7 +286,7 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
         cells = spec.cells() if spec.search is None else [{}]
     cfgs = [spec.trial_config(c) for c in cells]
     steps = [trained_steps(c) for c in cfgs]
-    eta = None
+    eta, planned = None, 0.0
     if spec.cost.steps_per_sec:
         from sweeps.plan import trial_seconds
 
@@ -259,7 +294,9 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
         sps, overhead = spec.cost.steps_per_sec, spec.cost.trial_overhead_s
         per_trial = trial_seconds(steps, budgets, sps, overhead) * (n // len(steps) or 1)
         eta = wall_time(per_trial[:n], par)
-    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, spec.cost.trial_overhead_s > 0))
+        planned = sum(per_trial[:n]) / len(per_trial[:n])
+    whole = spec.cost.trial_overhead_s > 0
+    _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, whole, budget_words(cfgs)))
     phased = [c for c in cfgs if c.train.restarts > 1]
     if phased:  # the phase reports nothing until its choice: say why the console is quiet
         t = phased[0].train
@@ -270,4 +307,4 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
         )
     budget = 60 * spec.trial_config({}).train.max_minutes
     longest = budget + spec.cost.trial_overhead_s if budget else 0.0
-    return SweepConsole(name, n, par, max(steps), longest, spec.max_failures)
+    return SweepConsole(name, n, par, max(steps), longest, spec.max_failures, planned)

@@ -26,7 +26,11 @@ def describe(uri: str, run_id: str, spec: Any, name: str) -> None:
         note.append(f"grid: {axes}")
     if spec.overrides:
         note.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
-    note += ["", "errors (`*/error_gy`, `*/error_bayes`) are stored as fractions: 0.25 = 25 %"]
+    note += [
+        "",
+        "errors (`*/error_gy`, `*/error_bayes`) are stored as fractions: 0.25 = 25 %; the "
+        "columns `*_percent` hold the same errors in percent",
+    ]
     c.set_tag(run_id, names.TAG_NOTE, "\n".join(note))
 
 

@@ -65,15 +65,25 @@ def short_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
+def init_lock(uri: str) -> Path:
+    """The file lock of a SQLite store's set-up: in the temporary folder, named by the store's
+    path, so that nothing but the store is written beside it (a project folder stays clean)."""
+    import hashlib
+    import tempfile
+
+    db = Path(uri[len("sqlite:///") :]).resolve()
+    digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"amm-store-init-{digest}.lock"
+
+
 def init_store(uri: str) -> None:
-    """Open (and on first use create) a SQLite store under a file lock next to it: two drivers
-    starting at once on a fresh store would both set up its schema, and one would fail."""
+    """Open (and on first use create) a SQLite store under a file lock (`init_lock`): two
+    drivers starting at once on a fresh store would both set up its schema, and one would fail."""
     if not uri.startswith("sqlite:///"):
         return
     import fcntl
 
-    db = Path(uri[len("sqlite:///") :])
-    with open(f"{db}.amm-init.lock", "a") as f:
+    with open(init_lock(uri), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             client(uri).search_experiments(max_results=1)
@@ -116,6 +126,16 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its runs' files: runs/mlartifacts beside
+    the store (MLflow's own default, ./mlruns in the working folder, would land in the project
+    folder). None for a tracking server: it has its own (mlflow server --artifacts-destination)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///") :]).resolve()
+    return str(db.parent / settings.SQLITE_ARTIFACTS)
+
+
 def experiment_id(c, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is None:
@@ -123,8 +143,11 @@ def experiment_id(c, name: str) -> str:
 
         try:
             # MLflow 3's UI opens an experiment of this kind in its "Model training" view
+            root = artifact_root(c.tracking_uri)
             return c.create_experiment(
-                name, tags={names.TAG_EXPERIMENT_KIND: "custom_model_development"}
+                name,
+                artifact_location=f"{root}/{name}" if root else None,
+                tags={names.TAG_EXPERIMENT_KIND: "custom_model_development"},
             )
         except MlflowException:  # another driver created it a moment ago
             exp = c.get_experiment_by_name(name)
@@ -147,8 +170,9 @@ def share_trials_view(c, exp_id: str, sweep: str, params: list[str]) -> str:
     """Store MLflow 3's "shared view" of this sweep's runs table on the experiment -> its key.
 
     The UI opens it from `#/experiments/<id>/runs?viewStateShareKey=<key>`: the sweep's trials
-    only (a flat table: their parent run is filtered out), sorted by test/error_gy (lowest
-    first), with the objective, the other results and the swept params as columns (the UI's
+    only (a flat table: their parent run is filtered out), sorted by test/error_gy_percent
+    (lowest first), with the objective and the validation error in percent, the NMI and the
+    swept params as columns (the UI's
     own defaults show no metric). The state's keys are the UI's search facets and table state.
     """
     import json
@@ -156,11 +180,14 @@ def share_trials_view(c, exp_id: str, sweep: str, params: list[str]) -> str:
     def col(kind: str, key: str) -> str:
         return f"{kind}.`{key}`"
 
-    metrics = [names.TEST_ERROR_GY, names.VAL_ERROR_GY, names.TEST_NMI, names.TEST_ERROR_BAYES]
+    # the errors in percent, as the console and the report show them (MLflow has no display
+    # format: names.percent_key); test/error_bayes is the report's, not the view's
+    metrics = [names.percent_key(names.TEST_ERROR_GY), names.percent_key(names.VAL_ERROR_GY)]
+    metrics.append(names.TEST_NMI)
     state = {
         "searchFilter": f"tags.`{names.TAG_SWEEP}` = '{sweep}' and "
         f"tags.`{names.TAG_ROLE}` = '{names.ROLE_TRIAL}'",
-        "orderByKey": col("metrics", names.TEST_ERROR_GY),
+        "orderByKey": col("metrics", metrics[0]),
         "orderByAsc": True,
         "lifecycleFilter": "Active",
         "selectedColumns": [col("metrics", m) for m in metrics]

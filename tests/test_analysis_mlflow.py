@@ -111,7 +111,7 @@ def test_fetch_unknown_lists_what_exists(store):
 
 
 def test_table_cli(store, capsys):
-    rc, out, _ = amm(capsys, "table", "smoke", "--tracking-uri", store)
+    rc, out, _ = amm(capsys, "table", "smoke", "--tracking-uri", store, "--format", "md")
     assert rc == 0
     assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 12.00 ± 2.00 (n=3) p=0.006* |" in out
     lam1 = "| loss.gp_weight=1 | 6.00 ± 1.41 (n=2 of 3) p=0.144 | 30.00 ± 10.00 (n=3) p=0.042* |"
@@ -137,12 +137,12 @@ def test_table_cli(store, capsys):
 
 def test_table_env_uri_and_paper_tables(store, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    rc, out, _ = amm(capsys, "table", "smoke", "--paper-table", "1")
+    rc, out, _ = amm(capsys, "table", "smoke", "--paper-table", "1", "--format", "md")
     assert rc == 0
     assert "Table 1: Test set clustering error rate" in out
     assert "| CatGAN (Springenberg, 2015) | 9.70 ± NR | paper |" in out
     assert "| AMM (ours): loss.gp_weight=10, prior.means=learned | 3.00 ± 1.00 (n=3) |" in out
-    rc, out, _ = amm(capsys, "table", "repro", "--paper")
+    rc, out, _ = amm(capsys, "table", "repro", "--paper", "--format", "md")
     assert rc == 0
     assert "2.84 ± 0.27 (n=5) [paper AMM 2.86 ± 0.46 (n=5); Welch t=-0.08, p=0.936" in out
     assert "consistent with the paper]" in out
@@ -221,7 +221,7 @@ def test_ray_results_folder(tmp_path, capsys):
     by = runs.df.set_index("run_id")
     assert list(by["status"]) == ["FINISHED", "FINISHED", "FAILED", "FINISHED"]
     assert by.loc["t1", "loss.gp_weight"] == 10.0 and by.loc["t3", ERR] == 0.4
-    rc, out, _ = amm(capsys, "table", str(tmp_path / "exp"))
+    rc, out, _ = amm(capsys, "table", str(tmp_path / "exp"), "--format", "md")
     assert rc == 0
     assert "| loss.gp_weight=10 | **15.00 ± 7.07 (n=2 of 3)** |" in out
     assert "| loss.gp_weight=1 | 40.00 (n=1 of 3) p=n/a |" in out  # one seed: no test
@@ -234,7 +234,7 @@ def test_all_trials_failed_says_n_0(tmp_path, capsys):
         (d / "params.json").write_text(json.dumps({"loss.gp_weight": lam, "seed": 0}))
         (d / "error.txt").write_text("died")
     (tmp_path / "exp" / "t2").mkdir()  # a trial that died before writing anything: not a trial
-    rc, out, _ = amm(capsys, "table", str(tmp_path / "exp"))
+    rc, out, _ = amm(capsys, "table", str(tmp_path / "exp"), "--format", "md")
     assert rc == 0
     assert "| loss.gp_weight=1 | — (n=0 of 1) |" in out
     assert "| loss.gp_weight=10 | — (n=0 of 1) |" in out

@@ -135,13 +135,16 @@ def amm(capsys, *argv):
 
 def test_table_cli_two_metrics_and_two_sweeps(store, capsys):
     rc, out, _ = amm(
-        capsys, "table", "lambda-a", "--metric", GY, "--metric", BAYES, "--tracking-uri", store
-    )
+        capsys, "table", "lambda-a", "--metric", GY, "--metric", BAYES, "--tracking-uri", store,
+        "--format", "md",
+    )  # fmt: skip
     assert rc == 0
     assert "| loss.gp_weight | test/error_gy | test/error_bayes |" in out
     assert "| loss.gp_weight=1 | 12.00 ± 2.00 (n=3) p=0.006* | **5.00 ± 1.00 (n=3)** |" in out
     assert "| loss.gp_weight=10 | **3.00 ± 1.00 (n=3)** | 10.00 ± 2.00 (n=3) p=0.032* |" in out
-    rc, out, _ = amm(capsys, "table", "lambda-a", "lambda-b", "--tracking-uri", store)
+    rc, out, _ = amm(
+        capsys, "table", "lambda-a", "lambda-b", "--tracking-uri", store, "--format", "md"
+    )
     assert rc == 0
     assert "| loss.gp_weight | lambda-a | lambda-b |" in out
     assert "| loss.gp_weight=0.1 | — (n=0 of 3) | 35.00 ± 7.07 (n=2) p=0.104 |" in out

@@ -1,6 +1,7 @@
 """analysis.tables / paper / fetch casting on tiny hand-made run tables."""
 
 import io
+import re
 
 import pandas as pd
 import pytest
@@ -67,6 +68,30 @@ def test_grid_cells_best_and_missing():
     assert bool(row["best"]) and row["n"] == 3
     html = render.to_html(t)
     assert '<td class="best">3.00 ± 1.00 (n=3)</td>' in html
+
+
+def test_text_table_for_a_terminal():
+    """`amm table`'s default: aligned columns, no markdown; bold as ANSI on a terminal, "(best)"
+    in a pipe; the notes wrapped at the width."""
+    df = frame({("learned", 10.0): [0.02, 0.03, 0.04], ("learned", 1.0): [0.05, 0.07, 0.08]})
+    t = tables.grid_table(df, ["loss.gp_weight"], ["prior.means"], ERR, title="sw: " + ERR)
+    t.notes.append("word " * 60)  # a long footnote
+    plain = render.to_text(t, bold=False, width=60).splitlines()
+    assert plain[0] == "sw: " + ERR and not any("|" in ln or "**" in ln for ln in plain)
+    header, rule, *rows = plain[2:5]
+    cells = [ln for ln in plain if ln.startswith("loss.gp_weight=")]
+    assert [c.split()[0] for c in cells] == ["loss.gp_weight=1", "loss.gp_weight=10"]
+    # right-aligned numbers end in one column, under the header's right edge
+    assert len({len(c) for c in cells} | {len(header), len(rule)}) == 1, plain
+    assert cells[1].endswith("3.00 ± 1.00 (n=3) (best)") and "\033" not in "".join(plain)
+    assert "bold" not in "".join(plain)  # the notes say how the best cell is marked here
+    assert all(len(ln) <= 60 for ln in plain if ln.startswith("word"))
+    assert sum(ln.startswith("word") for ln in plain) >= 5  # wrapped, not one 300-char line
+    tty = render.to_text(t, bold=True, width=60)
+    assert "3.00 ± 1.00 (n=3)\033[0m" in tty and "(best)" not in tty
+    assert "(best cell in bold)" in tty
+    shown = [re.sub(r"\033\[\dm", "", ln) for ln in tty.splitlines()[2:6]]
+    assert len({len(ln) for ln in shown}) == 1 and " \033[1m3.00" in tty  # aligned as shown
 
 
 def test_paper_beside_reproduced_cell():

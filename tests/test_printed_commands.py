@@ -56,14 +56,20 @@ def test_next_commands_run_as_pasted(tmp_path, monkeypatch):
     assert cmds[-1].split()[1:3] == ["ui", "--backend-store-uri"]
 
 
-def test_make_demo_prints_commands_that_run_without_the_venv_on_path():
+def test_make_demo_ends_with_the_next_commands_it_has_not_run():
+    """`make demo` runs the table and the report, then lists what it did not run (amm prints
+    the commands as they run pasted: tested above), one `mlflow ui` command among them."""
     r = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    echoed = re.findall(r'echo "([^"]*)"', r.stdout)
-    # the commands in parentheses: "(.venv/bin/amm sweep status NAME)"
-    found = [c for e in echoed for c in re.findall(r"\(([^()]*)\)", e)]
-    commands = [c for c in found if re.match(r"\S*(amm|mlflow) ", c)]
-    assert len(commands) >= 2, echoed
-    for c in commands:
-        assert c.startswith(".venv/bin/"), c
+    recipe = r.stdout
+    echoed = re.findall(r'echo "([^"]*)"', recipe)
+    typed = r"\b(amm (table|report|sweep)|mlflow ui)\b"
+    assert not any(re.search(typed, e) for e in echoed), echoed  # no command typed by hand
+    assert "sweep run sweeps/demo.yaml --name $name" in recipe and "--no-next" in recipe
+    ran = [c for c in ("table", "report") if re.search(rf"bin/amm {c} \$name ", recipe)]
+    assert ran == ["table", "report"]
+    # the report where `amm report NAME` writes it, so that the suggested command agrees
+    assert "--out" not in recipe.split("amm report", 1)[1].split(";")[0]
+    last = [ln for ln in recipe.splitlines() if "bin/amm" in ln][-1]
+    assert "sweep next $name --seen table,report" in last
     assert any("source .venv/bin/activate" in e for e in echoed), echoed

@@ -133,7 +133,9 @@ def test_paper_table_2_on_mnist_samm_runs(tmp_path_factory, capsys):
             c.set_terminated(rid, "FINISHED")
     c.set_terminated(parent.info.run_id, "FINISHED")
 
-    rc = amm(["table", "samm-labels", "--paper-table", "2", "--tracking-uri", uri])
+    rc = amm(
+        ["table", "samm-labels", "--paper-table", "2", "--tracking-uri", uri, "--format", "md"]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "Table 2: Semi-supervised test set misclassification rate" in out

@@ -58,7 +58,10 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     proj, env, r = sweep
     err, out = r.stderr, r.stdout
     plan = err.splitlines()[0]
-    assert re.match(r"sweep nb: 4 trials, 2 at a time \(1 CPU each, 2 CPUs\), ETA ~\d+s", plan), err
+    # the budget in steps: what ends each trial, the same on any machine
+    assert re.match(
+        r"sweep nb: 4 trials of 20 steps each, 2 at a time \(1 CPU each, 2 CPUs\), ETA ~\d+s", plan
+    ), err
     for noise in ("Checkpoint successfully", "Trial name", "TensorBoard", " INFO ", "Token auth"):
         assert noise not in err + out, noise
     assert err.splitlines()[1] == (
@@ -91,8 +94,11 @@ def test_console_is_quiet_and_talks_in_percent(sweep):
     assert re.search(r"/runs\?workflowType=machine_learning&viewStateShareKey=amm-nb\s", out)
     view = json.loads(exp.tags["mlflow.sharedViewState.amm-nb"])
     assert view["searchFilter"] == "tags.`amm.sweep` = 'nb' and tags.`amm.role` = 'trial'"
-    assert view["orderByKey"] == "metrics.`test/error_gy`" and view["orderByAsc"] is True
-    assert view["selectedColumns"][0] == "metrics.`test/error_gy`"
+    # ... the errors in percent, as the console shows them (MLflow has no display format)
+    assert view["orderByKey"] == "metrics.`test/error_gy_percent`" and view["orderByAsc"] is True
+    assert view["selectedColumns"][:2] == [
+        "metrics.`test/error_gy_percent`", "metrics.`val/error_gy_percent`"
+    ]  # fmt: skip
     assert {"params.`loss.gp_weight`", "params.`seed`"} <= set(view["selectedColumns"])
     assert "amm table nb" in out and "amm report nb" in out
     # the printed commands run as pasted into a shell in the same folder, venv not on PATH
@@ -132,6 +138,25 @@ def test_found_by_name_alone(sweep):
     assert other.returncode == 2
 
 
+def test_nothing_written_beside_the_store_or_into_the_project(sweep):
+    """The project folder gets only what the README names (runs/, the store), the store's folder
+    only the store and runs/mlartifacts: no ./mlruns (MLflow's default artifact root), no lock."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import tracking
+
+    proj, _, _ = sweep
+    made = {p.name for p in proj.iterdir()} - {"x.db"}  # test_found_by_name_alone's other store
+    assert sorted(made) == ["configs", "elsewhere", "runs", "sweeps", "track"]
+    assert sorted(p.name for p in (proj / "track").iterdir()) == ["m.db", "runs"]
+    uri = f"sqlite:///{proj.resolve() / 'track' / 'm.db'}"
+    exp = MlflowClient(uri).get_experiment_by_name("amm-smoke")
+    where = proj.resolve() / "track" / "runs" / "mlartifacts" / "amm-smoke"
+    assert exp.artifact_location == str(where)
+    assert list(where.glob("*/artifacts/spec/smoke.yaml"))  # the parent's spec, on disk there
+    assert tracking.init_lock(uri).parent != proj / "track"
+
+
 def test_parent_run_is_a_summary(sweep):
     from mlflow.tracking import MlflowClient
 
@@ -151,6 +176,14 @@ def test_parent_run_is_a_summary(sweep):
     assert "stored as fractions: 0.25 = 25 %" in parent.data.tags["mlflow.note.content"]
     assert "smoke test" in parent.data.tags["mlflow.note.content"]
     assert [a.path for a in c.list_artifacts(parent.info.run_id, "spec")] == ["spec/smoke.yaml"]
+    for r in children:  # the UI's copies in percent of the stored fractions
+        m = r.data.metrics
+        assert m["test/error_gy_percent"] == pytest.approx(100 * m["test/error_gy"])
+        assert m["val/error_bayes_percent"] == pytest.approx(100 * m["val/error_bayes"])
+    from analysis.fetch import fetch
+
+    runs = fetch("nb", f"sqlite:///{proj / 'track' / 'm.db'}")  # analysis reads the fractions
+    assert "test/error_gy" in runs.metrics and not any("percent" in k for k in runs.metrics)
     for r in children:  # bookkeeping as tags, not metrics
         assert "epoch" not in r.data.metrics and "amm/resumed_from_step" not in r.data.metrics
         assert "amm/trained_steps" not in r.data.metrics  # the console's, not the model's

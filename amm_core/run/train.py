@@ -253,6 +253,7 @@ def run(
         history = json_lines(out_dir / names.METRICS_FILE)
         if history and history[-1][names.STEP] == step:
             steps, stop_reason = min(steps, step), names.STOP_TIME_BUDGET
+    delay = settings.step_delay_s()  # a slower machine, simulated (tests)
     while step < steps:
         if should_stop is not None and should_stop():
             stopped = True
@@ -266,6 +267,8 @@ def run(
 
         stats.add(step_fn(step, x, x_l, y_l))
         step += 1
+        if delay:
+            time.sleep(delay)
         if tick is not None:
             tick(step, steps)
         if deadline is not None and time.monotonic() > deadline and step < steps:
