@@ -8,6 +8,8 @@ a number and is not is a `ConfigError` naming it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from amm_core.errors import ConfigError
 
@@ -25,6 +27,13 @@ def _seconds(name: str, default: float) -> float:
 
 def data_dir(default: str = "") -> str:  # the data root
     return os.environ.get("AMM_DATA_DIR") or default
+
+
+def data_root(given: str = "", project: Callable[[], str] = str) -> Path:
+    """The data root, decided here only: `given` (a flag, else data.data_dir), else
+    $AMM_DATA_DIR, else `project()` (amm.toml's data_dir, for the `amm` commands), else ./data;
+    made absolute."""
+    return Path(given or data_dir() or project() or "data").expanduser().absolute()
 
 
 def data_mirror() -> str:  # a mirror tried first for MNIST / Fashion-MNIST downloads

@@ -22,6 +22,8 @@ def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
     for var in ("AMM_DATA_DIR", "AMM_SWEEP_STORAGE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
     assert resolve_data_root(None) == tmp_path / "d"
+    assert settings.data_root() == sub / "data"  # a run alone: no project file
+    assert resolve_data_root("f") == settings.data_root("f") == sub / "f"
     assert locations.storage_for("x", None) == str(tmp_path / "st")
     assert locations.tracking_for("x", None) == f"sqlite:///{tmp_path / 't.db'}"
     locations.remember_sweep("x", "/s/x", "/s", "sqlite:////i.db")
@@ -31,7 +33,7 @@ def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     monkeypatch.setenv("AMM_DATA_DIR", "/env/data")
     assert locations.tracking_for("x", None) == "http://127.0.0.1:1"
-    assert str(resolve_data_root(None)) == "/env/data"
+    assert str(resolve_data_root(None)) == str(settings.data_root()) == "/env/data"
     assert locations.tracking_for("x", "sqlite:////flag.db") == "sqlite:////flag.db"
     assert locations.storage_for("x", "/flag") == "/flag"
 

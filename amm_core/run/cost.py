@@ -100,7 +100,7 @@ def measure_evaluation(cfg: Config, rounds: int = 3) -> tuple[float, float]:
     from amm_core.run.train import _write_figures, resolve_device, split_gen_metrics
 
     device = resolve_device(cfg.train.device)
-    root = Path(cfg.data.data_dir or settings.data_dir("data")).expanduser().absolute()
+    root = settings.data_root(cfg.data.data_dir)
     splits = load_splits(cfg.data, root, cfg.seed, device)
     model = TrainingStep(cfg, device, splits.class_freqs, splits.train_x).model
     judge = digit_classifier(cfg.data.dataset, root, device) if cfg.train.gen_metrics else None
