@@ -1,6 +1,7 @@
 """What a run of a config costs on this machine, measured: one training step, one evaluation,
 and the end of the run (test evaluation, its gen/* metrics, the figures), and from them the
-seconds of a whole run, restart phase included (`trial_seconds`). `amm sweep plan --measure` and
+seconds of a whole run, restart phase included (`trial_seconds`), or of its training at a
+given speed within its time budget (`budgeted_seconds`). `amm sweep plan --measure` and
 benchmarks/trial_cost.py use it (docs/performance.md).
 
 The step is timed on random images of the dataset's shape (its cost does not depend on pixel
@@ -44,6 +45,17 @@ def evaluations(cfg: Config) -> int:
 def trial_seconds(cfg: Config, cost: RunCost) -> float:
     """Seconds of a whole run (first start to final.json) at `cost`, without start-up."""
     return trained_steps(cfg) * cost.step_s + evaluations(cfg) * cost.eval_s + cost.end_s
+
+
+def budget_s(cfg: Config) -> float:
+    """The run's time budget in seconds (train.max_minutes); 0: none."""
+    return 60 * cfg.train.max_minutes
+
+
+def budgeted_seconds(cfg: Config, steps_per_sec: float) -> float:
+    """Seconds of a run's training at `steps_per_sec`: its trained steps, at most its budget."""
+    s = trained_steps(cfg) / steps_per_sec
+    return min(s, budget_s(cfg)) if budget_s(cfg) else s
 
 
 def _median_seconds(fn, rounds: int, reps: int = 1) -> float:
