@@ -19,10 +19,11 @@ killed the driver without clean-up ("User defined signal 1").
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Iterator
+
+from amm_core import settings
 
 SETUP, TUNE, CLEANUP = "setup", "tune", "cleanup"
 _state: dict = {"phase": SETUP, "signals": 0, "stop": "", "sent": False, "armed": False}
@@ -83,18 +84,13 @@ def rearm() -> None:
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """SIGINT and SIGTERM stop the driver gracefully inside; the old handlers come back after."""
-    tune_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     _state.update(phase=SETUP, signals=0, stop="", sent=False, armed=True)
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     rearm()
     try:
-        yield
+        with settings.env_set("TUNE_DISABLE_SIGINT_HANDLER", "1"):
+            yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         _state.update(phase=SETUP, signals=0, stop="", sent=False, armed=False)
-        if tune_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_env

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from amm_core import names
+from amm_core import names, settings
 from amm_core.errors import ConfigError
 from sweeps.folder import SweepFolder
 from sweeps.spec import SweepSpec, run_name
@@ -34,7 +34,7 @@ def ray_init(address: str | None, verbose: bool = True) -> None:
     try:
         if address:
             ray.init(address=address, **{"log_to_driver": True, **kw})
-        elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
+        elif settings.ray_address():  # inside `ray job submit`
             ray.init(**kw)
         else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
             with _own_process_group():

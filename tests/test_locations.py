@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -67,3 +68,16 @@ def test_environment_settings(monkeypatch):
     monkeypatch.setenv("AMM_LOCK_STALE_S", "soon")
     with pytest.raises(ConfigError, match="AMM_LOCK_STALE_S='soon': expected seconds"):
         settings.lock_stale_s()
+
+
+def test_cache_dir_ray_address_and_a_variable_set_for_a_while(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert settings.cache_dir().parts[-2:] == (".cache", "amm-sweeps")
+    assert settings.ray_address() == ""
+    monkeypatch.setenv("AMM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert settings.cache_dir() == tmp_path and settings.ray_address() == "127.0.0.1:6379"
+    with settings.env_set("RAY_ADDRESS", "x"), settings.env_set("AMM_UNSET_FOR_TEST", "1"):
+        assert settings.ray_address() == "x"
+    assert settings.ray_address() == "127.0.0.1:6379" and "AMM_UNSET_FOR_TEST" not in os.environ
