@@ -16,6 +16,7 @@ from amm_core.names import TAG_RESUMED
 from sweeps import tracking
 from sweeps.callback import MlflowSweepCallback
 from sweeps.folder import SweepFolder
+from sweeps.outbox import Op
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def _callback(uri: str, storage: Path, sweep: str = "same-name") -> MlflowSweepC
 
 
 def _start(cb: MlflowSweepCallback, trial_id: str) -> str:
-    cb._send("start", trial_id, name=f"run-{trial_id}", params={"seed": 0}, tags={})
+    cb._send(Op.START, trial_id, name=f"run-{trial_id}", params={"seed": 0}, tags={})
     return cb.runs[trial_id]
 
 
