@@ -64,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
                 "e.g. loss.gp_weight=10 (or --set loss.gp_weight=10)"
             )
     from amm_core.presets import find_preset, presets_dir, shipped
-    from sweeps.locations import resolve_data_root
+    from sweeps.store.locations import resolve_data_root
 
     path = find_preset(args.config)
     if not path.is_file():

@@ -1,7 +1,7 @@
 """Every environment variable amm reads, with its default, in one place.
 
 Where a command has a flag, the flag wins; the order of flag, environment, sweep index and
-`amm.toml` is `sweeps.locations`'. A variable set but empty counts as unset; one that must be
+`amm.toml` is `sweeps.store.locations`'. A variable set but empty counts as unset; one that must be
 a number and is not is a `ConfigError` naming it. Variables amm only sets for the libraries it
 drives (MLflow's retries, Tune's output) are set where they take effect; `env_set` sets one for
 a while.

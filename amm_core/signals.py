@@ -1,6 +1,6 @@
 """The one way amm stops on SIGINT / SIGTERM: the first signal asks for a graceful stop, a
 second one interrupts at once (KeyboardInterrupt). `amm train` polls it between steps (the run
-saves a checkpoint and ends); the sweep driver (`sweeps.stopping`) adds its phases on top."""
+saves a checkpoint and ends); the sweep driver (`sweeps.driver.stopping`) adds its phases on top."""
 
 from __future__ import annotations
 

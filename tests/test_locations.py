@@ -9,8 +9,8 @@ import pytest
 
 from amm_core import settings
 from amm_core.errors import ConfigError
-from sweeps import locations
-from sweeps.locations import resolve_data_root
+from sweeps.store import locations
+from sweeps.store.locations import resolve_data_root
 
 
 def test_order_flag_env_index_project_file(tmp_path, monkeypatch):

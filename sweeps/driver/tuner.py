@@ -12,8 +12,8 @@ from typing import Any
 
 from amm_core import names, settings
 from amm_core.errors import ConfigError
-from sweeps.folder import SweepFolder
-from sweeps.spec import SweepSpec, run_name
+from sweeps.planning.spec import SweepSpec, run_name
+from sweeps.store.folder import SweepFolder
 
 # The Ray versions (from, to excluded) whose private Tuner internals `restore` uses; pyproject.toml
 # pins `ray` to the same range.
@@ -39,12 +39,12 @@ def ray_init(address: str | None, verbose: bool = True) -> None:
         else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
             with _own_process_group():
                 ray.init(address="local", include_dashboard=False, **kw)
-                from sweeps import stopping
+                from sweeps.driver import stopping
 
                 stopping.rearm()  # before a SIGTERM held back while Ray started is delivered
     except ConnectionError as e:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-    from sweeps import stopping
+    from sweeps.driver import stopping
 
     stopping.rearm()  # ray.init replaced the driver's SIGTERM handler
 
@@ -95,7 +95,7 @@ def check_cluster(spec: SweepSpec) -> None:
             hint = ""
             if key == "GPU":
                 from amm_core.shell import amm
-                from sweeps.spec import cpu_route, spec_arg
+                from sweeps.planning.spec import cpu_route, spec_arg
 
                 hint = f"; to run it on CPUs: {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}"
             raise ConfigError(
@@ -121,7 +121,7 @@ def check_ray_version() -> None:
 def trainable(spec: SweepSpec, folder: SweepFolder):
     from ray import tune
 
-    from sweeps.trainable import train_trial
+    from sweeps.driver.trainable import train_trial
 
     fn = tune.with_parameters(
         train_trial,

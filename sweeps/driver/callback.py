@@ -3,7 +3,7 @@
 One child run per trial, created on the trial's first start and reattached (by its run id in
 `amm_runs.json`, else by the tags `amm.sweep` + `amm.trial_id` under this parent) when the trial
 restarts after a failure or the sweep is resumed. Every write goes through an `Outbox`
-(sweeps/outbox.py), so a tracking outage delays writes instead of losing them.
+(sweeps/store/outbox.py), so a tracking outage delays writes instead of losing them.
 Results become metrics at their training step; the final result's test metrics and the run's
 files (from the final checkpoint) are logged when the trial completes.
 """
@@ -18,11 +18,12 @@ from typing import Any
 from ray import tune
 
 from amm_core import names
-from sweeps import stopping, tracking
-from sweeps.folder import CheckpointRecord, SweepFolder
-from sweeps.outbox import Op, Outbox, is_outage
-from sweeps.spec import run_name
-from sweeps.trainable import trial_config
+from sweeps.driver import stopping
+from sweeps.driver.trainable import trial_config
+from sweeps.planning.spec import run_name
+from sweeps.store import tracking
+from sweeps.store.folder import CheckpointRecord, SweepFolder
+from sweeps.store.outbox import Op, Outbox, is_outage
 
 # Tune's own bookkeeping in every result, and ours (the epoch follows from the step, the resume
 # step is a tag): not metrics of the model

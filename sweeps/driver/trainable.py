@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import names
-from sweeps.folder import CheckpointRecord, SweepFolder
-from sweeps.spec import trial_config
+from sweeps.planning.spec import trial_config
+from sweeps.store.folder import CheckpointRecord, SweepFolder
 
 
 def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:

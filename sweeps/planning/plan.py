@@ -12,8 +12,8 @@ from typing import Any
 from amm_core.config import trained_steps
 from amm_core.run.cost import RunCost, evaluations
 from amm_core.shell import amm
-from sweeps.cost import concurrency, trial_configs, trial_seconds, wall_time
-from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
+from sweeps.planning.cost import concurrency, trial_configs, trial_seconds, wall_time
+from sweeps.planning.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
 
 LIST_MAX = 50  # grids up to this many trials are listed in full
 LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)

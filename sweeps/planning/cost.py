@@ -8,7 +8,7 @@ from typing import Any
 
 from amm_core.config import Config
 from amm_core.run.cost import budgeted_seconds
-from sweeps.spec import SweepSpec
+from sweeps.planning.spec import SweepSpec
 
 
 def trial_configs(spec: SweepSpec, cells: list[dict[str, Any]] | None = None) -> list[Config]:

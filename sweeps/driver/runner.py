@@ -1,6 +1,6 @@
-"""Run and resume sweeps: the sweep folder (sweeps/folder.py), the lock, the MLflow parent run,
-the Tuner (sweeps/tuner.py) and its fit. Everything that can be checked is checked before Ray
-starts or anything is written, and a bad input raises `ConfigError` (exit 2).
+"""Run and resume sweeps: the sweep folder (sweeps/store/folder.py), the lock, the MLflow parent
+run, the Tuner (sweeps/driver/tuner.py) and its fit. Everything that can be checked is checked
+before Ray starts or anything is written, and a bad input raises `ConfigError` (exit 2).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 from amm_core import names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.shell import amm
-from sweeps import ledger, locations, reconcile, stopping, tracking, tuner
-from sweeps import lock as sweep_lock
-from sweeps.folder import NAME_RE, SweepFolder, SweepMeta
-from sweeps.spec import SweepSpec, load_spec
-from sweeps.status import trial_states
+from sweeps.driver import stopping, tuner
+from sweeps.planning.spec import SweepSpec, load_spec
+from sweeps.store import ledger, locations, reconcile, tracking
+from sweeps.store import lock as sweep_lock
+from sweeps.store.folder import NAME_RE, SweepFolder, SweepMeta
+from sweeps.store.status import trial_states
 
 
 def _data_root(configured: str | None, download: bool) -> str:
@@ -34,7 +35,7 @@ def _data_root(configured: str | None, download: bool) -> str:
 
 def _fit(t, folder: SweepFolder, cb) -> int:
     """Run the Tuner `t` (None: stopped while it was built); end the MLflow runs whatever happens;
-    0 ok, 1 failed trials, 130 stopped (a signal: sweeps/stopping.py)."""
+    0 ok, 1 failed trials, 130 stopped (a signal: sweeps/driver/stopping.py)."""
     status = names.FAILED
     try:
         stopping.check()  # a stop asked for while the driver set up: Tune never starts
@@ -63,7 +64,7 @@ def _fit(t, folder: SweepFolder, cb) -> int:
 
 def _summarize_parent(meta: SweepMeta) -> None:
     """Best and mean objective on the parent run; a tracking hiccup must not fail the sweep."""
-    from sweeps import parent
+    from sweeps.store import parent
 
     try:
         parent.summarize(meta.tracking_uri, meta.experiment_id, meta.name, meta.parent_run_id)
@@ -84,7 +85,7 @@ def _callbacks(
     """The MLflow callback, and the short console unless Ray's own output is asked for; a
     resumed sweep's console counts the trials that finished before. `cells`: the grid cells
     this run trains (default: all), `note` what the store already held (the plan's second line)."""
-    from sweeps import console
+    from sweeps.driver import console
 
     if note:
         print(f"sweep {name}: {note}")
@@ -130,8 +131,8 @@ def _run_locked(
     uri: str,
     verbose: bool,
 ) -> int:
-    from sweeps import parent
-    from sweeps.callback import MlflowSweepCallback
+    from sweeps.driver.callback import MlflowSweepCallback
+    from sweeps.store import parent
 
     name = folder.name
     stopping.check()
@@ -244,7 +245,7 @@ def resume(
 def _resume_locked(
     folder: SweepFolder, address: str | None, tracking_uri: str | None, verbose: bool
 ) -> int:
-    from sweeps.callback import MlflowSweepCallback
+    from sweeps.driver.callback import MlflowSweepCallback
 
     name, meta = folder.name, folder.meta
     state = reconcile.tune_state(folder)
@@ -307,7 +308,7 @@ def load_spec_from_meta(meta: SweepMeta) -> SweepSpec:
     """The spec as it was when the sweep started (the file may have changed since)."""
     import yaml
 
-    from sweeps.spec import parse_spec
+    from sweeps.planning.spec import parse_spec
 
     data = yaml.safe_load(meta.spec_text)
     data.pop("overrides", None)

@@ -19,9 +19,9 @@ from ray import tune
 from amm_core import names
 from amm_core.fmt import duration, percent
 from amm_core.shell import amm, script
-from sweeps.cost import concurrency, trial_configs, trial_seconds, wall_time
-from sweeps.spec import run_name
-from sweeps.tracking import view_key
+from sweeps.planning.cost import concurrency, trial_configs, trial_seconds, wall_time
+from sweeps.planning.spec import run_name
+from sweeps.store.tracking import view_key
 
 OBJECTIVE = names.VAL_ERROR_GY  # lower is better
 
@@ -167,7 +167,7 @@ def failure_cause(trial) -> str:
     have written it yet when it retries the trial."""
     import re
 
-    from sweeps.callback import error_text
+    from sweeps.driver.callback import error_text
 
     found = re.findall(r"\b([A-Z]\w*(?:Error|Exception|Interrupt))\b", error_text(trial))
     return found[-1] if found else "the worker failed"

@@ -30,8 +30,8 @@ from amm_core import settings
 from amm_core.errors import ConfigError
 from amm_core.fs import write_atomic
 from amm_core.loader import build, within
-from sweeps.folder import is_remote
-from sweeps.tracking import resolve_tracking_uri
+from sweeps.store.folder import is_remote
+from sweeps.store.tracking import resolve_tracking_uri
 
 PROJECT_FILE = "amm.toml"
 INDEX = "runs/sweep_index.json"
