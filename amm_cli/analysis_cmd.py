@@ -168,7 +168,7 @@ def _from_export(path: str) -> tuple[str, str]:
     import shutil
     import tempfile
 
-    from sweeps import portable
+    from sweeps.store import portable
 
     doc = portable.read(path)
     import mlflow  # noqa: F401 - it sets its loggers' levels on import: import, then quiet
@@ -189,7 +189,7 @@ def _from_export(path: str) -> tuple[str, str]:
 def load_runs(sweep: str, tracking_uri: str | None, metrics: list[str]) -> Any:
     from analysis.fetch import fetch
     from analysis.tables import check_metric
-    from sweeps.locations import tracking_for
+    from sweeps.store.locations import tracking_for
 
     if Path(sweep).is_file():  # a sweep export: read as the sweep it holds
         name, uri = _from_export(sweep)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _get(args: argparse.Namespace) -> int:
     from amm_core.data.download import fetch
-    from sweeps.locations import resolve_data_root
+    from sweeps.store.locations import resolve_data_root
 
     root = resolve_data_root(args.data_dir)
     folder = fetch(args.dataset, root, args.mirror)

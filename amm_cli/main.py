@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amm_core.errors import ConfigError, EnvironmentFailure, TrackingOutage, TrainingError
+from amm_core.errors import (
+    CheckpointError,
+    ConfigError,
+    EnvironmentFailure,
+    TrackingOutage,
+    TrainingError,
+)
 from amm_core.fs import ENV_ERRNOS, describe_os_error
 
 
@@ -41,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # command installs its own handling (amm train, amm sweep run|resume), which it restores
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:  # DataError too
+    except (ConfigError, CheckpointError) as e:  # DataError too
         print(f"amm: error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:

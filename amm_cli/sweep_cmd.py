@@ -24,11 +24,12 @@ STORAGE_HELP = (
 def _spec(name: str) -> str:
     """A spec path, or a shipped spec's name (smoke, paper/mnist_amm), also from a wheel."""
     from amm_core.presets import lookup, shipped
-    from sweeps import spec as spec_module
+    from sweeps.planning import spec as spec_module
 
-    # shipped specs are the sweeps package's data; a module's file, not the package's: a `sweeps`
-    # folder in the working directory can shadow the package as a namespace (no __file__)
-    specs = Path(spec_module.__file__).parent
+    # shipped specs are the sweeps package's data, found from a module's file (two folders up),
+    # not the package's: a `sweeps` folder in the working directory can shadow the package as a
+    # namespace (no __file__)
+    specs = Path(spec_module.__file__).parent.parent
     path = Path(name)
     if not path.is_file():
         path = lookup(name.removeprefix("sweeps/"), specs) or path
@@ -41,14 +42,15 @@ def _spec(name: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from sweeps.plan import plan
+    from sweeps.planning.plan import plan
 
     print(plan(_spec(args.spec), overrides(args), measure=args.measure, list_all=args.all))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweeps import locations, runner
+    from sweeps.driver import runner
+    from sweeps.store import locations
 
     with _driver(args):
         storage = locations.storage_for(None, args.storage)
@@ -62,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             verbose=args.verbose,
             reuse_finished=args.reuse,
         )
-        from sweeps.folder import SweepFolder
+        from sweeps.store.folder import SweepFolder
 
         if SweepFolder(storage, name).exists():  # not when the store held every trial already
             _summary(name, storage, code, args.no_next)
@@ -71,14 +73,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _driver(args: argparse.Namespace) -> Iterator[None]:
-    """Ctrl+C / SIGTERM handled (sweeps/stopping.py), Ray's chatter quiet unless --verbose, and
-    the Ray this command started stopped while the signal handlers still wait for it (Ray's own
-    exit hook would run after them, where a signal cuts the driver short)."""
-    from sweeps import stopping, tuner
+    """Ctrl+C / SIGTERM handled (sweeps/driver/stopping.py), Ray's chatter quiet unless
+    --verbose, and the Ray this command started stopped while the signal handlers still wait for
+    it (Ray's own exit hook would run after them, where a signal cuts the driver short)."""
+    from sweeps.driver import stopping, tuner
 
     with stopping.handled():
         if not args.verbose:
-            from sweeps.console import quiet_logs
+            from sweeps.driver.console import quiet_logs
 
             quiet_logs()
         try:
@@ -90,7 +92,7 @@ def _driver(args: argparse.Namespace) -> Iterator[None]:
 
 def _summary(name: str, storage: str | None, code: int, no_next: bool = False) -> None:
     """The end of run/resume: the status table, then what to run next (unless `no_next`)."""
-    from sweeps.status import status
+    from sweeps.store.status import status
 
     print()
     print(status(name, storage))
@@ -109,17 +111,17 @@ def _summary(name: str, storage: str | None, code: int, no_next: bool = False) -
 
 
 def _next(name: str, storage: str | None, seen: tuple[str, ...] = ()) -> str:
-    from sweeps.console import next_commands
-    from sweeps.folder import SweepFolder
+    from sweeps.driver.console import next_commands
+    from sweeps.store.folder import SweepFolder
 
     meta = SweepFolder(storage, name).meta
     return next_commands(name, meta.tracking_uri, meta.experiment, meta.experiment_id, seen)
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    from sweeps import locations
-    from sweeps.console import SEEN
-    from sweeps.folder import SweepFolder
+    from sweeps.driver.console import SEEN
+    from sweeps.store import locations
+    from sweeps.store.folder import SweepFolder
 
     seen = tuple(s.strip() for s in (args.seen or "").split(",") if s.strip())
     bad = [s for s in seen if s not in SEEN]
@@ -133,7 +135,8 @@ def cmd_next(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from sweeps import locations, runner
+    from sweeps.driver import runner
+    from sweeps.store import locations
 
     with _driver(args):
         storage = locations.storage_for(args.name, args.storage)
@@ -150,9 +153,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeps import ledger, locations, tracking
-    from sweeps.folder import SweepFolder
-    from sweeps.status import status
+    from sweeps.store import ledger, locations, tracking
+    from sweeps.store.folder import SweepFolder
+    from sweeps.store.status import status
 
     storage = locations.storage_for(args.name, args.storage)
     if not SweepFolder(storage, args.name).exists():  # lost, or only imported: the store's view
@@ -170,7 +173,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import os
 
-    from sweeps import locations, portable, tracking
+    from sweeps.store import locations, portable, tracking
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per file
 
@@ -187,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from sweeps import locations, portable, tracking
+    from sweeps.store import locations, portable, tracking
 
     doc = portable.read(args.file)
     uri = tracking.resolve_tracking_uri(locations.tracking_for(None, args.tracking_uri))

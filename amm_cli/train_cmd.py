@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
                 "e.g. loss.gp_weight=10 (or --set loss.gp_weight=10)"
             )
     from amm_core.presets import find_preset, presets_dir, shipped
-    from sweeps.locations import resolve_data_root
+    from sweeps.store.locations import resolve_data_root
 
     path = find_preset(args.config)
     if not path.is_file():
@@ -115,7 +114,12 @@ def _train(args: argparse.Namespace) -> int:
     bar = not args.no_progress and sys.stderr.isatty()
     step0 = names.checkpoint_step(resume_from.name) if resume_from is not None else 0
     console = TrainConsole(cfg, lines=not bar, resumed_step=step0)
-    with _StopOnSignal() as signalled:
+    from amm_core.signals import StopOnSignal
+
+    def said(name: str) -> None:  # the first signal: the loop stops after its step, checkpointed
+        print(f"amm: {name}: stopping after this step (again to interrupt now)", file=sys.stderr)
+
+    with StopOnSignal(said) as signalled:
         result = run(
             cfg,
             out,
@@ -133,10 +137,10 @@ def _train(args: argparse.Namespace) -> int:
         final = {
             names.STEP: result.step,
             names.STOP_REASON: names.STOP_SIGNAL,
-            names.SIGNAL_NAME: signalled[0],
+            names.SIGNAL_NAME: signalled.name,
         }
         (out / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
-        print(stop_line(names.STOP_SIGNAL, result.step, cfg, signalled[0]), file=sys.stderr)
+        print(stop_line(names.STOP_SIGNAL, result.step, cfg, signalled.name), file=sys.stderr)
         again = " ".join(_quoted(args.argv))
         again = again if "--resume" in args.argv else f"{again} --resume"
         if not any(a == "--out" or a.startswith("--out=") for a in args.argv):
@@ -156,31 +160,3 @@ def _quoted(argv: list[str]) -> list[str]:
     import shlex
 
     return [shlex.quote(a) for a in argv]
-
-
-class _StopOnSignal(list):
-    """While active, the first SIGINT or SIGTERM is recorded by name (the list is then truthy):
-    the loop stops after its step and saves a checkpoint. A second SIGINT interrupts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> _StopOnSignal:
-        import threading
-
-        self.saved = {}
-        if threading.current_thread() is not threading.main_thread():
-            return self  # handlers can only be set from the main thread: signals act as before
-        self.saved = {s: signal.getsignal(s) for s in self.SIGNALS}
-        for s in self.SIGNALS:
-            signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame) -> None:
-        if self:
-            raise KeyboardInterrupt
-        self.append(signal.Signals(signum).name)
-        print(f"amm: {self[0]}: stopping after this step (again to interrupt now)", file=sys.stderr)
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self.saved.items():
-            signal.signal(s, handler)

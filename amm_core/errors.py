@@ -1,4 +1,5 @@
-"""Errors with a meaning for the command line: ConfigError -> exit 2, TrainingError -> exit 1,
+"""Errors with a meaning for the command line: ConfigError, CheckpointError -> exit 2,
+TrainingError -> exit 1,
 EnvironmentFailure (and file-system OSErrors) -> exit 3, TrackingOutage -> exit 4."""
 
 
@@ -8,6 +9,11 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
     """A dataset is missing or malformed; the message names the files looked for. Exit code 2."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, damaged or not a state dict amm wrote; the message names its
+    path. Exit code 2 (bad input, as a ConfigError), never loaded."""
 
 
 class TrainingError(RuntimeError):

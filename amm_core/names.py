@@ -140,7 +140,8 @@ METRICS = frozenset(
     | {split_metric("test", m) for m in GEN_METRICS}  # final.json: gen/* on test images
     | {percent_key(split_metric(s, m)) for s in SPLITS for m in (ERROR_GY, ERROR_BAYES)}  # MLflow
 )
-# on a sweep's parent run (sweeps/parent.py): best/<objective>, mean/<objective>, trials_finished
+# on a sweep's parent run (sweeps/store/parent.py): best/<objective>, mean/<objective>,
+# trials_finished
 OBJECTIVES = (TEST_ERROR_GY, VAL_ERROR_GY)  # lower is better
 TRIALS_FINISHED = "trials_finished"
 
@@ -176,7 +177,7 @@ TAG_ARTIFACTS_ERROR = "amm.artifacts_error"  # the run's files could not be logg
 TAG_SPEC_PATH = "amm.spec_path"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: its view in MLflow 3's UI
 # on the experiment, + a key: a view of its runs table that MLflow 3's UI opens from the URL
-# parameter viewStateShareKey=<key> (filter, sort, columns; sweeps/tracking.share_trials_view)
+# parameter viewStateShareKey=<key> (filter, sort, columns; sweeps/store/tracking.share_trials_view)
 TAG_SHARED_VIEW = "mlflow.sharedViewState."
 TAG_STORAGE = "amm.storage"
 TAG_BEST_RUN = "amm.best_run"  # parent: run name of the best trial

@@ -1,13 +1,18 @@
 """Every environment variable amm reads, with its default, in one place.
 
 Where a command has a flag, the flag wins; the order of flag, environment, sweep index and
-`amm.toml` is `sweeps.locations`'. A variable set but empty counts as unset; one that must be
-a number and is not is a `ConfigError` naming it.
+`amm.toml` is `sweeps.store.locations`'. A variable set but empty counts as unset; one that must be
+a number and is not is a `ConfigError` naming it. Variables amm only sets for the libraries it
+drives (MLflow's retries, Tune's output) are set where they take effect; `env_set` sets one for
+a while.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from amm_core.errors import ConfigError
 
@@ -41,6 +46,18 @@ def data_dir(default: str = "") -> str:  # the data root
     return os.environ.get("AMM_DATA_DIR") or default
 
 
+def data_root(given: str = "", project: Callable[[], str] = str) -> Path:
+    """The data root, decided here only: `given` (a flag, else data.data_dir), else
+    $AMM_DATA_DIR, else `project()` (amm.toml's data_dir, for the `amm` commands), else ./data;
+    made absolute."""
+    return Path(given or data_dir() or project() or "data").expanduser().absolute()
+
+
+def cache_dir() -> Path:  # the evaluation classifier's cache
+    env = os.environ.get("AMM_CACHE_DIR", "")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "amm-sweeps"
+
+
 def data_mirror() -> str:  # a mirror tried first for MNIST / Fashion-MNIST downloads
     return os.environ.get("AMM_DATA_MIRROR", "")
 
@@ -69,3 +86,21 @@ def step_delay_s() -> float:
 
 def tracking_outage_s() -> float:  # a sweep stops after the tracking store is down this long
     return _seconds("AMM_TRACKING_OUTAGE_S", 900.0)
+
+
+def ray_address() -> str:  # set by `ray job submit`: the driver joins that cluster
+    return os.environ.get("RAY_ADDRESS", "")
+
+
+@contextlib.contextmanager
+def env_set(name: str, value: str) -> Iterator[None]:
+    """`name=value` for a library amm drives (e.g. Ray Tune) while inside; the old value after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

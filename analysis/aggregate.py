@@ -9,6 +9,7 @@ metric; every other trial in a cell is counted as missing, so a cell reports `n`
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ HIGHER_IS_BETTER = tuple(
     for m in (names.NMI, names.ARI, names.CLUSTERS_USED, names.IMAGES_PER_SEC, *names.GEN_METRICS)
 )
 SUMMARY_COLUMNS = ("mean", "std", "n", "n_runs", "expected", "ci_low", "ci_high")
+ALPHA = 0.05  # a difference is significant below this p: the tables' `*` and the paper verdict
 
 
 def higher_is_better(metric: str) -> bool:
@@ -91,6 +93,19 @@ class Comparison:
 CONSISTENT = "consistent with the paper"
 
 
+def welch(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int) -> tuple[float, float]:
+    """The one Welch test: two-sided, unequal variances, from two summaries (mean, std with
+    ddof=1, n) -> (t, p); NaNs when either has fewer than 2 values, a std is not finite, or
+    neither has any spread (then the test is undefined: scipy gives 0 or NaN)."""
+    nan = math.nan
+    if n1 < 2 or n2 < 2 or not (math.isfinite(s1) and math.isfinite(s2)) or s1 == s2 == 0:
+        return nan, nan
+    with warnings.catch_warnings():  # e.g. a precision-loss warning on near-equal values
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
 def welch_verdict(
     mean: float,
     std: float,
@@ -99,9 +114,9 @@ def welch_verdict(
     paper_std: float | None,
     paper_n: int | None,
     lower_is_better: bool = True,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
 ) -> Comparison:
-    """Welch's t-test from two summaries (ours vs the paper's) and a plain verdict.
+    """Welch's t-test (`welch`) from two summaries (ours vs the paper's) and a plain verdict.
 
     p >= alpha: "consistent with the paper"; otherwise "better" or "worse" by the sign of the
     difference (for errors lower is better). Both summaries must be in the same unit.
@@ -113,8 +128,7 @@ def welch_verdict(
         return Comparison(nan, nan, f"no test (n={n}, need 2)")
     if std == 0 and paper_std == 0:
         return Comparison(nan, nan, "no test (both stds are 0)")
-    res = stats.ttest_ind_from_stats(mean, std, n, paper_mean, paper_std, paper_n, equal_var=False)
-    t, p = float(res.statistic), float(res.pvalue)
+    t, p = welch(mean, std, n, paper_mean, paper_std, paper_n)
     if p >= alpha:
         return Comparison(t, p, CONSISTENT)
     ours_lower = mean < paper_mean

@@ -30,7 +30,7 @@ from amm_core.loader import flatten
 STATUS = "status"  # the column of the run's status (names.FINISHED, ...)
 STOP_REASON = names.STOP_REASON  # why a finished run ended (steps, time_budget, plateau)
 BASE_COLUMNS = ("run_id", "run_name", STATUS, STOP_REASON)
-# keys of a Ray result line that are bookkeeping, not metrics (sweeps/trainable.py)
+# keys of a Ray result line that are bookkeeping, not metrics (sweeps/driver/trainable.py)
 RESULT_BOOKKEEPING = (
     names.RESULT_NODE,
     names.RESULT_RESUMED,
@@ -210,7 +210,7 @@ def fetch_mlflow(name: str, tracking_uri: str | None = None) -> Runs:
 
 
 def _description(run: Any) -> str:
-    """The first line of the parent run's note (sweeps/parent.describe writes it in bold)."""
+    """The first line of the parent run's note (sweeps/store/parent.describe writes it in bold)."""
     note = run.data.tags.get(names.TAG_NOTE, "")
     return note.splitlines()[0].strip().strip("*").strip() if note else ""
 

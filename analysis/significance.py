@@ -3,22 +3,19 @@
 Pure functions on the runs frame (analysis.fetch) and a summary (aggregate.summarize): the best
 cell is the one `aggregate.mark_best` marks (lowest error, highest NMI/ARI); every other cell's
 finished seeds are tested against the best cell's with Welch's two-sided t-test
-(`scipy.stats.ttest_ind(equal_var=False)`), and the cell gets `p=0.004*` (`*`: p < ALPHA) or
-`p=n/a` when either cell has fewer than 2 seeds.
+(`aggregate.welch`, also the paper verdict's), and the cell gets `p=0.004*` (`*`: p <
+`aggregate.ALPHA`) or `p=n/a` when either cell has fewer than 2 seeds.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis import aggregate as agg
 
-ALPHA = 0.05
 NOTE = (
     "p: Welch's t-test (two-sided, unequal variances: scipy.stats.ttest_ind equal_var=False) of "
     "each cell's seeds against the best cell's (in bold); * p < {alpha:g}; n/a: fewer than 2 "
@@ -48,13 +45,15 @@ def cell_values(runs: pd.DataFrame, by: list[str], metric: str) -> dict[tuple, n
 
 
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided p of Welch's t-test; NaN when either sample has fewer than 2 values or
-    neither has any spread."""
-    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
-        return math.nan  # without spread in either the test is undefined (scipy: 0 or NaN)
-    with warnings.catch_warnings():  # e.g. a precision-loss warning on near-equal values
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    """Two-sided p of Welch's t-test (`aggregate.welch`) of two samples; NaN when either has
+    fewer than 2 values or neither has any spread."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+
+    def spread(x: np.ndarray) -> float:  # exactly 0 for equal values (np.std may not be)
+        return float(np.std(x, ddof=1)) if np.ptp(x) else 0.0
+
+    return agg.welch(float(np.mean(a)), spread(a), len(a), float(np.mean(b)), spread(b), len(b))[1]
 
 
 def vs_best(
@@ -83,7 +82,7 @@ def format_p(p: float) -> str:
     """`p=0.004*` (significant at ALPHA), `p=0.210`, `p<0.001*`, `p=n/a`."""
     if not math.isfinite(p):
         return "p=n/a"
-    star = "*" if p < ALPHA else ""
+    star = "*" if p < agg.ALPHA else ""
     return f"p<0.001{star}" if p < 0.001 else f"p={p:.3f}{star}"
 
 
@@ -94,4 +93,4 @@ def suffix(p: float, n: int, best: bool) -> str:
 
 
 def note() -> str:
-    return NOTE.format(alpha=ALPHA)
+    return NOTE.format(alpha=agg.ALPHA)

@@ -45,7 +45,7 @@ def check(run: Path, data_root: Path) -> dict:
 
 
 def main() -> None:
-    from sweeps.locations import resolve_data_root
+    from sweeps.store.locations import resolve_data_root
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(

@@ -32,7 +32,7 @@ def _worker(spec_path: str, overrides: list[str], threads: int, rounds: int) -> 
     """Measure in this process (its sys.path decides which tree's amm_core runs)."""
     import torch
 
-    from sweeps.spec import load_spec
+    from sweeps.planning.spec import load_spec
 
     torch.set_num_threads(threads)
     loaded = importlib.util.spec_from_file_location("amm_cost", HERE / "amm_core/run/cost.py")

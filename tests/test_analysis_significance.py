@@ -52,6 +52,12 @@ def test_welch_p_by_hand():
     # fewer than two seeds, or no spread in either: no test
     assert math.isnan(significance.welch_p(np.array([0.1]), np.array([0.2, 0.3])))
     assert math.isnan(significance.welch_p(np.array([0.1, 0.1]), np.array([0.2, 0.2])))
+    # three equal values: no spread, even where their float std is not exactly 0
+    assert math.isnan(significance.welch_p(np.full(3, 0.1), np.full(3, 0.7)))
+    # the cells' test and the paper verdict's are one test
+    (ma, sa), (mb, sb) = ((float(np.mean(x)), float(np.std(x, ddof=1))) for x in (a, b))
+    verdict = agg.welch_verdict(ma, sa, len(a), mb, sb, len(b))
+    assert verdict.p == pytest.approx(welch_by_hand(a, b)) and verdict.verdict == "worse"
 
 
 def test_format_p():

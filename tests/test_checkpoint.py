@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from amm_core.errors import ConfigError
+from amm_core.errors import CheckpointError, ConfigError
 from amm_core.run.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -95,18 +95,19 @@ def test_corrupt_or_missing_checkpoint(tmp_path):
     f = d / "state.pt"
     blob = f.read_bytes()
     f.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(ConfigError, match="step_0000007"):
+    with pytest.raises(CheckpointError, match="step_0000007") as e:
         load_checkpoint(d)
+    assert not isinstance(e.value, ConfigError)  # a damaged file, not a setting
     f.write_bytes(b"garbage")
-    with pytest.raises(ConfigError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(f)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "step_0000099")
     torch.save([1, 2], f)
-    with pytest.raises(ConfigError, match="not a state dict"):
+    with pytest.raises(CheckpointError, match="not a state dict"):
         load_checkpoint(d)
     torch.save({"x": np.zeros(2)}, f)  # a pickled object weights_only refuses
-    with pytest.raises(ConfigError, match="step_0000007"):
+    with pytest.raises(CheckpointError, match="step_0000007"):
         load_checkpoint(d)
 
 

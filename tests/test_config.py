@@ -70,7 +70,7 @@ def test_a_stored_config_with_a_removed_key_loads_with_one_note(capsys, monkeypa
     import json
 
     from amm_core import loader
-    from sweeps.spec import trial_config
+    from sweeps.planning.spec import trial_config
 
     monkeypatch.setattr(loader, "_NOTED", set())
     stored = Config().to_dict()

@@ -19,10 +19,11 @@ from ray import tune
 from amm_core import names
 from amm_core.config import load_config
 from analysis import aggregate, fetch
-from sweeps import parent, tracking, trainable
-from sweeps.callback import MlflowSweepCallback
-from sweeps.folder import SweepFolder
-from sweeps.spec import run_name
+from sweeps.driver import trainable
+from sweeps.driver.callback import MlflowSweepCallback
+from sweeps.planning.spec import run_name
+from sweeps.store import parent, tracking
+from sweeps.store.folder import SweepFolder
 
 FAST = [
     "model.arch=tiny",

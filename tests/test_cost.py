@@ -7,7 +7,7 @@ import pytest
 
 from amm_cli.main import main as amm
 from amm_core.config import load_config
-from amm_core.run.cost import RunCost, evaluations, trial_seconds
+from amm_core.run.cost import RunCost, budgeted_seconds, evaluations, trial_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +27,9 @@ def test_evaluations_and_trial_seconds_by_hand():
     cost = RunCost(step_s=0.2, eval_s=1.0, end_s=7.0)
     # 3,000 trained steps at 0.2 s, 6 evaluations, the end
     assert trial_seconds(phased, cost) == pytest.approx(3000 * 0.2 + 6 * 1.0 + 7.0)
+    # at 10 steps/s: 300 s of training, or the time budget when it is shorter
+    assert budgeted_seconds(phased, 10.0) == pytest.approx(300.0)
+    assert budgeted_seconds(phased.replace(**{"train.max_minutes": 2}), 10.0) == 120.0
 
 
 def test_plan_measure_prices_evaluations_and_the_end(data_root, capsys):

@@ -16,7 +16,7 @@ from amm_core.data.datasets import load_arrays, read_idx, read_svhn_mat
 from amm_core.data.splits import EpochSampler, derive_seed, load_splits, to_float
 from amm_core.errors import DataError
 from amm_core.run.checkpoint import load_checkpoint, save_checkpoint
-from sweeps.locations import resolve_data_root
+from sweeps.store.locations import resolve_data_root
 
 RAW = "mnist/MNIST/raw"
 

@@ -14,7 +14,7 @@ import torch
 from amm_core import names
 from amm_core.config import load_config, total_steps
 from amm_core.run.restarts import train
-from sweeps.spec import load_spec
+from sweeps.planning.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 # the demo's preset, cut small: real MNIST, a few steps, no figures

@@ -1,6 +1,6 @@
 """The import arrows of docs/design.md: amm_core imports neither Ray nor MLflow nor the other
-packages; sweeps never imports analysis or the CLI; analysis never imports sweeps, Ray or the
-CLI."""
+packages; sweeps never imports analysis or the CLI, and its rooms import one way (driver ->
+store -> planning); analysis never imports sweeps, Ray or the CLI."""
 
 from __future__ import annotations
 
@@ -111,3 +111,52 @@ def test_amm_core_rooms_import_one_way():
         if room(d) not in allowed[room(m)] | {room(m)} and d != "amm_core.model.archs"
     ]
     assert not bad, bad
+
+
+# sweeps' rooms (docs/design.md): planning (the spec and its cost) imports no other room, the
+# store reads specs, the driver uses both
+SWEEPS_ROOMS = {"planning": set(), "store": {"planning"}, "driver": {"planning", "store"}}
+
+
+def _sweeps_rooms_imported(path: Path) -> set[str]:
+    """The sweeps rooms a file imports (lazy imports too)."""
+    rooms = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        mods = []
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        rooms |= {m.split(".")[1] for m in mods if m.startswith("sweeps.")}
+    return rooms & set(SWEEPS_ROOMS)
+
+
+def test_sweeps_modules_live_in_rooms_that_import_one_way():
+    loose = sorted(f.name for f in (REPO / "sweeps").glob("*.py") if f.name != "__init__.py")
+    assert not loose, f"modules outside the rooms {sorted(SWEEPS_ROOMS)}: {loose}"
+    bad = []
+    for room, allowed in SWEEPS_ROOMS.items():
+        files = sorted((REPO / "sweeps" / room).glob("*.py"))
+        assert len(files) > 1, room
+        for f in files:
+            wrong = _sweeps_rooms_imported(f) - allowed - {room}
+            if wrong:
+                bad.append(f"{f.relative_to(REPO)} imports {', '.join(sorted(wrong))}")
+    assert not bad, bad
+
+
+def test_a_pickle_from_before_the_rooms_reads_as_the_moved_class():
+    """tuner.pkl and Tune's trial state of a sweep started before the rooms name old paths."""
+    import pickle
+
+    from sweeps.store import folder
+
+    old = pickle.dumps(folder.CheckpointRecord(3), protocol=0)
+    old = old.replace(b"sweeps.store.folder", b"sweeps.folder")
+    assert b"sweeps.folder\n" in old
+    assert pickle.loads(old) == folder.CheckpointRecord(3)
+    import sweeps.callback
+
+    from sweeps.driver import callback
+
+    assert sweeps.callback is callback

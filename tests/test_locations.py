@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from amm_core import settings
 from amm_core.errors import ConfigError
-from sweeps import locations
-from sweeps.locations import resolve_data_root
+from sweeps.store import locations
+from sweeps.store.locations import resolve_data_root
 
 
 def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
@@ -22,6 +23,8 @@ def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
     for var in ("AMM_DATA_DIR", "AMM_SWEEP_STORAGE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
     assert resolve_data_root(None) == tmp_path / "d"
+    assert settings.data_root() == sub / "data"  # a run alone: no project file
+    assert resolve_data_root("f") == settings.data_root("f") == sub / "f"
     assert locations.storage_for("x", None) == str(tmp_path / "st")
     assert locations.tracking_for("x", None) == f"sqlite:///{tmp_path / 't.db'}"
     locations.remember_sweep("x", "/s/x", "/s", "sqlite:////i.db")
@@ -31,7 +34,7 @@ def test_order_flag_env_index_project_file(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     monkeypatch.setenv("AMM_DATA_DIR", "/env/data")
     assert locations.tracking_for("x", None) == "http://127.0.0.1:1"
-    assert str(resolve_data_root(None)) == "/env/data"
+    assert str(resolve_data_root(None)) == str(settings.data_root()) == "/env/data"
     assert locations.tracking_for("x", "sqlite:////flag.db") == "sqlite:////flag.db"
     assert locations.storage_for("x", "/flag") == "/flag"
 
@@ -65,3 +68,16 @@ def test_environment_settings(monkeypatch):
     monkeypatch.setenv("AMM_LOCK_STALE_S", "soon")
     with pytest.raises(ConfigError, match="AMM_LOCK_STALE_S='soon': expected seconds"):
         settings.lock_stale_s()
+
+
+def test_cache_dir_ray_address_and_a_variable_set_for_a_while(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert settings.cache_dir().parts[-2:] == (".cache", "amm-sweeps")
+    assert settings.ray_address() == ""
+    monkeypatch.setenv("AMM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert settings.cache_dir() == tmp_path and settings.ray_address() == "127.0.0.1:6379"
+    with settings.env_set("RAY_ADDRESS", "x"), settings.env_set("AMM_UNSET_FOR_TEST", "1"):
+        assert settings.ray_address() == "x"
+    assert settings.ray_address() == "127.0.0.1:6379" and "AMM_UNSET_FOR_TEST" not in os.environ

@@ -132,7 +132,7 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path, data_root
 def test_the_sweep_console_says_a_trial_ended_on_the_plateau(capsys):
     from types import SimpleNamespace
 
-    from sweeps.console import SweepConsole
+    from sweeps.driver.console import SweepConsole
 
     console = SweepConsole("s", n_trials=2, parallel=1, steps=100)
     last = {names.VAL_ERROR_GY: 0.5, names.TEST_ERROR_GY: 0.25, names.STEP: 20}

@@ -19,7 +19,7 @@ from amm_core.config import Config, load_config, read_preset
 from amm_core.errors import ConfigError
 from amm_core.loader import flatten
 from amm_core.presets import base_path
-from sweeps.spec import load_spec
+from sweeps.planning.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = sorted((REPO / "configs").glob("*.yaml"))

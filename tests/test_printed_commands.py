@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from amm_core import shell
-from sweeps.console import next_commands
+from sweeps.driver.console import next_commands
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(os.path.abspath(sys.executable)).parent  # this venv's bin/, where `amm` lives

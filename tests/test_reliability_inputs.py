@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from amm_cli.main import main as amm
-from amm_core.errors import ConfigError
+from amm_core.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_PRESET = REPO / "configs" / "smoke.yaml"
@@ -234,7 +234,7 @@ def test_malicious_and_truncated_checkpoints_are_one_line_and_never_run(
     (ckpt / "state.pt").write_bytes(pickle.dumps({"model": Payload(marker)}, protocol=4))
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        with pytest.raises(ConfigError, match="corrupt or not a checkpoint") as e:
+        with pytest.raises(CheckpointError, match="corrupt or not a checkpoint") as e:
             load_checkpoint(ckpt)
     assert not shown and "\n" not in str(e.value) and not marker.exists()
 

@@ -11,7 +11,7 @@ from helpers import write_svhn
 from amm_cli.main import main as amm
 from amm_core import names
 from amm_core.run.train import run
-from sweeps.spec import load_spec
+from sweeps.planning.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 # a few steps of the tiny network (it takes 3x32x32 images) on the presets' own settings

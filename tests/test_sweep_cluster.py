@@ -54,7 +54,7 @@ def _overrides(data_root: Path, steps: int) -> dict:
 
 
 def _children(uri: str, sweep: str):
-    from sweeps import tracking
+    from sweeps.store import tracking
 
     c = tracking.client(uri)
     exp = c.get_experiment_by_name("amm-smoke")
@@ -69,7 +69,7 @@ def _sweep(
     verbose=True, **extra,
 ):  # fmt: skip
     """Run a sweep on the test cluster: sweeps/smoke.yaml, or the smoke preset + spec `body`."""
-    from sweeps import runner
+    from sweeps.driver import runner
 
     spec = SMOKE
     if body is not None:
@@ -89,8 +89,8 @@ def _sweep(
 def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_path):
     import ray
 
-    from sweeps.spec import load_spec
-    from sweeps.status import status as sweep_status
+    from sweeps.planning.spec import load_spec
+    from sweeps.store.status import status as sweep_status
 
     # with the run figures: they reach MLflow (through the server) from either node
     name, code = _sweep(
@@ -133,7 +133,7 @@ def test_smoke_sweep_runs_on_both_nodes(cluster, mlflow_server, data_root, tmp_p
 def test_killed_trial_resumes_from_checkpoint(cluster, mlflow_server, data_root, tmp_path, capfd):
     """SIGKILL one trial's worker process mid-run: Tune restarts it from its last checkpoint, and
     the quiet console says so in one line (cause, step, failure k of M), without a traceback."""
-    from sweeps.console import quiet_logs
+    from sweeps.driver.console import quiet_logs
 
     quiet_logs()
 
@@ -225,7 +225,7 @@ def test_fractional_gpus_share_one_gpu(cluster, mlflow_server, data_root, tmp_pa
 
 def test_diverging_trial_ends_failed(cluster, mlflow_server, data_root, tmp_path):
     """A trial whose loss turns NaN fails (no number logged as its result); the other finishes."""
-    from sweeps.status import status as sweep_status
+    from sweeps.store.status import status as sweep_status
 
     body = "grid: {optim.lr: [2.0e-4, 1.0e+10]}\nresources: {cpu: 1}\nmax_failures: 0\n"
     _, code = _sweep(cluster, mlflow_server, data_root, tmp_path, "nan", body)
@@ -247,7 +247,7 @@ def test_trial_larger_than_any_node_is_refused(cluster, mlflow_server, data_root
     spec.write_text(
         f"base: {REPO / 'configs' / 'smoke.yaml'}\nexperiment: amm-smoke\nresources: {{cpu: 2}}\n"
     )
-    from sweeps import runner
+    from sweeps.driver import runner
 
     with pytest.raises(ConfigError, match="2 CPU per trial, but the largest node .* 1 CPU"):
         runner.run(

@@ -143,7 +143,7 @@ def test_nothing_written_beside_the_store_or_into_the_project(sweep):
     only the store and runs/mlartifacts: no ./mlruns (MLflow's default artifact root), no lock."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps import tracking
+    from sweeps.store import tracking
 
     proj, _, _ = sweep
     made = {p.name for p in proj.iterdir()} - {"x.db"}  # test_found_by_name_alone's other store

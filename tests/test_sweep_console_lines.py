@@ -12,8 +12,8 @@ from helpers import old_sweep
 
 from amm_cli.main import main as amm
 from amm_core import names
-from sweeps import console
-from sweeps.console import SweepConsole, next_commands
+from sweeps.driver import console
+from sweeps.driver.console import SweepConsole, next_commands
 
 
 def trial(tid: str, seed: int, step: int, status: str = "RUNNING") -> SimpleNamespace:

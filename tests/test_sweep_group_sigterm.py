@@ -5,7 +5,7 @@ RUNNING, the lock gone; `amm sweep resume` then finishes it with one finished ru
 The sweep's driver is not its group's leader (a wrapper leads the group, as `timeout` and batch
 scripts do): Ray's processes get a group of their own. A driver that leads its group (a shell's
 job) starts Ray's processes with SIGTERM blocked instead; both ways are checked on processes
-started inside `sweeps.tuner._own_process_group`.
+started inside `sweeps.driver.tuner._own_process_group`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_ray_starts_out_of_reach_of_the_drivers_group(leader):
     itself is back in its group with its signal mask as before."""
     probe = (
         "import os, signal, subprocess, sys, json\n"
-        "from sweeps.tuner import _own_process_group\n"
+        "from sweeps.driver.tuner import _own_process_group\n"
         "home, mask = os.getpgid(0), signal.pthread_sigmask(signal.SIG_BLOCK, set())\n"
         "with _own_process_group():\n"
         "    c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"

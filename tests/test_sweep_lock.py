@@ -15,15 +15,15 @@ from pathlib import Path
 from helpers import old_sweep
 
 from amm_cli.main import main as amm
-from sweeps import lock as sweep_lock
-from sweeps.folder import SweepFolder
+from sweeps.store import lock as sweep_lock
+from sweeps.store.folder import SweepFolder
 
 REPO = Path(__file__).resolve().parent.parent
 
 HOLD = """
 import sys, time
-from sweeps import lock
-from sweeps.folder import SweepFolder
+from sweeps.store import lock
+from sweeps.store.folder import SweepFolder
 l = lock.acquire(SweepFolder(sys.argv[1], sys.argv[2]), "run")
 print("held", flush=True)
 time.sleep(float(sys.argv[3]))
@@ -32,8 +32,8 @@ l.release()
 
 RACE = """
 import sys, time
-from sweeps import lock
-from sweeps.folder import SweepFolder
+from sweeps.store import lock
+from sweeps.store.folder import SweepFolder
 from amm_core.errors import ConfigError
 start = float(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))
@@ -130,8 +130,8 @@ def test_status_calls_a_trial_that_never_started_pending(tmp_path):
     results) is running, one whose only result is Tune's {"trial_id": ...} is pending."""
     from types import SimpleNamespace
 
-    from sweeps.folder import SweepFolder
-    from sweeps.status import RESULTS, _state
+    from sweeps.store.folder import SweepFolder
+    from sweeps.store.status import RESULTS, _state
 
     folder = SweepFolder(str(tmp_path), "s")
     started = SimpleNamespace(

@@ -1,9 +1,9 @@
-"""The sweep's parent run as a summary (sweeps/parent.py), on a real SQLite store."""
+"""The sweep's parent run as a summary (sweeps/store/parent.py), on a real SQLite store."""
 
 from helpers import sqlite_store
 
 from amm_core import names
-from sweeps import parent
+from sweeps.store import parent
 
 
 def test_the_summary_logs_each_value_once(tmp_path_factory):

@@ -1,7 +1,8 @@
-"""The reaper of a local Ray (sweeps/reaper.py) with stand-in processes, in a second: a driver
-killed with SIGKILL takes the Ray processes of its group with it, and only those (not a `tee` of
-its output in the same group); a driver that stopped Ray itself (`release`) leaves the rest be.
-The real thing, a sweep driver killed under a local Ray, is tests/test_sweep_driver_kill.py."""
+"""The reaper of a local Ray (sweeps/driver/reaper.py) with stand-in processes, in a second: a
+driver killed with SIGKILL takes the Ray processes of its group with it, and only those (not a
+`tee` of its output in the same group); a driver that stopped Ray itself (`release`) leaves the
+rest be. The real thing, a sweep driver killed under a local Ray, is
+tests/test_sweep_driver_kill.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 # a driver leading its group: a Ray-named process and a plain one in its group, then the reaper
 DRIVER = """
 import subprocess, sys, time
-from sweeps import reaper
+from sweeps.driver import reaper
 ray = subprocess.Popen(["bash", "-c", "exec -a ray::StandInAgent sleep 60"])
 plain = subprocess.Popen(["sleep", "60"])
 reaper.watch()

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from amm_core import names
-from sweeps import portable, reuse
-from sweeps.spec import load_spec, run_name
+from sweeps.planning.spec import load_spec, run_name
+from sweeps.store import portable, reuse
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,9 +15,9 @@ import pytest
 
 from amm_cli.main import main as amm
 from amm_core.errors import ConfigError
-from sweeps import tracking
-from sweeps.spec import load_spec, run_name
-from sweeps.trainable import trial_config
+from sweeps.driver.trainable import trial_config
+from sweeps.planning.spec import load_spec, run_name
+from sweeps.store import tracking
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"

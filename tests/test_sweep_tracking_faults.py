@@ -13,9 +13,10 @@ from helpers import old_sweep
 
 from amm_core.names import RESULT_RESUMED as RESUMED_KEY
 from amm_core.names import TAG_RESUMED
-from sweeps import tracking
-from sweeps.callback import MlflowSweepCallback
-from sweeps.folder import SweepFolder
+from sweeps.driver.callback import MlflowSweepCallback
+from sweeps.store import tracking
+from sweeps.store.folder import SweepFolder
+from sweeps.store.outbox import Op
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def _callback(uri: str, storage: Path, sweep: str = "same-name") -> MlflowSweepC
 
 
 def _start(cb: MlflowSweepCallback, trial_id: str) -> str:
-    cb._send("start", trial_id, name=f"run-{trial_id}", params={"seed": 0}, tags={})
+    cb._send(Op.START, trial_id, name=f"run-{trial_id}", params={"seed": 0}, tags={})
     return cb.runs[trial_id]
 
 
@@ -82,7 +83,7 @@ def test_resumed_from_step_follows_a_trial_that_resumes_at_its_last_step(tmp_pat
 
 INIT = """
 import sys, time
-from sweeps import tracking
+from sweeps.store import tracking
 uri, start = sys.argv[1], float(sys.argv[2])
 import mlflow.tracking  # imports done before the common start (no store yet)
 time.sleep(max(0.0, start - time.time()))

@@ -60,7 +60,7 @@ def evaluations(uri: str, sweep: str) -> int:
 
 
 def test_long_tracking_outage_stops_in_time_and_resume_sends_the_outbox(tmp_path, data_root):
-    from sweeps.outbox import MAX_BACKOFF_S
+    from sweeps.store.outbox import MAX_BACKOFF_S
 
     srv = tmp_path / "server"
     srv.mkdir()

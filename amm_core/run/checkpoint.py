@@ -25,7 +25,7 @@ import torch
 
 from amm_core import loader
 from amm_core.config import Config, config_from_dict
-from amm_core.errors import ConfigError
+from amm_core.errors import CheckpointError
 from amm_core.fs import fsync_dir, write_atomic
 from amm_core.names import STATE_FILE, checkpoint_dirname, checkpoint_step
 
@@ -87,20 +87,22 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
 def load_checkpoint(directory_or_file: Path | str) -> dict:
     """A checkpoint folder (or its state.pt) -> the state dict, tensors on the CPU.
 
-    ConfigError naming the path when it is missing, corrupt or not a checkpoint.
+    CheckpointError naming the path when it is missing, corrupt or not a checkpoint.
     """
     p = Path(directory_or_file)
     f = p / STATE_FILE if p.is_dir() else p
     if not f.is_file():
-        raise ConfigError(f"checkpoint '{p}' not found (expected a folder holding {STATE_FILE})")
+        raise CheckpointError(
+            f"checkpoint '{p}' not found (expected a folder holding {STATE_FILE})"
+        )
     try:
         with warnings.catch_warnings():  # torch's warnings about the file: the error says it
             warnings.simplefilter("ignore")
             state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip / EOF errors differ by how the file is damaged
-        raise ConfigError(_load_problem(f, e)) from None
+        raise CheckpointError(_load_problem(f, e)) from None
     if not isinstance(state, dict):
-        raise ConfigError(f"checkpoint '{f}' holds a {type(state).__name__}, not a state dict")
+        raise CheckpointError(f"checkpoint '{f}' holds a {type(state).__name__}, not a state dict")
     return state
 
 

@@ -9,13 +9,13 @@ every run on that dataset, so runs stay comparable. Cache: $AMM_CACHE_DIR, else 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amm_core import settings
 from amm_core.data.datasets import load_arrays
 from amm_core.fs import write_atomic
 
@@ -39,11 +39,6 @@ class DigitNet(nn.Module):
         h = F.max_pool2d(F.relu(self.c2(h)), 2)
         h = F.adaptive_avg_pool2d(h, 7).flatten(1)
         return self.out(F.relu(self.fc(h)))
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("AMM_CACHE_DIR", "")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "amm-sweeps"
 
 
 def _train(images: torch.Tensor, labels: torch.Tensor, channels: int) -> DigitNet:
@@ -76,7 +71,7 @@ def _cached(dataset: str, root: Path) -> DigitNet:
     # keyed by the data too (size and a checksum of the first images): test files of the same
     # dataset name never stand in for the real set
     tag = f"n{len(images)}-s{int(images[:2000].sum()) % 10**8}"
-    path = cache_dir() / f"classifier-{dataset}-{tag}-v{VERSION}.pt"
+    path = settings.cache_dir() / f"classifier-{dataset}-{tag}-v{VERSION}.pt"
     net = DigitNet(images.shape[1])
     if path.is_file():
         try:

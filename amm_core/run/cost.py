@@ -1,6 +1,7 @@
 """What a run of a config costs on this machine, measured: one training step, one evaluation,
 and the end of the run (test evaluation, its gen/* metrics, the figures), and from them the
-seconds of a whole run, restart phase included (`trial_seconds`). `amm sweep plan --measure` and
+seconds of a whole run, restart phase included (`trial_seconds`), or of its training at a
+given speed within its time budget (`budgeted_seconds`). `amm sweep plan --measure` and
 benchmarks/trial_cost.py use it (docs/performance.md).
 
 The step is timed on random images of the dataset's shape (its cost does not depend on pixel
@@ -44,6 +45,17 @@ def evaluations(cfg: Config) -> int:
 def trial_seconds(cfg: Config, cost: RunCost) -> float:
     """Seconds of a whole run (first start to final.json) at `cost`, without start-up."""
     return trained_steps(cfg) * cost.step_s + evaluations(cfg) * cost.eval_s + cost.end_s
+
+
+def budget_s(cfg: Config) -> float:
+    """The run's time budget in seconds (train.max_minutes); 0: none."""
+    return 60 * cfg.train.max_minutes
+
+
+def budgeted_seconds(cfg: Config, steps_per_sec: float) -> float:
+    """Seconds of a run's training at `steps_per_sec`: its trained steps, at most its budget."""
+    s = trained_steps(cfg) / steps_per_sec
+    return min(s, budget_s(cfg)) if budget_s(cfg) else s
 
 
 def _median_seconds(fn, rounds: int, reps: int = 1) -> float:
@@ -95,12 +107,12 @@ def measure_evaluation(cfg: Config, rounds: int = 3) -> tuple[float, float]:
     from amm_core.data.splits import derive_seed, load_splits, to_float
     from amm_core.run.classifier import digit_classifier
     from amm_core.run.diagnostics import latent_diagnostics
-    from amm_core.run.metrics import evaluate
+    from amm_core.run.metrics import encode_split, evaluate, score
     from amm_core.run.step import TrainingStep
     from amm_core.run.train import _write_figures, resolve_device, split_gen_metrics
 
     device = resolve_device(cfg.train.device)
-    root = Path(cfg.data.data_dir or settings.data_dir("data")).expanduser().absolute()
+    root = settings.data_root(cfg.data.data_dir)
     splits = load_splits(cfg.data, root, cfg.seed, device)
     model = TrainingStep(cfg, device, splits.class_freqs, splits.train_x).model
     judge = digit_classifier(cfg.data.dataset, root, device) if cfg.train.gen_metrics else None
@@ -115,13 +127,14 @@ def measure_evaluation(cfg: Config, rounds: int = 3) -> tuple[float, float]:
         latent_diagnostics(model, to_float(splits.val_x[: cfg.train.batch_size]), seed=0)
         gen(splits.val_x, splits.val_y)
 
-    def end() -> None:
-        evaluate(model, splits.test_x, splits.test_y, cfg, n)
+    def end() -> None:  # as a run's end: the test split encoded once, for scores and figures
+        enc = encode_split(model, splits.test_x, cfg)
+        score(enc, splits.test_y, cfg, n)
         gen(splits.test_x, splits.test_y)
         if cfg.train.figures:
             with tempfile.TemporaryDirectory() as d:
                 (Path(d) / names.METRICS_FILE).write_text("")
-                _write_figures(model, splits, Path(d) / names.FIGURES_DIR, cfg)
+                _write_figures(model, splits, Path(d) / names.FIGURES_DIR, cfg, enc)
 
     model.train()  # evaluate() switches to eval mode and back, as in a run
     one_eval()  # warm-up

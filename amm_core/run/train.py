@@ -163,7 +163,7 @@ def run(
     # One seed; every RNG derives from it (data split and batch order have their own streams).
     random.seed(derive_seed(cfg.seed, _stream(cfg, "python")))
     torch.manual_seed(derive_seed(cfg.seed, _stream(cfg, "torch")))
-    root = Path(cfg.data.data_dir or settings.data_dir("data")).expanduser().absolute()
+    root = settings.data_root(cfg.data.data_dir)
     splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
     n_train = len(splits.train_x)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import names
-from sweeps.folder import CheckpointRecord, SweepFolder
-from sweeps.spec import trial_config
+from sweeps.planning.spec import trial_config
+from sweeps.store.folder import CheckpointRecord, SweepFolder
 
 
 def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
@@ -119,7 +119,7 @@ def _newest(ckpt, folder: SweepFolder | None, trial_id: str):
     driver kill Tune's saved state can lag behind the checkpoints the trial wrote."""
     from ray import tune
 
-    from amm_core.errors import ConfigError
+    from amm_core.errors import CheckpointError
     from amm_core.run.checkpoint import load_checkpoint
 
     if folder is None:
@@ -130,7 +130,7 @@ def _newest(ckpt, folder: SweepFolder | None, trial_id: str):
             break
         try:
             load_checkpoint(path)  # complete? (a kill can cut a copy short)
-        except ConfigError:
+        except CheckpointError:
             continue
         return tune.Checkpoint(str(path))
     return ckpt

@@ -12,7 +12,8 @@ from typing import Any
 from amm_core.config import trained_steps
 from amm_core.run.cost import RunCost, evaluations
 from amm_core.shell import amm
-from sweeps.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
+from sweeps.planning.cost import concurrency, trial_configs, trial_seconds, wall_time
+from sweeps.planning.spec import SweepSpec, cpu_route, load_spec, run_name, spec_arg
 
 LIST_MAX = 50  # grids up to this many trials are listed in full
 LIST_HEAD = 20  # larger ones: the first trials, then a count (`--all` lists every trial)
@@ -47,8 +48,11 @@ def plan_text(
         lines.append(f"description: {spec.description}")
     if spec.overrides:
         lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in spec.overrides.items()))
-    # per trial: steps, train.max_minutes, stop_on_plateau, evaluations
-    steps, budgets, plateau, evals = [], [], [], []
+    cfgs = trial_configs(spec)  # one per trial
+    steps = [trained_steps(c) for c in cfgs]
+    budgets = [c.train.max_minutes for c in cfgs]
+    plateau = [c.train.stop_on_plateau for c in cfgs]
+    evals = [evaluations(c) for c in cfgs]
     if spec.search is None:
         for k, vals in spec.axes().items():
             lines.append(f"axis {k}: {vals}")
@@ -56,14 +60,8 @@ def plan_text(
         lines.append(f"{'#':>4}  {'run name':<48} {'steps':>8}  config hash")
         cells = spec.cells()
         shown = len(cells) if list_all or len(cells) <= LIST_MAX else LIST_HEAD
-        for i, cell in enumerate(cells):
-            cfg = spec.trial_config(cell)
-            steps.append(trained_steps(cfg))
-            budgets.append(cfg.train.max_minutes)
-            plateau.append(cfg.train.stop_on_plateau)
-            evals.append(evaluations(cfg))
-            if i < shown:
-                lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[-1]:>8}  {cfg.hash()}")
+        for i, (cell, cfg) in enumerate(zip(cells[:shown], cfgs, strict=False)):
+            lines.append(f"{i + 1:>4}  {run_name(cell):<48} {steps[i]:>8}  {cfg.hash()}")
         if shown < len(cells):
             lines.append(f"   ... {len(cells) - shown} more trials (--all lists every trial)")
     else:
@@ -72,11 +70,6 @@ def plan_text(
         for k, dim in s.space.items():
             rng = dim["values"] if dim["type"] == "choice" else f"[{dim['low']}, {dim['high']}]"
             lines.append(f"  {k}: {dim['type']} {rng}")
-        cfg = spec.trial_config({})
-        steps = [trained_steps(cfg)] * s.num_samples
-        budgets = [cfg.train.max_minutes] * s.num_samples
-        plateau = [cfg.train.stop_on_plateau] * s.num_samples
-        evals = [evaluations(cfg)] * s.num_samples
     if spec.scheduler:
         sc = spec.scheduler
         lines.append(
@@ -103,7 +96,7 @@ def plan_text(
             "(train.stop_on_plateau)"
         )
     if steps_per_sec:
-        seconds = trial_seconds(steps, budgets, steps_per_sec)
+        seconds = trial_seconds(cfgs, steps_per_sec)
         total_s = sum(seconds)
         bound = [
             why for why, on in (("ASHA", spec.scheduler), ("the plateau stop", any(plateau))) if on
@@ -134,17 +127,6 @@ def plan_text(
     return "\n".join(lines)
 
 
-def trial_seconds(
-    steps: list[int], budgets: list[float], steps_per_sec: float, overhead: float = 0.0
-) -> list[float]:
-    """Seconds of each trial: its steps at steps_per_sec, at most its time budget
-    (train.max_minutes), plus `overhead` (the spec's measured cost.trial_overhead_s)."""
-    return [
-        (min(s / steps_per_sec, 60 * b) if b else s / steps_per_sec) + overhead
-        for s, b in zip(steps, budgets, strict=True)
-    ]
-
-
 def _minutes(budgets: list[float]) -> str:
     on = sorted({b for b in budgets if b})
     rest = " (some trials: none)" if 0 in budgets else ""
@@ -163,14 +145,13 @@ def _counts(values: list[int]) -> str:
 START_S = 17.0
 
 
-def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int, measured: bool) -> str:
+def _wall_line(spec: SweepSpec, per_trial: list[float], n: int, measured: bool) -> str:
     """Wall time on this machine: as many trials at once as its CPUs (and the spec) allow."""
     import os
 
     import torch
 
     from amm_core.fmt import duration
-    from sweeps.console import concurrency, wall_time
 
     cpus = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if spec.gpu > 0 else 0
@@ -179,14 +160,14 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int, measured: bo
     if spec.gpu > 0 and gpus == 0:
         return (
             f"wall time here: no GPU on this machine ({where}); on a cluster that runs "
-            f"P trials at once: about {duration(sum(trial_seconds))} / P of training\n"
+            f"P trials at once: about {duration(sum(per_trial))} / P of training\n"
             f"to run it on this machine's CPUs instead ({max(spec.cpu, 1):g} CPU per trial):\n"
             f"  {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}\n"
             f"  (its time on CPUs: {amm()} sweep plan {spec_arg(spec)} {cpu_route(spec)} "
             "--measure)"
         )
     if measured:
-        total = wall_time(trial_seconds, par) + START_S
+        total = wall_time(per_trial, par) + START_S
         return (
             f"wall time on this machine ({where}, {par} trial(s) at a time): about "
             f"{duration(total)} (training, evaluations and figures, and about "
@@ -194,7 +175,7 @@ def _wall_line(spec: SweepSpec, trial_seconds: list[float], n: int, measured: bo
         )
     return (
         f"wall time on this machine ({where}, {par} trial(s) at a time): about "
-        f"{duration(wall_time(trial_seconds, par))} of training + about {duration(START_S)} "
+        f"{duration(wall_time(per_trial, par))} of training + about {duration(START_S)} "
         "of Ray and MLflow start-up (evaluation and figures come on top)"
     )
 

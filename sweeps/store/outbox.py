@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ from amm_core.fs import write_atomic
 OUTBOX_FILE = "amm_outbox.jsonl"
 MAX_ITEMS = 100_000
 MAX_BACKOFF_S = 60.0
+
+
+class Op(StrEnum):
+    """The tracking writes an outbox item can hold (its "op"; the file stores the value)."""
+
+    START = "start"  # create or reattach a trial's child run
+    METRICS = "metrics"
+    TAG = "tag"
+    RUNNING = "running"  # mark the run RUNNING again
+    END = "end"
+    END_IF_RUNNING = "end_if_running"
+    FILES = "files"  # the run's files from its final checkpoint
 
 
 def give_up_after_s() -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from amm_core import names
 from amm_core.fs import json_lines, write_atomic
-from sweeps.folder import SweepFolder
+from sweeps.store.folder import SweepFolder
 
 # what Tune's saved state of a sweep folder allows `resume` to do (tune_state)
 HAS_TRIALS, NO_STATE, NO_STATE_LEFT_TRIALS = "trials", "none", "none, trials ran"

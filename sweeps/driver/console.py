@@ -20,8 +20,9 @@ from amm_core import names
 from amm_core.fmt import duration, percent
 from amm_core.settings import report_path
 from amm_core.shell import amm, script
-from sweeps.spec import run_name
-from sweeps.tracking import view_key
+from sweeps.planning.cost import concurrency, trial_configs, trial_seconds, wall_time
+from sweeps.planning.spec import run_name
+from sweeps.store.tracking import view_key
 
 OBJECTIVE = names.VAL_ERROR_GY  # lower is better
 
@@ -48,28 +49,6 @@ def quiet_logs() -> None:
 class _NoTaskTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Trial task failed")
-
-
-def concurrency(n_trials: int, cpu: float, gpu: float, max_concurrent: int, cpus: float,
-                gpus: float) -> int:  # fmt: skip
-    """How many trials run at once: the spec's cap and what the machine or cluster fits."""
-    fit = [n_trials]
-    if max_concurrent:
-        fit.append(max_concurrent)
-    if cpu > 0:
-        fit.append(int(cpus // cpu))
-    if gpu > 0:
-        fit.append(int(gpus // gpu))
-    return max(1, min(fit))
-
-
-def wall_time(trial_seconds: list[float], parallel: int) -> float:
-    """Wall time of trials run `parallel` at a time, longest first into the first free slot."""
-    slots = [0.0] * max(1, parallel)
-    for d in sorted(trial_seconds, reverse=True):
-        i = slots.index(min(slots))
-        slots[i] += d
-    return max(slots, default=0.0)
 
 
 def trained(result: dict[str, Any]) -> int:
@@ -202,7 +181,7 @@ def failure_cause(trial) -> str:
     the kernel's OOM killer from a crash, so neither can this line)."""
     import re
 
-    from sweeps.callback import error_text
+    from sweeps.driver.callback import error_text
 
     text = error_text(trial)
     found = re.findall(r"\b([A-Z]\w*(?:Error|Exception|Interrupt))\b", text)
@@ -277,24 +256,19 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
     import ray
 
     from amm_core.config import trained_steps
+    from amm_core.run.cost import budget_s
 
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
-    n = spec.num_trials() if cells is None else len(cells)
+    cfgs = trial_configs(spec, cells)
+    n = len(cfgs)
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
-    if cells is None:
-        cells = spec.cells() if spec.search is None else [{}]
-    cfgs = [spec.trial_config(c) for c in cells]
     steps = [trained_steps(c) for c in cfgs]
     eta, planned = None, 0.0
     if spec.cost.steps_per_sec:
-        from sweeps.plan import trial_seconds
-
-        budgets = [c.train.max_minutes for c in cfgs]
-        sps, overhead = spec.cost.steps_per_sec, spec.cost.trial_overhead_s
-        per_trial = trial_seconds(steps, budgets, sps, overhead) * (n // len(steps) or 1)
-        eta = wall_time(per_trial[:n], par)
-        planned = sum(per_trial[:n]) / len(per_trial[:n])
+        per_trial = trial_seconds(cfgs, spec.cost.steps_per_sec, spec.cost.trial_overhead_s)
+        eta = wall_time(per_trial, par)
+        planned = sum(per_trial) / len(per_trial)
     whole = spec.cost.trial_overhead_s > 0
     _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, whole, budget_words(cfgs)))
     phased = [c for c in cfgs if c.train.restarts > 1]
@@ -305,6 +279,6 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
             f"{who} first trains {t.restarts} starts of {t.restart_steps:,} steps "
             f"(train.restarts): its first lines come after {t.restarts * t.restart_steps:,} steps"
         )
-    budget = 60 * spec.trial_config({}).train.max_minutes
-    longest = budget + spec.cost.trial_overhead_s if budget else 0.0
+    budgets = [budget_s(c) for c in cfgs]  # the ETA's cap: the longest trial, when all have one
+    longest = max(budgets) + spec.cost.trial_overhead_s if all(budgets) else 0.0
     return SweepConsole(name, n, par, max(steps), longest, spec.max_failures, planned)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from amm_core import names
-from sweeps import portable, tracking
-from sweeps.spec import SweepSpec, run_name
+from sweeps.planning.spec import SweepSpec, run_name
+from sweeps.store import portable, tracking
 
 
 def _key(spec: SweepSpec, cell: dict[str, Any]) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from amm_core import names
 from amm_core.errors import ConfigError
-from sweeps import tracking
+from sweeps.store import tracking
 
 FORMAT = "amm-sweep-export"
 VERSION = 1
@@ -230,7 +230,7 @@ def create_run(c, exp_id: str, record: dict[str, Any], tags: dict[str, str]) -> 
 
 def import_doc(doc: dict[str, Any], uri: str) -> ImportReport:
     """Recreate the exported sweep in the store at `uri` (see the module's docstring)."""
-    from sweeps import parent as parent_summary
+    from sweeps.store import parent as parent_summary
 
     tracking.init_store(uri)
     c = tracking.client(uri)

@@ -11,9 +11,9 @@ from typing import Any
 from amm_core import names
 from amm_core.fmt import percent
 from amm_core.shell import amm
-from sweeps import lock as sweep_lock
-from sweeps.folder import SweepFolder
-from sweeps.spec import run_name
+from sweeps.planning.spec import run_name
+from sweeps.store import lock as sweep_lock
+from sweeps.store.folder import SweepFolder
 
 RESULTS = "result.json"  # a trial's results, written by its worker as they come
 # Tune trial status -> what `amm sweep status` calls it

@@ -3,7 +3,7 @@
 One child run per trial, created on the trial's first start and reattached (by its run id in
 `amm_runs.json`, else by the tags `amm.sweep` + `amm.trial_id` under this parent) when the trial
 restarts after a failure or the sweep is resumed. Every write goes through an `Outbox`
-(sweeps/outbox.py), so a tracking outage delays writes instead of losing them.
+(sweeps/store/outbox.py), so a tracking outage delays writes instead of losing them.
 Results become metrics at their training step; the final result's test metrics and the run's
 files (from the final checkpoint) are logged when the trial completes.
 """
@@ -18,11 +18,12 @@ from typing import Any
 from ray import tune
 
 from amm_core import names
-from sweeps import stopping, tracking
-from sweeps.folder import CheckpointRecord, SweepFolder
-from sweeps.outbox import Outbox, is_outage
-from sweeps.spec import run_name
-from sweeps.trainable import trial_config
+from sweeps.driver import stopping
+from sweeps.driver.trainable import trial_config
+from sweeps.planning.spec import run_name
+from sweeps.store import tracking
+from sweeps.store.folder import CheckpointRecord, SweepFolder
+from sweeps.store.outbox import Op, Outbox, is_outage
 
 # Tune's own bookkeeping in every result, and ours (the epoch follows from the step, the resume
 # step is a tag): not metrics of the model
@@ -69,8 +70,8 @@ class MlflowSweepCallback(tune.Callback):
 
     # ---------------------------------------------------------------- writes (via the outbox)
 
-    def _send(self, op: str, trial_id: str | None, **args: Any) -> None:
-        self.outbox.send({"op": op, "trial": trial_id, **args})
+    def _send(self, op: Op, trial_id: str | None, **args: Any) -> None:
+        self.outbox.send({"op": op.value, "trial": trial_id, **args})
 
     def _start(self, trial) -> None:
         """Queue the creation (or reattachment) of the trial's child run, once per session."""
@@ -82,37 +83,38 @@ class MlflowSweepCallback(tune.Callback):
         if names.VARIANT in trial.config:
             tags[names.TAG_VARIANT] = str(trial.config[names.VARIANT])
         self._send(
-            "start", trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
+            Op.START, trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
         )
 
     def _execute(self, item: dict[str, Any]) -> None:
         """Make one queued write against the tracking store."""
-        op, tid, c = item["op"], item["trial"], self.client
-        if op == "start":
+        op, tid, c = Op(item["op"]), item["trial"], self.client
+        if op is Op.START:
             self._reattach_or_create(tid, item)
             return
         run_id = self.parent_id if tid is None else self.runs[tid]
-        if op == "metrics":
-            step, last = item["step"], self._last_step
-            metrics = {k: v for k, v in item["metrics"].items() if step > last.get((run_id, k), -1)}
-            if metrics:
-                tracking.log_metrics(c, run_id, metrics, step)
-            for k in metrics:
-                last[(run_id, k)] = step
-        elif op == "tag":
-            c.set_tag(run_id, item["key"], item["value"])
-        elif op == "running":
-            if c.get_run(run_id).info.status != names.RUNNING:
-                c.update_run(run_id, status=names.RUNNING)
-        elif op == "end":
-            c.set_terminated(run_id, item["status"])
-        elif op == "end_if_running":
-            if c.get_run(run_id).info.status == names.RUNNING:
+        match op:
+            case Op.METRICS:
+                step, last = item["step"], self._last_step
+                metrics = {
+                    k: v for k, v in item["metrics"].items() if step > last.get((run_id, k), -1)
+                }
+                if metrics:
+                    tracking.log_metrics(c, run_id, metrics, step)
+                for k in metrics:
+                    last[(run_id, k)] = step
+            case Op.TAG:
+                c.set_tag(run_id, item["key"], item["value"])
+            case Op.RUNNING:
+                if c.get_run(run_id).info.status != names.RUNNING:
+                    c.update_run(run_id, status=names.RUNNING)
+            case Op.END:
                 c.set_terminated(run_id, item["status"])
-        elif op == "files":
-            self._log_files(run_id, item["checkpoint"])
-        else:  # pragma: no cover - every op above is written by this class
-            raise ValueError(f"unknown outbox op {op!r}")
+            case Op.END_IF_RUNNING:
+                if c.get_run(run_id).info.status == names.RUNNING:
+                    c.set_terminated(run_id, item["status"])
+            case Op.FILES:
+                self._log_files(run_id, item["checkpoint"])
 
     def _reattach_or_create(self, trial_id: str, item: dict[str, Any]) -> None:
         run_id = self.runs.get(trial_id)
@@ -156,8 +158,8 @@ class MlflowSweepCallback(tune.Callback):
         """End this sweep's own runs (by run id): children still RUNNING -> KILLED, the parent
         -> status. Writes the tracking store cannot take now stay in the outbox for resume."""
         for trial_id in sorted(self.runs):
-            self._send("end_if_running", trial_id, status=names.KILLED)
-        self._send("end", None, status=status)
+            self._send(Op.END_IF_RUNNING, trial_id, status=names.KILLED)
+        self._send(Op.END, None, status=status)
         self.outbox.flush(force=True)
 
     # ---------------------------------------------------------------- Tune hooks
@@ -172,7 +174,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        self._send("running", trial.trial_id)
+        self._send(Op.RUNNING, trial.trial_id)
 
     on_trial_restore = on_trial_start
 
@@ -190,7 +192,7 @@ class MlflowSweepCallback(tune.Callback):
         # each (key, step) once, in step order: the final result repeats the last evaluation,
         # and a trial restarted from an older checkpoint redoes some steps (see _execute)
         if metrics:
-            self._send("metrics", trial.trial_id, metrics=metrics, step=step)
+            self._send(Op.METRICS, trial.trial_id, metrics=metrics, step=step)
         # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
         # trial restarts elsewhere), the step its current attempt began at, the error mapping,
         # why training ended (names.STOP_*: steps done, time budget, plateau), what the restart
@@ -205,7 +207,7 @@ class MlflowSweepCallback(tune.Callback):
         ):
             value, seen = str(result.get(field, "")), (trial.trial_id, key)
             if value and self._tags.get(seen) != value:
-                self._send("tag", trial.trial_id, key=key, value=value)
+                self._send(Op.TAG, trial.trial_id, key=key, value=value)
                 self._tags[seen] = value
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
@@ -213,23 +215,23 @@ class MlflowSweepCallback(tune.Callback):
         record = CheckpointRecord.of(checkpoint)
         if record is not None:
             self._start(trial)
-            self._send("tag", trial.trial_id, key=names.TAG_CKPT_STEP, value=str(record.step))
+            self._send(Op.TAG, trial.trial_id, key=names.TAG_CKPT_STEP, value=str(record.step))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        self._send("tag", trial.trial_id, key=names.TAG_FAILURES, value=str(trial.num_failures))
+        self._send(Op.TAG, trial.trial_id, key=names.TAG_FAILURES, value=str(trial.num_failures))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
-        self._send("tag", trial.trial_id, key=names.TAG_ERROR, value=error_text(trial)[-4000:])
-        self._send("end", trial.trial_id, status=names.FAILED)
+        self._send(Op.TAG, trial.trial_id, key=names.TAG_ERROR, value=error_text(trial)[-4000:])
+        self._send(Op.END, trial.trial_id, status=names.FAILED)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._start(trial)
         record = CheckpointRecord.of(trial.checkpoint)
         if record is not None and record.final:
-            self._send("files", trial.trial_id, checkpoint=checkpoint_uri(trial.checkpoint))
-        self._send("end", trial.trial_id, status=names.FINISHED)
+            self._send(Op.FILES, trial.trial_id, checkpoint=checkpoint_uri(trial.checkpoint))
+        self._send(Op.END, trial.trial_id, status=names.FINISHED)
 
 
 def checkpoint_uri(ckpt) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from amm_core import settings
 from amm_core.errors import ConfigError
-from sweeps.folder import SweepFolder
+from sweeps.store.folder import SweepFolder
 
 HEARTBEAT_S = 30.0
 

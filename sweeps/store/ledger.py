@@ -3,7 +3,7 @@ trials it finished and the grid cells still missing. `amm sweep run` of a name t
 holds (an imported sweep, a sweep whose folder was lost) runs only the missing cells, under the
 same parent; `amm sweep status` of such a name prints the ledger.
 
-A trial's identity is (config hash, seed) within its sweep (sweeps/portable.py).
+A trial's identity is (config hash, seed) within its sweep (sweeps/store/portable.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amm_core import names
-from sweeps import portable, tracking
-from sweeps.spec import SweepSpec
+from sweeps.planning.spec import SweepSpec
+from sweeps.store import portable, tracking
 
 
 @dataclass(frozen=True)

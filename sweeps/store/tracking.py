@@ -1,7 +1,7 @@
 """MLflow tracking for sweeps: one parent run per sweep, one nested child run per trial.
 
 Only the sweep driver writes to the tracking store (a SQLite store is single-writer): trials
-report to Tune, and the driver's Tune callback (sweeps/callback.py) calls these functions.
+report to Tune, and the driver's Tune callback (sweeps/driver/callback.py) calls these functions.
 Child runs carry the tags `amm.sweep` and `amm.trial_id`, so a resumed sweep finds and reuses
 them instead of creating duplicates. Every run ends FINISHED, FAILED or KILLED: the driver's
 callback ends its own runs by run id when the sweep ends (`MlflowSweepCallback.close`).
@@ -59,7 +59,7 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
 
 def short_retries() -> None:
     """The driver's MLflow client: a few quick retries per request (not MLflow's default of
-    minutes), so an outage reaches the outbox (sweeps/outbox.py) instead of stalling Tune."""
+    minutes), so an outage reaches the outbox (sweeps/store/outbox.py) instead of stalling Tune."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

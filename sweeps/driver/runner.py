@@ -1,6 +1,6 @@
-"""Run and resume sweeps: the sweep folder (sweeps/folder.py), the lock, the MLflow parent run,
-the Tuner (sweeps/tuner.py) and its fit. Everything that can be checked is checked before Ray
-starts or anything is written, and a bad input raises `ConfigError` (exit 2).
+"""Run and resume sweeps: the sweep folder (sweeps/store/folder.py), the lock, the MLflow parent
+run, the Tuner (sweeps/driver/tuner.py) and its fit. Everything that can be checked is checked
+before Ray starts or anything is written, and a bad input raises `ConfigError` (exit 2).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 from amm_core import names
 from amm_core.errors import ConfigError, TrackingOutage
 from amm_core.shell import amm
-from sweeps import ledger, locations, reconcile, reuse, stopping, tracking, tuner
-from sweeps import lock as sweep_lock
-from sweeps.folder import NAME_RE, SweepFolder, SweepMeta
-from sweeps.spec import SweepSpec, load_spec
-from sweeps.status import trial_states
+from sweeps.driver import stopping, tuner
+from sweeps.planning.spec import SweepSpec, load_spec
+from sweeps.store import ledger, locations, reconcile, reuse, tracking
+from sweeps.store import lock as sweep_lock
+from sweeps.store.folder import NAME_RE, SweepFolder, SweepMeta
+from sweeps.store.status import trial_states
 
 
 def _data_root(configured: str | None, download: bool) -> str:
@@ -34,7 +35,7 @@ def _data_root(configured: str | None, download: bool) -> str:
 
 def _fit(t, folder: SweepFolder, cb) -> int:
     """Run the Tuner `t` (None: stopped while it was built); end the MLflow runs whatever happens;
-    0 ok, 1 failed trials, 130 stopped (a signal: sweeps/stopping.py)."""
+    0 ok, 1 failed trials, 130 stopped (a signal: sweeps/driver/stopping.py)."""
     status = names.FAILED
     try:
         stopping.check()  # a stop asked for while the driver set up: Tune never starts
@@ -66,7 +67,7 @@ def _open_parent(
 ) -> tuple[str, str]:
     """The sweep's parent run -> (experiment id, run id): the store's, RUNNING again, when it
     holds the sweep (imported, or its folder lost), else a new one."""
-    from sweeps import parent
+    from sweeps.store import parent
 
     if known is not None:
         ledger.reopen(uri, known, len(spec.seeds))
@@ -101,7 +102,7 @@ def _copy_reused(
     todo: list[dict[str, Any]],
     found: dict[int, Any],
 ) -> None:
-    """Copy the finished trials of other sweeps that `--reuse` found (sweeps/reuse.py)."""
+    """Copy the finished trials of other sweeps that `--reuse` found (sweeps/store/reuse.py)."""
     for i, donor in found.items():
         reuse.copy(uri, exp_id, parent_id, name, todo[i], donor)
     came = sorted({d.data.tags.get(names.TAG_SWEEP, "?") for d in found.values()})
@@ -113,7 +114,7 @@ def _copy_reused(
 
 def _summarize_parent(meta: SweepMeta) -> None:
     """Best and mean objective on the parent run; a tracking hiccup must not fail the sweep."""
-    from sweeps import parent
+    from sweeps.store import parent
 
     try:
         parent.summarize(meta.tracking_uri, meta.experiment_id, meta.name, meta.parent_run_id)
@@ -134,7 +135,7 @@ def _callbacks(
     """The MLflow callback, and the short console unless Ray's own output is asked for; a
     resumed sweep's console counts the trials that finished before. `cells`: the grid cells
     this run trains (default: all), `note` what the store already held (the plan's second line)."""
-    from sweeps import console
+    from sweeps.driver import console
 
     if note:
         print(f"sweep {name}: {note}")
@@ -159,7 +160,7 @@ def run(
 ) -> tuple[str, int]:
     """Start a new sweep -> (its name, exit code). Checks everything before anything starts.
     `reuse_finished`: cells with a finished trial of another sweep in the store are copied, not
-    trained (sweeps/reuse.py)."""
+    trained (sweeps/store/reuse.py)."""
     spec = load_spec(spec_path, overrides)
     name = name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_RE.match(name):
@@ -184,8 +185,8 @@ def _run_locked(
     verbose: bool,
     reuse_finished: bool = False,
 ) -> int:
-    from sweeps import parent
-    from sweeps.callback import MlflowSweepCallback
+    from sweeps.driver.callback import MlflowSweepCallback
+    from sweeps.store import parent
 
     name = folder.name
     stopping.check()
@@ -287,7 +288,7 @@ def resume(
 def _resume_locked(
     folder: SweepFolder, address: str | None, tracking_uri: str | None, verbose: bool
 ) -> int:
-    from sweeps.callback import MlflowSweepCallback
+    from sweeps.driver.callback import MlflowSweepCallback
 
     name, meta = folder.name, folder.meta
     state = reconcile.tune_state(folder)
@@ -350,7 +351,7 @@ def load_spec_from_meta(meta: SweepMeta) -> SweepSpec:
     """The spec as it was when the sweep started (the file may have changed since)."""
     import yaml
 
-    from sweeps.spec import parse_spec
+    from sweeps.planning.spec import parse_spec
 
     data = yaml.safe_load(meta.spec_text)
     data.pop("overrides", None)

@@ -1,6 +1,7 @@
 """Where things are: one place for the data root, sweep storage and tracking store (for the
-`amm` commands and the sweep runner; `amm_core.run.train.run` reads only data.data_dir and
-$AMM_DATA_DIR: `amm train` fills data.data_dir in from here).
+`amm` commands and the sweep runner; the data root's order itself is
+`amm_core.settings.data_root`, which a run uses without amm.toml: `amm train` fills
+data.data_dir in from here).
 
 Order, for each: the command's flag, then its environment variable, then what the sweep index
 says about that sweep (for commands given a sweep name), then the project file `amm.toml`, then
@@ -29,8 +30,8 @@ from amm_core import settings
 from amm_core.errors import ConfigError
 from amm_core.fs import write_atomic
 from amm_core.loader import build, within
-from sweeps.folder import is_remote
-from sweeps.tracking import resolve_tracking_uri
+from sweeps.store.folder import is_remote
+from sweeps.store.tracking import resolve_tracking_uri
 
 PROJECT_FILE = "amm.toml"
 INDEX = "runs/sweep_index.json"
@@ -82,8 +83,7 @@ def setting(key: str) -> str:
 def resolve_data_root(flag: str | None, cfg_dir: str = "") -> Path:
     """--data-dir, else cfg.data.data_dir, else $AMM_DATA_DIR, else amm.toml's data_dir, else
     ./data (made absolute)."""
-    d = flag or cfg_dir or settings.data_dir() or setting("data_dir") or "data"
-    return Path(d).expanduser().absolute()
+    return settings.data_root(flag or cfg_dir, lambda: setting("data_dir"))
 
 
 def _index_path() -> Path:

@@ -10,10 +10,10 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from amm_core import names
+from amm_core import names, settings
 from amm_core.errors import ConfigError
-from sweeps.folder import SweepFolder
-from sweeps.spec import SweepSpec, run_name
+from sweeps.planning.spec import SweepSpec, run_name
+from sweeps.store.folder import SweepFolder
 
 # The Ray versions (from, to excluded) whose private Tuner internals `restore` uses; pyproject.toml
 # pins `ray` to the same range.
@@ -34,19 +34,19 @@ def ray_init(address: str | None, verbose: bool = True) -> None:
     try:
         if address:
             ray.init(address=address, **{"log_to_driver": True, **kw})
-        elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`
+        elif settings.ray_address():  # inside `ray job submit`
             ray.init(**kw)
         else:  # a fresh local Ray, never a stale /tmp/ray/ray_current_cluster
             with _own_process_group():
                 ray.init(address="local", include_dashboard=False, **kw)
-                from sweeps import reaper, stopping
+                from sweeps.driver import reaper, stopping
 
                 reaper.watch()  # a driver killed with SIGKILL leaves no Ray process behind
 
                 stopping.rearm()  # before a SIGTERM held back while Ray started is delivered
     except ConnectionError as e:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-    from sweeps import stopping
+    from sweeps.driver import stopping
 
     stopping.rearm()  # ray.init replaced the driver's SIGTERM handler
 
@@ -82,7 +82,7 @@ def shutdown() -> None:
     if _STARTED:
         import ray
 
-        from sweeps import reaper
+        from sweeps.driver import reaper
 
         _STARTED.clear()
         try:
@@ -102,7 +102,7 @@ def check_cluster(spec: SweepSpec) -> None:
             hint = ""
             if key == "GPU":
                 from amm_core.shell import amm
-                from sweeps.spec import cpu_route, spec_arg
+                from sweeps.planning.spec import cpu_route, spec_arg
 
                 hint = f"; to run it on CPUs: {amm()} sweep run {spec_arg(spec)} {cpu_route(spec)}"
             raise ConfigError(
@@ -128,7 +128,7 @@ def check_ray_version() -> None:
 def trainable(spec: SweepSpec, folder: SweepFolder):
     from ray import tune
 
-    from sweeps.trainable import train_trial
+    from sweeps.driver.trainable import train_trial
 
     fn = tune.with_parameters(
         train_trial,

@@ -19,13 +19,15 @@ killed the driver without clean-up ("User defined signal 1").
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Iterator
 
+from amm_core import settings
+from amm_core.signals import StopOnSignal
+
 SETUP, TUNE, CLEANUP = "setup", "tune", "cleanup"
-_state: dict = {"phase": SETUP, "signals": 0, "stop": "", "sent": False, "armed": False}
+_state: dict = {"phase": SETUP, "stop": "", "sent": False, "handler": None}
 
 
 def phase(name: str) -> None:
@@ -55,14 +57,15 @@ def _tune_handles_sigusr1() -> bool:
     return callable(signal.getsignal(signal.SIGUSR1))
 
 
-def _on_signal(signum: int, frame) -> None:
-    name = signal.Signals(signum).name
+def _hold(name: str) -> bool:
+    """A signal during the clean-up is noted and waits: it neither counts nor interrupts."""
     if _state["phase"] == CLEANUP:
         _say(f"amm: {name}: finishing the clean-up first (MLflow runs, the sweep's lock)")
-        return
-    _state["signals"] += 1
-    if _state["signals"] > 1:
-        raise KeyboardInterrupt
+        return True
+    return False
+
+
+def _first(name: str) -> None:
     what = "Ray Tune saves its state" if _state["phase"] == TUNE else "before Ray Tune starts"
     _say(f"amm: {name}: stopping the sweep ({what}); send it again to stop at once")
     request(name)
@@ -75,26 +78,18 @@ def _say(line: str) -> None:
 def rearm() -> None:
     """Install the handlers again: Ray's core worker, started by ray.init, puts its own
     SIGTERM handler in place (it aborts the driver), behind Python's back."""
-    if _state["armed"]:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, _on_signal)
+    if _state["handler"] is not None:
+        _state["handler"].rearm()
 
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-    """SIGINT and SIGTERM stop the driver gracefully inside; the old handlers come back after."""
-    tune_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    _state.update(phase=SETUP, signals=0, stop="", sent=False, armed=True)
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    rearm()
+    """SIGINT and SIGTERM stop the driver gracefully inside (`amm_core.signals.StopOnSignal`,
+    with the phases above); the old handlers come back after."""
+    handler = StopOnSignal(_first, _hold)
+    _state.update(phase=SETUP, stop="", sent=False, handler=handler)
     try:
-        yield
+        with handler, settings.env_set("TUNE_DISABLE_SIGINT_HANDLER", "1"):
+            yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        _state.update(phase=SETUP, signals=0, stop="", sent=False, armed=False)
-        if tune_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_env
+        _state.update(phase=SETUP, stop="", sent=False, handler=None)

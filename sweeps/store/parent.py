@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 from amm_core import names
-from sweeps import tracking
+from sweeps.store import tracking
 
 
 def describe(uri: str, run_id: str, spec: Any, name: str) -> None:

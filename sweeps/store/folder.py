@@ -1,8 +1,8 @@
 """A sweep's folder `<storage>/<name>/`, on a local path or a pyarrow URI (s3://, gs://, ...),
 told apart here only, once (`SweepFolder.remote`). It holds Ray Tune's experiment (tuner.pkl,
 trial folders, checkpoints: `CheckpointRecord`), `amm_sweep.json` (`SweepMeta`), and on local
-storage `amm_runs.json` (trial id -> MLflow run id) and the outbox (sweeps/outbox.py); the lock
-(sweeps/lock.py) is `<storage>/<name>.lock`.
+storage `amm_runs.json` (trial id -> MLflow run id) and the outbox (sweeps/store/outbox.py);
+the lock (sweeps/store/lock.py) is `<storage>/<name>.lock`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from amm_core import names, settings
 from amm_core.errors import ConfigError
 from amm_core.fs import check_out_dir, write_atomic
 from amm_core.loader import build, within
-from sweeps.outbox import OUTBOX_FILE
+from sweeps.store.outbox import OUTBOX_FILE
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
