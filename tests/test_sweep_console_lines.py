@@ -97,3 +97,23 @@ def test_table_format_choices(fmt):
 
     args = build_parser().parse_args(["table", "x", *(["--format", fmt] if fmt != "text" else [])])
     assert args.format == fmt
+
+
+def test_quiet_console_drops_rays_note_of_a_dead_worker(capsys):
+    """The raylet's note that a worker died (printed by Ray's error-message thread) is dropped;
+    the console's own line says it. Other notes pass."""
+    from ray._private import worker
+
+    from sweeps.driver.console import quiet_logs
+
+    before = worker.print_to_stdstream
+    try:
+        quiet_logs()
+        quiet_logs()  # twice: one filter
+        note = "A worker died or was killed while executing a task by an unexpected system error."
+        worker.print_to_stdstream({"lines": [note], "pid": "raylet", "is_err": False}, False)
+        worker.print_to_stdstream({"lines": ["kept note"], "pid": "raylet", "is_err": False}, False)
+        out = capsys.readouterr().out
+        assert "died or was killed" not in out and "kept note" in out, out
+    finally:
+        worker.print_to_stdstream = before

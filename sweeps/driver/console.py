@@ -44,6 +44,27 @@ def quiet_logs() -> None:
     # a failed trial task is Tune's traceback at ERROR level; the console says it in one line
     # (SweepConsole.on_trial_recover / on_trial_error), the trial's error file keeps it whole
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(_NoTaskTracebacks())
+    _drop_worker_death_notes()
+
+
+def _drop_worker_death_notes() -> None:
+    """The raylet's note that a worker died reaches the driver's stdout through Ray's
+    error-message thread (`ray._private.worker.print_to_stdstream`, Ray's private API, pinned by
+    `tuner.check_ray_version`); the console says it in one line (`on_trial_recover`)."""
+    from ray._private import worker
+
+    say = worker.print_to_stdstream
+    if getattr(say, "amm_quiet", False):
+        return
+
+    def quiet(data: dict, ignore_prefix: bool) -> None:
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and any("died or was killed" in str(x) for x in lines):
+            return
+        say(data, ignore_prefix)
+
+    quiet.amm_quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = quiet
 
 
 class _NoTaskTracebacks(logging.Filter):
