@@ -101,7 +101,7 @@ cleanup() {
     kill "${NS_PID[$host]}" 2>/dev/null
   done
   [ "$pg_up" = 1 ] && ip netns exec "$NS_HEAD" runuser -u postgres -- \
-    "$PG_BIN/pg_ctl" -D "$RUN/pg" -m fast -w stop >/dev/null
+    "$PG_BIN/pg_ctl" -D "$RUN/postgres/data" -m fast -w stop >/dev/null
   ip netns del "$NS_HEAD" 2>/dev/null
   ip netns del "$NS_WORKER" 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null
@@ -154,6 +154,7 @@ step "sshd on each host: a key made for this run, root login by key only"
 ssh-keygen -q -t ed25519 -N '' -C "amm cluster test" -f "$KEY"
 ssh-keygen -q -t ed25519 -N '' -f "$RUN/host_key"
 mkdir -p /run/sshd
+PY_UNDER_ROOT="$(readlink -f "$VENV/bin/python" | sed -n 's|^/root/\([^/]*\)/.*|\1|p')"
 for pair in "$NS_HEAD:$HEAD:head" "$NS_WORKER:$WORKER:worker"; do
   IFS=: read -r ns addr host <<<"$pair"
   mkdir -p "$RUN/$host/tmp" "$RUN/$host/home/.ssh"
@@ -170,10 +171,17 @@ StrictModes no
 PidFile none
 MaxStartups 100:30:200
 EOF
-  # its own PID namespace, /tmp and /root; sshd is its first process
+  # its own PID namespace, /tmp and /root (where the interpreter lives under /root, as with
+  # pyenv, that folder is bound into the new home); sshd is its first process
+  mounts="mount --bind '$RUN/$host/tmp' /tmp"
+  if [ -n "$PY_UNDER_ROOT" ]; then
+    mkdir -p "$RUN/$host/home/$PY_UNDER_ROOT"
+    mounts="$mounts && mount --bind '/root/$PY_UNDER_ROOT' '$RUN/$host/home/$PY_UNDER_ROOT'"
+  fi
+  mounts="$mounts && mount --rbind '$RUN/$host/home' /root"
   setsid ip netns exec "$ns" unshare --pid --fork --mount-proc --propagation private \
-    bash -c "mount --bind '$RUN/$host/tmp' /tmp && mount --bind '$RUN/$host/home' /root \
-      && exec /usr/sbin/sshd -D -e -f '$RUN/$host/sshd_config'" >"$RUN/$host/sshd.log" 2>&1 &
+    bash -c "$mounts && exec /usr/sbin/sshd -D -e -f '$RUN/$host/sshd_config'" \
+    >"$RUN/$host/sshd.log" 2>&1 &
   NS_PID[$host]=$!
 done
 for addr in "$HEAD" "$WORKER"; do
@@ -184,18 +192,24 @@ done
 
 # --- MLflow's PostgreSQL on the head --------------------------------------------------------
 step "PostgreSQL on $HEAD:5432 ($PG_BIN), database mlflow for this run"
-mkdir -p "$RUN/pg" "$RUN/pgsock" "$SHARED"
-chown postgres "$RUN/pg" "$RUN/pgsock"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$RUN/pg" -U postgres --auth=trust >"$RUN/initdb.log" \
+PG="$RUN/postgres" # data folder, socket and log, owned by the postgres user
+mkdir -p "$PG" "$SHARED"
+chown postgres "$PG"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$PG/data" -U postgres --auth=trust >"$RUN/initdb.log" \
   || fail "initdb (log: $RUN/initdb.log)"
-echo "host all mlflow $NET.0/24 scram-sha-256" >>"$RUN/pg/pg_hba.conf"
-ip netns exec "$NS_HEAD" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN/pg" -l "$RUN/pg.log" -w \
-  -o "-c listen_addresses=$HEAD -c port=5432 -c unix_socket_directories=$RUN/pgsock" start \
-  >/dev/null || fail "PostgreSQL did not start (log: $RUN/pg.log)"
+echo "host all mlflow $NET.0/24 scram-sha-256" >>"$PG/data/pg_hba.conf"
+ip netns exec "$NS_HEAD" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG/data" -l "$PG/server.log" \
+  -w -o "-c listen_addresses=$HEAD -c port=5432 -c unix_socket_directories=$PG" start \
+  >/dev/null || fail "PostgreSQL did not start (log: $PG/server.log)"
 pg_up=1
-psql_() { runuser -u postgres -- psql -q -h "$RUN/pgsock" -U postgres -v ON_ERROR_STOP=1 "$@"; }
+psql_() { runuser -u postgres -- psql -q -h "$PG" -U postgres -v ON_ERROR_STOP=1 "$@"; }
 psql_ -c "CREATE ROLE mlflow LOGIN PASSWORD 'mlflow'" -c "CREATE DATABASE mlflow OWNER mlflow"
 echo "   $(ip netns exec "$NS_HEAD" "$PG_BIN/pg_isready" -h "$HEAD" -p 5432)"
+
+# The test hosts have no route out: MLflow's PostgreSQL driver goes into the shared environment
+# from here (the config's head_setup_commands would fetch it on a head with network access).
+"$VENV/bin/python" -c "import psycopg2" 2>/dev/null \
+  || "$VENV/bin/python" -m pip install -q "psycopg2-binary==2.9.13" || fail "pip install psycopg2-binary"
 
 # --- ray up -----------------------------------------------------------------------------------
 step "ray up -y on $CONFIG_SRC (head $HEAD, worker $WORKER, user root, this run's key)"
@@ -218,7 +232,9 @@ c["cluster_name"] = "$CLUSTER"
 c["auth"] = {"ssh_user": "root", "ssh_private_key": "$KEY"}
 yaml.safe_dump(c, open(sys.argv[2], "w"), sort_keys=False)
 EOF
-ray up -y --no-config-cache "$CONFIG" >"$RUN/ray-up.log" 2>&1 || {
+# The v2 autoscaler (Ray's default since 2.50) marks the head of a `local` provider cluster
+# terminated and never starts its workers (seen with Ray 2.60): the v1 autoscaler does.
+RAY_UP_enable_autoscaler_v2=0 ray up -y --no-config-cache "$CONFIG" >"$RUN/ray-up.log" 2>&1 || {
   tail -n 60 "$RUN/ray-up.log"
   fail "ray up (log: $RUN/ray-up.log)"
 }

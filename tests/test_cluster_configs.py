@@ -157,7 +157,7 @@ def test_local_venv_yaml_validates_and_is_what_the_cluster_test_brings_up(monkey
     assert option(ray_head, "--dashboard-host") == head_ip
     assert option(server, "--host") == head_ip and option(server, "--port") == "5000"
     store = urlparse(option(server, "--backend-store-uri"))
-    assert store.scheme == "postgresql" and store.hostname == head_ip
+    assert store.scheme == "postgresql+psycopg2" and store.hostname == head_ip
     assert option(server, "--artifacts-destination").startswith("/mnt/shared/")
     setup = " ".join(config["setup_commands"])
     assert f"{SHARED_CHECKOUT}/.venv/bin/activate" in setup and "AMM_DATA_DIR=" in setup
