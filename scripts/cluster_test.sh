@@ -121,7 +121,8 @@ trap 'exit 130' INT TERM
 logged() { # logged LOG CMD...: CMD's output shown and kept in LOG; CMD's exit status
   local log="$1"
   shift
-  ("$@" 2>&1; echo $? >"$log.rc") | tee "$log"
+  ("$@" 2>&1; echo $? >"$log.rc") | tee "$log" \
+    | grep -vE "VV?INFO|Loaded cached|no-config-cache|Fetched IP|Permanently added|^$" || true
   return "$(cat "$log.rc")"
 }
 
@@ -260,9 +261,9 @@ SPEC="$REPO/sweeps/smoke.yaml"
 TRIALS=4 # sweeps/smoke.yaml: 2 values x 2 seeds
 common=(--storage "$STORAGE" --tracking-uri "http://$HEAD:5000")
 
-step "ray submit $CONFIG_SRC amm_cli/main.py -- sweep run sweeps/smoke.yaml --name cluster-submit"
+step "ray submit $CONFIG_SRC amm_cli/main.py -- sweep run sweeps/smoke.yaml --address auto ..."
 logged "$RUN/submit.log" ray submit "$CONFIG" amm_cli/main.py -- sweep run "$SPEC" \
-  --name cluster-submit "${common[@]}" || fail "ray submit (log: $RUN/submit.log)"
+  --address auto --name cluster-submit "${common[@]}" || fail "ray submit (log: $RUN/submit.log)"
 python scripts/cluster_check.py nodes "$STORAGE" cluster-submit "$HEAD" "$WORKER" \
   || fail "trials of cluster-submit did not run on both hosts"
 
