@@ -27,7 +27,7 @@ DOCS = (REPO / "docs" / "cluster.md").read_text()
 COMPOSE = (REPO / "docker" / "compose.yaml").read_text()
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 IMAGE = yaml.safe_load(COMPOSE)["x-amm"]["image"]
-RAY_VERSION = re.search(r"^FROM rayproject/ray:([\d.]+)-", DOCKERFILE, re.M).group(1)
+RAY_VERSION = re.search(r"^ARG BASE_IMAGE=rayproject/ray:([\d.]+)-", DOCKERFILE, re.M).group(1)
 IMAGE_WORKDIR = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.M).group(1)
 IMAGE_DATA_DIR = re.search(r"AMM_DATA_DIR=(\S+)", DOCKERFILE).group(1)
 # local-venv.yaml's checkout on the shared filesystem (the commands name specs in it)
