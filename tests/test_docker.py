@@ -132,7 +132,11 @@ def test_compose_environment_is_read_by_the_code_and_points_at_the_services():
 
     pg = SERVICES["postgres"]["environment"]
     store = urlparse(default(option(mlflow, "--backend-store-uri")))
-    assert (store.scheme, store.hostname, store.username) == ("postgresql+psycopg2", "postgres", "mlflow")
+    assert (store.scheme, store.hostname, store.username) == (
+        "postgresql+psycopg2",
+        "postgres",
+        "mlflow",
+    )
     assert store.username == pg["POSTGRES_USER"] and store.path == "/" + pg["POSTGRES_DB"]
     assert store.password == default(pg["POSTGRES_PASSWORD"])
     assert option(mlflow, "--artifacts-destination").startswith("/mlflow/")
