@@ -122,7 +122,7 @@ logged() { # logged LOG CMD...: CMD's output shown and kept in LOG; CMD's exit s
   local log="$1"
   shift
   ("$@" 2>&1; echo $? >"$log.rc") | tee "$log" \
-    | grep -vE "VV?INFO|Loaded cached|no-config-cache|Fetched IP|Permanently added|^$" || true
+    | grep --line-buffered -vE "VV?INFO|Loaded cached|no-config-cache|Fetched IP|Permanently added|^$" || true
   return "$(cat "$log.rc")"
 }
 
@@ -258,18 +258,18 @@ echo "   MLflow at http://$HEAD:5000 (PostgreSQL store), Ray job API at http://$
 
 # --- sweeps -----------------------------------------------------------------------------------
 SPEC="$REPO/sweeps/smoke.yaml"
-TRIALS=4 # sweeps/smoke.yaml: 2 values x 2 seeds
+TRIALS=4 # sweeps/smoke.yaml: 2 values x 2 seeds; fewer steps than its 150 (2 cores serve both hosts)
 common=(--storage "$STORAGE" --tracking-uri "http://$HEAD:5000")
 
 step "ray submit $CONFIG_SRC amm_cli/main.py -- sweep run sweeps/smoke.yaml --address auto ..."
 logged "$RUN/submit.log" ray submit "$CONFIG" amm_cli/main.py -- sweep run "$SPEC" \
-  --address auto --name cluster-submit "${common[@]}" || fail "ray submit (log: $RUN/submit.log)"
+  --address auto --name cluster-submit --set train.steps=100 "${common[@]}" || fail "ray submit (log: $RUN/submit.log)"
 python scripts/cluster_check.py nodes "$STORAGE" cluster-submit "$HEAD" "$WORKER" \
   || fail "trials of cluster-submit did not run on both hosts"
 
 step "ray job submit --address http://$HEAD:8265 -- amm sweep run ... --name cluster-job"
 logged "$RUN/job.log" ray job submit --address "http://$HEAD:8265" -- \
-  amm sweep run "$SPEC" --name cluster-job "${common[@]}" || fail "ray job submit (log: $RUN/job.log)"
+  amm sweep run "$SPEC" --name cluster-job --set train.steps=100 "${common[@]}" || fail "ray job submit (log: $RUN/job.log)"
 python scripts/cluster_check.py nodes "$STORAGE" cluster-job "$HEAD" "$WORKER" \
   || fail "trials of cluster-job did not run on both hosts"
 
@@ -283,9 +283,9 @@ for name in cluster-submit cluster-job; do
 done
 
 # --- a node lost ------------------------------------------------------------------------------
-step "a node lost: sweep cluster-lost (600 steps a trial) through the job API, worker killed mid-trial"
+step "a node lost: sweep cluster-lost (250 steps a trial) through the job API, worker killed mid-trial"
 ray job submit --no-wait --submission-id cluster-lost --address "http://$HEAD:8265" -- \
-  amm sweep run "$SPEC" --name cluster-lost --set train.steps=600 "${common[@]}" \
+  amm sweep run "$SPEC" --name cluster-lost --set train.steps=250 "${common[@]}" \
   >"$RUN/lost-submit.log" 2>&1 || fail "ray job submit (cluster-lost)"
 python scripts/cluster_check.py wait-checkpoint "$STORAGE" cluster-lost "$WORKER" 600 \
   || fail "no trial checkpointed on the worker"
