@@ -95,8 +95,10 @@ def test_compose_services_ports_and_volumes():
     # Multi-node needs shared storage: head and worker mount the same data and runs.
     assert mounts["ray-head"] == mounts["ray-worker"] == {"/data": "../data", "/runs": "runs"}
     assert mounts["mlflow"] == {"/mlflow": "mlartifacts"}
-    # The image creates those mount points owned by its non-root user.
-    assert "mkdir -p /data /runs /mlflow && chown ray:users /data /runs /mlflow" in DOCKERFILE
+    # The image creates those mount points, and the project folder, owned by its non-root user.
+    run = re.sub(r"\\\n\s*", "", DOCKERFILE)
+    made = "/data /runs /mlflow /home/ray/amm-sweeps"
+    assert f"mkdir -p {made} && chown ray:users {made}" in run
 
     gpu = yaml.safe_load((REPO / "docker" / "compose.gpu.yaml").read_text())["services"]
     assert set(gpu) <= set(SERVICES)
