@@ -249,7 +249,7 @@ for _ in $(seq 90); do
 done
 echo "   alive Ray nodes: $alive"
 [[ "$alive" == *"$HEAD"* && "$alive" == *"$WORKER"* ]] || fail "both nodes did not join"
-for _ in $(seq 60); do
+for _ in $(seq 150); do # MLflow creates its tables first (minutes on a loaded machine)
   curl -fsS "http://$HEAD:5000/health" >/dev/null 2>&1 && break
   sleep 2
 done
