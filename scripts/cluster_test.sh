@@ -296,8 +296,9 @@ unset "NS_PID[worker]"
 ip netns exec "$NS_WORKER" ip link set eth0 down # and its link cut: the host is gone
 echo "   waiting for the sweep (Tune restarts the lost trial on the head from its checkpoint)"
 for _ in $(seq 600); do
+  # it ends with "Job 'cluster-lost' succeeded" (or failed, stopped)
   status="$(ray job status --address "http://$HEAD:8265" cluster-lost 2>/dev/null \
-    | grep -oE "SUCCEEDED|FAILED|STOPPED" | tail -n 1 || true)"
+    | grep -oiE "succeeded|failed|stopped" | tail -n 1 | tr a-z A-Z || true)"
   [[ "$status" == *SUCCEEDED* || "$status" == *FAILED* || "$status" == *STOPPED* ]] && break
   sleep 3
 done
@@ -319,6 +320,6 @@ timeout 300 ray down -y "$CONFIG" >"$RUN/ray-down.log" 2>&1 || {
 }
 cluster_up=0
 tail -n 3 "$RUN/ray-down.log"
-left="$(on "$HEAD" "pgrep -fa 'raylet|gcs_server' || true")"
+left="$(on "$HEAD" "pgrep -l -x 'raylet|gcs_server' || true")" # -x: names, not this command line
 [ -z "$left" ] || fail "Ray still runs on the head after ray down: $left"
 echo "   no Ray process left on the head"
