@@ -320,6 +320,7 @@ timeout 300 ray down -y "$CONFIG" >"$RUN/ray-down.log" 2>&1 || {
 }
 cluster_up=0
 tail -n 3 "$RUN/ray-down.log"
-left="$(on "$HEAD" "pgrep -l -x 'raylet|gcs_server' || true")" # -x: names, not this command line
+# by process name (-x; pgrep -f would match this command's own shell); names of <= 15 characters
+left="$(on "$HEAD" "pgrep -l -x raylet; pgrep -l -x gcs_server; true")"
 [ -z "$left" ] || fail "Ray still runs on the head after ray down: $left"
 echo "   no Ray process left on the head"
