@@ -136,7 +136,10 @@ step "network: $NS_HEAD ($HEAD) and $NS_WORKER ($WORKER) on bridge $BRIDGE ($GAT
 for ns in "$NS_HEAD" "$NS_WORKER"; do # left over from an interrupted run of this script
   ip netns del "$ns" 2>/dev/null || true
 done
-ip link del "$BRIDGE" 2>/dev/null || true
+for link in "$BRIDGE" amm-ct-h amm-ct-w; do
+  ip link del "$link" 2>/dev/null || true
+done
+trap 'echo "cluster test: FAILED: line $LINENO: $BASH_COMMAND" >&2' ERR
 ip link add "$BRIDGE" type bridge
 ip addr add "$GATE/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
