@@ -105,6 +105,8 @@ cleanup() {
   ip netns del "$NS_HEAD" 2>/dev/null
   ip netns del "$NS_WORKER" 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null
+  ip link del amm-ct-h 2>/dev/null # the kernel may free a deleted namespace's links only later
+  ip link del amm-ct-w 2>/dev/null
   rm -f "/tmp/ray/cluster-$CLUSTER.state" "/tmp/ray/cluster-$CLUSTER.lock"
   echo "-- namespaces, bridge, sshd, Ray, MLflow and PostgreSQL of this run stopped and removed"
   if [ "$rc" -ne 0 ] || [ "${AMM_CLUSTER_KEEP:-0}" = 1 ]; then
