@@ -27,9 +27,11 @@ DOCS = (REPO / "docs" / "cluster.md").read_text()
 COMPOSE = (REPO / "docker" / "compose.yaml").read_text()
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 IMAGE = yaml.safe_load(COMPOSE)["x-amm"]["image"]
-RAY_VERSION = re.search(r"^FROM rayproject/ray:([\d.]+)-", DOCKERFILE, re.M).group(1)
+RAY_VERSION = re.search(r"^ARG BASE_IMAGE=rayproject/ray:([\d.]+)-", DOCKERFILE, re.M).group(1)
 IMAGE_WORKDIR = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.M).group(1)
 IMAGE_DATA_DIR = re.search(r"AMM_DATA_DIR=(\S+)", DOCKERFILE).group(1)
+# local-venv.yaml's checkout on the shared filesystem (the commands name specs in it)
+SHARED_CHECKOUT = "/mnt/shared/amm-sweeps"
 
 
 def bootstrap(config: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
@@ -74,7 +76,7 @@ def parse_amm(argv: list[str]):
     args = build_parser().parse_args(argv)
     spec = getattr(args, "spec", None)
     if spec and not spec.startswith("$"):
-        spec = spec.removeprefix(IMAGE_WORKDIR + "/")
+        spec = spec.removeprefix(IMAGE_WORKDIR + "/").removeprefix(SHARED_CHECKOUT + "/")
         assert (REPO / spec).is_file(), f"amm {shlex.join(argv)}: no such spec {spec}"
     return args
 
@@ -137,6 +139,33 @@ def test_launcher_yaml_starts_mlflow_and_the_dashboard_on_loopback_only(path):
     workers = shell_commands(config, "worker_start_ray_commands")
     (worker,) = [t for t in workers if t[:2] == ["ray", "start"]]
     assert option(worker, "--address") == "$RAY_HEAD_IP:" + option(ray_head, "--port")
+
+
+def test_local_venv_yaml_validates_and_is_what_the_cluster_test_brings_up(monkeypatch):
+    """The Docker-less on-premise config: Ray's validation, MLflow on PostgreSQL on the head,
+    Ray and MLflow on the head's own address (the machines reach both), the worker joining at
+    its address towards the head. scripts/cluster_test.sh brings it up for real."""
+    path = CLUSTER / "local-venv.yaml"
+    config = yaml.safe_load(path.read_text())
+    resolved = bootstrap(config, monkeypatch)
+    assert "docker" not in config and resolved["provider"]["type"] == "local"
+    head_ip = config["provider"]["head_ip"]
+    head = shell_commands(config, "head_start_ray_commands")
+    (ray_head,) = [t for t in head if t[:3] == ["ray", "start", "--head"]]
+    (server,) = [t for t in head if t[:2] == ["mlflow", "server"]]
+    assert option(ray_head, "--node-ip-address") == head_ip
+    assert option(ray_head, "--dashboard-host") == head_ip
+    assert option(server, "--host") == head_ip and option(server, "--port") == "5000"
+    store = urlparse(option(server, "--backend-store-uri"))
+    assert store.scheme == "postgresql+psycopg2" and store.hostname == head_ip
+    assert option(server, "--artifacts-destination").startswith("/mnt/shared/")
+    setup = " ".join(config["setup_commands"])
+    assert f"{SHARED_CHECKOUT}/.venv/bin/activate" in setup and "AMM_DATA_DIR=" in setup
+    assert "psycopg2-binary" in " ".join(config["head_setup_commands"])
+    (worker,) = [t for t in shell_commands(config, "worker_start_ray_commands") if t[1] == "start"]
+    assert option(worker, "--address") == "$RAY_HEAD_IP:" + option(ray_head, "--port")
+    script = (REPO / "scripts" / "cluster_test.sh").read_text()
+    assert "sweeps/cluster/local-venv.yaml" in script
 
 
 def test_kuberay_rayjob_is_consistent():

@@ -31,8 +31,9 @@ def default(value: str) -> str:
 def test_image_is_the_ray_and_project_version_that_ci_tests():
     import ray
 
-    m = re.search(r"^FROM rayproject/ray:(\d+\.\d+\.\d+)-py3\d+-gpu$", DOCKERFILE, re.M)
+    m = re.search(r"^ARG BASE_IMAGE=rayproject/ray:(\d+\.\d+\.\d+)-py3\d+-gpu$", DOCKERFILE, re.M)
     assert m, "want a pinned rayproject/ray:<x.y.z>-py3X-gpu base (not ray-ml, not latest)"
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", DOCKERFILE, re.M), "FROM the BASE_IMAGE argument"
     assert m.group(1) == ray.__version__, "image Ray != the Ray that scripts/install.sh gives CI"
     version = PROJECT["version"]
     assert f'org.opencontainers.image.version="{version}"' in DOCKERFILE
@@ -94,8 +95,10 @@ def test_compose_services_ports_and_volumes():
     # Multi-node needs shared storage: head and worker mount the same data and runs.
     assert mounts["ray-head"] == mounts["ray-worker"] == {"/data": "../data", "/runs": "runs"}
     assert mounts["mlflow"] == {"/mlflow": "mlartifacts"}
-    # The image creates those mount points owned by its non-root user.
-    assert "mkdir -p /data /runs /mlflow && chown ray:users /data /runs /mlflow" in DOCKERFILE
+    # The image creates those mount points, and the project folder, owned by its non-root user.
+    run = re.sub(r"\\\n\s*", "", DOCKERFILE)
+    made = "/data /runs /mlflow /home/ray/amm-sweeps"
+    assert f"mkdir -p {made} && chown ray:users {made}" in run
 
     gpu = yaml.safe_load((REPO / "docker" / "compose.gpu.yaml").read_text())["services"]
     assert set(gpu) <= set(SERVICES)
@@ -131,7 +134,11 @@ def test_compose_environment_is_read_by_the_code_and_points_at_the_services():
 
     pg = SERVICES["postgres"]["environment"]
     store = urlparse(default(option(mlflow, "--backend-store-uri")))
-    assert (store.scheme, store.hostname, store.username) == ("postgresql", "postgres", "mlflow")
+    assert (store.scheme, store.hostname, store.username) == (
+        "postgresql+psycopg2",
+        "postgres",
+        "mlflow",
+    )
     assert store.username == pg["POSTGRES_USER"] and store.path == "/" + pg["POSTGRES_DB"]
     assert store.password == default(pg["POSTGRES_PASSWORD"])
     assert option(mlflow, "--artifacts-destination").startswith("/mlflow/")
