@@ -37,7 +37,9 @@ def amm(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, data_root):
     proj = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "sweeps", proj / "sweeps", ignore=shutil.ignore_patterns("*.py"))
+    # a user's project: the spec files, not the package (its code folders would shadow it)
+    skip = shutil.ignore_patterns("*.py", "__pycache__", "driver", "store", "planning")
+    shutil.copytree(REPO / "sweeps", proj / "sweeps", ignore=skip)
     shutil.copytree(REPO / "configs", proj / "configs")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
     env.pop("AMM_SWEEP_STORAGE", None)
