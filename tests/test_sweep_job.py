@@ -47,6 +47,8 @@ def ray_head(tmp_path, data_root):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
+            # the job agent's own port: the default 52365 may be another Ray's on this machine
+            f"--dashboard-agent-listen-port={free_port()}",
             "--disable-usage-stats",
         ],
         env=env,
