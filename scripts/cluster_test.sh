@@ -177,14 +177,20 @@ StrictModes no
 PidFile none
 MaxStartups 100:30:200
 EOF
-  # its own PID namespace, /tmp and /root (where the interpreter lives under /root, as with
-  # pyenv, that folder is bound into the new home); sshd is its first process
-  mounts="mount --bind '$RUN/$host/tmp' /tmp"
-  if [ -n "$PY_UNDER_ROOT" ]; then
-    mkdir -p "$RUN/$host/home/$PY_UNDER_ROOT"
-    mounts="$mounts && mount --bind '/root/$PY_UNDER_ROOT' '$RUN/$host/home/$PY_UNDER_ROOT'"
-  fi
-  mounts="$mounts && mount --rbind '$RUN/$host/home' /root"
+  # its own PID namespace, /tmp and /root; what the hosts share with this machine (the checkout,
+  # its .venv, the data root, an interpreter under /root as with pyenv) is bound into the new
+  # /tmp and /root at the same path first; sshd is its first process
+  mounts="true"
+  for keep in "$REPO" "$VENV" "$DATA" ${PY_UNDER_ROOT:+"/root/$PY_UNDER_ROOT"}; do
+    case "$keep" in
+      /tmp/*) inside="$RUN/$host/tmp/${keep#/tmp/}" ;;
+      /root/*) inside="$RUN/$host/home/${keep#/root/}" ;;
+      *) continue ;;
+    esac
+    mkdir -p "$inside"
+    mounts="$mounts && mount --bind '$keep' '$inside'"
+  done
+  mounts="$mounts && mount --rbind '$RUN/$host/tmp' /tmp && mount --rbind '$RUN/$host/home' /root"
   setsid ip netns exec "$ns" unshare --pid --fork --mount-proc --propagation private \
     bash -c "$mounts && exec /usr/sbin/sshd -D -e -f '$RUN/$host/sshd_config'" \
     >"$RUN/$host/sshd.log" 2>&1 &
