@@ -45,7 +45,7 @@ class MlflowSweepCallback(tune.Callback):
         self._out: Outbox | None = None
         self.runs: dict[str, str] = folder.runs()  # trial id -> MLflow run id
         self._last_step: dict[tuple[str, str], int] = {}
-        self._tags: dict[tuple[str, str], str] = {}  # (trial, key) -> value sent this session
+        self._tags: dict[tuple[str, str], str] = {}  # (trial, key) -> value sent by this driver
         self._started: set[str] = set()
         self._gave_up = False
 
@@ -74,7 +74,7 @@ class MlflowSweepCallback(tune.Callback):
         self.outbox.send({"op": op.value, "trial": trial_id, **args})
 
     def _start(self, trial) -> None:
-        """Queue the creation (or reattachment) of the trial's child run, once per session."""
+        """Queue the creation (or reattachment) of the trial's child run, once per driver."""
         if trial.trial_id in self._started:
             return
         self._started.add(trial.trial_id)

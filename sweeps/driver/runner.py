@@ -273,7 +273,7 @@ def resume(
     verbose: bool = True,
 ) -> int:
     """Continue a stopped sweep: finished trials stay, others continue from their checkpoints.
-    `data_dir` replaces the sweep's data root (data.data_dir) for this session's trials."""
+    `data_dir` replaces the sweep's data root (data.data_dir) for the trials this resume runs."""
     tuner.check_ray_version()
     folder = SweepFolder(storage, name)
     base = folder.meta.base_flat

@@ -207,7 +207,7 @@ def build(
 
 
 def restore(folder: SweepFolder, spec: SweepSpec, callbacks: list, verbose: bool):
-    """The sweep's Tuner, unfinished and errored trials to continue, with this session's callbacks.
+    """The sweep's Tuner, unfinished and errored trials to continue, with this driver's callbacks.
 
     `Tuner.restore` takes no callbacks: the ones pickled with the tuner would write to the old
     tracking URI. Swapping them reaches into Ray's private `_local_tuner`, only here and only for
