@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from test_sweep_portable import amm as run_amm
 
 from amm_core import names
 from sweeps.planning.spec import load_spec, run_name
@@ -20,15 +20,10 @@ from sweeps.store import portable, reuse
 REPO = Path(__file__).resolve().parent.parent
 
 
-def amm(*args: str, cwd: Path, code: int = 0) -> str:
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # a Ray start would fail loudly
-    res = subprocess.run(
-        [sys.executable, "-m", "amm_cli.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = res.stdout + res.stderr
-    assert res.returncode == code, out[-3000:]
-    return out
+def amm(*args: str, cwd: Path) -> str:
+    """`amm` as a user runs it (tests/test_sweep_portable.py), with RAY_ADDRESS pointing nowhere:
+    a Ray start would fail loudly."""
+    return run_amm(*args, cwd=cwd, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
 
 
 def spec(tmp: Path, name: str, body: str) -> Path:
