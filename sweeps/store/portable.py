@@ -84,17 +84,21 @@ def read(path: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- export
-def _parent(c, name: str):
-    """The sweep's newest parent run in the store (any experiment), or None."""
+def experiment_ids(c) -> list[str]:
+    """Every experiment of the store, page by page."""
     exp_ids, token = [], None
-    while True:  # every experiment, page by page
+    while True:
         page = c.search_experiments(max_results=1000, page_token=token)
         exp_ids += [e.experiment_id for e in page]
         token = page.token
         if not token:
-            break
+            return exp_ids
+
+
+def _parent(c, name: str):
+    """The sweep's newest parent run in the store (any experiment), or None."""
     runs = c.search_runs(
-        exp_ids,
+        experiment_ids(c),
         f"tags.`{names.TAG_SWEEP}` = '{name}' and tags.`{names.TAG_ROLE}` = '{names.ROLE_SWEEP}'",
         max_results=1000,
     )

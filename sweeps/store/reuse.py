@@ -23,7 +23,7 @@ def donors(uri: str, spec: SweepSpec, name: str, cells: list[dict[str, Any]]) ->
     """Index into `cells` -> a finished trial run of another sweep with that cell's config hash
     and seed (of several, the first finished), for the cells that have one."""
     c = tracking.client(uri)
-    exp_ids = [e.experiment_id for e in c.search_experiments(max_results=1000)]
+    exp_ids = portable.experiment_ids(c)
     if not exp_ids:
         return {}
     runs = c.search_runs(
