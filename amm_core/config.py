@@ -99,6 +99,10 @@ class LossConfig:
     # the extra terms' own forward passes (the cycles' encoder, the x-cycle's decoder, the
     # clustering term's augmented encoder pass) on the first N images of the batch; 0 = all
     extra_batch: int = at_least(0, 0)
+    # the cycles' passes alone (x-cycle decoder, y- and z-cycles' encoder) on the first N images;
+    # 0 = as extra_batch. The clustering term keeps its images: fewer split more starts
+    # (docs/results.md, "Faster settings")
+    cycle_batch: int = at_least(0, 0)
     # beyond the paper (docs/method.md, "extra terms"); 0 turns a term off
     info_weight: float = at_least(0.0, 0)  # CE of G_y(G_x(y, z)) vs y on synthesis (ClusterGAN)
     cluster_weight: float = at_least(0.0, 0)  # augmentation consistency + balance on G_y (IMSAT)
@@ -158,6 +162,10 @@ class TrainConfig:
     tsne_points: int = at_least(1000, 50)  # test points in the t-SNE figure (cost grows with them)
 
 
+# keys added to the config after runs were stored: left out of Config.hash at their default
+HASH_OMIT_AT_DEFAULT: dict[str, Any] = {"loss.cycle_batch": 0}
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int = 0  # the one seed; every RNG of the run derives from it
@@ -176,9 +184,13 @@ class Config:
         return loader.flatten(self.to_dict())
 
     def hash(self) -> str:
-        """Short stable hash of the resolved config (ignores where the data lives)."""
+        """Short stable hash of the resolved config (ignores where the data lives, and keys
+        added after runs were stored while they hold their default, so those runs keep theirs)."""
         d = self.flat()
         d.pop("data.data_dir", None)
+        for key, default in HASH_OMIT_AT_DEFAULT.items():
+            if d.get(key) == default:
+                d.pop(key)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

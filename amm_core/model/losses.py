@@ -234,15 +234,17 @@ class AMMLoss:
         }
 
     # ---- terms beyond the paper (docs/method.md, "extra terms"); off by default --------------
-    def _part(self, n: int) -> slice:
-        """The first `loss.extra_batch` of n samples (all when 0): the extra terms' own passes.
-        The unlabelled batch comes first in the tuples, so this slice stays within it."""
-        return slice(0, min(self.lc.extra_batch or n, n))
+    def _part(self, n: int, cycle: bool = False) -> slice:
+        """The first `loss.extra_batch` of n samples (all when 0): the extra terms' own passes;
+        a cycle's at most `loss.cycle_batch` when set. The unlabelled batch comes first in the
+        tuples, so this slice stays within it."""
+        m = min(self.lc.extra_batch or n, n)
+        return slice(0, min(self.lc.cycle_batch or m, m) if cycle else m)
 
     def _cycle_terms(self, t: Tuples) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder must recover the synthesis codes from G_x(y, z), one pass for both:
         info (ClusterGAN / InfoGAN): CE(G_y(x~) logits, y); latent: ||G_z(x~) - z||^2 / L."""
-        k = self._part(t.xp.shape[0])
+        k = self._part(t.xp.shape[0], cycle=True)
         q = self.model.encoder(t.xp[k], sample=False)
         info = F.cross_entropy(q.y_mu.float(), t.yp[k].argmax(1))
         return info, (q.z_mu.float() - t.zp[k].float()).pow(2).mean()
@@ -251,7 +253,7 @@ class AMMLoss:
         """ALICE's x-cycle (Li et al. 2017): BCE of G_x(softmax(mu_y), mu_z) against x, mean per
         pixel, on the unlabelled batch; trains encoder and decoder (docs/method.md section 6)."""
         assert t.y_mu is not None and t.z_mu is not None, "recon term: tuples without codes"
-        k = self._part(t.sizes[0])  # within the unlabelled batch
+        k = self._part(t.sizes[0], cycle=True)  # within the unlabelled batch
         x_u = t.xq[k]
         x_rec = self.model.decoder(torch.softmax(t.y_mu[k], dim=1), t.z_mu[k])
         return F.binary_cross_entropy(x_rec.float().clamp(1e-6, 1 - 1e-6), x_u.float())
