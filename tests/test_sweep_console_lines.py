@@ -117,3 +117,22 @@ def test_quiet_console_drops_rays_note_of_a_dead_worker(capsys):
         assert "died or was killed" not in out and "kept note" in out, out
     finally:
         worker.print_to_stdstream = before
+
+
+def test_each_trial_counts_to_its_own_total(monkeypatch, capsys):
+    """Variants with other restart phases train other totals: each progress line counts to its
+    trial's, and the plan line's budget counts the phase in."""
+    from amm_core.config import load_config
+    from sweeps.driver.console import budget_words
+
+    c = SweepConsole("s", 2, 2, steps={"seed=0": 2500, "seed=1": 2600})
+    monkeypatch.setattr(console.time, "monotonic", lambda: 10.0)
+    a, b = trial("a", 0, 0), trial("b", 1, 0)
+    for t in (a, b):
+        c.on_trial_start(0, [a, b], t)
+        c.on_trial_result(0, [a, b], t, {names.VAL_ERROR_GY: 0.1, names.STEP: 1000})
+    lines = capsys.readouterr().err.splitlines()
+    assert "step   1000/2500" in lines[0] and "step   1000/2600" in lines[1], lines
+    mixture = load_config("configs/mnist_amm_mixture.yaml")
+    two = mixture.replace(**{"train.restarts": 2})
+    assert budget_words([mixture, two]) == f"up to {mixture.train.steps + 2 * 1000:,} steps"

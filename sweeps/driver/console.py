@@ -92,12 +92,16 @@ class SweepConsole(tune.Callback):
         name: str,
         n_trials: int,
         parallel: int,
-        steps: int,
+        steps: int | dict[str, int],
         longest_s: float = 0.0,
         max_failures: int = 0,
         planned_s: float = 0.0,
     ) -> None:
-        self.name, self.n_trials, self.parallel, self.steps = name, n_trials, parallel, steps
+        self.name, self.n_trials, self.parallel = name, n_trials, parallel
+        # the steps a trial trains in all (its restart phase included), by run name: the
+        # variants of a spec may differ; an int: every trial's
+        self.totals = steps if isinstance(steps, dict) else {}
+        self.steps = max(steps.values(), default=0) if isinstance(steps, dict) else steps
         self.max_failures = max_failures  # the spec's retries of a failed trial
         # a trial's longest run when a time budget (train.max_minutes) ends it: the ETA's cap
         self.longest_s = longest_s
@@ -132,7 +136,7 @@ class SweepConsole(tune.Callback):
                 step = (now_at or {}).get(t.trial_id) or trained(t.last_result or {})
                 if step:
                     began = self.started.get(t.trial_id, self.t0)
-                    est = (now - began) / step * self.steps
+                    est = (now - began) / step * self.total(run_name(t.config))
                     rates.append(min(est, self.longest_s) if self.longest_s else est)
             if not rates and not self.planned_s:
                 return ""
@@ -145,6 +149,10 @@ class SweepConsole(tune.Callback):
         left += [per] * max(0, self.n_trials - len(trials))  # not created yet (searchers)
         left_s = wall_time(left, self.parallel)
         return duration(left_s) if left_s >= 1 else ""  # the last steps: the test set is left
+
+    def total(self, label: str) -> int:
+        """Steps the trial of run name `label` trains in all."""
+        return self.totals.get(label, self.steps)
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, time.monotonic())
@@ -164,7 +172,7 @@ class SweepConsole(tune.Callback):
         shown, self.last_eta = (f"  ETA {eta}" if eta and eta != self.last_eta else ""), eta
         self._line(
             label,
-            f"step {step:>6}/{self.steps}  val error {percent(err)}  "
+            f"step {step:>6}/{self.total(label)}  val error {percent(err)}  "
             f"best {percent(self.best[0])} ({self.best[1]}){shown}",
         )
 
@@ -228,10 +236,11 @@ def plan_line(name: str, n: int, parallel: int, cpu: float, cpus: float, eta_s: 
 
 def budget_words(cfgs: list) -> str:
     """What ends the trials, as the plan line says it: "600 steps each" (a step budget: the
-    same numbers on any machine), with "or N minutes" where train.max_minutes also stops them."""
-    from amm_core.config import total_steps
+    same numbers on any machine; a restart phase's steps counted in), with "or N minutes" where
+    train.max_minutes also stops them."""
+    from amm_core.config import trained_steps
 
-    steps = {total_steps(c) for c in cfgs}
+    steps = {trained_steps(c) for c in cfgs}
     minutes = {c.train.max_minutes for c in cfgs}
     text = f"{steps.pop():,} steps each" if len(steps) == 1 else f"up to {max(steps):,} steps"
     if any(minutes):
@@ -284,7 +293,9 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
     cfgs = trial_configs(spec, cells)
     n = len(cfgs)
     par = concurrency(n, spec.cpu, spec.gpu, spec.max_concurrent, cpus, gpus)
+    labels = [run_name(c) for c in (cells if cells is not None else spec.cells())]
     steps = [trained_steps(c) for c in cfgs]
+    totals = dict(zip(labels, steps, strict=False)) if len(labels) == len(cfgs) else max(steps)
     eta, planned = None, 0.0
     if spec.cost.steps_per_sec:
         per_trial = trial_seconds(cfgs, spec.cost.steps_per_sec, spec.cost.trial_overhead_s)
@@ -292,14 +303,17 @@ def start(spec, name: str, uri: str, cells: list[dict[str, Any]] | None = None) 
         planned = sum(per_trial) / len(per_trial)
     whole = spec.cost.trial_overhead_s > 0
     _say(plan_line(name, n, par, spec.cpu, cpus, eta, uri, whole, budget_words(cfgs)))
-    phased = [c for c in cfgs if c.train.restarts > 1]
-    if phased:  # the phase reports nothing until its choice: say why the console is quiet
-        t = phased[0].train
-        who = "each trial" if len(phased) == len(cfgs) else "a trial with train.restarts"
+    phases = {(c.train.restarts, c.train.restart_steps) for c in cfgs if c.train.restarts > 1}
+    phases = sorted(phases)
+    if phases:  # the phase reports nothing until its choice: say why the console is quiet
+        every = all(c.train.restarts > 1 for c in cfgs)
+        who = "each trial" if every else "a trial with train.restarts"
+        starts = " or ".join(f"{r} starts of {s:,} steps" for r, s in phases)
+        first = " or ".join(f"{r * s:,}" for r, s in phases)
         _say(
-            f"{who} first trains {t.restarts} starts of {t.restart_steps:,} steps "
-            f"(train.restarts): its first lines come after {t.restarts * t.restart_steps:,} steps"
+            f"{who} first trains {starts} (train.restarts): its first lines come after "
+            f"{first} steps"
         )
     budgets = [budget_s(c) for c in cfgs]  # the ETA's cap: the longest trial, when all have one
     longest = max(budgets) + spec.cost.trial_overhead_s if all(budgets) else 0.0
-    return SweepConsole(name, n, par, max(steps), longest, spec.max_failures, planned)
+    return SweepConsole(name, n, par, totals, longest, spec.max_failures, planned)
