@@ -115,6 +115,7 @@ class LossConfig:
     cluster_entropy: float = at_least(0.0, 0)  # weight of mean H(p(y|x)) inside the cluster term
     aug_shift: int = at_least(2, 0)  # cluster term: random translation of x up to N pixels
     aug_rotate: float = checked(10.0, lambda v: 0 <= v <= 180, "in [0, 180]")  # rotation, degrees
+    aug_shear: float = checked(0.0, lambda v: 0 <= v <= 1, "in [0, 1]")  # horizontal shear factor
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class TrainConfig:
 
 
 # keys added to the config after runs were stored: left out of Config.hash at their default
-HASH_OMIT_AT_DEFAULT: dict[str, Any] = {"loss.cycle_batch": 0}
+HASH_OMIT_AT_DEFAULT: dict[str, Any] = {"loss.cycle_batch": 0, "loss.aug_shear": 0.0}
 
 
 @dataclass(frozen=True)

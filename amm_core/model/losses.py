@@ -294,7 +294,7 @@ class AMMLoss:
         p = logp.exp()
         k = self._part(t.sizes[0])
         x_u = t.xq[k]  # the unlabelled batch (its first loss.extra_batch)
-        xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate)
+        xa = random_affine(x_u, self.lc.aug_shift, self.lc.aug_rotate, self.lc.aug_shear)
         logp_a = F.log_softmax(self.model.encoder(xa, sample=False).y_mu.float(), dim=1)
         consist = (p[k].detach() * (logp[k].detach() - logp_a)).sum(1).mean()
         mean_p = p.mean(0)
