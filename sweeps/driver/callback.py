@@ -83,9 +83,8 @@ class MlflowSweepCallback(tune.Callback):
         tags = {names.TAG_HASH: cfg.hash(), names.TAG_TRIAL_NAME: str(trial)}
         if names.VARIANT in trial.config:
             tags[names.TAG_VARIANT] = str(trial.config[names.VARIANT])
-        self._send(
-            Op.START, trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
-        )
+        params = cfg.stored_flat()  # as the sweeps tracked before (None as its old sentinel)
+        self._send(Op.START, trial.trial_id, name=run_name(trial.config), params=params, tags=tags)
 
     def _execute(self, item: dict[str, Any]) -> None:
         """Make one queued write against the tracking store."""
