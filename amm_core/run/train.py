@@ -231,23 +231,18 @@ def run(
                 log(step, dict(last_train))
         if is_eval:
             t_eval = time.perf_counter()
-            val = evaluate(model, splits.val_x, splits.val_y, cfg, splits.n_classes)
             metrics = {names.EPOCH: step * cfg.train.batch_size / n_train, **last_train}
-            metrics.update({names.split_metric("val", k): v for k, v in val.items()})
-            diag_x = to_float(splits.val_x[: cfg.train.batch_size])
-            diag_seed = derive_seed(cfg.seed, f"diag:{step}")
-            metrics.update(latent_diagnostics(model, diag_x, seed=diag_seed))
-            metrics.update(gen_metrics(splits.val_x, splits.val_y, diag_seed))
-            state.plateau.update(val[names.ERROR_GY])  # before the checkpoint, which keeps it
+            metrics.update(_validation(model, splits, cfg, step, gen_metrics))
+            state.plateau.update(metrics[names.VAL_ERROR_GY])  # the checkpoint keeps it
             reason = reason or stop_reason(step, steps, plateau=state.plateau)
             ckpt = checkpoint()
             metrics[names.EVAL_SECONDS] = time.perf_counter() - t_eval
             # the last evaluation says why training ends (the console tells)
-            done = Report(step, steps, metrics, {names.STOP_REASON: reason} if reason else {})
+            ev = Report(step, steps, metrics, {names.STOP_REASON: reason} if reason else {})
             with open(out_dir / names.METRICS_FILE, "a") as f:
-                f.write(json.dumps(done.line()) + "\n")
+                f.write(json.dumps(ev.line()) + "\n")
             if report is not None:
-                report(done, ckpt, False)
+                report(ev, ckpt, False)
             t_last = time.perf_counter()  # evaluation time is not training throughput
 
     if reason == names.STOP_SIGNAL:  # a checkpoint at the step reached, no test
@@ -274,6 +269,19 @@ def run(
     if report is not None:
         report(final, ckpt, True)
     return RunResult(state.step, ckpt, final=final.line(), stop_reason=reason)
+
+
+def _validation(
+    model: AMM, splits: Splits, cfg: Config, step: int, gen_metrics: Callable[..., dict]
+) -> dict[str, float]:
+    """An evaluation's val/*, diag/* and gen/* (the latter two on their own seed per step)."""
+    val = evaluate(model, splits.val_x, splits.val_y, cfg, splits.n_classes)
+    out = {names.split_metric("val", k): v for k, v in val.items()}
+    diag_x = to_float(splits.val_x[: cfg.train.batch_size])
+    diag_seed = derive_seed(cfg.seed, f"diag:{step}")
+    out.update(latent_diagnostics(model, diag_x, seed=diag_seed))
+    out.update(gen_metrics(splits.val_x, splits.val_y, diag_seed))
+    return out
 
 
 def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config, enc: Encoded) -> None:
