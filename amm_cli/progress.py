@@ -1,7 +1,8 @@
-"""What `amm train` prints while it trains, through the loop's `report` hook.
+"""What `amm train` prints while it trains, through the loop's hooks (`tick`, `log`, `report`):
+the loop itself prints nothing.
 
 Before anything slow (torch, the data) one line says what will run and what the time budget
-covers (`plan_line`). On a terminal the loop's tqdm bar shows progress; without one (Slurm,
+covers (`plan_line`). On a terminal a tqdm bar shows progress; without one (Slurm,
 nohup, CI logs) this prints a first line after FIRST_LINE_STEPS steps (or FIRST_LINE_SECONDS)
 with steps/s and ETA, then one plain line per evaluation: step, losses, validation error in
 percent, images/s and ETA.
@@ -21,6 +22,7 @@ from typing import Any
 from amm_core import names
 from amm_core.config import Config, phase_steps, total_steps
 from amm_core.fmt import duration, percent
+from amm_core.run.report import Report
 
 # the first plain line comes after this many steps, or this long after the first step (a slow
 # model), whichever is first, unless an evaluation line came before: a long run is not silent
@@ -37,14 +39,17 @@ def _write(line: str) -> None:
 
 
 class TrainConsole:
-    """A `report` hook for `amm_core.run.train.run`: lines when `lines`, phase notes always.
+    """The hooks of `amm_core.run.restarts.train`: `tick`, `log` and the `report` hook (the
+    instance): a bar when `bar`, lines when `lines`, phase notes always.
 
     One step count for the run (its train.steps, what metrics.jsonl says); the restart phase's
     steps are named as a start's ("restart phase, start 2/3: step 500/1000"); the ETA counts
-    every step left, the phase's included."""
+    every step left, the phase's included; the bar counts them all."""
 
-    def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0) -> None:
-        self.cfg, self.lines = cfg, lines
+    def __init__(self, cfg: Config, lines: bool, resumed_step: int = 0, bar: bool = False) -> None:
+        self.cfg, self.lines, self.use_bar = cfg, lines, bar
+        self.bar: Any = None  # the tqdm bar, from the first tick on
+        self.val_err = "-"  # the bar's postfix: validation error (%) of the last evaluation
         self.t0, self.step0 = time.monotonic(), resumed_step
         self.first: tuple[int, float] | None = None  # (step, time) of the first step done
         # (step, total, time) of the newest step: steps and total count the restart phase's
@@ -57,6 +62,8 @@ class TrainConsole:
         """After each step (the loop's `tick` hook): the first line, once, in line mode."""
         now = time.monotonic()
         self.last = (step, total, now)
+        if self.use_bar:
+            self._bar(step, total)
         if self.first is None:  # the first step pays for warm-up: the rate starts after it
             self.first = (step, now)
             return
@@ -69,6 +76,30 @@ class TrainConsole:
         if done < FIRST_LINE_STEPS and took < FIRST_LINE_SECONDS:
             return
         _write(self.first_line(step, total, done / max(took, 1e-9)))
+
+    def _bar(self, step: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=step - 1, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)  # fmt: skip
+        self.bar.update(step - self.bar.n)
+
+    def log(self, _step: int, stats: dict[str, float]) -> None:
+        """On every log line (the loop's `log` hook): the bar's postfix."""
+        if self.bar is not None:
+            self.bar.set_postfix(
+                D=f"{stats.get(names.LOSS_D, float('nan')):.3f}",
+                G=f"{stats.get(names.LOSS_G, float('nan')):.3f}",
+                img_s=f"{stats.get(names.IMAGES_PER_SEC, 0.0):.0f}",
+                val_err=self.val_err,
+            )
+
+    def close(self) -> None:
+        """Training is over: the bar goes (the lines after it stand on their own)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def where(self, step: int, total: int) -> str:
         """A step of the loop's tick (the restart phase's steps counted) as a person reads it:
@@ -105,17 +136,8 @@ class TrainConsole:
             f"{self.where(step, total)}  {rate:.2f} steps/s  ETA {duration(eta)}{budget}  ({nxt})"
         )
 
-    def total(self, metrics: dict[str, Any]) -> int:
-        """The run's steps; the train split's size follows from the loop's epoch."""
-        step, epoch = metrics.get(names.STEP, 0), metrics.get(names.EPOCH, 0)
-        if self.cfg.train.steps > 0 or epoch:
-            # round: step * batch / epoch is the split's size up to float error (55000.000001)
-            n_train = round(step * self.cfg.train.batch_size / epoch) if epoch else 0
-            return total_steps(self.cfg, n_train)
-        return 0
-
-    def eval_line(self, m: dict[str, Any]) -> str:
-        step, total = int(m.get(names.STEP, 0)), self.total(m)
+    def eval_line(self, report: Report) -> str:
+        step, total, m = report.step, report.total_steps, report.metrics
         done = step - self.step0
         elapsed = time.monotonic() - self.t0
         if self.first is not None and self.last is not None and self.last[2] > self.first[1]:
@@ -136,20 +158,23 @@ class TrainConsole:
         if names.IMAGES_PER_SEC in m:
             parts.append(f"{m[names.IMAGES_PER_SEC]:,.0f} img/s")
         # the loop's last evaluation says why training ends (steps, time budget, plateau)
-        ended = names.STOP_REASON in m
+        ended = bool(report.stop_reason)
         parts.append(f"took {duration(elapsed)}" if ended else f"ETA {duration(eta)}")
         return "  ".join(parts)
 
-    def __call__(self, metrics: dict[str, Any], _ckpt: Path | None, final: bool) -> None:
+    def __call__(self, report: Report, _ckpt: Path | None, final: bool) -> None:
         if final:
             return  # the CLI prints the summary
+        if names.VAL_ERROR_GY in report.metrics:
+            self.val_err = f"{100 * report.metrics[names.VAL_ERROR_GY]:.2f}%"
         if self.lines:
-            _write(self.eval_line(metrics))
+            _write(self.eval_line(report))
             self.spoke = True
-        reason = metrics.get(names.STOP_REASON)
+        reason = report.stop_reason
         if reason and not self.done:  # the loop's last evaluation carries the reason, once
             self.done = True
-            _write(done_line(int(metrics.get(names.STEP, 0)), reason, self.cfg))
+            self.close()
+            _write(done_line(report.step, reason, self.cfg))
 
 
 def done_line(step: int, reason: str, cfg: Config) -> str:

@@ -113,34 +113,31 @@ def _train(args: argparse.Namespace) -> int:
 
     bar = not args.no_progress and sys.stderr.isatty()
     step0 = names.checkpoint_step(resume_from.name) if resume_from is not None else 0
-    console = TrainConsole(cfg, lines=not bar, resumed_step=step0)
+    console = TrainConsole(cfg, lines=not bar, resumed_step=step0, bar=bar)
     from amm_core.signals import StopOnSignal
 
     def said(name: str) -> None:  # the first signal: the loop stops after its step, checkpointed
         print(f"amm: {name}: stopping after this step (again to interrupt now)", file=sys.stderr)
 
     with StopOnSignal(said) as signalled:
-        result = run(
-            cfg,
-            out,
-            report=console,
-            should_stop=lambda: bool(signalled),
-            resume_from=resume_from,
-            progress=bar,
-            tick=console.tick,
-        )
+        try:
+            result = run(
+                cfg,
+                out,
+                report=console,
+                should_stop=lambda: signalled.name,  # the signal's name once there was one
+                resume_from=resume_from,
+                tick=console.tick,
+                log=console.log,
+            )
+        finally:
+            console.close()
     from amm_core.fmt import duration
 
-    if result.stopped:  # a signal: checkpoint saved, no test evaluation
+    if result.stopped:  # a signal: checkpoint saved, final.json says why, no test evaluation
         from amm_core.shell import amm
 
-        final = {
-            names.STEP: result.step,
-            names.STOP_REASON: names.STOP_SIGNAL,
-            names.SIGNAL_NAME: signalled.name,
-        }
-        (out / names.FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
-        print(stop_line(names.STOP_SIGNAL, result.step, cfg, signalled.name), file=sys.stderr)
+        print(stop_line(names.STOP_SIGNAL, result.step, cfg, result.signal), file=sys.stderr)
         again = " ".join(_quoted(args.argv))
         again = again if "--resume" in args.argv else f"{again} --resume"
         if not any(a == "--out" or a.startswith("--out=") for a in args.argv):

@@ -30,6 +30,10 @@ TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
 SVHN_EXTRA = 531131
 
 
+_RATE = "null (the architecture's) or in [0, 1)"
+_LR = "null (optim.lr) or > 0"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = choice("mnist", "mnist", "fashion_mnist", "svhn")  # which image set
@@ -59,10 +63,12 @@ class ModelConfig:
     num_components: int = at_least(10, 2)  # K, mixture components
     latent_dim: int = at_least(64, 1)  # L, dimensions of z (paper: 64 on MNIST, 32 for SVHN grid18)
     inference: str = choice("q2", "q2", "q1", "independent")  # q2: eq. 7, q1: eq. 6, eq. 15/16
-    dropout: float = -1.0  # dropout rate; -1 = the architecture's own (0.2 MNIST, 0 SVHN enc/dec)
-    dec_dropout: float = -1.0  # decoder dropout only; -1 = as model.dropout (see docs/results.md)
-    enc_dropout: float = -1.0  # encoder dropout only; -1 = as model.dropout
-    disc_dropout: float = -1.0  # discriminator dropout only; -1 = as model.dropout
+    # dropout rates in [0, 1); null = the architecture's own (0.2 MNIST, 0 SVHN enc/dec), and
+    # per network null = as model.dropout (see docs/results.md); -1 (older files) reads as null
+    dropout: float | None = checked(None, lambda v: v == -1 or 0 <= v < 1, _RATE)
+    dec_dropout: float | None = checked(None, lambda v: v == -1 or 0 <= v < 1, _RATE)  # decoder
+    enc_dropout: float | None = checked(None, lambda v: v == -1 or 0 <= v < 1, _RATE)  # encoder
+    disc_dropout: float | None = checked(None, lambda v: v == -1 or 0 <= v < 1, _RATE)  # D
     dropout_impl: str = choice("bytes", "bytes", "torch")  # masks from random bytes or bernoulli
     y_noise: str = choice("kendall", "kendall", "none", "gumbel")  # sampled y~ (eq. 8-9 = kendall)
     gumbel_tau: float = checked(1.0, lambda v: v > 0, "> 0")  # temperature of y_noise=gumbel
@@ -123,8 +129,10 @@ class OptimConfig:
     lr: float = checked(2e-4, lambda v: v > 0, "> 0")  # Adam learning rate, all networks (paper)
     beta1: float = checked(0.5, lambda v: 0 <= v < 1, "in [0, 1)")  # Adam beta1 (paper)
     beta2: float = checked(0.999, lambda v: 0 <= v < 1, "in [0, 1)")  # Adam beta2
-    lr_d: float = at_least(0.0, 0)  # discriminator learning rate; 0 = optim.lr
-    lr_g: float = at_least(0.0, 0)  # encoder, decoder, prior learning rate; 0 = optim.lr
+    # learning rates of D and of the encoder, decoder and prior; null = optim.lr (0 in older
+    # files reads as null)
+    lr_d: float | None = checked(None, lambda v: v >= 0, _LR)
+    lr_g: float | None = checked(None, lambda v: v >= 0, _LR)
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,16 @@ class TrainConfig:
 
 # keys added to the config after runs were stored: left out of Config.hash at their default
 HASH_OMIT_AT_DEFAULT: dict[str, Any] = {"loss.cycle_batch": 0, "loss.aug_shear": 0.0}
+# keys whose "not set" is None (YAML null) today and was this value when runs were stored: the
+# value reads as None, and Config.stored_flat (the hash, the tracked params) writes None as it
+LEGACY_UNSET: dict[str, float] = {
+    "model.dropout": -1.0,
+    "model.dec_dropout": -1.0,
+    "model.enc_dropout": -1.0,
+    "model.disc_dropout": -1.0,
+    "optim.lr_d": 0.0,
+    "optim.lr_g": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -184,10 +202,17 @@ class Config:
         """Dotted keys -> values, e.g. {"loss.gp_weight": 10.0, "seed": 0}."""
         return loader.flatten(self.to_dict())
 
+    def stored_flat(self) -> dict[str, Any]:
+        """`flat()` as stored runs hold it (the hash, MLflow's params): None of a
+        `LEGACY_UNSET` key written as the value that meant it then."""
+        d = self.flat()
+        return {k: LEGACY_UNSET[k] if v is None and k in LEGACY_UNSET else v for k, v in d.items()}
+
     def hash(self) -> str:
         """Short stable hash of the resolved config (ignores where the data lives, and keys
-        added after runs were stored while they hold their default, so those runs keep theirs)."""
-        d = self.flat()
+        added after runs were stored while they hold their default, so those runs keep theirs;
+        None of a key that had a sentinel hashed as that sentinel)."""
+        d = self.stored_flat()
         d.pop("data.data_dir", None)
         for key, default in HASH_OMIT_AT_DEFAULT.items():
             if d.get(key) == default:
@@ -246,9 +271,6 @@ def _validate(cfg: Config) -> Config:
         f"key 'model.arch': {m.arch!r} takes {_shape(ARCH_SHAPES[m.arch][0])} images but "
         f"data.dataset {d.dataset!r} has {_shape(have)}; allowed: {', '.join(fits)}",
     )
-    for key in ("dropout", "dec_dropout", "enc_dropout", "disc_dropout"):
-        v = getattr(m, key)
-        need(v == -1.0 or 0.0 <= v < 1.0, f"key 'model.{key}': -1 or in [0, 1)")
     need(t.steps > 0 or t.epochs > 0, "key 'train.steps' or 'train.epochs': one must be > 0")
     need(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
@@ -288,9 +310,19 @@ def _validate(cfg: Config) -> Config:
     return cfg
 
 
+def _unset_legacy(cfg: Config) -> Config:
+    """The sentinels of older files and stored configs (`LEGACY_UNSET`) read as None."""
+    for key, old in LEGACY_UNSET.items():
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        if getattr(part, name) == old:
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{name: None})})
+    return cfg
+
+
 def config_from_dict(data: dict[str, Any] | None) -> Config:
     """Nested dict (as in YAML presets) -> validated Config. Missing keys take defaults."""
-    return _validate(loader.build(Config, data or {}))
+    return _validate(_unset_legacy(loader.build(Config, data or {})))
 
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:

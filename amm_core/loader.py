@@ -203,7 +203,8 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             continue
         choices = f.metadata.get("choices")
         extra = f"  (one of: {', '.join(choices)})" if choices else ""
-        lines.append(f"{prefix}{f.name} = {f.default!r}{extra}")
+        shown = "null" if f.default is None else repr(f.default)  # as YAML writes None
+        lines.append(f"{prefix}{f.name} = {shown}{extra}")
     return lines
 
 
@@ -228,7 +229,8 @@ def yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """'loss.gp_weight=10' -> ('loss.gp_weight', 10). Values are parsed as YAML scalars."""
+    """'loss.gp_weight=10' -> ('loss.gp_weight', 10). Values are parsed as YAML scalars
+    ('model.dropout=null' -> None); an empty value is the empty string."""
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. loss.gp_weight=10")
     key, raw = item.split("=", 1)
@@ -238,7 +240,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(
             f"override {item!r}: value is not valid YAML ({yaml_problem(e)})"
         ) from None
-    return key.strip(), "" if value is None else value
+    return key.strip(), value
 
 
 def read_yaml(path: Path, what: str) -> dict[str, Any]:

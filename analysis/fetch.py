@@ -38,7 +38,7 @@ RESULT_BOOKKEEPING = (
     names.RESULT_TRAINED,
 )
 
-_DEFAULTS = Config().flat()
+_DEFAULTS = Config().stored_flat()  # as tracked runs hold their params
 BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 

@@ -20,7 +20,7 @@ from amm_core.errors import ConfigError
 
 PAPER_FILE = Path(__file__).with_name("paper_results.yaml")
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "svhn": "SVHN"}
-_DEFAULTS = Config().flat()
+_DEFAULTS = Config().stored_flat()  # as tracked runs hold their params
 
 
 @dataclass(frozen=True)

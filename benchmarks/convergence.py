@@ -34,7 +34,8 @@ def _one(args: tuple[str, list[str], int, float, int, str]) -> None:
     cfg = load_config(config, [*overrides, f"seed={seed}", f"train.max_minutes={minutes}"])
     t0 = time.monotonic()
 
-    def report(metrics: dict, _ckpt, final: bool) -> None:
+    def report(r, _ckpt, final: bool) -> None:  # an amm_core.run.report.Report
+        metrics = r.line()
         row = {"seed": seed, "minutes": round((time.monotonic() - t0) / 60, 2)}
         keep = names.FINAL_METRICS if final else KEEP
         # beside the error: what tells a working mixture from a collapsed one (docs/method.md 8)

@@ -154,7 +154,7 @@ def test_wrong_image_shape_is_named():
 
 
 def test_dropout_override():
-    assert get_arch("mnist", dropout=-1.0) == ARCHS["mnist"]
+    assert get_arch("mnist", dropout=None) == ARCHS["mnist"]
     a = get_arch("svhn", dropout=0.3)
     assert (a.enc_dropout, a.dec_dropout, a.disc_dropout) == (0.3, 0.3, 0.3)
     b = get_arch("mnist", dropout=0.0)

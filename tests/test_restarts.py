@@ -56,7 +56,7 @@ def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, da
     start_rows = [{k: v for k, v in r.items() if k != names.STOP_REASON} for r in histories[chosen]]
     assert histories[chosen][-1][names.STOP_REASON] == names.STOP_STEPS
     assert rows[:2] == start_rows and [r.get(names.STOP_REASON) for r in rows[:2]] == [None] * 2
-    assert [r[0][names.STEP] for r in reports] == [10, 20, 30, 40, 40]
+    assert [r[0].step for r in reports] == [10, 20, 30, 40, 40]
     assert [r[2] for r in reports] == [False] * 4 + [True]
 
     # start 0 draws what a run without restarts draws; the chosen start goes on exactly as that

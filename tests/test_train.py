@@ -52,7 +52,11 @@ def test_run_writes_config_metrics_final_and_checkpoints(tmp_path, data_root):
     assert 1 <= saved[names.TEST_CLUSTERS_USED] <= 10
     # keep_checkpoints=1: only the newest survives; the reports point at real checkpoint folders
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000020"]
-    assert len(reports) == 3 and reports[-1][0][names.TEST_ERROR_GY] == final[names.TEST_ERROR_GY]
+    assert len(reports) == 3 and reports[-1][0].line() == final
+    # typed reports: the run's steps, numbers apart from words
+    assert [(r[0].step, r[0].total_steps) for r in reports] == [(10, 20), (20, 20), (20, 20)]
+    assert all(isinstance(v, int | float) for r in reports for v in r[0].metrics.values())
+    assert reports[1][0].info == {names.STOP_REASON: names.STOP_STEPS} and not reports[0][0].info
     assert [r[2] for r in reports] == [False, False, True]  # the final report says so
     assert (reports[-1][1] / "state.pt").is_file() and result.checkpoint == reports[-1][1]
     assert not result.stopped and result.step == 20

@@ -16,6 +16,7 @@ import sys
 import termios
 
 from amm_cli.main import main as amm
+from amm_core.run.report import Report
 
 SMALL = ["train.steps=40", "train.eval_every=20", "train.log_every=10", "data.val_size=500"]
 
@@ -106,22 +107,23 @@ def test_the_end_of_training_is_announced_once_with_its_reason(capsys):
 
     cfg = load_config("configs/smoke.yaml", ["train.steps=300", "train.eval_every=100"])
     console = TrainConsole(cfg, lines=False)
-    console({"step": 100, "epoch": 0.1, "val/error_gy": 0.5}, None, False)
+    console(Report(100, 300, {"epoch": 0.1, "val/error_gy": 0.5}), None, False)
     # a line off the evaluation grid without a stop reason (a start of the restart phase cut
     # short, replayed into the run) is not the end
-    console({"step": 123, "epoch": 0.1}, None, False)
+    console(Report(123, 300, {"epoch": 0.1}), None, False)
     assert capsys.readouterr().err == ""  # no lines asked for, not the end yet
-    console({"step": 300, "epoch": 0.3, "val/error_gy": 0.5, "stop_reason": "steps"}, None, False)
+    steps = {"stop_reason": "steps"}
+    console(Report(300, 300, {"epoch": 0.3, "val/error_gy": 0.5}, steps), None, False)
     err = capsys.readouterr().err
     assert err == (
         "training done at step 300 (train.steps=300 done): evaluating on the test set and "
         "writing figures (t-SNE of 500 points; seconds) ...\n"
     )
-    console({"step": 300, "epoch": 0.3, "stop_reason": "steps"}, None, False)
+    console(Report(300, 300, {"epoch": 0.3}, steps), None, False)
     assert capsys.readouterr().err == ""  # once
     # a time budget (train.max_minutes) ends the run off the evaluation grid: also announced
     console = TrainConsole(cfg.replace(**{"train.max_minutes": 1.0}), lines=True)
-    console({"step": 123, "epoch": 0.1, "stop_reason": "time_budget"}, None, False)
+    console(Report(123, 300, {"epoch": 0.1}, {"stop_reason": "time_budget"}), None, False)
     line, done = capsys.readouterr().err.splitlines()
     assert line.startswith("step 123/300") and re.search(r"took \d+s$", line), line
     assert done.startswith(
@@ -164,7 +166,7 @@ def test_one_step_count_for_the_run_the_phase_named_as_a_start():
     line = console.first_line(3020, 4500, 2.0)  # the kept start goes on as the run: step 1,020
     assert line.startswith("step 1020/2500  2.00 steps/s"), line
     assert line.endswith("(next evaluation at step 1500)"), line
-    assert console.eval_line({"step": 1500, "epoch": 1.0}).startswith("step 1500/2500")
+    assert console.eval_line(Report(1500, 2500, {"epoch": 1.0})).startswith("step 1500/2500")
 
 
 def test_positional_overrides_and_did_you_mean(tmp_path, capsys, data_root):
@@ -257,11 +259,11 @@ def test_the_eta_counts_the_restart_phase(monkeypatch):
         console.tick(step, 4500)  # the loop's tick counts the phase's steps
     # the chosen start's evaluations come now, as the run's steps 500 and 1,000: 1,500 steps
     # are left at 2 steps/s, not 1,500 run steps at the rate of 1,000 run steps in 1,500 s
-    line = console.eval_line({"step": 1000, "epoch": 1.0, "val/error_gy": 0.1})
+    line = console.eval_line(Report(1000, 2500, {"epoch": 1.0, "val/error_gy": 0.1}))
     assert line.startswith("step 1000/2500") and line.endswith(f"ETA {duration(750)}"), line
 
 
-def test_the_total_of_an_epoch_run_does_not_move():
+def test_the_total_of_an_epoch_run_is_the_reports():
     from amm_cli.progress import TrainConsole
     from amm_core.config import load_config
 
@@ -269,8 +271,7 @@ def test_the_total_of_an_epoch_run_does_not_move():
         "configs/smoke.yaml", ["train.steps=0", "train.epochs=50", "train.batch_size=100"]
     )
     console = TrainConsole(cfg, lines=True)
-    # the loop's epoch is step * batch / n_train in floats: 3,000 steps read 27,501 before
-    totals = {
-        console.total({"step": s, "epoch": s * 100 / 55000}) for s in range(1000, 27001, 1000)
-    }
-    assert totals == {27500}
+    # the loop's report carries the run's steps: none recovered from step * batch / epoch
+    for s in range(1000, 27001, 1000):
+        line = console.eval_line(Report(s, 27500, {"epoch": s * 100 / 55000}))
+        assert line.startswith(f"step {s:>5}/27500"), line

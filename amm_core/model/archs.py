@@ -95,18 +95,18 @@ ARCH_SHAPES["tiny"].append(TINY32.in_shape)
 
 
 def get_arch(
-    name: str, in_shape: tuple[int, int, int] | None = None, dropout: float = -1.0
+    name: str, in_shape: tuple[int, int, int] | None = None, dropout: float | None = None
 ) -> Arch:
     """The table for `name`; `in_shape` (C, H, W) picks tiny's 3x32x32 variant. Which arch
     takes which dataset is checked by the config (model.arch against data.dataset).
 
-    dropout -1 keeps the table's rates, anything else replaces every rate (config model.dropout).
+    dropout None keeps the table's rates, a rate replaces every rate (config model.dropout).
     """
     arch = ARCHS[name]
     if name == "tiny" and in_shape is not None and tuple(in_shape) == TINY32.in_shape:
         arch = TINY32
     assert in_shape is None or tuple(in_shape) == arch.in_shape, (name, in_shape)
-    if dropout < 0:
+    if dropout is None:
         return arch
     hidden = tuple((w, dropout) for w, _ in arch.mean_hidden)
     return dataclasses.replace(

@@ -31,8 +31,8 @@ def arch_for(cfg: Config) -> Arch:
     model.dropout, the per-network dropouts and model.dropout_impl."""
     m = cfg.model
     arch = get_arch(m.arch, DATASET_SHAPES[cfg.data.dataset], dropout=m.dropout)
-    for key in ("dec_dropout", "enc_dropout", "disc_dropout"):  # -1: keep model.dropout's
-        if getattr(m, key) >= 0:
+    for key in ("dec_dropout", "enc_dropout", "disc_dropout"):  # None: keep model.dropout's
+        if getattr(m, key) is not None:
             arch = dataclasses.replace(arch, **{key: getattr(m, key)})
     return dataclasses.replace(arch, dropout_impl=m.dropout_impl)
 

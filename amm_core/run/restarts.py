@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amm_core import names
-from amm_core.config import Config, phase_steps, trained_steps
+from amm_core.config import Config, phase_steps, total_steps, trained_steps
 from amm_core.fs import json_lines
 from amm_core.run.checkpoint import (
     checkpoint_config,
@@ -25,9 +24,8 @@ from amm_core.run.checkpoint import (
     save_checkpoint,
     step_dir,
 )
-from amm_core.run.train import ReportFn, RunResult, run
-
-Tick = Callable[[int, int], None]
+from amm_core.run.report import Report, ReportFn
+from amm_core.run.train import LogFn, RunResult, StopFn, Tick, run, signal_report, write_final
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,10 @@ def train(
     out_dir: str | Path,
     *,
     report: ReportFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: StopFn | None = None,
     resume_from: str | Path | None = None,
-    progress: bool = False,
     tick: Tick | None = None,
+    log: LogFn | None = None,
 ) -> RunResult:
     """Train a run of `cfg` in out_dir, its restart phase first when train.restarts > 1 (the
     starts under out_dir/starts/). One time budget (train.max_minutes) covers the phase and the
@@ -58,50 +56,49 @@ def train(
     if t.restarts == 1:
         return run(
             cfg, out_dir, report=report, should_stop=should_stop, resume_from=resume_from,
-            progress=progress, tick=tick,
+            tick=tick, log=log,
         )  # fmt: skip
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes else None
     if resume_from is None:
-        chosen = _phase(cfg, out_dir, should_stop, tick, deadline, progress)
-        if chosen is None:
-            return RunResult(0, None, stopped=True)
+        chosen = _phase(cfg, out_dir, should_stop, tick, log, deadline)
+        if isinstance(chosen, RunResult):  # should_stop ended the phase: the run is at step 0
+            write_final(out_dir, signal_report(0, total_steps(cfg), chosen.signal))
+            return RunResult(0, None, True, chosen.stop_reason, signal=chosen.signal)
         # the budget spent in the phase: the kept start's last evaluation ends the run (`run`
         # trains no step past a spent deadline on a resume), and says so
         ends = deadline is not None and time.monotonic() > deadline
-        resume_from, start = _adopt(chosen, out_dir, report, ends), chosen.index
+        resume_from, start = _adopt(chosen, out_dir, report, total_steps(cfg), ends), chosen.index
     else:  # a run resumed after its phase: the checkpoint says which start it kept
         start = checkpoint_config(load_checkpoint(resume_from)).train.start
     cfg = cfg.replace(**{"train.start": start})  # the kept start's streams
     offset = phase_steps(cfg)  # the phase's other starts trained first
-    extra = {
-        names.RESTART_CHOSEN: cfg.train.start,
-        names.RESTART_SCORES: _phase_scores(out_dir, t.restarts),
-    }
     return run(
         cfg,
         out_dir,
         report=report,
         should_stop=should_stop,
         resume_from=resume_from,
-        progress=progress,
         tick=None if tick is None else lambda s, n: tick(s + offset, n + offset),
+        log=log,
         deadline=deadline,
-        final_extra=extra,
+        extra_metrics={names.RESTART_CHOSEN: cfg.train.start},
+        extra_info={names.RESTART_SCORES: _phase_scores(out_dir, t.restarts)},
     )
 
 
 def _phase(
     cfg: Config,
     out_dir: Path,
-    should_stop: Callable[[], bool] | None,
+    should_stop: StopFn | None,
     tick: Tick | None,
+    log: LogFn | None,
     deadline: float | None,
-    progress: bool = False,
-) -> Start | None:
+) -> Start | RunResult:
     """Train the starts in out_dir/starts/start_K (a start already trained there is not trained
     again, one cut short goes on from its last checkpoint); the one whose clustering term
     (loss/cluster, the mean over the train.log_every steps before its last evaluation) is
-    lowest, or None when should_stop ended the phase. Labels play no part in the choice."""
+    lowest, or the stopped start's result when should_stop ended the phase. Labels play no
+    part in the choice."""
     t = cfg.train
     total = trained_steps(cfg)
     starts: list[Start] = []
@@ -123,13 +120,13 @@ def _phase(
                 folder,
                 should_stop=should_stop,
                 resume_from=last,
-                progress=progress,  # a bar per start: a terminal is not silent in the phase
                 tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
+                log=log,  # the console is not silent in the phase
                 deadline=deadline,
                 test=False,
             )
             if result.stopped:
-                return None
+                return result
             last = result.checkpoint
         history = json_lines(folder / names.METRICS_FILE)
         assert last is not None and history, f"start {k}: no evaluation in {folder}"
@@ -173,12 +170,14 @@ def _phase_scores(out_dir: Path, restarts: int) -> str:
     return ", ".join(scores)
 
 
-def _adopt(start: Start, out_dir: Path, report: ReportFn | None, ends: bool = False) -> Path:
+def _adopt(
+    start: Start, out_dir: Path, report: ReportFn | None, total: int, ends: bool = False
+) -> Path:
     """Make the chosen start the run's beginning: its last checkpoint becomes the run's first,
-    its evaluations the run's first lines of metrics.jsonl (and reports). The start's own stop
-    reason is dropped: the run goes on past it; unless `ends` (the time budget is spent): then
-    its last line says so, as a run's last evaluation does. Returns the checkpoint to resume
-    from."""
+    its evaluations the run's first lines of metrics.jsonl (and reports, of `total` steps).
+    The start's own stop reason is dropped: the run goes on past it; unless `ends` (the time
+    budget is spent): then its last line says so, as a run's last evaluation does. Returns the
+    checkpoint to resume from."""
     ckpt = step_dir(out_dir / names.CHECKPOINTS_DIR, names.checkpoint_step(start.checkpoint.name))
     if not ckpt.exists():
         save_checkpoint(ckpt, load_checkpoint(start.checkpoint))
@@ -187,7 +186,6 @@ def _adopt(start: Start, out_dir: Path, report: ReportFn | None, ends: bool = Fa
     if ends:
         history[-1][names.STOP_REASON] = names.STOP_TIME_BUDGET
     (out_dir / names.METRICS_FILE).write_text("".join(json.dumps(m) + "\n" for m in history))
-    if report is not None:
-        for metrics in history:
-            report(dict(metrics), None, False)
+    for metrics in history if report is not None else []:
+        report(Report.from_line(metrics, total), None, False)
     return ckpt

@@ -22,14 +22,15 @@ from amm_core.run import accel
 def make_optimizers(
     model: AMM, cfg: Config, capturable: bool = False, fused: bool = False
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for the generator side and for D (optim.lr_g / optim.lr_d, 0 = optim.lr).
+    """Adam for the generator side and for D (optim.lr_g / optim.lr_d, None = optim.lr).
     `capturable`: Adam's step counter on the GPU, so that a CUDA graph can hold its step.
     `fused`: one kernel per parameter (the CPU's choice: the step's Adam work drops from about
     2 % to under 1 %; the same update)."""
     o = cfg.optim
     common = {"betas": (o.beta1, o.beta2), "capturable": capturable, "fused": fused or None}
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=o.lr_g or o.lr, **common)
-    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=o.lr_d or o.lr, **common)
+    lr_g, lr_d = (o.lr if lr is None else lr for lr in (o.lr_g, o.lr_d))
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=lr_g, **common)
+    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=lr_d, **common)
     return opt_g, opt_d
 
 

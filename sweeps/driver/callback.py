@@ -18,6 +18,7 @@ from typing import Any
 from ray import tune
 
 from amm_core import names
+from amm_core.run.report import Report
 from sweeps.driver import stopping
 from sweeps.driver.trainable import trial_config
 from sweeps.planning.spec import run_name
@@ -82,9 +83,8 @@ class MlflowSweepCallback(tune.Callback):
         tags = {names.TAG_HASH: cfg.hash(), names.TAG_TRIAL_NAME: str(trial)}
         if names.VARIANT in trial.config:
             tags[names.TAG_VARIANT] = str(trial.config[names.VARIANT])
-        self._send(
-            Op.START, trial.trial_id, name=run_name(trial.config), params=cfg.flat(), tags=tags
-        )
+        params = cfg.stored_flat()  # as the sweeps tracked before (None as its old sentinel)
+        self._send(Op.START, trial.trial_id, name=run_name(trial.config), params=params, tags=tags)
 
     def _execute(self, item: dict[str, Any]) -> None:
         """Make one queued write against the tracking store."""
@@ -181,9 +181,11 @@ class MlflowSweepCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self._start(trial)
         step = int(result.get(names.STEP, result.get("training_iteration", 0)))
+        # the trial's report as the trainable sent it (`Report.line()`), Tune's keys aside
+        report = Report.from_line({k: v for k, v in result.items() if k not in SKIP})
         metrics = {}
-        for k, v in result.items():
-            if k in SKIP or isinstance(v, bool) or not isinstance(v, int | float):
+        for k, v in report.metrics.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):  # not a report's
                 continue
             if math.isfinite(v):
                 metrics[k] = v
@@ -196,16 +198,16 @@ class MlflowSweepCallback(tune.Callback):
         # bookkeeping as tags, not metrics: where the trial runs now (it changes when a failed
         # trial restarts elsewhere), the step its current attempt began at, the error mapping,
         # why training ended (names.STOP_*: steps done, time budget, plateau), what the restart
-        # phase chose by
-        for key, field in (
-            (names.TAG_NODE, names.RESULT_NODE),
-            (names.TAG_PID, "pid"),
-            (names.TAG_RESUMED, names.RESULT_RESUMED),
-            (names.ERROR_MAPPING_TAG, names.ERROR_MAPPING_TAG),
-            (names.TAG_STOP_REASON, names.STOP_REASON),
-            (names.TAG_RESTART_SCORES, names.RESTART_SCORES),
+        # phase chose by (the report's info)
+        for key, value in (
+            (names.TAG_NODE, result.get(names.RESULT_NODE, "")),
+            (names.TAG_PID, result.get("pid", "")),
+            (names.TAG_RESUMED, result.get(names.RESULT_RESUMED, "")),
+            (names.ERROR_MAPPING_TAG, report.info.get(names.ERROR_MAPPING_TAG, "")),
+            (names.TAG_STOP_REASON, report.stop_reason),
+            (names.TAG_RESTART_SCORES, report.info.get(names.RESTART_SCORES, "")),
         ):
-            value, seen = str(result.get(field, "")), (trial.trial_id, key)
+            value, seen = str(value), (trial.trial_id, key)
             if value and self._tags.get(seen) != value:
                 self._send(Op.TAG, trial.trial_id, key=key, value=value)
                 self._tags[seen] = value

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from amm_core import names
+from amm_core.run.report import Report
 from sweeps.planning.spec import trial_config
 from sweeps.store.folder import CheckpointRecord, SweepFolder
 
@@ -38,11 +39,6 @@ def _final_folder(out_dir: Path, ckpt_dir: Path | None) -> Path:
     if (out_dir / names.FIGURES_DIR).is_dir():
         shutil.copytree(out_dir / names.FIGURES_DIR, final / names.FIGURES_DIR)
     return final
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What a Tune result can hold: numbers and strings."""
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
 
 
 def train_trial(
@@ -85,19 +81,20 @@ def train_trial(
         result = {**result, **bookkeeping, names.RESULT_FINAL: int(final)}
         tune.report(result, checkpoint=checkpoint)
 
-    def report(metrics: dict[str, Any], ckpt_dir: Path | None, final: bool) -> None:
+    def report(r: Report, ckpt_dir: Path | None, final: bool) -> None:
+        # a Tune result is the report's line: the step, its metrics (numbers), its info (words)
         if final:
             # the final result repeats the last evaluation's numbers: schedulers and searchers
             # expect their metric in every result (the driver logs each (key, step) once)
-            kept, out = _final_folder(out_dir, ckpt_dir), {**last, **_plain(metrics)}
+            kept, out = _final_folder(out_dir, ckpt_dir), {**last, **r.line()}
         else:
-            kept, out = ckpt_dir, _plain(metrics)
+            kept, out = ckpt_dir, r.line()
             last.clear()
             last.update(out)
         checkpoint = None
         if kept is not None:
             checkpoint = tune.Checkpoint.from_directory(str(kept))
-            CheckpointRecord(int(metrics.get(names.STEP, 0)), final, last).save(checkpoint)
+            CheckpointRecord(r.step, final, last).save(checkpoint)
         send(out, final, checkpoint)
 
     if record.final and resume_from is not None:
@@ -105,7 +102,7 @@ def train_trial(
         final = json.loads((resume_from / names.FINAL_FILE).read_text())
         checkpoint = tune.Checkpoint.from_directory(str(resume_from))
         record.save(checkpoint)
-        send({**last, **_plain(final)}, True, checkpoint)
+        send({**last, **final}, True, checkpoint)
         return
     if last and resume_from is not None:
         # the evaluation that wrote this checkpoint may never have reached the driver (a stop
