@@ -95,6 +95,10 @@ class TrainConsole:
                 val_err=self.val_err,
             )
 
+    def note(self, line: str) -> None:
+        """A line from the loop for a person (the loop's `note` hook): above the bar."""
+        _write(f"amm: {line}")
+
     def close(self) -> None:
         """Training is over: the bar goes (the lines after it stand on their own)."""
         if self.bar is not None:

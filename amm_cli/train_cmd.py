@@ -129,6 +129,7 @@ def _train(args: argparse.Namespace) -> int:
                 resume_from=resume_from,
                 tick=console.tick,
                 log=console.log,
+                note=console.note,
             )
         finally:
             console.close()

@@ -33,9 +33,14 @@ def _lines(path):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
-def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, data_root):
-    reports = []
-    result = run(fast_config(*PHASE), tmp_path / "r", report=lambda *r: reports.append(r))
+def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, data_root, capfd):
+    reports, notes = [], []
+    result = run(
+        fast_config(*PHASE), tmp_path / "r", report=lambda *r: reports.append(r), note=notes.append
+    )
+    # the phase speaks through the note hook only (the console's, in `amm train` and a trial)
+    assert "restart phase" not in capfd.readouterr().err
+    assert len(notes) == 4 and notes[-1].startswith("restart phase: going on with start ")
     out = tmp_path / "r"
     starts = [out / names.STARTS_DIR / names.start_dirname(k) for k in range(3)]
     histories = [_lines(s / names.METRICS_FILE) for s in starts]

@@ -8,7 +8,6 @@ the kept start, which resumes from the start's last checkpoint.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,16 @@ from amm_core.run.checkpoint import (
     step_dir,
 )
 from amm_core.run.report import Report, ReportFn
-from amm_core.run.train import LogFn, RunResult, StopFn, Tick, run, signal_report, write_final
+from amm_core.run.train import (
+    LogFn,
+    NoteFn,
+    RunResult,
+    StopFn,
+    Tick,
+    run,
+    signal_report,
+    write_final,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ def train(
     resume_from: str | Path | None = None,
     tick: Tick | None = None,
     log: LogFn | None = None,
+    note: NoteFn | None = None,
 ) -> RunResult:
     """Train a run of `cfg` in out_dir, its restart phase first when train.restarts > 1 (the
     starts under out_dir/starts/). One time budget (train.max_minutes) covers the phase and the
@@ -56,11 +65,11 @@ def train(
     if t.restarts == 1:
         return run(
             cfg, out_dir, report=report, should_stop=should_stop, resume_from=resume_from,
-            tick=tick, log=log,
+            tick=tick, log=log, note=note,
         )  # fmt: skip
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes else None
     if resume_from is None:
-        chosen = _phase(cfg, out_dir, should_stop, tick, log, deadline)
+        chosen = _phase(cfg, out_dir, should_stop, tick, log, note, deadline)
         if isinstance(chosen, RunResult):  # should_stop ended the phase: the run is at step 0
             write_final(out_dir, signal_report(0, total_steps(cfg), chosen.signal))
             return RunResult(0, None, True, chosen.stop_reason, signal=chosen.signal)
@@ -80,6 +89,7 @@ def train(
         resume_from=resume_from,
         tick=None if tick is None else lambda s, n: tick(s + offset, n + offset),
         log=log,
+        note=note,
         deadline=deadline,
         extra_metrics={names.RESTART_CHOSEN: cfg.train.start},
         extra_info={names.RESTART_SCORES: _phase_scores(out_dir, t.restarts)},
@@ -92,13 +102,19 @@ def _phase(
     should_stop: StopFn | None,
     tick: Tick | None,
     log: LogFn | None,
+    note: NoteFn | None,
     deadline: float | None,
 ) -> Start | RunResult:
     """Train the starts in out_dir/starts/start_K (a start already trained there is not trained
     again, one cut short goes on from its last checkpoint); the one whose clustering term
     (loss/cluster, the mean over the train.log_every steps before its last evaluation) is
     lowest, or the stopped start's result when should_stop ended the phase. Labels play no
-    part in the choice."""
+    part in the choice. Each start's outcome and the choice go to `note`."""
+
+    def say(line: str) -> None:
+        if note is not None:
+            note(f"restart phase: {line}")
+
     t = cfg.train
     total = trained_steps(cfg)
     starts: list[Start] = []
@@ -122,6 +138,7 @@ def _phase(
                 resume_from=last,
                 tick=None if tick is None else lambda s, _n, b=base: tick(b + s, total),
                 log=log,  # the console is not silent in the phase
+                note=note,
                 deadline=deadline,
                 test=False,
             )
@@ -133,7 +150,7 @@ def _phase(
         starts.append(Start(k, float(history[-1][names.LOSS_CLUSTER]), last, history))
         step = history[-1][names.STEP]
         cut = result is not None and result.stop_reason == names.STOP_TIME_BUDGET
-        _say(
+        say(
             f"start {k + 1}/{t.restarts} "
             + ("trained" if result is not None else "found trained")
             + f" to step {step}/{t.restart_steps}"
@@ -146,15 +163,11 @@ def _phase(
     if len(starts) < t.restarts:
         first, last_k = len(starts) + 1, t.restarts
         which = f"start {first}" if first == last_k else f"starts {first}-{last_k}"
-        _say(f"{which} of {t.restarts} skipped: {why_not}")
+        say(f"{which} of {t.restarts} skipped: {why_not}")
     best = min(starts, key=lambda s: s.score)  # the first of equals
     among = f"of the {len(starts)} trained" if len(starts) > 1 else "the only one trained"
-    _say(f"going on with start {best.index + 1} (lowest {names.LOSS_CLUSTER}, {among})")
+    say(f"going on with start {best.index + 1} (lowest {names.LOSS_CLUSTER}, {among})")
     return best
-
-
-def _say(line: str) -> None:
-    print(f"amm: restart phase: {line}", file=sys.stderr)
 
 
 def _phase_scores(out_dir: Path, restarts: int) -> str:

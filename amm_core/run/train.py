@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from amm_core.run.stop import stop_reason
 
 Tick = Callable[[int, int], None]  # tick(step, steps): after every step
 LogFn = Callable[[int, dict[str, float]], None]  # log(step, stats): every log line
+NoteFn = Callable[[str], None]  # note(text): a line for a person (the restart phase, a warning)
 StopFn = Callable[[], bool | str]  # truthy asks for a stop; a string names the signal
 
 
@@ -137,6 +137,7 @@ def run(
     resume_from: str | Path | None = None,
     tick: Tick | None = None,
     log: LogFn | None = None,
+    note: NoteFn | None = None,
     deadline: float | None = None,
     test: bool = True,
     extra_metrics: dict[str, float] | None = None,
@@ -264,7 +265,7 @@ def run(
     final = Report(state.step, steps, {**metrics, **(extra_metrics or {})}, info)
     write_final(out_dir, final)
     if cfg.train.figures:
-        _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg, test_enc)
+        _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg, test_enc, note)
     ckpt = latest_checkpoint(ckpt_root)
     if report is not None:
         report(final, ckpt, True)
@@ -284,7 +285,9 @@ def _validation(
     return out
 
 
-def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config, enc: Encoded) -> None:
+def _write_figures(
+    model: AMM, splits: Splits, out: Path, cfg: Config, enc: Encoded, note: NoteFn | None
+) -> None:
     """Figures are a by-product: a plotting failure is reported, and the run still counts."""
     try:
         from amm_core.run.figures import write_run_figures
@@ -300,4 +303,5 @@ def _write_figures(model: AMM, splits: Splits, out: Path, cfg: Config, enc: Enco
             encoded=enc,
         )
     except Exception as e:  # noqa: BLE001 - any plotting error must not fail a finished run
-        print(f"amm: warning: figures not written ({type(e).__name__}: {e})", file=sys.stderr)
+        if note is not None:
+            note(f"warning: figures not written ({type(e).__name__}: {e})")

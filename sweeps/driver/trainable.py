@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,12 @@ def train_trial(
         # the evaluation that wrote this checkpoint may never have reached the driver (a stop
         # or kill between the two): report it again; the driver logs each (key, step) once
         send(last, False)
-    restarts.train(cfg, out_dir, report=report, resume_from=resume_from)
+    restarts.train(cfg, out_dir, report=report, resume_from=resume_from, note=_note)
+
+
+def _note(line: str) -> None:
+    """The loop's lines for a person (the restart phase's starts and choice) in the trial's log."""
+    print(f"amm: {line}", file=sys.stderr, flush=True)
 
 
 def _newest(ckpt, folder: SweepFolder | None, trial_id: str):
