@@ -88,6 +88,10 @@ def tracking_outage_s() -> float:  # a sweep stops after the tracking store is d
     return _seconds("AMM_TRACKING_OUTAGE_S", 900.0)
 
 
+def no_color() -> bool:  # the https://no-color.org convention: no bold in `amm table`
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def ray_address() -> str:  # set by `ray job submit`: the driver joins that cluster
     return os.environ.get("RAY_ADDRESS", "")
 

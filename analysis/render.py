@@ -132,10 +132,11 @@ RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv, "html": to_htm
 def for_terminal(t: Table) -> str:
     """`to_text` as `amm table` prints it: bold (unless $NO_COLOR is set) and the notes' width
     from stdout's terminal; plain and 100 wide into a pipe or a file."""
-    import os
     import shutil
     import sys
 
+    from amm_core.settings import no_color
+
     tty = sys.stdout.isatty()
     width = shutil.get_terminal_size((100, 24)).columns if tty else 100
-    return to_text(t, bold=tty and not os.environ.get("NO_COLOR"), width=width)
+    return to_text(t, bold=tty and not no_color(), width=width)
