@@ -32,7 +32,7 @@ demo: install
 	$(AMM) data get mnist >/dev/null; \
 	$(AMM) sweep run sweeps/demo.yaml --name $$name --tracking-uri $(DEMO_DB) --no-next; \
 	echo; $(AMM) table $$name --tracking-uri $(DEMO_DB); \
-	echo "A demo budget (600 steps of a tiny network per trial: the same numbers on any machine),"; \
+	echo "A demo budget (1000 steps of a tiny network per trial: the same numbers on any machine),"; \
 	echo "not a result. What the project measured (analysis/measured.yaml):"; \
 	$(PY) -m analysis.measured | fold -s -w 100; \
 	$(AMM) report $$name --tracking-uri $(DEMO_DB); \
