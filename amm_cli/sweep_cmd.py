@@ -171,11 +171,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import os
-
     from sweeps.store import locations, portable, tracking
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per file
+    tracking.quiet_artifacts()
 
     uri = tracking.resolve_tracking_uri(locations.tracking_for(args.name, args.tracking_uri))
     out = Path(args.output or f"{args.name}.amm-sweep.json")

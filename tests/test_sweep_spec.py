@@ -134,13 +134,13 @@ def test_study_specs_and_their_gpu_versions(name, capsys):
     assert cpu.base.endswith("mnist_amm_mixture.yaml") and gpu.base.endswith("mnist_amm.yaml")
     for cell in cpu.cells():
         t = cpu.trial_config(cell).train
-        assert (t.steps, t.max_minutes, t.stop_on_plateau) == (2500, 0, 0)
+        assert (t.steps, t.max_minutes, t.stop_on_plateau) == (2000, 0, 0)
         assert (t.restarts, t.restart_steps) == (3, 1000)
     assert cpu.cost.steps_per_sec and gpu.cost.steps_per_sec
     assert gpu.gpu > 0
     assert amm(["sweep", "plan", str(SWEEPS / "studies" / f"{name}.yaml")]) == 0
     out = capsys.readouterr().out
-    assert f"trials: {cpu.num_trials()}" in out and "steps per trial: 4500" in out
+    assert f"trials: {cpu.num_trials()}" in out and "steps per trial: 4000" in out
     assert "upper bound" not in out
 
 

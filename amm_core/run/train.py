@@ -286,7 +286,7 @@ def _validation(
 
 
 def _write_figures(
-    model: AMM, splits: Splits, out: Path, cfg: Config, enc: Encoded, note: NoteFn | None
+    model: AMM, splits: Splits, out: Path, cfg: Config, enc: Encoded, note: NoteFn | None = None
 ) -> None:
     """Figures are a by-product: a plotting failure is reported, and the run still counts."""
     try:

@@ -44,6 +44,7 @@ def donors(uri: str, spec: SweepSpec, name: str, cells: list[dict[str, Any]]) ->
 
 def copy(uri: str, exp_id: str, parent_id: str, name: str, cell: dict[str, Any], donor) -> str:
     """Copy `donor` under this sweep's parent as its trial of `cell` -> the new run's id."""
+    tracking.quiet_artifacts()
     c = tracking.client(uri)
     record = portable.run_record(c, donor, figures=True)
     tags = {

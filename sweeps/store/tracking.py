@@ -65,6 +65,12 @@ def short_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
+def quiet_artifacts() -> None:
+    """No progress bar per downloaded artifact file (an export or a reused trial's copy reads
+    a dozen files a trial: the bars would fill the console)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def init_lock(uri: str) -> Path:
     """The file lock of a SQLite store's set-up: in the temporary folder, named by the store's
     path, so that nothing but the store is written beside it (a project folder stays clean)."""
