@@ -50,23 +50,28 @@ def amm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_data_get_downloads_verifies_and_is_then_a_no_op(data_root, tmp_path):
+    """The files and the evaluation classifier (trained once here, so that the first sweep's
+    trials do not each train it); a second call does nothing and says where both are."""
     import torchvision.datasets as tvd
 
     from amm_core.data.download import _md5
 
-    root = tmp_path / "data"
+    root, cache = tmp_path / "data", tmp_path / "cache"
     with mirror(data_root / "mnist" / "MNIST" / "raw") as url:
-        r = amm("data", "get", "mnist", "--data-dir", str(root), env={"AMM_DATA_MIRROR": url})
+        env = {"AMM_DATA_MIRROR": url, "AMM_CACHE_DIR": str(cache)}
+        r = amm("data", "get", "mnist", "--data-dir", str(root), env=env)
         assert r.returncode == 0, r.stderr
         lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and "downloading 4 files" in lines[0] and url in lines[0], lines
+        assert len(lines) == 2 and "downloading 4 files" in lines[0] and url in lines[0], lines
+        assert "training the evaluation classifier of mnist once" in lines[1], lines
         folder = root / "mnist" / "MNIST" / "raw"
         assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)  # no .part left
         for name, md5 in tvd.MNIST.resources:
             assert _md5(folder / name) == md5
-        again = amm("data", "get", "--data-dir", str(root), env={"AMM_DATA_MIRROR": url})
+        (cached,) = cache.glob("classifier-mnist-*.pt")
+        again = amm("data", "get", "--data-dir", str(root), env=env)
         assert again.returncode == 0 and again.stderr == "", again.stderr
-        assert str(folder) in again.stdout
+        assert str(folder) in again.stdout and str(cached) in again.stdout
 
 
 def test_train_download_uses_the_same_fetch(data_root, tmp_path, monkeypatch):

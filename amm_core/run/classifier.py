@@ -65,13 +65,22 @@ def digit_classifier(dataset: str, root: Path, device: torch.device) -> DigitNet
         return _cached(dataset, root).to(device)
 
 
-def _cached(dataset: str, root: Path) -> DigitNet:
-    a = load_arrays(dataset, root)
-    images, labels = torch.from_numpy(a["train_x"]), torch.from_numpy(a["train_y"])
+def cache_file(dataset: str, root: Path) -> Path:
+    """Where the classifier of the dataset under `root` is cached (it may not exist yet)."""
+    return _cache_file(dataset, torch.from_numpy(load_arrays(dataset, root)["train_x"]))
+
+
+def _cache_file(dataset: str, images: torch.Tensor) -> Path:
     # keyed by the data too (size and a checksum of the first images): test files of the same
     # dataset name never stand in for the real set
     tag = f"n{len(images)}-s{int(images[:2000].sum()) % 10**8}"
-    path = settings.cache_dir() / f"classifier-{dataset}-{tag}-v{VERSION}.pt"
+    return settings.cache_dir() / f"classifier-{dataset}-{tag}-v{VERSION}.pt"
+
+
+def _cached(dataset: str, root: Path) -> DigitNet:
+    a = load_arrays(dataset, root)
+    images, labels = torch.from_numpy(a["train_x"]), torch.from_numpy(a["train_y"])
+    path = _cache_file(dataset, images)
     net = DigitNet(images.shape[1])
     if path.is_file():
         try:
