@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from amm_core import loader, presets
 from amm_core.errors import ConfigError
@@ -137,6 +137,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # removed keys -> the one value a file may still give them (loader.retired); the start of
+    # the restart phase is now the loop's argument (run(start=...))
+    RETIRED: ClassVar[dict[str, Any]] = {"start": 0}
     batch_size: int = at_least(100, 2)  # unlabelled batch (paper silent; 100 as ALI)
     labelled_batch_size: int = at_least(100, 2)  # SAMM labelled batch
     steps: int = at_least(0, 0)  # training steps; 0 -> use epochs
@@ -149,10 +152,10 @@ class TrainConfig:
     plateau_delta: float = checked(0.0, lambda v: 0 <= v < 1, "in [0, 1)")
     # restart phase (docs/method.md section 9): train N starts for restart_steps each, go on with
     # the one whose clustering term (loss/cluster, no labels) is lowest at its last evaluation;
-    # 1 = no phase. `start` seeds a start's weights and batches, never the data split.
+    # 1 = no phase. Which start a run is (its weights' and batches' streams) is the phase's
+    # argument to `amm_core.run.train.run`, not a setting.
     restarts: int = at_least(1, 1)  # starts trained before choosing one (1 = no phase)
     restart_steps: int = at_least(1000, 1)  # steps of each start (multiple of eval_every)
-    start: int = at_least(0, 0)  # which start's weights and batches (the phase sets it)
     d_steps: int = at_least(1, 1)  # D updates per G update (each on the step's batch)
     eval_batch_size: int = 1000  # batch for evaluation forward passes
     log_every: int = at_least(50, 1)  # training-loss report every N steps
@@ -184,6 +187,10 @@ LEGACY_UNSET: dict[str, float] = {
     "optim.lr_g": 0.0,
 }
 
+# keys this version no longer has, with the one value every stored run's hash and params hold
+# (Config.stored_flat writes them, so those runs keep their hashes and tables their columns)
+STORED_ONLY: dict[str, Any] = {f"train.{k}": v for k, v in TrainConfig.RETIRED.items()}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -204,9 +211,10 @@ class Config:
 
     def stored_flat(self) -> dict[str, Any]:
         """`flat()` as stored runs hold it (the hash, MLflow's params): None of a
-        `LEGACY_UNSET` key written as the value that meant it then."""
+        `LEGACY_UNSET` key written as the value that meant it then, and the `STORED_ONLY` keys."""
         d = self.flat()
-        return {k: LEGACY_UNSET[k] if v is None and k in LEGACY_UNSET else v for k, v in d.items()}
+        d = {k: LEGACY_UNSET[k] if v is None and k in LEGACY_UNSET else v for k, v in d.items()}
+        return {**d, **STORED_ONLY}
 
     def hash(self) -> str:
         """Short stable hash of the resolved config (ignores where the data lives, and keys

@@ -127,13 +127,13 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 
 def retired(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """`data` without the keys `cls` no longer has: those of its class attribute `RETIRED` (key ->
-    the one value it ever took; another value is an error) and, while reading a stored config
-    (`stored`), any key it does not know. Each dropped key: a one-line note on stderr (once per
-    key and process)."""
+    the one value a user's file could give it; another value is an error) and, while reading a
+    stored config (`stored`), any key it does not know, whatever its value. Each dropped key: a
+    one-line note on stderr (once per key and process)."""
     gone = getattr(cls, "RETIRED", {})
     drop = set(data) & set(gone)
     for k in sorted(drop):
-        if data[k] != gone[k]:
+        if data[k] != gone[k] and not STORED.get():
             raise ConfigError(f"key '{prefix}{k}' was removed (its one value was {gone[k]!r})")
     if STORED.get() and dataclasses.is_dataclass(cls):
         drop |= set(data) - {f.name for f in dataclasses.fields(cls)}

@@ -94,7 +94,7 @@ TEST_NMI = split_metric("test", NMI)
 TEST_ARI = split_metric("test", ARI)
 TEST_CLUSTERS_USED = split_metric("test", CLUSTERS_USED)
 FINAL_METRICS = (TEST_ERROR_GY, TEST_ERROR_BAYES, TEST_NMI, TEST_ARI, TEST_CLUSTERS_USED)
-# final.json of a run with train.restarts > 1: the start it went on with (also its train.start)
+# final.json of a run with train.restarts > 1: the start it went on with
 RESTART_CHOSEN = "restart/chosen"
 # ... and what the choice read: each start's clustering term, "0: -2.0831, 1: -2.1782, ..." (a
 # string: logged as the tag TAG_RESTART_SCORES)

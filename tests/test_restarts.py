@@ -10,10 +10,13 @@ import yaml
 from helpers import FAST_RUN
 
 from amm_cli.main import main as amm
-from amm_core import names
+from amm_core import loader, names
 from amm_core.config import load_config, total_steps, trained_steps
 from amm_core.errors import ConfigError
+from amm_core.run.checkpoint import checkpoint_config, latest_checkpoint, load_checkpoint
 from amm_core.run.restarts import train as run
+from amm_core.run.state import saved_start
+from amm_core.run.train import run as one_start
 
 FAST = [*FAST_RUN, "train.gen_metrics=false", "loss.cluster_weight=1"]
 PHASE = ["train.steps=40", "train.restarts=3", "train.restart_steps=20"]
@@ -53,7 +56,16 @@ def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, da
     assert result.final[names.RESTART_SCORES] == ", ".join(
         f"{k}: {v:.4f}" for k, v in enumerate(scores)
     )
-    assert json.loads((out / names.CONFIG_FILE).read_text())["train"]["start"] == chosen
+    assert "start" not in json.loads((out / names.CONFIG_FILE).read_text())["train"]
+    kept = latest_checkpoint(out / names.CHECKPOINTS_DIR)
+    assert saved_start(load_checkpoint(kept)) == chosen  # a resumed run knows its start
+    # one time budget: the run's training seconds begin with the whole phase's
+    phase_s = sum(load_checkpoint(latest_checkpoint(s / names.CHECKPOINTS_DIR))["elapsed_s"]
+                  for s in starts)  # fmt: skip
+    first = out / names.CHECKPOINTS_DIR / names.checkpoint_dirname(20)
+    assert not first.exists()  # pruned: two newest kept
+    assert load_checkpoint(kept)["elapsed_s"] > phase_s
+    assert result.final[names.TRAIN_SECONDS] > phase_s
     # the run's history begins with the chosen start's, and every evaluation is reported once
     rows = _lines(out / names.METRICS_FILE)
     assert [r[names.STEP] for r in rows] == [10, 20, 30, 40]
@@ -69,7 +81,7 @@ def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, da
     plain = run(fast_config("train.steps=20"), tmp_path / "plain")
     assert _lines(tmp_path / "plain" / names.METRICS_FILE) == histories[0]
     assert plain.final[names.TEST_ERROR_GY] >= 0
-    alone = run(fast_config("train.steps=40", f"train.start={chosen}"), tmp_path / "alone")
+    alone = one_start(fast_config("train.steps=40"), tmp_path / "alone", start=chosen)
     for key in names.FINAL_METRICS:
         assert result.final[key] == alone.final[key], key
 
@@ -172,3 +184,17 @@ def test_a_full_phase_announces_the_end_once(tmp_path, data_root, capsys):
         "training done at step 40 (train.steps=40 done): evaluating on the test set ..."
     ]
     assert "amm: restart phase: going on with start" in "\n".join(err)
+
+
+def test_an_older_checkpoint_names_its_start_in_its_config(capsys):
+    """Checkpoints written when the start was a setting (train.start) still load: the start
+    read from their config, the key dropped with a note."""
+    old = fast_config(*PHASE).to_dict()
+    old["train"]["start"] = 2
+    state = {"config": json.dumps(old)}
+    loader._NOTED.discard("train.start")  # noted once a process
+    assert saved_start(state) == 2 and saved_start({**state, "start": 1}) == 1
+    assert checkpoint_config(state) == fast_config(*PHASE)
+    assert "train.start" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="train.start"):  # a user's file: the one value only
+        load_config(None, {}).replace(**{"train.start": 2})

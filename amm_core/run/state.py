@@ -41,10 +41,19 @@ RESUMABLE_CHANGES = {
 }
 
 
-def stream(cfg: Config, purpose: str) -> str:
-    """The RNG stream of `purpose` for this run's start: start 0 is the seed's own streams, so a
-    run without restarts draws what it always drew; the data split never depends on the start."""
-    return purpose if cfg.train.start == 0 else f"{purpose}:start{cfg.train.start}"
+def stream(start: int, purpose: str) -> str:
+    """The RNG stream of `purpose` for start `start` of the restart phase: start 0 is the seed's
+    own streams, so a run without restarts draws what it always drew; the data split never
+    depends on the start."""
+    return purpose if start == 0 else f"{purpose}:start{start}"
+
+
+def saved_start(state: dict[str, Any]) -> int:
+    """Which start of the restart phase a checkpoint's run is (older checkpoints kept it in
+    their config as train.start)."""
+    if "start" in state:
+        return int(state["start"])
+    return int(json.loads(state["config"]).get("train", {}).get("start", 0))
 
 
 def check_resumable(saved: Config, cfg: Config) -> None:
@@ -73,26 +82,32 @@ class TrainingState:
     plateau: Plateau
     adam: dict[str, Any] = field(default_factory=dict)  # this device's Adam flags
     step: int = 0
+    start: int = 0  # which start of the restart phase (`stream`)
     spent_s: float = 0.0  # training seconds of the run before this process (its checkpoint's)
     started: float = field(default_factory=time.perf_counter)  # this process's clock
 
     @classmethod
     def build(
-        cls, cfg: Config, step_fn: TrainingStep, splits: Splits, device: torch.device
+        cls,
+        cfg: Config,
+        step_fn: TrainingStep,
+        splits: Splits,
+        device: torch.device,
+        start: int = 0,
     ) -> TrainingState:
         """Step 0 of `cfg` with the networks and optimisers of `step_fn`; the samplers on their
-        own streams (`stream`)."""
-        batches = generator(cfg.seed, stream(cfg, "batches"))
+        own streams (`stream`) of start `start`."""
+        batches = generator(cfg.seed, stream(start, "batches"))
         sampler = EpochSampler(len(splits.train_x), cfg.train.batch_size, batches, device)
         lab_sampler = None
         if cfg.data.supervised:
             lab_idx = splits.labelled_idx
-            lab_g = generator(cfg.seed, stream(cfg, "labelled_batches"))
+            lab_g = generator(cfg.seed, stream(start, "labelled_batches"))
             lab_bs = min(cfg.train.labelled_batch_size, len(lab_idx))
             lab_sampler = EpochSampler(len(lab_idx), lab_bs, lab_g, device, indices=lab_idx)
         plateau = Plateau(cfg.train.stop_on_plateau, cfg.train.plateau_delta)
         return cls(cfg, step_fn.model, step_fn.opt_g, step_fn.opt_d, sampler, lab_sampler,
-                   plateau, adam=step_fn.adam)  # fmt: skip
+                   plateau, adam=step_fn.adam, start=start)  # fmt: skip
 
     def start_clock(self) -> None:
         """Training starts (or goes on) now: `elapsed()` counts from here on top of `spent_s`."""
@@ -106,6 +121,7 @@ class TrainingState:
         """What a checkpoint holds (plain values and tensors: `checkpoint.check_state`)."""
         return {
             "step": self.step,
+            "start": self.start,
             "config": json.dumps(self.cfg.to_dict()),
             "config_hash": self.cfg.hash(),
             "model": self.model.state_dict(),
@@ -133,6 +149,7 @@ class TrainingState:
             self.lab_sampler.load_state_dict(state["lab_sampler"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.start = saved_start(state)
         self.spent_s = float(state.get("elapsed_s", 0.0))
         if "plateau" in state:
             self.plateau.load_state_dict(state["plateau"])

@@ -1,4 +1,5 @@
-"""The training loop: steps (`amm_core.run.step`), evaluations, checkpoints, reports.
+"""The training loop: `fit` (steps, evaluations, checkpoints, reports), then `run`'s end (the
+test metrics, final.json, figures).
 
 Networks, loss and loop apart, as in stylegan2-ada: everything about the method lives in
 `model/`; the step in `run/step.py`; the full state a checkpoint holds in `run/state.py`; why
@@ -62,6 +63,24 @@ class RunResult:
     signal: str = ""  # the name should_stop() gave (SIGINT, SIGTERM) when `stopped`
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """What `fit` leaves for the run's end: the trained state and why training ended."""
+
+    out_dir: Path
+    state: TrainingState
+    splits: Splits
+    judge: torch.nn.Module | None  # the evaluation classifier of gen/* (train.gen_metrics)
+    steps: int  # the run's planned steps
+    reason: str  # why training ended: names.STOP_*
+    signal: str = ""  # the name should_stop() gave, when it ended training
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The newest checkpoint folder."""
+        return latest_checkpoint(self.out_dir / names.CHECKPOINTS_DIR)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -111,62 +130,84 @@ def _trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def _restores_determinism(fn: Callable[..., RunResult]) -> Callable[..., RunResult]:
-    """torch's deterministic-algorithms switch (train.deterministic) back as it was after the
-    run, whatever happened."""
+def _deterministic_if_asked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn(cfg, ...)` under torch's deterministic algorithms when cfg.train.deterministic, the
+    switch back as it was afterwards, whatever happened."""
 
     @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> RunResult:
+    def wrapped(cfg: Config, *args: Any, **kwargs: Any) -> Any:
         was = torch.are_deterministic_algorithms_enabled()
         warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         try:
-            return fn(*args, **kwargs)
+            if cfg.train.deterministic:
+                torch.use_deterministic_algorithms(True)
+            return fn(cfg, *args, **kwargs)
         finally:
             torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
     return wrapped
 
 
-@_restores_determinism
+@_deterministic_if_asked
 def run(
     cfg: Config,
     out_dir: str | Path,
     *,
+    start: int = 0,
     report: ReportFn | None = None,
     should_stop: StopFn | None = None,
     resume_from: str | Path | None = None,
     tick: Tick | None = None,
     log: LogFn | None = None,
     note: NoteFn | None = None,
-    deadline: float | None = None,
-    test: bool = True,
     extra_metrics: dict[str, float] | None = None,
     extra_info: dict[str, str] | None = None,
 ) -> RunResult:
-    """Train one model; its final metrics (test/* plus bookkeeping) are `RunResult.final`.
+    """Train one model (`fit`), then test it; its final metrics (test/* plus bookkeeping) are
+    `RunResult.final`, `extra_metrics` / `extra_info` bookkeeping added to them.
 
     Writes out_dir/config.json, metrics.jsonl, final.json, checkpoints/step_*/state.pt and,
-    when cfg.train.figures, figures/*.png. One start of the model (train.start): the restart
-    phase of train.restarts > 1 is `amm_core.run.restarts.train`, which calls this. `deadline`
-    (time.monotonic()) replaces train.max_minutes' own; test=False ends after the last
-    evaluation (no test, no final.json); `extra_metrics` / `extra_info` are bookkeeping added
-    to final.json.
+    when cfg.train.figures, figures/*.png. `start` and the hooks: as `fit`'s. The restart phase
+    of train.restarts > 1 is `amm_core.run.restarts.train`, which fits each start and runs the
+    one it keeps.
     """
+    fitted = fit(cfg, out_dir, start=start, report=report, should_stop=should_stop,
+                 resume_from=resume_from, tick=tick, log=log, note=note)  # fmt: skip
+    return _finish(fitted, report, note, extra_metrics or {}, extra_info or {})
+
+
+@_deterministic_if_asked
+def fit(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    start: int = 0,
+    report: ReportFn | None = None,
+    should_stop: StopFn | None = None,
+    resume_from: str | Path | None = None,
+    tick: Tick | None = None,
+    log: LogFn | None = None,
+    note: NoteFn | None = None,
+) -> Fitted:
+    """Train one model to the end of its steps, time budget (train.max_minutes, counting the
+    checkpoint's training seconds too) or plateau, or until `should_stop`: steps, evaluations
+    (metrics.jsonl, `report`), checkpoints. No test set, no final.json: `run` ends it.
+
+    `start` picks the streams of its weights and batches (a start of the restart phase; a
+    resumed run's checkpoint says which)."""
     out_dir = Path(out_dir).resolve()
     ckpt_root = out_dir / names.CHECKPOINTS_DIR
     device = resolve_device(cfg.train.device)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
     # One seed; every RNG derives from it (data split and batch order have their own streams).
-    random.seed(derive_seed(cfg.seed, stream(cfg, "python")))
-    torch.manual_seed(derive_seed(cfg.seed, stream(cfg, "torch")))
+    random.seed(derive_seed(cfg.seed, stream(start, "python")))
+    torch.manual_seed(derive_seed(cfg.seed, stream(start, "torch")))
     root = settings.data_root(cfg.data.data_dir)
     splits: Splits = load_splits(cfg.data, root, cfg.seed, device)
     n_train = len(splits.train_x)
     if device.type == "cpu":
         keep_freed_memory()
     step_fn = TrainingStep(cfg, device, splits.class_freqs, splits.train_x)
-    state = TrainingState.build(cfg, step_fn, splits, device)
+    state = TrainingState.build(cfg, step_fn, splits, device, start)
     model, fmt, steps = state.model, step_fn.fmt, total_steps(cfg, n_train)
     evaluated = False  # the checkpoint resumed from is an evaluation's
     if resume_from is not None:
@@ -183,17 +224,14 @@ def run(
         return path.parent
 
     judge = digit_classifier(cfg.data.dataset, root, device) if cfg.train.gen_metrics else None
-
-    def gen_metrics(x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, float]:
-        if judge is None:
-            return {}
-        return split_gen_metrics(model, judge, x, y, cfg, splits.n_classes, seed)
+    gen_metrics = functools.partial(_gen_metrics, model, judge, cfg, splits.n_classes)
 
     stats, last_train = Stats(), {}
     t_last, step_last = time.perf_counter(), state.step
     model.train()
     state.start_clock()
-    if deadline is None and cfg.train.max_minutes:  # what the run has left of its budget
+    deadline = None  # what the run has left of its budget
+    if cfg.train.max_minutes:
         deadline = time.monotonic() + 60 * cfg.train.max_minutes - state.spent_s
     # resumed at an evaluation that ended training (plateau; the budget spent, e.g. by the
     # restart phase): not one step more; from another checkpoint at least one step, evaluated
@@ -246,27 +284,47 @@ def run(
                 report(ev, ckpt, False)
             t_last = time.perf_counter()  # evaluation time is not training throughput
 
-    if reason == names.STOP_SIGNAL:  # a checkpoint at the step reached, no test
-        name, ckpt = (signal if isinstance(signal, str) else ""), checkpoint()
-        if test:
-            write_final(out_dir, signal_report(state.step, steps, name))
-        return RunResult(state.step, ckpt, True, reason, signal=name)
-    if not test:
-        return RunResult(state.step, latest_checkpoint(ckpt_root), stop_reason=reason)
+    name = signal if isinstance(signal, str) else ""
+    if reason == names.STOP_SIGNAL:  # a checkpoint at the step reached
+        checkpoint()
+    return Fitted(out_dir, state, splits, judge, steps, reason, name)
+
+
+def _gen_metrics(
+    model: AMM, judge: torch.nn.Module | None, cfg: Config, n_classes: int,
+    x: torch.Tensor, y: torch.Tensor, seed: int,
+) -> dict[str, float]:  # fmt: skip
+    return {} if judge is None else split_gen_metrics(model, judge, x, y, cfg, n_classes, seed)
+
+
+def _finish(
+    fitted: Fitted,
+    report: ReportFn | None,
+    note: NoteFn | None,
+    extra_metrics: dict[str, float],
+    extra_info: dict[str, str],
+) -> RunResult:
+    """The run's end: the test metrics, final.json, the figures, the final report; a run
+    stopped by should_stop(): its final.json says so, no test."""
+    out_dir, state, splits, cfg = fitted.out_dir, fitted.state, fitted.splits, fitted.state.cfg
+    model, steps, reason, ckpt = state.model, fitted.steps, fitted.reason, fitted.checkpoint
+    if reason == names.STOP_SIGNAL:
+        write_final(out_dir, signal_report(state.step, steps, fitted.signal))
+        return RunResult(state.step, ckpt, True, reason, signal=fitted.signal)
 
     test_enc = encode_split(model, splits.test_x, cfg)  # the figures use it too
     scores = score(test_enc, splits.test_y, cfg, splits.n_classes)
     metrics = {names.TRAIN_SECONDS: state.elapsed()}  # the whole run's, resumes included
     metrics.update({names.split_metric("test", k): v for k, v in scores.items()})
-    gen = gen_metrics(splits.test_x, splits.test_y, gen_test_seed(cfg))
+    gen = _gen_metrics(model, fitted.judge, cfg, splits.n_classes, splits.test_x,
+                       splits.test_y, gen_test_seed(cfg))  # fmt: skip
     metrics.update({names.split_metric("test", k): v for k, v in gen.items()})  # test/gen/...
     mapping = mapping_for(cfg.model.num_components, splits.n_classes, cfg.data.supervised)
-    info = {names.ERROR_MAPPING_TAG: mapping, names.STOP_REASON: reason, **(extra_info or {})}
-    final = Report(state.step, steps, {**metrics, **(extra_metrics or {})}, info)
+    info = {names.ERROR_MAPPING_TAG: mapping, names.STOP_REASON: reason, **extra_info}
+    final = Report(state.step, steps, {**metrics, **extra_metrics}, info)
     write_final(out_dir, final)
     if cfg.train.figures:
         _write_figures(model, splits, out_dir / names.FIGURES_DIR, cfg, test_enc, note)
-    ckpt = latest_checkpoint(ckpt_root)
     if report is not None:
         report(final, ckpt, True)
     return RunResult(state.step, ckpt, final=final.line(), stop_reason=reason)
