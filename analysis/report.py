@@ -256,7 +256,8 @@ def build_report(
 
     parts.append(metrics_list([*shown, *(m for m in diag_metrics(df))], bool(curves_shown)))
 
-    figs = plots.sweep_plots(df, runs.varying(), metric, expected)
+    # the tables' axes: a variant study is plotted by variant, not by the keys its variants set
+    figs = plots.sweep_plots(df, rows + cols, metric, expected)
     if figs:
         parts.append("<h2>Sweep plots</h2>")
         for title, f in figs:

@@ -232,3 +232,33 @@ def test_report_has_the_table_the_sweep_plot_and_the_curves(store, tmp_path, cap
     # lambda 0.1 against lambda 10: [0.20, 0.21] vs [0.10, 0.11]
     p = stats.ttest_ind([0.20, 0.21], [0.10, 0.11], equal_var=False).pvalue
     assert f"<td>20.50 ± 0.71 (n=2) p={p:.3f}*</td>" in page and p < 0.05
+
+
+def test_a_variant_study_is_plotted_by_variant_alone(tmp_path_factory, tmp_path):
+    """Variants that set several keys (learned vs fixed means x placement): one plot by
+    variant, not one by a key the variants set, pooled over another."""
+    from mlflow.entities import Param
+
+    from amm_core.names import VARIANT
+
+    uri, c, exp = sqlite_store(tmp_path_factory, "variants")
+    parent = c.create_run(exp, tags={"amm.sweep": "lvf", "amm.num_seeds": "2"})
+    variants = {
+        "learned_random3": {"prior.means": "learned", "prior.init_means": "random"},
+        "fixed_random3": {"prior.means": "random", "prior.init_means": "none"},
+        "learned_table3": {"prior.means": "learned", "prior.init_means": "table3"},
+        "fixed_table3": {"prior.means": "table3", "prior.init_means": "none"},
+    }
+    for i, (name, keys) in enumerate(variants.items()):
+        for seed in (0, 1):
+            flat = {**Config().replace(**keys, seed=seed).flat(), VARIANT: name}
+            rid = c.create_run(
+                exp, tags={"amm.sweep": "lvf", "mlflow.parentRunId": parent.info.run_id}
+            ).info.run_id
+            c.log_batch(rid, params=[Param(k, str(v)) for k, v in flat.items()])
+            c.log_metric(rid, ERR, 0.03 + 0.01 * i + 0.001 * seed)
+            c.set_terminated(rid, "FINISHED")
+    pngs = tmp_path / "plots"
+    argv = ["report", "lvf", "--tracking-uri", uri, "--out", str(tmp_path / "r.html")]
+    assert main([*argv, "--save-plots", str(pngs)]) == 0
+    assert sorted(p.name for p in pngs.iterdir()) == ["lvf-test_error_gy_by_variant.png"]
