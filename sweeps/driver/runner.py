@@ -322,19 +322,23 @@ def _resume_locked(
     t = None
     try:  # from here on a stop ends in _fit: the parent run KILLED again
         _share_view(uri, meta.experiment_id, name, spec)  # a sweep from before the view
-        if state == reconcile.NO_STATE:  # stopped before any trial: the spec's trials afresh
+        # the cells this sweep trains: a run against a store that held finished trials of
+        # its name trains only the missing ones (its meta keeps them); else the spec's
+        cells = meta.cells if spec.search is None and meta.cells else None
+        if state == reconcile.NO_STATE:  # stopped before any trial: its trials afresh
             reconcile.forget_tune_files(folder)
+            n = len(cells) if cells else spec.num_trials()
             print(
                 f"amm: sweep '{name}' stopped before its first trial started; "
-                f"running its {spec.num_trials()} trials from the start",
+                f"running its {n} trials from the start",
                 file=sys.stderr,
             )
-            callbacks = _callbacks(cb, spec, name, uri, verbose)
-            t = tuner.build(spec, folder, callbacks, verbose)
+            callbacks = _callbacks(cb, spec, name, uri, verbose, cells=cells)
+            t = tuner.build(spec, folder, callbacks, verbose, cells=cells)
         else:
             reconcile.before_restore(folder, cb.client)
             # the callback was pickled with the tuner; give it the (possibly new) tracking URI
-            callbacks = _callbacks(cb, spec, name, uri, verbose, folder)
+            callbacks = _callbacks(cb, spec, name, uri, verbose, folder, cells=cells)
             t = tuner.restore(folder, spec, callbacks, verbose)
     except KeyboardInterrupt:
         pass
