@@ -419,3 +419,16 @@ def test_tracking_uri_resolution(tmp_path, monkeypatch):
     assert tracking.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5000"
     with pytest.raises(ConfigError, match="file store is not supported"):
         tracking.resolve_tracking_uri("./mlruns", tmp_path)
+
+
+def test_a_batch_of_study_cells_has_the_studies_hashes():
+    """sweeps/studies/batches: each trial of a batch is a cell of a study (same config hash and
+    seed), so that the study's `--reuse` copies it instead of training it again."""
+    studies = [load_spec(SWEEPS / "studies" / f"{n}.yaml") for n in STUDIES]
+    cells = {(s.trial_config(c).hash(), c["seed"]) for s in studies for c in s.cells()}
+    batches = sorted((SWEEPS / "studies" / "batches").glob("*.yaml"))
+    assert batches
+    for path in batches:
+        batch = load_spec(path)
+        for c in batch.cells():
+            assert (batch.trial_config(c).hash(), c["seed"]) in cells, (path.name, c)
