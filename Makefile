@@ -60,7 +60,7 @@ bench: install
 results: install
 	@set -e; for f in results/studies/*.json; do \
 	  echo "== $$f"; \
-	  $(AMM) table $$f --format md --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity; \
+	  $(AMM) table $$f --format md --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity --metric test/gen/within_diversity; \
 	  $(AMM) report $$f --save-plots runs/plots/$$(basename $$f .json); \
 	  echo; \
 	done
