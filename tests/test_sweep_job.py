@@ -74,8 +74,8 @@ def ray_head(tmp_path, data_root):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # --block: the head stops what it started
-            try:
-                proc.wait(timeout=60)
+            try:  # it takes half a minute to; what is left of the group then is killed
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
