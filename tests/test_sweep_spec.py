@@ -424,7 +424,7 @@ def test_tracking_uri_resolution(tmp_path, monkeypatch):
 def test_a_batch_of_study_cells_has_the_studies_hashes():
     """sweeps/studies/batches: each trial of a batch is a cell of a study (same config hash and
     seed), so that the study's `--reuse` copies it instead of training it again."""
-    studies = [load_spec(SWEEPS / "studies" / f"{n}.yaml") for n in STUDIES]
+    studies = [load_spec(SWEEPS / "studies" / f"{n}.yaml") for n in (*STUDIES, "additions")]
     cells = {(s.trial_config(c).hash(), c["seed"]) for s in studies for c in s.cells()}
     batches = sorted((SWEEPS / "studies" / "batches").glob("*.yaml"))
     assert batches
