@@ -74,7 +74,7 @@ def ray_head(tmp_path, data_root):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # --block: the head stops what it started
-            try:  # it takes half a minute to; what is left of the group then is killed
+            try:  # Ray's own shutdown takes about 30 s; what is left of the group is killed
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -97,8 +97,8 @@ def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlf
     # save): its meta names the one cell it trains, the cell's run was deleted as lost, and
     # `resume` trains that cell only, not the spec's every cell
     meta = tmp_path / "sweeps" / "pt" / "amm_sweep.json"
-    assert len(json.loads(meta.read_text())["cells"]) == 1  # the lost cell, of 2
     saved = meta.read_text()
+    assert len(json.loads(saved)["cells"]) == 1  # the lost cell, of 2
     shutil.rmtree(tmp_path / "sweeps" / "pt")
     meta.parent.mkdir(parents=True)
     meta.write_text(saved)
