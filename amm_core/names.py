@@ -99,6 +99,10 @@ RESTART_CHOSEN = "restart/chosen"
 # ... and what the choice read: each start's clustering term, "0: -2.0831, 1: -2.1782, ..." (a
 # string: logged as the tag TAG_RESTART_SCORES)
 RESTART_SCORES = "restart/scores"
+# ... and each start's validation error at that evaluation, "0: 0.0352, 1: 0.1204, ..." (never
+# read by the choice: for the analysis of how often a start splits; the tag
+# TAG_RESTART_VAL_ERRORS; empty without a validation split)
+RESTART_VAL_ERRORS = "restart/val_errors"
 
 # diagnostics of the latent path (one batch at each evaluation; docs/method.md, "diagnostics")
 DIAG_D_GRAD_X = "diag/d_grad_x"  # mean per-sample ||dD/dx|| at inference tuples
@@ -168,6 +172,7 @@ TAG_FAILURES = "amm.failures"
 TAG_ERROR = "amm.error"  # the failed trial's error text
 TAG_STOP_REASON = "amm.stop_reason"  # final.json's STOP_REASON of a finished trial
 TAG_RESTART_SCORES = "amm.restart_scores"  # final.json's RESTART_SCORES
+TAG_RESTART_VAL_ERRORS = "amm.restart_val_errors"  # final.json's RESTART_VAL_ERRORS
 # which mapping the error used: "supervised" (SAMM), "hungarian" when K == classes, else
 # "majority"; a key of final.json too
 ERROR_MAPPING_TAG = "error_mapping"

@@ -56,6 +56,10 @@ def test_the_phase_goes_on_with_the_start_of_lowest_clustering_term(tmp_path, da
     assert result.final[names.RESTART_SCORES] == ", ".join(
         f"{k}: {v:.4f}" for k, v in enumerate(scores)
     )
+    errors = [h[-1][names.VAL_ERROR_GY] for h in histories]  # recorded, never chosen by
+    assert result.final[names.RESTART_VAL_ERRORS] == ", ".join(
+        f"{k}: {v:.4f}" for k, v in enumerate(errors)
+    )
     assert "start" not in json.loads((out / names.CONFIG_FILE).read_text())["train"]
     kept = latest_checkpoint(out / names.CHECKPOINTS_DIR)
     assert saved_start(load_checkpoint(kept)) == chosen  # a resumed run knows its start

@@ -192,6 +192,7 @@ def test_parent_run_is_a_summary(sweep):
         assert "amm/trained_steps" not in r.data.metrics  # the console's, not the model's
         assert r.data.metrics["restart/chosen"] in (0, 1)  # the start the trial went on with
         assert re.fullmatch(r"0: -?\d+\.\d{4}, 1: -?\d+\.\d{4}", r.data.tags["amm.restart_scores"])
+        assert re.fullmatch(r"0: 0\.\d{4}, 1: 0\.\d{4}", r.data.tags["amm.restart_val_errors"])
         assert r.data.tags["amm.resumed_from_step"] == "0"
 
 

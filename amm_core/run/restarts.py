@@ -83,7 +83,7 @@ def train(
         resume_from=resume_from,
         tick=None if tick is None else lambda s, n: tick(s + offset, n + offset),
         extra_metrics={names.RESTART_CHOSEN: start},
-        extra_info={names.RESTART_SCORES: _phase_scores(out_dir, cfg.train.restarts)},
+        extra_info=_phase_scores(out_dir, cfg.train.restarts),
         **hooks,
     )
 
@@ -168,17 +168,21 @@ def _phase(
     return dataclasses.replace(best, seconds=sum(s.seconds for s in starts))
 
 
-def _phase_scores(out_dir: Path, restarts: int) -> str:
-    """Each start's clustering term at its last evaluation, "0: -2.0831, 1: -2.1782, ..." (the
-    starts whose folders are here: a run resumed on another machine may lack them)."""
-    scores = []
+def _phase_scores(out_dir: Path, restarts: int) -> dict[str, str]:
+    """What the choice read and what it could not: each start's clustering term at its last
+    evaluation, "0: -2.0831, 1: -2.1782, ..." (RESTART_SCORES), and its validation error there,
+    "0: 0.0352, 1: 0.1204, ..." (RESTART_VAL_ERRORS; for the analysis of split starts). Only the
+    starts whose folders are here: a run resumed on another machine may lack them."""
+    scores, errors = [], []
     for k in range(restarts):
         history = json_lines(
             out_dir / names.STARTS_DIR / names.start_dirname(k) / names.METRICS_FILE
         )
         if history:
             scores.append(f"{k}: {history[-1][names.LOSS_CLUSTER]:.4f}")
-    return ", ".join(scores)
+            if names.VAL_ERROR_GY in history[-1]:
+                errors.append(f"{k}: {history[-1][names.VAL_ERROR_GY]:.4f}")
+    return {names.RESTART_SCORES: ", ".join(scores), names.RESTART_VAL_ERRORS: ", ".join(errors)}
 
 
 def _adopt(start: Start, out_dir: Path, report: ReportFn | None, cfg: Config) -> Path:

@@ -206,6 +206,7 @@ class MlflowSweepCallback(tune.Callback):
             (names.ERROR_MAPPING_TAG, report.info.get(names.ERROR_MAPPING_TAG, "")),
             (names.TAG_STOP_REASON, report.stop_reason),
             (names.TAG_RESTART_SCORES, report.info.get(names.RESTART_SCORES, "")),
+            (names.TAG_RESTART_VAL_ERRORS, report.info.get(names.RESTART_VAL_ERRORS, "")),
         ):
             value, seen = str(value), (trial.trial_id, key)
             if value and self._tags.get(seen) != value:
