@@ -56,14 +56,16 @@ bench: install
 
 # The study tables of docs/results.md, rebuilt from the committed sweep exports (results/studies/,
 # written by `amm sweep export`): no training, no tracking store of one's own.
-# Each also gets its report page (runs/reports/) and its plots as PNG files (runs/plots/NAME/).
+# Each also gets its report page (runs/reports/) and its plots as PNG files (runs/plots/NAME/);
+# then how often the restart phase's starts split (results/restarts/starts.json, analysis.starts).
 results: install
 	@set -e; for f in results/studies/*.json; do \
 	  echo "== $$f"; \
 	  $(AMM) table $$f --format md --metric test/error_gy --metric test/error_bayes --metric test/gen/component_purity --metric test/gen/within_diversity; \
 	  $(AMM) report $$f --save-plots runs/plots/$$(basename $$f .json); \
 	  echo; \
-	done
+	done; \
+	echo "== results/restarts/starts.json"; $(PY) -m analysis.starts results/restarts/starts.json
 
 clean:
 	rm -rf runs mlflow.db .pytest_cache

@@ -6,7 +6,7 @@ clustering term `loss/cluster`, what the choice reads) and val_error (`val/error
 choice never reads). Two sources:
 - a sweep export (`amm sweep export`): each trial's tags `amm.restart_scores` and
   `amm.restart_val_errors`, the starts' last evaluation only;
-- a starts file, `{"starts": [rows]}` (results/studies/restart-starts.json), every evaluation of
+- a starts file, `{"starts": [rows]}` (results/restarts/starts.json), every evaluation of
   each start, read from the trials' folders (`from_run_dir`: starts/start_K/metrics.jsonl).
 
 `python -m analysis.starts FILE...` prints the split rate per cell and the choice per step.
