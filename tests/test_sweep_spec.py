@@ -38,7 +38,7 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         + sorted(SWEEPS.glob("studies/*.yaml"))
         + sorted(SWEEPS.glob("studies/paper/*.yaml"))
     )
-    assert len(specs) == 23
+    assert len(specs) == 24
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
@@ -49,6 +49,11 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
     cfg = long.trial_config(long.cells()[0])
     assert long.num_trials() == 3 and cfg.loss.cluster_weight > 0 and cfg.prior.means == "learned"
     assert load_spec(SWEEPS / "ablations" / "screen_balance.yaml").num_trials() == 9
+    # the cheaper phase with close fixed means: 2 starts of 500 steps, the kept one to 2,000
+    close = load_spec(SWEEPS / "ablations" / "close_means.yaml")
+    cfg = close.trial_config(close.cells()[0])
+    assert close.num_trials() == 5 and cfg.prior.means == "random" and cfg.prior.random_scale == 1
+    assert (cfg.train.restarts, cfg.train.restart_steps, cfg.train.steps) == (2, 500, 2000)
     # the demo: the clustering term on the tiny network, a step budget (no time budget: the
     # same numbers on any machine; tests/test_demo_budget.py), a demo's description
     demo = load_spec(SWEEPS / "demo.yaml")
