@@ -62,9 +62,9 @@ def test_installed_wheel_finds_presets_and_specs(tmp_path):
     assert mine.returncode == 0 and snapshot["mnist_amm_mixture"]["hash"] in mine.stdout, (
         mine.stdout + mine.stderr
     )
-    # the studies ship too, same hashes: learned_random3, seed 0, is the preset
+    # the studies ship too, same hashes: learned_random3, seed 0, is the preset they ran on
     study = run("sweep", "plan", "studies/learned_vs_fixed")
-    preset = snapshot["mnist_amm_mixture"]["hash"]
+    preset = snapshot["mnist_amm_mixture_learned"]["hash"]
     assert study.returncode == 0 and preset in study.stdout, study.stdout + study.stderr
     demo = run("sweep", "plan", "demo")  # a shipped spec on demo -> mixture -> paper's preset
     assert demo.returncode == 0 and "trials: 4" in demo.stdout, demo.stderr

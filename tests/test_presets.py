@@ -39,11 +39,14 @@ def test_a_preset_resolves_to_its_snapshot(preset):
 
 
 def test_a_spec_on_a_chained_preset_builds_the_same_trial():
-    """The lambda study's base is the mixture preset (itself on the paper's): its lambda=10 trial
-    is the preset unchanged, so its hash is the preset's snapshot hash."""
+    """The lambda study's base is the mixture preset with learned means (on the mixture preset,
+    itself on the paper's): its lambda=10 trial is that preset unchanged, so its hash is the
+    preset's snapshot hash; and that preset is the mixture preset as the studies ran it (the
+    hash their exported trials carry)."""
     spec = load_spec(REPO / "sweeps" / "studies" / "lambda.yaml")
     cfg = spec.trial_config({"loss.gp_weight": 10.0, "seed": 0})
-    assert cfg.hash() == SNAPSHOT["mnist_amm_mixture"]["hash"]
+    assert cfg.hash() == SNAPSHOT["mnist_amm_mixture_learned"]["hash"] == "a87088200fdf"
+    assert SNAPSHOT["mnist_amm_mixture"]["hash"] != "a87088200fdf"
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

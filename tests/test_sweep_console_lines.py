@@ -134,5 +134,5 @@ def test_each_trial_counts_to_its_own_total(monkeypatch, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert "step   1000/2500" in lines[0] and "step   1000/2600" in lines[1], lines
     mixture = load_config("configs/mnist_amm_mixture.yaml")
-    two = mixture.replace(**{"train.restarts": 2})
-    assert budget_words([mixture, two]) == f"up to {mixture.train.steps + 2 * 1000:,} steps"
+    three = mixture.replace(**{"train.restarts": 3})
+    assert budget_words([mixture, three]) == f"up to {mixture.train.steps + 2 * 500:,} steps"

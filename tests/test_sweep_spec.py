@@ -129,14 +129,17 @@ STUDIES = ("lambda", "mean_placement", "learned_vs_fixed")
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_specs_and_their_gpu_versions(name, capsys):
-    """sweeps/studies: 3 seeds per cell on the mixture preset, each trial on a step budget (no
+    """sweeps/studies: 3 seeds per cell on the mixture preset with learned means (the preset the
+    studies ran on), each trial on a step budget (no
     time budget, no plateau stop: any machine trains the same steps); the GPU version on the
     paper's preset has the same cells."""
     cpu = load_spec(SWEEPS / "studies" / f"{name}.yaml")
     gpu = load_spec(SWEEPS / "studies" / "paper" / f"{name}.yaml")
     assert cpu.seeds == gpu.seeds == [0, 1, 2]
     assert cpu.axes() == gpu.axes() and cpu.variants == gpu.variants
-    assert cpu.base.endswith("mnist_amm_mixture.yaml") and gpu.base.endswith("mnist_amm.yaml")
+    assert cpu.base.endswith("mnist_amm_mixture_learned.yaml") and gpu.base.endswith(
+        "mnist_amm.yaml"
+    )
     for cell in cpu.cells():
         t = cpu.trial_config(cell).train
         assert (t.steps, t.max_minutes, t.stop_on_plateau) == (2000, 0, 0)

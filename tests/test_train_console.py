@@ -137,8 +137,8 @@ def test_the_first_lines_say_what_runs_and_what_the_budget_covers():
 
     cfg = load_config("configs/mnist_amm_mixture.yaml", ["train.max_minutes=1.5"])
     assert plan_line(cfg, "mnist_amm_mixture").splitlines() == [
-        "amm train: mnist_amm_mixture, seed 0: 2,000 steps after a restart phase of 3 starts of "
-        "1,000 steps (the start of lowest clustering term goes on)",
+        "amm train: mnist_amm_mixture, seed 0: 2,000 steps after a restart phase of 2 starts of "
+        "500 steps (the start of lowest clustering term goes on)",
         "time budget train.max_minutes=1.5: training, the restart phase included; the test "
         "evaluation and figures come after it",
         "loading mnist and building the model ...",
