@@ -6,6 +6,8 @@ what tracked runs hold: renaming one is a breaking change for every stored run (
 must still read a sweep tracked before). Strings only: no ray or mlflow here.
 """
 
+from pathlib import Path
+
 # training losses (reported every train.log_every steps)
 LOSS_D = "loss/D"  # discriminator main term (both games in SAMM)
 LOSS_D_GP = "loss/D_gp"  # lambda-weighted penalty term
@@ -242,6 +244,11 @@ def checkpoint_dirname(step: int) -> str:
 def start_dirname(start: int) -> str:
     """start_K: the folder of one start of the restart phase, under STARTS_DIR."""
     return f"start_{int(start)}"
+
+
+def start_dir(run_dir: str | Path, start: int) -> Path:
+    """run_dir/starts/start_K: the folder of one start of a run's restart phase."""
+    return Path(run_dir) / STARTS_DIR / start_dirname(start)
 
 
 def checkpoint_step(dirname: str) -> int | None:

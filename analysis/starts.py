@@ -67,7 +67,7 @@ def from_run_dir(folder: str | Path, trial: str, cell: str, seed: int) -> pd.Dat
     """Every evaluation of each start in a run folder (its starts/start_K/metrics.jsonl)."""
     rows = []
     for k in range(1000):
-        path = Path(folder) / names.STARTS_DIR / names.start_dirname(k) / names.METRICS_FILE
+        path = names.start_dir(folder, k) / names.METRICS_FILE
         if not path.exists():
             break
         for m in json_lines(path):
@@ -152,12 +152,16 @@ def choice_summary(df: pd.DataFrame, threshold: float = SPLIT) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _md(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join(
-        "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |\n"
+def _table(title: str, df: pd.DataFrame) -> str:
+    """A result frame as markdown, through the project's Table (analysis/render.py)."""
+    from analysis.render import to_markdown
+    from analysis.tables import Table
+
+    rows = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in r]
         for r in df.itertuples(index=False)
-    )
+    ]
+    return to_markdown(Table(title, list(df.columns), rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print("analysis.starts: no starts with a score and a validation error in "
               + ", ".join(a.files), file=sys.stderr)  # fmt: skip
         return 2
-    print(f"split: validation error above {a.threshold:g} at a start's last evaluation\n")
-    print(_md(split_rates(df, a.threshold)))
-    print(_md(choice_summary(df, a.threshold)), end="")
+    split = f"split: validation error above {a.threshold:g} at a start's last evaluation"
+    print(_table(f"Starts per cell ({split})", split_rates(df, a.threshold)))
+    print(_table("The choice per phase length and step", choice_summary(df, a.threshold)), end="")
     return 0
 
 

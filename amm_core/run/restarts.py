@@ -118,7 +118,7 @@ def _phase(
         if k and left is not None and left <= 0:
             why_not = spent_note
             break
-        folder = out_dir / names.STARTS_DIR / names.start_dirname(k)
+        folder = names.start_dir(out_dir, k)
         overrides = {"train.restarts": 1, "train.steps": t.restart_steps}
         overrides.update({"train.figures": False, "train.stop_on_plateau": 0})
         if left is not None:
@@ -175,9 +175,7 @@ def _phase_scores(out_dir: Path, restarts: int) -> dict[str, str]:
     starts whose folders are here: a run resumed on another machine may lack them."""
     scores, errors = [], []
     for k in range(restarts):
-        history = json_lines(
-            out_dir / names.STARTS_DIR / names.start_dirname(k) / names.METRICS_FILE
-        )
+        history = json_lines(names.start_dir(out_dir, k) / names.METRICS_FILE)
         if history:
             scores.append(f"{k}: {history[-1][names.LOSS_CLUSTER]:.4f}")
             if names.VAL_ERROR_GY in history[-1]:
