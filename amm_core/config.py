@@ -122,6 +122,9 @@ class LossConfig:
     aug_shift: int = at_least(2, 0)  # cluster term: random translation of x up to N pixels
     aug_rotate: float = checked(10.0, lambda v: 0 <= v <= 180, "in [0, 180]")  # rotation, degrees
     aug_shear: float = checked(0.0, lambda v: 0 <= v <= 1, "in [0, 1]")  # horizontal shear factor
+    # cluster term: a second consistency on x + r_adv, the virtual adversarial perturbation of
+    # L2 norm aug_vat (pixels in [0, 1]) that changes p(y|x) most (IMSAT's VAT); 0 = off
+    aug_vat: float = at_least(0.0, 0)
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,11 @@ class TrainConfig:
 
 
 # keys added to the config after runs were stored: left out of Config.hash at their default
-HASH_OMIT_AT_DEFAULT: dict[str, Any] = {"loss.cycle_batch": 0, "loss.aug_shear": 0.0}
+HASH_OMIT_AT_DEFAULT: dict[str, Any] = {
+    "loss.cycle_batch": 0,
+    "loss.aug_shear": 0.0,
+    "loss.aug_vat": 0.0,
+}
 # keys whose "not set" is None (YAML null) today and was this value when runs were stored: the
 # value reads as None, and Config.stored_flat (the hash, the tracked params) writes None as it
 LEGACY_UNSET: dict[str, float] = {

@@ -26,6 +26,7 @@ LOSS_CLUSTER = "loss/cluster"
 LOSS_CLUSTER_CONSIST = "loss/cluster_consist"  # extra term: KL(p(y|x) || p(y|T(x)))
 LOSS_CLUSTER_HMARG = "loss/cluster_h_marginal"  # entropy of the batch-mean p(y|x)
 LOSS_CLUSTER_HCOND = "loss/cluster_h_cond"  # mean entropy of p(y|x)
+LOSS_CLUSTER_VAT = "loss/cluster_vat"  # extra term: KL(p(y|x) || p(y|x + r_adv)), loss.aug_vat
 GP_NORM = "loss/gp_grad_norm"  # mean per-sample gradient norm at the interpolates
 D_REAL = "D/real_prob"  # mean sigmoid(D) on inference tuples
 D_FAKE = "D/fake_prob"  # mean sigmoid(D) on synthesis tuples
@@ -140,6 +141,7 @@ METRICS = frozenset(
     {LOSS_D, LOSS_D_GP, LOSS_G, LOSS_G_DEC, LOSS_G_ENC, LOSS_G_INFO, GP_NORM, D_REAL, D_FAKE}
     | {LOSS_G_RECON, LOSS_G_LATENT, LOSS_G_LABEL, LOSS_G_CENTROID, LOSS_G_BAYES}
     | {LOSS_CLUSTER, LOSS_CLUSTER_CONSIST, LOSS_CLUSTER_HMARG, LOSS_CLUSTER_HCOND}
+    | {LOSS_CLUSTER_VAT}
     | {IMAGES_PER_SEC, EVAL_SECONDS, TRAIN_SECONDS, *DIAG_METRICS, *GEN_METRICS}
     | {split_metric(s, m) for s in SPLITS for m in EVAL_METRICS}
     | {RESTART_CHOSEN}

@@ -36,6 +36,16 @@ from amm_core.model.models import AMM
 from amm_core.model.networks import one_hot
 from amm_core.model.priors import eq18_logits
 
+# the probe's step along the random direction in the VAT term's power iteration: large enough
+# that x + d differs from x under bf16 (VAT's 1e-6 would round away), small beside an image's norm
+VAT_XI = 1.0
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """Each sample of v scaled to L2 norm 1 over all its other axes."""
+    norm = v.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return v / norm.view(-1, *([1] * (v.dim() - 1)))
+
 
 class Tuples(NamedTuple):
     """Inference tuples (x, y~, z~) and synthesis tuples (x~, y, z), games concatenated."""
@@ -301,9 +311,31 @@ class AMMLoss:
         h_marg = -(mean_p * torch.log(mean_p + 1e-8)).sum()
         h_cond = -(p * logp).sum(1).mean()
         total = consist - self.lc.cluster_balance * h_marg + self.lc.cluster_entropy * h_cond
-        return total, {
-            names.LOSS_CLUSTER: total.detach(),
-            names.LOSS_CLUSTER_CONSIST: consist.detach(),
-            names.LOSS_CLUSTER_HMARG: h_marg.detach(),
-            names.LOSS_CLUSTER_HCOND: h_cond.detach(),
+        stats = {
+            names.LOSS_CLUSTER: total,
+            names.LOSS_CLUSTER_CONSIST: consist,
+            names.LOSS_CLUSTER_HMARG: h_marg,
+            names.LOSS_CLUSTER_HCOND: h_cond,
         }
+        if self.lc.aug_vat > 0:
+            vat = self._vat_term(x_u, logp[k].detach())
+            total = total + vat
+            stats[names.LOSS_CLUSTER] = total
+            stats[names.LOSS_CLUSTER_VAT] = vat
+        return total, {key: v.detach() for key, v in stats.items()}
+
+    def _vat_term(self, x: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        """KL(p(y|x) || p(y|x + r_adv)) with r_adv of L2 norm loss.aug_vat along the direction
+        that changes p(y|x) most, found by one power iteration from a random direction (VAT,
+        Miyato et al. 2018; IMSAT's augmentation). Only the encoder's parameters get gradients:
+        the direction is a constant of the term."""
+        p = logp.exp()
+        d = _unit(torch.randn_like(x)) * VAT_XI
+        with torch.enable_grad():  # the search needs a graph wherever the term is computed
+            d.requires_grad_(True)
+            logp_d = F.log_softmax(self.model.encoder(x + d, sample=False).y_mu.float(), dim=1)
+            kl = (p * (logp - logp_d)).sum(1).mean()
+            (g,) = torch.autograd.grad(kl, d)
+        r = _unit(g.float()).to(x.dtype) * self.lc.aug_vat
+        logp_v = F.log_softmax(self.model.encoder(x + r, sample=False).y_mu.float(), dim=1)
+        return (p * (logp - logp_v)).sum(1).mean()
