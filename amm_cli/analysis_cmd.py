@@ -79,6 +79,12 @@ def register(sub: Any) -> None:
         metavar="N",
         help="lay the result out like the paper's Table N (1: MNIST, 2: SVHN-1000)",
     )
+    p.add_argument(
+        "--trials",
+        action="store_true",
+        help="one row per trial (its cell and seed), one column per --metric: the numbers "
+        "behind the mean ± std cells",
+    )
     p.set_defaults(func=table_cmd)
 
     r = sub.add_parser(
@@ -212,6 +218,8 @@ def table_cmd(args: argparse.Namespace) -> int:
     from analysis import tables
 
     metrics, sweeps = metrics_of(args), list(dict.fromkeys(args.sweep))
+    if args.trials:
+        return _trials(args, sweeps, metrics)
     if len(metrics) > 1 or len(sweeps) > 1:
         return _side_by_side(args, sweeps, metrics)
     args.metric = metrics[0]
@@ -237,6 +245,19 @@ def table_cmd(args: argparse.Namespace) -> int:
             paper if args.paper else None,
             title=f"{runs.name}: {args.metric}",
         )
+    print(_render(args.format, t), end="")
+    return 0
+
+
+def _trials(args: argparse.Namespace, sweeps: list[str], metrics: list[str]) -> int:
+    """`amm table SWEEP --trials`: one row per trial, the metrics as columns."""
+    from analysis import tables
+
+    if len(sweeps) > 1 or args.paper or args.paper_table is not None:
+        raise ConfigError("--trials lists one sweep's trials; give one sweep, without --paper")
+    runs = load_runs(sweeps[0], args.tracking_uri, metrics)
+    rows, cols = _axes(args, runs, note=False)
+    t = tables.trials_table(runs.df, rows + cols, metrics, title=f"{runs.name}: trials")
     print(_render(args.format, t), end="")
     return 0
 

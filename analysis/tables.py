@@ -17,10 +17,13 @@ from amm_core.errors import ConfigError
 from analysis import aggregate as agg
 from analysis import paper as pp
 from analysis import significance as sig
+from analysis.fetch import STATUS
 from analysis.significance import cell_runs, key_of
 
 _CONFIG_KEYS = set(Config().flat())
 # csv columns of a cell compared with the paper (empty for the others)
+# metrics that count (components used, digits drawn): whole numbers in one trial
+_COUNTS = {names.CLUSTERS_USED, names.GEN_DIGITS.rsplit("/", 1)[-1]}
 PAPER_COLUMNS = ["paper_mean", "paper_std", "paper_n", "welch_t", "welch_p", "verdict"]
 
 
@@ -195,6 +198,28 @@ def grid_table(
     for i, (exp, c) in compared.items():
         data.loc[i, PAPER_COLUMNS] = [exp.mean, exp.std, exp.n, c.t, c.p, c.verdict]
     return Table(title or f"{metric} by {corner}", header, body, best, notes, data)
+
+
+def trials_table(runs: pd.DataFrame, axes: list[str], metrics: list[str], title: str = "") -> Table:
+    """One row per trial (the axes, then its seed), one column per metric in the metric's scale
+    (errors in percent): the per-seed numbers behind a mean ± std table. A trial without the
+    metric shows its status (`KILLED`, `FAILED`, ...) instead of a number."""
+    order = [a for a in axes if a in runs.columns] + (["seed"] if "seed" in runs.columns else [])
+    d = runs.sort_values(order, kind="stable").reset_index(drop=True) if order else runs
+    ok = {m: agg.ok_mask(d, m) for m in metrics}
+    body = []
+    for i, r in d.iterrows():
+        line = [_fmt(r[a]) for a in order]
+        for m in metrics:
+            scale, digits = scale_of(m)
+            if m.rsplit("/", 1)[-1] in _COUNTS:
+                digits = 0  # a count is a whole number in a trial (a mean in a cell)
+            line.append(f"{r[m] * scale:.{digits}f}" if ok[m][i] else f"— ({r[STATUS]})")
+        body.append(line)
+    header = [*order, *(m + (" (%)" if scale_of(m)[0] == 100.0 else "") for m in metrics)]
+    align = "l" * len(order) + "r" * len(metrics)
+    note = "one row per trial; a trial without a result shows its status"
+    return Table(title or "trials", header, body, set(), [note], d[[*order, *metrics]], align)
 
 
 def _numbers(summary: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -282,3 +282,18 @@ def test_variant_rows_do_not_drag_in_the_keys_a_variant_sets():
     )
     # without the frame every varying key is added (nothing is known to be fixed)
     assert resolve_axes(params, varying, ["variant"], None)[2] == varying[1:]
+
+
+def test_trials_table_one_row_per_trial_in_the_metrics_scale():
+    df = frame({("random", 10.0): [0.0291, None], ("learned", 10.0): [0.05, 0.0312]})
+    df["test/gen/digits_covered"] = [10.0, float("nan"), 9.0, 10.0]
+    t = tables.trials_table(df, ["prior.means"], [ERR, "test/gen/digits_covered"])
+    assert t.header == ["prior.means", "seed", "test/error_gy (%)", "test/gen/digits_covered"]
+    assert t.rows == [
+        ["learned", "0", "5.00", "9"],
+        ["learned", "1", "3.12", "10"],
+        ["random", "0", "2.91", "10"],
+        ["random", "1", "— (FAILED)", "— (FAILED)"],  # a failed trial shows why, not a number
+    ]
+    assert list(t.data[ERR].round(4).fillna(-1)) == [0.05, 0.0312, 0.0291, -1]
+    assert render.to_markdown(t).count("\n|") >= 5

@@ -125,6 +125,15 @@ def test_export_import_and_the_idempotent_run(tmp_path, data_root, ray_head, mlf
     from_file = amm("table", "b.json.gz", "--metric", names.TEST_ERROR_GY, cwd=tmp_path, env=env)
     assert "\n".join(ln for ln in from_file.splitlines() if "MLflow" not in ln) == before
     assert "INFO" not in from_file  # the temporary store is set up quietly
+    # --trials: one row per trial, its seed and its final number, as exported
+    rows = amm("table", "b.json.gz", "--trials", "--format", "csv", cwd=tmp_path, env=env)
+    got = sorted(ln.split(",")[-2:] for ln in rows.splitlines()[1:] if ln)
+    want = sorted(
+        [str(t["seed"]), f"{t['final'][names.TEST_ERROR_GY]:.12g}"]
+        for t in doc["trials"]
+        if t["status"] == "FINISHED"
+    )
+    assert [[s, f"{float(e):.12g}"] for s, e in got] == want
     for other in (f"sqlite:///{tmp_path / 'other.db'}", mlflow_server):
         for f in ("b.json.gz", "b.json.gz", "a.json"):
             amm("sweep", "import", f, "--tracking-uri", other, cwd=tmp_path, env=env)
