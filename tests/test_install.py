@@ -72,7 +72,8 @@ def test_installed_wheel_finds_presets_and_specs(tmp_path):
     assert helpcfg.returncode == 0 and "loss.gp_weight = 10.0" in helpcfg.stdout
     bad = run("train", "nope")
     assert (
-        bad.returncode == 2 and "mnist_amm_plus, mnist_samm, mnist_samm_plus, smoke" in bad.stderr
+        bad.returncode == 2
+        and "mnist_amm_plus, mnist_samm, mnist_samm_mixture, mnist_samm_plus, smoke" in bad.stderr
     )
     # the code ran from the wheel, not from this checkout
     where = subprocess.run(

@@ -38,7 +38,7 @@ def test_every_shipped_spec_loads_and_builds_its_configs():
         + sorted(SWEEPS.glob("studies/*.yaml"))
         + sorted(SWEEPS.glob("studies/paper/*.yaml"))
     )
-    assert len(specs) == 24
+    assert len(specs) == 27
     for p in specs:
         spec = load_spec(p)
         assert spec.num_trials() >= 1, p
