@@ -43,8 +43,7 @@ VAT_XI = 1.0
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     """Each sample of v scaled to L2 norm 1 over all its other axes."""
-    norm = v.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return v / norm.view(-1, *([1] * (v.dim() - 1)))
+    return F.normalize(v.flatten(1), dim=1).view_as(v)
 
 
 class Tuples(NamedTuple):
